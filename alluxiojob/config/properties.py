@@ -1,0 +1,468 @@
+"""Every property alluxiojob understands, with its Alluxio name, parser and default.
+
+Theory of operation: ``PROPERTIES`` is the one registry. ``load_config`` merges, in
+increasing precedence, the defaults, an ``alluxio-site.properties`` file, ``ALLUXIO_*``
+environment variables and ``-D key=value`` pairs. Every known value is parsed once, at
+load, so that a bad value stops startup with a message that names the key, instead of
+failing later inside a running job. Unknown keys only warn: one site file is often shared
+with the other Alluxio components.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from alluxiojob.config.units import parse_duration, parse_size
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A property file, key or value is unusable. The message names the key."""
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"not an integer: {text!r}") from None
+
+
+def _parse_positive_int(text: str) -> int:
+    value = _parse_int(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _parse_port(text: str) -> int:
+    value = _parse_int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"not a TCP port: {value}")
+    return value
+
+
+def _parse_ratio(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be a ratio between 0 and 1, got {value}")
+    return value
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r} (expected true or false)")
+
+
+def _parse_str(text: str) -> str:
+    return text.strip()
+
+
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _parse_size_list(text: str) -> tuple[int, ...]:
+    return tuple(parse_size(part) for part in _parse_list(text))
+
+
+def _positive_size(text: str) -> int:
+    value = parse_size(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive size, got {text!r}")
+    return value
+
+
+def _parse_positive_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive duration, got {text!r}")
+    return value
+
+
+def _enum(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().upper()
+        if value not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True)
+class PropertyKey(Generic[T]):
+    name: str
+    parse: Callable[[str], T]
+    default: str | None
+    description: str
+
+    @property
+    def env_name(self) -> str:
+        return self.name.upper().replace(".", "_").replace("-", "_")
+
+
+PROPERTIES: dict[str, PropertyKey[Any]] = {}
+
+
+def _key(name: str, parse: Callable[[str], T], default: str | None, description: str) -> PropertyKey[T]:
+    key = PropertyKey(name, parse, default, description)
+    PROPERTIES[name] = key
+    return key
+
+
+class Keys:
+    """Typed handles for every property. ``config[Keys.JOB_BATCH_SIZE]`` is an ``int``."""
+
+    WORK_DIR = _key(
+        "alluxio.work.dir", _parse_str, "~/.alluxiojob", "Base directory for default paths."
+    )
+    # --- coordinator -----------------------------------------------------------------
+    COORDINATOR_HOSTNAME = _key(
+        "alluxio.coordinator.hostname", _parse_str, "localhost", "Coordinator host."
+    )
+    COORDINATOR_REST_PORT = _key(
+        "alluxio.coordinator.rest.port", _parse_port, "19999", "Coordinator REST API port."
+    )
+    COORDINATOR_ID = _key(
+        "alluxio.coordinator.id",
+        _parse_str,
+        "",
+        "Coordinator identity in the job store; defaults to hostname:rest.port.",
+    )
+    FAILURE_DETECTION_TIMEOUT = _key(
+        "alluxio.coordinator.failure.detection.timeout",
+        _parse_positive_duration,
+        "15s",
+        "Time before a silent coordinator is considered failed and its jobs reclaimed.",
+    )
+    ETCD_MAX_RETRIES = _key(
+        "alluxio.coordinator.scheduler.etcd.max.retries",
+        _parse_int,
+        "2",
+        "Max retries for etcd operations before giving up.",
+    )
+    ETCD_READ_TIMEOUT = _key(
+        "alluxio.coordinator.scheduler.etcd.read.timeout",
+        _parse_positive_duration,
+        "10s",
+        "Timeout for reading from etcd.",
+    )
+    ETCD_WRITE_TIMEOUT = _key(
+        "alluxio.coordinator.scheduler.etcd.write.timeout",
+        _parse_positive_duration,
+        "15s",
+        "Timeout for writing to etcd.",
+    )
+    SCHEDULER_INTERVAL = _key(
+        "alluxio.coordinator.scheduler.interval.time",
+        _parse_positive_duration,
+        "2s",
+        "Scheduling interval: housekeeping such as reclaim and retention.",
+    )
+    JOB_ETCD_PATH = _key(
+        "alluxio.coordinator.scheduler.job.etcd.path",
+        _parse_str,
+        "/alluxio/jobs/",
+        "Key prefix of the job metadata.",
+    )
+    JOB_ETCD_POLL_INTERVAL = _key(
+        "alluxio.coordinator.scheduler.job.etcd.poll.interval",
+        _parse_positive_duration,
+        "1s",
+        "How often coordinators look for waiting jobs (plus random jitter).",
+    )
+    JOB_ETCD_ENDPOINTS = _key(
+        "alluxio.coordinator.scheduler.job.etcd.endpoints",
+        _parse_list,
+        "",
+        "A separate etcd cluster for job metadata; defaults to alluxio.etcd.endpoints.",
+    )
+    MAX_TASKS_PER_WORKER = _key(
+        "alluxio.coordinator.scheduler.max.tasks.per.worker",
+        _parse_positive_int,
+        "3",
+        "Tasks each coordinator keeps in flight on one worker.",
+    )
+    RUNNING_JOB_CAPACITY = _key(
+        "alluxio.coordinator.scheduler.running.job.capacity",
+        _parse_positive_int,
+        "100",
+        "Jobs one coordinator runs at once.",
+    )
+    WAITING_JOB_CAPACITY = _key(
+        "alluxio.coordinator.scheduler.waiting.job.capacity",
+        _parse_positive_int,
+        "300000",
+        "Waiting jobs past which a submission is rejected.",
+    )
+    META_STORE_TYPE = _key(
+        "alluxio.coordinator.job.meta.store.type",
+        _enum("ROCKS", "ETCD"),
+        "ROCKS",
+        "Job store backend: ROCKS (single coordinator) or ETCD (HA).",
+    )
+    META_STORE_DIR = _key(
+        "alluxio.coordinator.job.meta.store.dir",
+        _parse_str,
+        "${alluxio.work.dir}/metastore",
+        "RocksDB job store directory.",
+    )
+    ETCD_ENDPOINTS = _key(
+        "alluxio.etcd.endpoints", _parse_list, "", "etcd cluster, e.g. http://host:2379."
+    )
+    # --- jobs ------------------------------------------------------------------------
+    JOB_BATCH_SIZE = _key(
+        "alluxio.job.batch.size", _parse_positive_int, "200", "Files per task."
+    )
+    JOB_CLEANUP_INTERVAL = _key(
+        "alluxio.job.cleanup.interval",
+        _parse_positive_duration,
+        "1H",
+        "Interval between removals of finished jobs past retention.",
+    )
+    JOB_RETENTION_TIME = _key(
+        "alluxio.job.retention.time",
+        _parse_positive_duration,
+        "7d",
+        "How long finished jobs stay in history.",
+    )
+    JOB_RETRY_MAX_ATTEMPTS = _key(
+        "alluxio.job.retry.max.attempts",
+        _parse_positive_int,
+        "3",
+        "Attempts per file before it counts as failed.",
+    )
+    JOB_RETRY_BACKOFF = _key(
+        "alluxio.job.retry.backoff",
+        _parse_positive_duration,
+        "500ms",
+        "First retry delay; doubles per attempt.",
+    )
+    JOB_FAILURE_COUNT_THRESHOLD = _key(
+        "alluxio.job.failure.count.threshold",
+        _parse_int,
+        "100",
+        "A job fails early when failed files exceed this count and the ratio threshold.",
+    )
+    JOB_FAILURE_RATIO_THRESHOLD = _key(
+        "alluxio.job.failure.ratio.threshold",
+        _parse_ratio,
+        "0.05",
+        "A job fails early when the failed-file ratio exceeds this and the count threshold.",
+    )
+    JOB_FAILURE_LIST_MAX = _key(
+        "alluxio.job.failure.list.max",
+        _parse_positive_int,
+        "1000",
+        "Failed files kept per job.",
+    )
+    CLUSTER_TOKEN = _key(
+        "alluxio.job.cluster.token",
+        _parse_str,
+        "",
+        "Shared secret coordinators present to workers; empty disables the check.",
+    )
+    UFS_ROOT = _key(
+        "alluxio.dora.client.ufs.root",
+        _parse_str,
+        "",
+        "Root UFS that relative job paths resolve under.",
+    )
+    # --- worker ----------------------------------------------------------------------
+    WORKER_HOSTNAME = _key("alluxio.worker.hostname", _parse_str, "localhost", "Worker host.")
+    WORKER_RPC_PORT = _key(
+        "alluxio.worker.rpc.port", _parse_port, "29999", "Worker websocket task port."
+    )
+    WORKER_WEB_PORT = _key(
+        "alluxio.worker.web.port", _parse_port, "30000", "Worker HTTP port (/metrics, /healthz)."
+    )
+    PAGE_STORE_DIRS = _key(
+        "alluxio.worker.page.store.dirs",
+        _parse_list,
+        "${alluxio.work.dir}/cache",
+        "Cache directories.",
+    )
+    PAGE_STORE_SIZES = _key(
+        "alluxio.worker.page.store.sizes",
+        _parse_size_list,
+        "",
+        "Capacity of each cache directory; empty means unlimited.",
+    )
+    EXECUTOR_THREADS_MAX = _key(
+        "alluxio.worker.job.load.executor.threads.max",
+        _parse_positive_int,
+        "2048",
+        "Upper bound of the worker's load pool (capped to what the host can use).",
+    )
+    PARTITION_SIZE = _key(
+        "alluxio.worker.load.file.partition.size",
+        _positive_size,
+        "256MiB",
+        "Shard size for splitting work across the worker's process pool.",
+    )
+    MEMBERSHIP_TYPE = _key(
+        "alluxio.worker.membership.manager.type",
+        _enum("STATIC", "ETCD"),
+        "STATIC",
+        "Worker membership: STATIC file or ETCD registration.",
+    )
+    STATIC_CONFIG_FILE = _key(
+        "alluxio.worker.static.config.file",
+        _parse_str,
+        "${alluxio.work.dir}/workers",
+        "File of host:port lines (STATIC membership).",
+    )
+    WORKER_ID = _key(
+        "alluxio.worker.id",
+        _parse_str,
+        "",
+        "Worker identity on the hash ring; defaults to hostname:rpc.port.",
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Parsed, validated properties. Immutable once loaded."""
+
+    values: Mapping[str, Any]
+    raw: Mapping[str, str]
+    warnings: tuple[str, ...] = field(default=())
+
+    def __getitem__(self, key: PropertyKey[T]) -> T:
+        value: T = self.values[key.name]
+        return value
+
+    def with_overrides(self, overrides: Mapping[str, str]) -> Config:
+        merged = dict(self.raw)
+        merged.update(overrides)
+        return build_config(merged, sources={k: "override" for k in overrides})
+
+
+def read_properties_file(path: Path) -> dict[str, str]:
+    """Read a Java-style properties file: ``key=value`` or ``key value``, ``#`` comments."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"property file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read property file {path}: {exc.strerror}") from None
+    result: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "!")):
+            continue
+        for sep in ("=", ":", " ", "\t"):
+            if sep in stripped:
+                name, _, value = stripped.partition(sep)
+                break
+        else:
+            raise ConfigError(f"{path}:{lineno}: expected key=value, got {stripped!r}")
+        result[name.strip()] = value.strip()
+    return result
+
+
+def parse_define(text: str) -> tuple[str, str]:
+    """Parse one ``-D key=value``."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise ConfigError(f"bad -D option {text!r}: expected -D key=value")
+    return name.strip(), value.strip()
+
+
+def closest_key(name: str) -> str | None:
+    matches = difflib.get_close_matches(name, PROPERTIES.keys(), n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
+def _expand(value: str, raw: Mapping[str, str], depth: int = 0) -> str:
+    """Expand ``${other.key}`` references and a leading ``~``."""
+    if depth > 8:
+        raise ValueError("property references nest too deeply")
+    out = value
+    while "${" in out:
+        start = out.index("${")
+        end = out.find("}", start)
+        if end < 0:
+            raise ValueError(f"unterminated ${{ in {value!r}")
+        ref = out[start + 2 : end]
+        if ref in raw:
+            replacement = raw[ref]
+        elif ref in PROPERTIES and PROPERTIES[ref].default is not None:
+            replacement = PROPERTIES[ref].default or ""
+        else:
+            raise ValueError(f"unknown property reference ${{{ref}}}")
+        out = out[:start] + _expand(replacement, raw, depth + 1) + out[end + 1 :]
+    return os.path.expanduser(out) if out.startswith("~") else out
+
+
+def build_config(raw: Mapping[str, str], sources: Mapping[str, str] | None = None) -> Config:
+    """Validate ``raw`` (explicitly set properties) against the registry."""
+    sources = sources or {}
+    warnings: list[str] = []
+    values: dict[str, Any] = {}
+    for name in raw:
+        if name not in PROPERTIES:
+            hint = closest_key(name)
+            where = f" (from {sources[name]})" if name in sources else ""
+            message = f"unknown property {name}{where}"
+            if hint:
+                message += f"; did you mean {hint}?"
+            warnings.append(message)
+    for name, key in PROPERTIES.items():
+        text = raw.get(name, key.default)
+        if text is None:
+            values[name] = None
+            continue
+        try:
+            values[name] = key.parse(_expand(text, raw))
+        except ValueError as exc:
+            where = f" (from {sources[name]})" if name in sources else ""
+            raise ConfigError(f"invalid value {text!r} for {name}{where}: {exc}") from None
+    return Config(values=values, raw=dict(raw), warnings=tuple(warnings))
+
+
+def default_conf_file(environ: Mapping[str, str]) -> Path | None:
+    conf_dir = environ.get("ALLUXIO_CONF_DIR")
+    if conf_dir:
+        candidate = Path(conf_dir) / "alluxio-site.properties"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(
+    conf_file: Path | None = None,
+    defines: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Merge defaults < site file < ``ALLUXIO_*`` environment < ``-D`` and validate."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    path = conf_file if conf_file is not None else default_conf_file(environ)
+    if path is not None:
+        for name, value in read_properties_file(path).items():
+            raw[name] = value
+            sources[name] = str(path)
+    for name, key in PROPERTIES.items():
+        if key.env_name in environ:
+            raw[name] = environ[key.env_name]
+            sources[name] = f"environment variable {key.env_name}"
+    for text in defines:
+        name, value = parse_define(text)
+        raw[name] = value
+        sources[name] = f"-D {name}"
+    return build_config(raw, sources)

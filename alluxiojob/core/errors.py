@@ -1,0 +1,47 @@
+"""The error family shared by the CLI, REST API, stores and services.
+
+Each error has a stable ``code`` that travels in REST responses, so that the CLI can
+pick an exit code and a user sees the same name everywhere.
+"""
+
+from __future__ import annotations
+
+
+class JobServiceError(Exception):
+    code = "INTERNAL"
+    http_status = 500
+
+
+class NotFound(JobServiceError):
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class InvalidArgument(JobServiceError):
+    code = "INVALID_ARGUMENT"
+    http_status = 400
+
+
+class CapacityExceeded(JobServiceError):
+    code = "RESOURCE_EXHAUSTED"
+    http_status = 429
+
+
+class Unavailable(JobServiceError):
+    """A dependency (etcd, the job store, a coordinator) cannot be reached right now."""
+
+    code = "UNAVAILABLE"
+    http_status = 503
+
+
+class Fenced(JobServiceError):
+    """The job changed under its owner: another coordinator or a user now decides it."""
+
+    code = "FENCED"
+    http_status = 409
+
+
+ERRORS_BY_CODE: dict[str, type[JobServiceError]] = {
+    cls.code: cls
+    for cls in (JobServiceError, NotFound, InvalidArgument, CapacityExceeded, Unavailable, Fenced)
+}

@@ -1,0 +1,56 @@
+"""Consistent-hash placement of UFS paths on workers.
+
+Each worker gets ``virtual_nodes`` points on a 32-bit ring at murmur3(identity + index),
+as Alluxio does. A path is owned by the first point clockwise of murmur3(path); replicas
+are the next distinct workers. The ring is rebuilt only when membership changes, so a
+lookup is one hash and one bisect.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+import mmh3
+
+DEFAULT_VIRTUAL_NODES = 2000
+
+
+def _hash(text: str) -> int:
+    return int(mmh3.hash(text, signed=False))
+
+
+class HashRing:
+    def __init__(self, workers: Iterable[str], virtual_nodes: int = DEFAULT_VIRTUAL_NODES) -> None:
+        self.workers: tuple[str, ...] = tuple(sorted(set(workers)))
+        points: list[tuple[int, str]] = []
+        for worker in self.workers:
+            points.extend((_hash(f"{worker}{index}"), worker) for index in range(virtual_nodes))
+        points.sort()
+        self._hashes = [point for point, _ in points]
+        self._owners = [owner for _, owner in points]
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    def owners(self, key: str, replicas: int = 1) -> list[str]:
+        """The ``replicas`` distinct workers that own ``key``, primary first."""
+        if not self._hashes:
+            return []
+        wanted = min(replicas, len(self.workers))
+        start = bisect.bisect_left(self._hashes, _hash(key))
+        found: list[str] = []
+        total = len(self._owners)
+        for offset in range(total):
+            owner = self._owners[(start + offset) % total]
+            if owner not in found:
+                found.append(owner)
+                if len(found) == wanted:
+                    break
+        return found
+
+    def owner(self, key: str) -> str:
+        owners = self.owners(key, 1)
+        if not owners:
+            raise LookupError("the hash ring has no workers")
+        return owners[0]

@@ -1,0 +1,1 @@
+"""The coordinator ⇄ worker protocol (pure codec, no I/O)."""

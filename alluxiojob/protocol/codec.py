@@ -1,0 +1,330 @@
+"""The coordinator ⇄ worker wire format: msgpack maps tagged by ``t``. No I/O.
+
+Theory of operation
+-------------------
+Each websocket message is one msgpack map. ``encode`` turns a message dataclass into
+bytes; ``decode`` turns bytes from the network into a message or raises
+``ProtocolError``, and nothing else, whatever the bytes are. Every field is checked for
+type on the way in, so the services behind the codec never see a malformed value.
+
+A session opens with ``Hello`` (coordinator → worker, with the cluster token) answered by
+``Welcome``. Then the coordinator sends ``TaskBatch`` and ``StatusRequest``; the worker
+answers each with ``TaskResult`` or ``StatusReply``, and with ``ErrorMessage`` for a
+message it could not use.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+class ProtocolError(Exception):
+    """Bytes from a peer that are not a valid message."""
+
+
+class Op(enum.StrEnum):
+    LOAD = "LOAD"
+    FREE = "FREE"
+    COPY = "COPY"
+    MOVE = "MOVE"
+    CHECK = "CHECK"  # report cache status without loading
+
+
+class FileStatus(enum.StrEnum):
+    OK = "OK"
+    SKIPPED = "SKIPPED"
+    FAILED = "FAILED"
+    MISSING = "MISSING"  # CHECK: not (or not correctly) cached
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    length: int
+    mtime_ns: int
+    dst: str = ""
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: str
+    status: FileStatus
+    bytes: int = 0
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    skip_if_exists: bool = False
+    bandwidth: int = 0
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class Hello:
+    token: str
+    coordinator: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Welcome:
+    worker: str
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    task_id: int
+    job_id: str
+    op: Op
+    files: tuple[FileEntry, ...]
+    options: TaskOptions = field(default_factory=TaskOptions)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    task_id: int
+    results: tuple[FileResult, ...]
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    request_id: int
+
+
+@dataclass(frozen=True)
+class StatusReply:
+    request_id: int
+    worker: str
+    pool_size: int
+    unfinished_tasks: int
+    active_tasks: int
+    load_avg: tuple[float, float, float]
+    cache_used: int
+    cache_capacity: int
+    cached_files: int
+
+
+@dataclass(frozen=True)
+class ErrorMessage:
+    message: str
+    task_id: int = -1
+
+
+Message = Hello | Welcome | TaskBatch | TaskResult | StatusRequest | StatusReply | ErrorMessage
+
+# ------------------------------------------------------------------------------ encode
+
+
+def _encode_body(message: Message) -> dict[str, Any]:
+    if isinstance(message, Hello):
+        return {"t": "hello", "token": message.token, "co": message.coordinator,
+                "v": message.version}
+    if isinstance(message, Welcome):
+        return {"t": "welcome", "w": message.worker, "v": message.version}
+    if isinstance(message, TaskBatch):
+        return {
+            "t": "task",
+            "id": message.task_id,
+            "job": message.job_id,
+            "op": message.op.value,
+            "f": [[f.path, f.length, f.mtime_ns, f.dst] for f in message.files],
+            "o": {
+                "skip": message.options.skip_if_exists,
+                "bw": message.options.bandwidth,
+                "ow": message.options.overwrite,
+            },
+        }
+    if isinstance(message, TaskResult):
+        return {
+            "t": "result",
+            "id": message.task_id,
+            "r": [[r.path, r.status.value, r.bytes, r.reason, r.message] for r in message.results],
+        }
+    if isinstance(message, StatusRequest):
+        return {"t": "status", "id": message.request_id}
+    if isinstance(message, StatusReply):
+        return {
+            "t": "status_reply",
+            "id": message.request_id,
+            "w": message.worker,
+            "pool": message.pool_size,
+            "unfinished": message.unfinished_tasks,
+            "active": message.active_tasks,
+            "load": list(message.load_avg),
+            "used": message.cache_used,
+            "cap": message.cache_capacity,
+            "files": message.cached_files,
+        }
+    if isinstance(message, ErrorMessage):
+        return {"t": "error", "msg": message.message, "id": message.task_id}
+    raise TypeError(f"not a protocol message: {message!r}")
+
+
+def encode(message: Message) -> bytes:
+    packed: bytes = msgpack.packb(_encode_body(message), use_bin_type=True)
+    return packed
+
+
+# ------------------------------------------------------------------------------ decode
+
+T = TypeVar("T")
+
+
+def _field(body: dict[str, Any], name: str, kind: type[T] | tuple[type, ...]) -> T:
+    if name not in body:
+        raise ProtocolError(f"message {body.get('t')!r} lacks field {name!r}")
+    value = body[name]
+    if isinstance(value, bool) and kind in (int, float):
+        raise ProtocolError(f"field {name!r} must be {kind}, got a boolean")
+    if not isinstance(value, kind):
+        raise ProtocolError(f"field {name!r} has type {type(value).__name__}")
+    return value  # type: ignore[return-value]
+
+
+def _int(body: dict[str, Any], name: str) -> int:
+    return _field(body, name, int)
+
+
+def _str(body: dict[str, Any], name: str) -> str:
+    return _field(body, name, str)
+
+
+def _bool(body: dict[str, Any], name: str) -> bool:
+    return _field(body, name, bool)
+
+
+def _row(row: Any, types: tuple[type, ...], what: str) -> list[Any]:
+    if not isinstance(row, list) or len(row) != len(types):
+        raise ProtocolError(f"malformed {what} entry")
+    for value, kind in zip(row, types, strict=True):
+        if isinstance(value, bool) and kind is int:
+            raise ProtocolError(f"malformed {what} entry")
+        if not isinstance(value, kind):
+            raise ProtocolError(f"malformed {what} entry")
+    return row
+
+
+def _enum_value(kind: Callable[[str], T], text: str, what: str) -> T:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ProtocolError(f"unknown {what} {text!r}") from None
+
+
+def _decode_hello(body: dict[str, Any]) -> Message:
+    return Hello(token=_str(body, "token"), coordinator=_str(body, "co"), version=_int(body, "v"))
+
+
+def _decode_welcome(body: dict[str, Any]) -> Message:
+    return Welcome(worker=_str(body, "w"), version=_int(body, "v"))
+
+
+def _decode_task(body: dict[str, Any]) -> Message:
+    rows = _field(body, "f", list)
+    files = tuple(
+        FileEntry(*_row(row, (str, int, int, str), "file")) for row in rows
+    )
+    opts = _field(body, "o", dict)
+    return TaskBatch(
+        task_id=_int(body, "id"),
+        job_id=_str(body, "job"),
+        op=_enum_value(Op, _str(body, "op"), "operation"),
+        files=files,
+        options=TaskOptions(
+            skip_if_exists=_bool(opts, "skip"), bandwidth=_int(opts, "bw"),
+            overwrite=_bool(opts, "ow"),
+        ),
+    )
+
+
+def _decode_result(body: dict[str, Any]) -> Message:
+    results = []
+    for row in _field(body, "r", list):
+        path, status, nbytes, reason, text = _row(row, (str, str, int, str, str), "result")
+        results.append(
+            FileResult(path, _enum_value(FileStatus, status, "file status"), nbytes, reason, text)
+        )
+    return TaskResult(task_id=_int(body, "id"), results=tuple(results))
+
+
+def _decode_status(body: dict[str, Any]) -> Message:
+    return StatusRequest(request_id=_int(body, "id"))
+
+
+def _decode_status_reply(body: dict[str, Any]) -> Message:
+    load = _field(body, "load", list)
+    if len(load) != 3 or not all(isinstance(x, int | float) and not isinstance(x, bool)
+                                 for x in load):
+        raise ProtocolError("malformed load average")
+    return StatusReply(
+        request_id=_int(body, "id"),
+        worker=_str(body, "w"),
+        pool_size=_int(body, "pool"),
+        unfinished_tasks=_int(body, "unfinished"),
+        active_tasks=_int(body, "active"),
+        load_avg=(float(load[0]), float(load[1]), float(load[2])),
+        cache_used=_int(body, "used"),
+        cache_capacity=_int(body, "cap"),
+        cached_files=_int(body, "files"),
+    )
+
+
+def _decode_error(body: dict[str, Any]) -> Message:
+    return ErrorMessage(message=_str(body, "msg"), task_id=_int(body, "id"))
+
+
+_DECODERS: dict[str, Callable[[dict[str, Any]], Message]] = {
+    "hello": _decode_hello,
+    "welcome": _decode_welcome,
+    "task": _decode_task,
+    "result": _decode_result,
+    "status": _decode_status,
+    "status_reply": _decode_status_reply,
+    "error": _decode_error,
+}
+
+
+def decode(data: bytes | bytearray | str) -> Message:
+    """Decode one message; any malformed input raises ``ProtocolError``."""
+    if isinstance(data, str):
+        raise ProtocolError("expected a binary msgpack message, got text")
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
+    try:
+        body = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises many types on garbage
+        raise ProtocolError(f"not a msgpack message: {type(exc).__name__}: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(f"expected a msgpack map, got {type(body).__name__}")
+    tag = body.get("t")
+    decoder = _DECODERS.get(tag) if isinstance(tag, str) else None
+    if decoder is None:
+        raise ProtocolError(f"unknown message type {tag!r}")
+    return decoder(body)
+
+
+def pack_record(data: dict[str, Any]) -> bytes:
+    """msgpack for stored records (job, progress, failures): the one codec for them too."""
+    packed: bytes = msgpack.packb(data, use_bin_type=True)
+    return packed
+
+
+def unpack_record(data: bytes) -> dict[str, Any]:
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise ProtocolError(f"corrupt stored record: {exc}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError("corrupt stored record: not a map")
+    return value

@@ -1,0 +1,1 @@
+"""Job stores: one ``JobStore`` over a ``KVStore`` backend (RocksDB or etcd)."""
