@@ -41,6 +41,16 @@ class Fenced(JobServiceError):
     http_status = 409
 
 
+def describe_error(exc: BaseException) -> str:
+    """One line for an error, looking inside exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe_error(e) for e in exc.exceptions)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 ERRORS_BY_CODE: dict[str, type[JobServiceError]] = {
     cls.code: cls
     for cls in (JobServiceError, NotFound, InvalidArgument, CapacityExceeded, Unavailable, Fenced)

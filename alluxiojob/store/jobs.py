@@ -31,6 +31,7 @@ from alluxiojob.protocol.codec import pack_record, unpack_record
 from alluxiojob.store.kv import Compare, Delete, Entry, KVStore, Op, Put
 
 _CAS_ATTEMPTS = 16
+_MAX_TXN_OPS = 100  # below etcd's default --max-txn-ops of 128
 
 
 class SubmitOutcome(enum.StrEnum):
@@ -304,20 +305,37 @@ class JobStore:
         failures: Iterable[FailureRecord] = (),
         cleared: Iterable[str] = (),
     ) -> None:
-        """Fenced write of counters, checkpoint, new failures and failures now resolved."""
-        ops: list[Op] = [Put(self._progress_key(owned.job.id), pack_record(progress.to_wire()))]
+        """Fenced write of counters, checkpoint, new failures and failures now resolved.
+
+        etcd takes at most 128 operations per transaction (``--max-txn-ops``) and no key
+        twice, so failures go one op per key, in fenced chunks, and the progress (with
+        its checkpoint) last: a checkpoint is never saved without the failures before it.
+        """
+        changes: dict[bytes, Op] = {}
         for failure in failures:
-            ops.append(
-                Put(
-                    self._failures_prefix(owned.job.id) + failure.path.encode(),
-                    pack_record(
-                        {"reason": failure.reason, "message": failure.message,
-                         "time": failure.time}
-                    ),
-                )
+            key = self._failures_prefix(owned.job.id) + failure.path.encode()
+            changes[key] = Put(
+                key,
+                pack_record(
+                    {"reason": failure.reason, "message": failure.message, "time": failure.time}
+                ),
             )
         for path in cleared:
-            ops.append(Delete(self._failures_prefix(owned.job.id) + path.encode()))
+            key = self._failures_prefix(owned.job.id) + path.encode()
+            changes[key] = Delete(key)
+        ops = list(changes.values())
+        fence = [Compare(self._job_key(owned.job.id), owned.revision)]
+        while len(ops) >= _MAX_TXN_OPS:
+            if await self.kv.txn(fence, ops[:_MAX_TXN_OPS]) is None:
+                raise Fenced(f"job {owned.job.id} changed under its owner; abandoning it")
+            ops = ops[_MAX_TXN_OPS:]
+        ops.append(Put(self._progress_key(owned.job.id), pack_record(progress.to_wire())))
+        if await self.kv.txn(fence, ops) is None:
+            raise Fenced(f"job {owned.job.id} changed under its owner; abandoning it")
+
+    async def clear_failures(self, owned: OwnedJob) -> None:
+        """Fenced removal of a job's failure list (a verify pass decides it afresh)."""
+        ops: list[Op] = [Delete(self._failures_prefix(owned.job.id), prefix=True)]
         if await self.kv.txn([Compare(self._job_key(owned.job.id), owned.revision)], ops) is None:
             raise Fenced(f"job {owned.job.id} changed under its owner; abandoning it")
 

@@ -1,0 +1,248 @@
+"""``alluxiojob job ...``: submit, follow, stop, list and rerun jobs."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from alluxiojob.cli.client import CoordinatorClient
+from alluxiojob.cli.common import (
+    EXIT_JOB_FAILED,
+    EXIT_USAGE,
+    ConfOption,
+    DefineOption,
+    coordinator,
+    fail,
+)
+from alluxiojob.cli.render import job_list_text, job_stat_text, progress_text
+from alluxiojob.config import parse_size
+
+job_app = typer.Typer(help="Submit and follow jobs (load, free, copy, move).",
+                      no_args_is_help=True)
+
+FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+Path_ = Annotated[str | None, typer.Option("--path", help="UFS path of the job.")]
+Submit = Annotated[bool, typer.Option("--submit", help="Submit the job (the default).")]
+ShowProgress = Annotated[bool, typer.Option("--progress", help="Show the job's progress.")]
+Stop = Annotated[bool, typer.Option("--stop", help="Stop the job.")]
+Format = Annotated[str, typer.Option("--format", help="TEXT or JSON.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail.")]
+FileStatus = Annotated[str | None, typer.Option(
+    "--file-status", help="With --progress: list FAILURE or SUCCESS files.")]
+Wait = Annotated[bool, typer.Option(
+    "--wait", help="Follow the job with a live progress bar; exit non-zero if it fails.")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Files per task.")]
+Bandwidth = Annotated[str | None, typer.Option(
+    "--bandwidth", help="Read limit per worker, e.g. 100MiB (per second).")]
+Verify = Annotated[bool, typer.Option("--verify", help="Recheck every file after loading.")]
+SkipIfExists = Annotated[bool, typer.Option(
+    "--skip-if-exists", help="Skip files already cached with the same length and mtime.")]
+PartialListing = Annotated[bool, typer.Option(
+    "--partial-listing", help="Start loading before the listing completes (always on).")]
+Replicas = Annotated[int, typer.Option("--replicas", help="Workers that cache each file.")]
+
+
+def _action(submit: bool, progress: bool, stop: bool) -> str:
+    chosen = [name for name, flag in (("submit", submit), ("progress", progress),
+                                      ("stop", stop)) if flag]
+    if len(chosen) > 1:
+        fail(f"choose one of --submit, --progress and --stop (got {', '.join(chosen)})",
+             EXIT_USAGE)
+    return chosen[0] if chosen else "submit"
+
+
+def _emit(data: dict[str, Any], output_format: str, text: str) -> None:
+    if output_format.upper() == "JSON":
+        typer.echo(json.dumps(data, indent=2))
+    elif output_format.upper() == "TEXT":
+        typer.echo(text)
+    else:
+        fail(f"unknown --format {output_format!r}; expected TEXT or JSON", EXIT_USAGE)
+
+
+def _follow(client: CoordinatorClient, job_type: str, path: str, dst: str) -> dict[str, Any]:
+    """Live progress bar until the job reaches a final state."""
+    console = Console(stderr=True)
+    columns = [TextColumn("[bold]{task.fields[state]}"), BarColumn(), DownloadColumn(),
+               TransferSpeedColumn(), TextColumn("{task.fields[files]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("job", total=None, state="WAITING", files="")
+        while True:
+            report = client.progress(job_type, path, dst)
+            state = report["job"]["state"]
+            files, nbytes = report["files"], report["bytes"]
+            done = nbytes["processed"] + nbytes["skipped"]
+            bar.update(task, completed=done,
+                       total=nbytes["listed"] if report["total_known"] else None,
+                       state=state,
+                       files=f"{files['done']}/{files['listed']} files"
+                       + (f", {files['failed']} failed" if files["failed"] else ""))
+            if state in FINAL:
+                return report
+            time.sleep(0.5)
+
+
+def _run_job_command(
+    job_type: str,
+    path: str | None,
+    dst: str,
+    action: str,
+    options: dict[str, Any],
+    output_format: str,
+    verbose: bool,
+    file_status: str | None,
+    wait: bool,
+    conf: ConfOption,
+    define: DefineOption,
+) -> None:
+    if not path:
+        fail("missing --path" if job_type in ("LOAD", "FREE") else "missing --src", EXIT_USAGE)
+    with coordinator(conf, define) as client:
+        if action == "submit":
+            answer = client.submit(job_type, path, dst, options)
+            job = answer["job"]
+            messages = {
+                "CREATED": f"Submitted {job_type} job {job['id']} for {job['path']}",
+                "ALREADY_RUNNING": f"Job {job['id']} for {job['path']} is already running "
+                                   f"({job['state']})",
+                "RESUMED": f"Resumed stopped job {job['id']} for {job['path']}",
+            }
+            _emit(answer, output_format, messages[answer["outcome"]])
+            if wait:
+                report = _follow(client, job_type, job["path"], job.get("dst", ""))
+                typer.echo(progress_text(report, verbose), err=False)
+                if report["job"]["state"] != "SUCCEEDED":
+                    raise typer.Exit(EXIT_JOB_FAILED)
+        elif action == "progress":
+            status = (file_status or "").upper()
+            if status not in ("", "FAILURE", "SUCCESS"):
+                fail(f"--file-status must be FAILURE or SUCCESS, got {file_status!r}",
+                     EXIT_USAGE)
+            if wait:
+                _follow(client, job_type, path, dst)
+            report = client.progress(job_type, path, dst, verbose=verbose, file_status=status)
+            _emit(report, output_format, progress_text(report, verbose))
+            if wait and report["job"]["state"] != "SUCCEEDED":
+                raise typer.Exit(EXIT_JOB_FAILED)
+        else:
+            answer = client.stop(job_type, path, dst)
+            _emit(answer, output_format, f"Stopped {job_type} job {answer['id']} for {path}")
+
+
+def _options(batch_size: int | None, bandwidth: str | None, verify: bool,
+             skip_if_exists: bool, partial_listing: bool, replicas: int,
+             overwrite: bool = False) -> dict[str, Any]:
+    options: dict[str, Any] = {"verify": verify, "skip_if_exists": skip_if_exists,
+                               "partial_listing": partial_listing, "replicas": replicas,
+                               "overwrite": overwrite}
+    if batch_size is not None:
+        if batch_size <= 0:
+            fail(f"--batch-size must be positive, got {batch_size}", EXIT_USAGE)
+        options["batch_size"] = batch_size
+    if bandwidth:
+        try:
+            options["bandwidth"] = parse_size(bandwidth)
+        except ValueError as exc:
+            fail(f"bad --bandwidth: {exc}", EXIT_USAGE)
+    if replicas < 1:
+        fail(f"--replicas must be at least 1, got {replicas}", EXIT_USAGE)
+    return options
+
+
+@job_app.command("load")
+def load(
+    path: Path_ = None, submit: Submit = False, progress: ShowProgress = False, stop: Stop = False,
+    verify: Verify = False, batch_size: BatchSize = None, bandwidth: Bandwidth = None,
+    skip_if_exists: SkipIfExists = False, partial_listing: PartialListing = False,
+    replicas: Replicas = 1, output_format: Format = "TEXT", verbose: Verbose = False,
+    file_status: FileStatus = None, wait: Wait = False,
+    conf: ConfOption = None, define: DefineOption = None,
+) -> None:
+    """Load a UFS path into the workers' caches."""
+    _run_job_command("LOAD", path, "", _action(submit, progress, stop),
+                     _options(batch_size, bandwidth, verify, skip_if_exists, partial_listing,
+                              replicas),
+                     output_format, verbose, file_status, wait, conf, define)
+
+
+@job_app.command("free")
+def free(
+    path: Path_ = None, submit: Submit = False, progress: ShowProgress = False, stop: Stop = False,
+    batch_size: BatchSize = None, output_format: Format = "TEXT", verbose: Verbose = False,
+    file_status: FileStatus = None, wait: Wait = False,
+    conf: ConfOption = None, define: DefineOption = None,
+) -> None:
+    """Evict a UFS path from every worker's cache."""
+    _run_job_command("FREE", path, "", _action(submit, progress, stop),
+                     _options(batch_size, None, False, False, False, 1),
+                     output_format, verbose, file_status, wait, conf, define)
+
+
+@job_app.command("list")
+def list_jobs(
+    job_state: Annotated[str | None, typer.Option("--job-state", help="Filter by state.")] = None,
+    job_type: Annotated[str | None, typer.Option("--job-type", help="Filter by type.")] = None,
+    coordinator_id: Annotated[str | None, typer.Option(
+        "--coordinator", help="Only jobs owned by this coordinator (HA mode).")] = None,
+    output_format: Format = "TEXT",
+    conf: ConfOption = None, define: DefineOption = None,
+) -> None:
+    """List jobs within the retention window."""
+    with coordinator(conf, define) as client:
+        jobs = client.list_jobs(job_state or "", job_type or "", coordinator_id or "")
+    _emit({"jobs": jobs}, output_format, job_list_text(jobs))
+
+
+@job_app.command("ls")
+def ls(conf: ConfOption = None, define: DefineOption = None) -> None:
+    """List jobs, one line each: id, type, state (the 2.x command)."""
+    with coordinator(conf, define) as client:
+        for job in client.list_jobs():
+            typer.echo(f"{job['id']}\t{job['type']}\t{job['state']}")
+
+
+@job_app.command("stat")
+def stat(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    verbose: Verbose = False,
+    conf: ConfOption = None, define: DefineOption = None,
+) -> None:
+    """Details of one job; -v adds the workers that ran it."""
+    with coordinator(conf, define) as client:
+        job = client.get_job(job_id)
+        report = client.job_progress(job_id) if verbose else None
+    typer.echo(job_stat_text(job, report, verbose))
+
+
+@job_app.command("rerun")
+def rerun(
+    path: Path_ = None,
+    job_type: Annotated[str | None, typer.Option("--type", help="Job type, with --path.")] = None,
+    job_id: Annotated[str | None, typer.Option("--id", help="Job id.")] = None,
+    conf: ConfOption = None, define: DefineOption = None,
+) -> None:
+    """Put a stuck, failed or stopped job back in the queue (etcd mode only)."""
+    if job_id:
+        payload: dict[str, Any] = {"id": job_id}
+    elif path and job_type:
+        payload = {"path": path, "type": job_type}
+    else:
+        fail("give --id, or --path with --type", EXIT_USAGE)
+    with coordinator(conf, define) as client:
+        answer = client.rerun(payload)
+    typer.echo(f"Re-queued job {answer['id']} ({answer['job']['type']} {answer['job']['path']})")

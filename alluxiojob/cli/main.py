@@ -1,0 +1,105 @@
+"""``alluxiojob``: start a coordinator or a worker, drive jobs, inspect the cache."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import trio
+import typer
+
+from alluxiojob.cli.common import (
+    EXIT_UNAVAILABLE,
+    ConfOption,
+    DefineOption,
+    coordinator,
+    fail,
+    get_config,
+)
+from alluxiojob.cli.fs import fs_app
+from alluxiojob.cli.jobs import job_app
+from alluxiojob.cli.render import report_text
+from alluxiojob.core.errors import JobServiceError, describe_error
+from alluxiojob.logs import configure_logging
+
+app = typer.Typer(
+    name="alluxiojob",
+    help="A job service that loads datasets into worker caches, frees them, "
+    "and copies or moves data between storage systems.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(job_app, name="job")
+app.add_typer(fs_app, name="fs")
+report_app = typer.Typer(help="Reports about the job service.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+async def _serve_until_signal(service_run: object) -> None:
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            await nursery.start(service_run)  # type: ignore[arg-type]
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+def _run_service(kind: str, conf: Path | None, defines: list[str] | None,
+                 log_level: str) -> None:
+    config = get_config(conf, defines)
+    configure_logging(log_level)
+    try:
+        if kind == "coordinator":
+            from alluxiojob.coordinator.service import CoordinatorService
+
+            service_run = CoordinatorService(config).run
+        else:
+            from alluxiojob.worker.service import WorkerService
+
+            service_run = WorkerService(config).run
+        trio.run(_serve_until_signal, service_run)
+    except (JobServiceError, ValueError, OSError) as exc:
+        fail(f"{kind} cannot start: {describe_error(exc)}", EXIT_UNAVAILABLE)
+    except BaseExceptionGroup as group:
+        fail(f"{kind} stopped: {describe_error(group)}", EXIT_UNAVAILABLE)
+
+
+LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+
+
+@app.command("coordinator")
+def coordinator_command(conf: ConfOption = None, define: DefineOption = None,
+                        log_level: LogLevel = "INFO") -> None:
+    """Run a coordinator: the REST API, the scheduler and the job store."""
+    _run_service("coordinator", conf, define, log_level)
+
+
+@app.command("worker")
+def worker_command(conf: ConfOption = None, define: DefineOption = None,
+                   log_level: LogLevel = "INFO") -> None:
+    """Run a worker: the task server, the process pool and the cache."""
+    _run_service("worker", conf, define, log_level)
+
+
+@report_app.command("jobservice")
+def report_jobservice(
+    conf: ConfOption = None,
+    define: DefineOption = None,
+    output_format: str = typer.Option("TEXT", "--format", help="TEXT or JSON."),
+) -> None:
+    """Workers' task pools and load, job counts by status, notable jobs."""
+    with coordinator(conf, define) as client:
+        report = client.report()
+    typer.echo(json.dumps(report, indent=2) if output_format.upper() == "JSON"
+               else report_text(report))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

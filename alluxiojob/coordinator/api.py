@@ -1,0 +1,256 @@
+"""The coordinator's REST API (JSON), modelled on Alluxio's ``/api/v1/master/*_job`` routes.
+
+Errors are ``{"error": CODE, "message": text}`` with an HTTP status that matches the
+code (404 not found, 400 bad argument, 429 queue full, 503 store unavailable), so the
+CLI can map them to exit codes and users always see the message that names the problem.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from alluxiojob.config import Keys
+from alluxiojob.core.errors import (
+    InvalidArgument,
+    JobServiceError,
+    NotFound,
+    Unavailable,
+    describe_error,
+)
+from alluxiojob.core.job import JobOptions, JobRecord, JobType
+from alluxiojob.core.progress import average_rate, eta_seconds, failure_ratio
+from alluxiojob.core.states import JobState
+from alluxiojob.store.jobs import JobStore
+from alluxiojob.ufs import resolve_path, ufs_for
+from alluxiojob.ufs.base import UfsError
+from alluxiojob.web import metrics_endpoint
+
+if TYPE_CHECKING:  # avoids an import cycle at runtime
+    from alluxiojob.coordinator.service import CoordinatorService
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def error_response(exc: JobServiceError) -> JSONResponse:
+    return JSONResponse({"error": exc.code, "message": str(exc)}, status_code=exc.http_status)
+
+
+def guarded(handler: Handler) -> Handler:
+    """Map the error family to JSON; anything unexpected becomes a 500 that says what."""
+
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except JobServiceError as exc:
+            return error_response(exc)
+        except UfsError as exc:
+            status = 404 if exc.reason == "UFS_NOT_FOUND" else 400
+            return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=status)
+        except (ValueError, TypeError, KeyError) as exc:
+            return JSONResponse({"error": "INVALID_ARGUMENT", "message": describe_error(exc)},
+                                status_code=400)
+        except Exception as exc:
+            return JSONResponse({"error": "UNAVAILABLE", "message": describe_error(exc)},
+                                status_code=503)
+
+    return wrapper
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except Exception:
+        raise InvalidArgument("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("request body must be a JSON object")
+    return body
+
+
+def _options(raw: Any) -> JobOptions:
+    if raw is None:
+        return JobOptions()
+    if not isinstance(raw, dict):
+        raise InvalidArgument("options must be a JSON object")
+    aliases = {"batchSize": "batch_size", "skipIfExists": "skip_if_exists",
+               "partialListing": "partial_listing"}
+    fields = {aliases.get(k, k): v for k, v in raw.items()}
+    known = set(JobOptions.__dataclass_fields__)
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise InvalidArgument(f"unknown job option(s): {', '.join(unknown)}")
+    for name, value in fields.items():
+        expected = type(getattr(JobOptions(), name))
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise InvalidArgument(f"option {name} must be {expected.__name__}")
+    return JobOptions.from_wire(fields)
+
+
+def progress_report(job: JobRecord, progress: Any, now: float) -> dict[str, Any]:
+    live = progress.live
+    eta = eta_seconds(progress) if job.state in (JobState.RUNNING, JobState.VERIFYING) else None
+    return {
+        "job": job.to_wire(),
+        "progress": progress.to_wire(),
+        "files": {
+            "listed": live.files_listed,
+            "processed": live.files_processed,
+            "skipped": live.files_skipped,
+            "failed": live.files_failed,
+            "done": live.files_done,
+        },
+        "bytes": {
+            "listed": live.bytes_listed,
+            "processed": live.bytes_processed,
+            "skipped": live.bytes_skipped,
+        },
+        "total_known": not job.options.partial_listing and progress.listing_done,
+        "elapsed_seconds": progress.active_seconds,
+        "throughput_avg": average_rate(live.bytes_processed, progress.active_seconds),
+        "throughput_recent": progress.recent_rate,
+        "eta_seconds": eta,
+        "file_failure_ratio": failure_ratio(live),
+        "subtask_failures": live.subtasks_failed,
+        "verify_passes": progress.verify_passes,
+        "files_repaired": progress.files_repaired,
+        "workers": list(progress.workers),
+        "reported_at": now,
+    }
+
+
+class CoordinatorApi:
+    def __init__(self, service: CoordinatorService) -> None:
+        self.service = service
+        self.store: JobStore = service.store
+        self.config = service.config
+
+    # ------------------------------------------------------------------ helpers
+    async def _resolve(self, raw: Any, *, must_exist: bool) -> str:
+        if not isinstance(raw, str) or not raw:
+            raise InvalidArgument("missing path")
+        uri = resolve_path(raw, self.config[Keys.UFS_ROOT])
+        if must_exist:
+            exists = await trio.to_thread.run_sync(ufs_for(uri).exists, uri)
+            if not exists:
+                raise NotFound(f"path does not exist: {uri}")
+        return uri
+
+    async def _find(self, job_type: JobType, params: dict[str, Any]) -> JobRecord:
+        if params.get("id"):
+            return (await self.store.get(str(params["id"]))).job
+        path = await self._resolve(params.get("path"), must_exist=False)
+        dst = await self._resolve(params["dst"], must_exist=False) if params.get("dst") else ""
+        return (await self.store.find(job_type, path, dst)).job
+
+    # ------------------------------------------------------------------ routes
+    async def submit(self, request: Request) -> Response:
+        job_type = JobType.parse(request.path_params["type"])
+        body = await _json_body(request)
+        path = await self._resolve(body.get("path"), must_exist=True)
+        dst = ""
+        if job_type in (JobType.COPY, JobType.MOVE):
+            dst = await self._resolve(body.get("dst"), must_exist=False)
+        options = _options(body.get("options"))
+        job, outcome = await self.store.submit(
+            job_type, path, dst, options, self.config[Keys.WAITING_JOB_CAPACITY]
+        )
+        self.service.scheduler.notify()
+        return JSONResponse({"id": job.id, "outcome": outcome.value, "job": job.to_wire()})
+
+    async def progress(self, request: Request) -> Response:
+        job_type = JobType.parse(request.path_params["type"])
+        job = await self._find(job_type, dict(request.query_params))
+        return await self._progress_of(job, request)
+
+    async def job_progress(self, request: Request) -> Response:
+        job = (await self.store.get(request.path_params["id"])).job
+        return await self._progress_of(job, request)
+
+    async def _progress_of(self, job: JobRecord, request: Request) -> Response:
+        report = progress_report(job, await self.store.get_progress(job.id), time.time())
+        status = request.query_params.get("file_status", "").upper()
+        verbose = request.query_params.get("verbose", "false").lower() == "true"
+        if status == "FAILURE" or verbose:
+            limit = 0 if status == "FAILURE" else 20
+            report["failures"] = [
+                {"path": f.path, "reason": f.reason, "message": f.message, "time": f.time}
+                for f in await self.store.list_failures(job.id, limit)
+            ]
+        elif status and status != "SUCCESS":
+            raise InvalidArgument(f"file status must be FAILURE or SUCCESS, got {status!r}")
+        return JSONResponse(report)
+
+    async def stop(self, request: Request) -> Response:
+        job_type = JobType.parse(request.path_params["type"])
+        body = await _json_body(request)
+        job = await self._find(job_type, body)
+        stopped = await self.store.stop(job.type, job.path, job.dst)
+        self.service.scheduler.cancel(stopped.id)
+        return JSONResponse({"id": stopped.id, "job": stopped.to_wire()})
+
+    async def rerun(self, request: Request) -> Response:
+        if not self.service.ha:
+            raise Unavailable("UnavailableException: Job ETCD is not enabled")
+        body = await _json_body(request)
+        if body.get("id"):
+            job_id = str(body["id"])
+        else:
+            job_type = JobType.parse(str(body.get("type", "")))
+            job_id = (await self._find(job_type, body)).id
+        job = await self.store.rerun(job_id)
+        self.service.scheduler.notify()
+        return JSONResponse({"id": job.id, "job": job.to_wire()})
+
+    async def list_jobs(self, request: Request) -> Response:
+        params = request.query_params
+        state = params.get("job-state") or params.get("state")
+        job_type = params.get("job-type") or params.get("type")
+        owner = params.get("coordinator")
+        try:
+            state_filter = JobState(state.upper()) if state else None
+        except ValueError:
+            raise InvalidArgument(
+                f"unknown job state {state!r}; expected one of "
+                + ", ".join(s.value for s in JobState)
+            ) from None
+        jobs = await self.store.list_jobs(
+            state=state_filter,
+            job_type=JobType.parse(job_type) if job_type else None,
+            owner=owner,
+        )
+        return JSONResponse({"jobs": [job.to_wire() for job in jobs]})
+
+    async def get_job(self, request: Request) -> Response:
+        owned = await self.store.get(request.path_params["id"])
+        return JSONResponse({"job": owned.job.to_wire()})
+
+    async def report(self, request: Request) -> Response:
+        return JSONResponse(await self.service.report())
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "coordinator": self.service.coordinator_id,
+                             "store": self.service.store_type})
+
+    def app(self) -> Starlette:
+        g = guarded
+        base = "/api/v1/master"
+        routes = [
+            Route(f"{base}/submit_job/{{type}}", g(self.submit), methods=["POST"]),
+            Route(f"{base}/progress_job/{{type}}", g(self.progress), methods=["GET"]),
+            Route(f"{base}/stop_job/{{type}}", g(self.stop), methods=["POST"]),
+            Route(f"{base}/rerun_job", g(self.rerun), methods=["POST"]),
+            Route(f"{base}/list_job", g(self.list_jobs), methods=["GET"]),
+            Route(f"{base}/job/{{id}}", g(self.get_job), methods=["GET"]),
+            Route(f"{base}/job/{{id}}/progress", g(self.job_progress), methods=["GET"]),
+            Route(f"{base}/report", g(self.report), methods=["GET"]),
+            Route("/healthz", g(self.healthz), methods=["GET"]),
+            Route("/metrics", metrics_endpoint(self.service.metrics.registry)),  # type: ignore[arg-type]
+        ]
+        return Starlette(routes=routes)

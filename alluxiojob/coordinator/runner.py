@@ -1,0 +1,473 @@
+"""JobRunner: drives one claimed job from listing to its final state.
+
+Theory of operation
+-------------------
+The UFS listing is streamed (in a worker thread) in a total order and numbered. Files
+are grouped into *chunks* of ``batch_size`` consecutive files. Each file becomes one
+*unit* per target worker (its ring owners for LOAD, every worker for FREE), queued on
+that worker. A dispatcher per worker takes up to ``batch_size`` units at a time and
+sends them as one task, holding one of the worker's ``max.tasks.per.worker`` slots.
+Queues are bounded, so a slow worker slows the listing instead of filling memory.
+
+A unit that fails for a retryable reason (the worker was lost, the source changed...)
+is queued again after a backoff, up to ``alluxio.job.retry.max.attempts``. When every
+unit of a chunk is final and every earlier chunk is too, the chunk is *committed*: its
+counters join ``committed`` and its last path becomes the checkpoint. About once a
+second the runner writes progress, checkpoint and new failures with one fenced write.
+A coordinator that restarts, or a peer that reclaims the job, resumes after the
+checkpoint. Fencing failures (``Fenced``) mean someone else now decides the job: the
+runner stops at once and writes nothing more.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+
+import structlog
+import trio
+
+from alluxiojob.config import Config, Keys
+from alluxiojob.core.errors import Fenced, describe_error
+from alluxiojob.core.job import JobType
+from alluxiojob.core.progress import Counters, Progress, RateWindow, should_fail_early
+from alluxiojob.core.states import JobEvent
+from alluxiojob.coordinator.workers import Membership, WorkerError
+from alluxiojob.protocol.codec import FileEntry, FileStatus, Op, TaskOptions
+from alluxiojob.store.jobs import FailureRecord, JobStore, OwnedJob
+from alluxiojob.ufs import ufs_for
+from alluxiojob.ufs.base import UfsError, UfsFile
+
+log = structlog.get_logger("alluxiojob.coordinator")
+
+RETRYABLE = frozenset(
+    {"WORKER_LOST", "WORKER_NOT_REACHABLE", "WORKER_RPC_FAILED", "IO_ERROR", "UFS_CHANGED",
+     "NO_WORKERS"}
+)
+CHECKPOINT_INTERVAL = 1.0
+LIST_CHUNK = 1000
+MAX_VERIFY_PASSES = 5
+FILL_WAIT = 0.02  # how long a dispatcher waits to fill a batch while listing goes on
+
+
+class JobFailed(Exception):
+    pass
+
+
+@dataclass
+class Unit:
+    index: int
+    chunk: int
+    entry: FileEntry
+    parts: tuple[str, ...]
+    target: str
+    replica: int  # 0 = primary; file counters follow the primary
+    attempts: int = 0
+
+
+@dataclass
+class Chunk:
+    outstanding: int = 0
+    sealed: bool = False
+    last_parts: tuple[str, ...] = ()
+    delta: Counters = field(default_factory=Counters)
+    failures: list[FailureRecord] = field(default_factory=list)
+
+
+class _WorkerQueue:
+    def __init__(self, capacity: int) -> None:
+        self.send, self.receive = trio.open_memory_channel[Unit](capacity)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        owned: OwnedJob,
+        store: JobStore,
+        membership: Membership,
+        config: Config,
+    ) -> None:
+        self.owned = owned
+        self.job = owned.job
+        self.store = store
+        self.membership = membership
+        self.config = config
+        self.batch_size = self.job.options.batch_size or config[Keys.JOB_BATCH_SIZE]
+        self.max_attempts = config[Keys.JOB_RETRY_MAX_ATTEMPTS]
+        self.backoff = config[Keys.JOB_RETRY_BACKOFF]
+        self.connect_wait = config[Keys.FAILURE_DETECTION_TIMEOUT]
+        self.failure_list_max = config[Keys.JOB_FAILURE_LIST_MAX]
+        self.progress = Progress()
+        self.live = Counters()
+        self.committed = Counters()
+        self.checkpoint: tuple[str, ...] = ()
+        self.listing_done = False
+        self.rate = RateWindow()
+        self.started = time.monotonic()
+        self.base_seconds = 0.0
+        self.failures_stored = 0
+        self._unsaved_failures: list[FailureRecord] = []
+        self._chunks: dict[int, Chunk] = {}
+        self._next_commit = 0
+        self._queues: dict[str, _WorkerQueue] = {}
+        self._in_flight = 0
+        self._idle = trio.Event()
+        self._verify_counters: Counters | None = None
+        self._workers_seen: set[str] = set()
+        self._pass_op = Op.FREE if self.job.type is JobType.FREE else Op.LOAD
+        self._pass_skip = self.job.options.skip_if_exists
+        self._fenced = False
+        self._finished = False
+
+    # ================================================================== lifecycle
+    async def run(self) -> None:
+        with structlog.contextvars.bound_contextvars(job_id=self.job.id,
+                                                     job=self.job.identity):
+            try:
+                await self._run()
+            except* Fenced as group:
+                self._fenced = True
+                log.info("job taken over elsewhere; abandoning it",
+                         reason=describe_error(group))
+            finally:
+                if not self._fenced and not self._finished:
+                    await self._last_checkpoint()
+
+    async def _last_checkpoint(self) -> None:
+        """Interrupted (shutdown): keep what is done, so the next owner resumes close by."""
+        with trio.move_on_after(2) as scope:
+            scope.shield = True
+            try:
+                await self._save()
+            except Exception as exc:
+                log.info("no final checkpoint", error=describe_error(exc))
+
+    async def _run(self) -> None:
+        stored = await self.store.get_progress(self.job.id)
+        self.progress = stored.resumed()
+        self.live = self.committed = stored.committed
+        self.checkpoint = stored.checkpoint
+        self.base_seconds = stored.active_seconds
+        self._workers_seen = set(stored.workers)
+        if stored.checkpoint:
+            self.failures_stored = len(
+                await self.store.list_failures(self.job.id, self.failure_list_max)
+            )
+        log.info("job started", type=self.job.type.value, path=self.job.path,
+                 resume_after="/".join(self.checkpoint) or None,
+                 files_committed=self.committed.files_done)
+        error = ""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._checkpointer)
+                await self._load_pass(after=self.checkpoint)
+                if self.job.options.verify and self.job.type is JobType.LOAD:
+                    await self._verify()
+                nursery.cancel_scope.cancel()
+        except* JobFailed as group:
+            error = str(group.exceptions[0])
+        except* UfsError as group:
+            first = group.exceptions[0]
+            assert isinstance(first, UfsError)
+            error = f"{first.reason}: {first}"
+        await self._finish(error)
+
+    async def _finish(self, error: str) -> None:
+        await self._save()
+        if not error and self.live.files_failed:
+            error = (f"{self.live.files_failed} files failed; "
+                     "see --progress --file-status FAILURE")
+        event = JobEvent.FAIL if error else JobEvent.SUCCEED
+        self.owned = await self.store.transition(
+            self.owned, event, error=error, progress=self._snapshot()
+        )
+        self._finished = True
+        log.info("job finished", state=self.owned.job.state.value, error=error or None,
+                 files=self.live.files_processed, bytes=self.live.bytes_processed,
+                 skipped=self.live.files_skipped, failed=self.live.files_failed,
+                 seconds=round(self._active_seconds(), 3))
+
+    # ================================================================== passes
+    async def _load_pass(self, after: tuple[str, ...]) -> None:
+        """List from ``after`` and dispatch every file; returns when all are final."""
+        self._chunks.clear()
+        self._next_commit = 0
+        self.listing_done = False
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self._list_and_enqueue(after)
+            self.listing_done = True
+            self._seal_last_chunk()
+            self._advance()
+            while self._in_flight or self._next_commit < len(self._chunks):
+                self._idle = trio.Event()
+                await self._idle.wait()
+            for queue in self._queues.values():
+                queue.send.close()
+            self._queues.clear()
+            nursery.cancel_scope.cancel()
+
+    async def _verify(self) -> None:
+        """Recheck every file on its owners and reload what is missing or stale."""
+        self.owned = await self.store.transition(
+            self.owned, JobEvent.VERIFY, progress=self._snapshot()
+        )
+        self._pass_skip = True
+        for passes in range(1, MAX_VERIFY_PASSES + 1):
+            self._verify_counters = Counters()
+            # Each pass decides afresh which files are failed: a file repaired now is fine.
+            await self._save()
+            self.live = replace(self.live, files_failed=0)
+            self.committed = replace(self.committed, files_failed=0)
+            self.failures_stored = 0
+            await self.store.clear_failures(self.owned)
+            await self._load_pass(after=())
+            repaired = self._verify_counters.files_processed
+            self.progress = replace(self.progress, verify_passes=passes,
+                                    files_repaired=self.progress.files_repaired + repaired)
+            log.info("verify pass done", passes=passes, repaired=repaired,
+                     failed=self._verify_counters.files_failed)
+            if repaired == 0:
+                return
+        raise JobFailed(f"verify still found files to repair after {MAX_VERIFY_PASSES} passes")
+
+    # ================================================================== listing
+    async def _list_and_enqueue(self, after: tuple[str, ...]) -> None:
+        index = 0
+        chunk_id = 0
+        async for files in self._listing(after):
+            for ufs_file in files:
+                chunk_id = index // self.batch_size
+                chunk = self._chunks.get(chunk_id)
+                if chunk is None:
+                    if chunk_id:
+                        self._chunks[chunk_id - 1].sealed = True
+                        self._advance()
+                    chunk = self._chunks[chunk_id] = Chunk()
+                entry = FileEntry(ufs_file.uri, ufs_file.length, ufs_file.mtime_ns)
+                chunk.last_parts = ufs_file.parts
+                self._count(chunk, Counters(files_listed=1, bytes_listed=ufs_file.length))
+                targets = await self._targets(entry.path)
+                chunk.outstanding += len(targets)
+                for replica, target in enumerate(targets):
+                    unit = Unit(index, chunk_id, entry, ufs_file.parts, target, replica)
+                    await self._enqueue(unit)
+                index += 1
+
+    async def _listing(self, after: tuple[str, ...]) -> AsyncIterator[list[UfsFile]]:
+        ufs = ufs_for(self.job.path)
+        walker: Iterator[UfsFile] = ufs.walk(self.job.path, after)
+
+        def next_chunk() -> list[UfsFile]:
+            out: list[UfsFile] = []
+            for item in walker:
+                out.append(item)
+                if len(out) >= LIST_CHUNK:
+                    break
+            return out
+
+        while True:
+            files = await trio.to_thread.run_sync(next_chunk)
+            if not files:
+                return
+            yield files
+
+    def _seal_last_chunk(self) -> None:
+        if self._chunks:
+            self._chunks[max(self._chunks)].sealed = True
+
+    async def _targets(self, path: str) -> list[str]:
+        while True:
+            ring = self.membership.ring
+            if len(ring):
+                if self._pass_op is Op.FREE:
+                    return list(ring.workers)
+                return ring.owners(path, self.job.options.replicas)
+            log.warning("no workers in the membership; waiting for one")
+            await self.membership.changed.wait()
+
+    # ================================================================== dispatch
+    async def _enqueue(self, unit: Unit) -> None:
+        queue = self._queues.get(unit.target)
+        if queue is None:
+            queue = self._queues[unit.target] = _WorkerQueue(self.batch_size * 2)
+            self._nursery.start_soon(self._dispatcher, unit.target, queue)
+        await queue.send.send(unit)
+
+    async def _dispatcher(self, worker_id: str, queue: _WorkerQueue) -> None:
+        async for first in queue.receive:
+            units = [first]
+            with trio.move_on_after(FILL_WAIT if not self.listing_done else 0):
+                while len(units) < self.batch_size:
+                    try:
+                        units.append(queue.receive.receive_nowait())
+                    except trio.WouldBlock:
+                        if self.listing_done:
+                            break
+                        units.append(await queue.receive.receive())
+                    except trio.EndOfChannel:
+                        break
+            client = self.membership.client(worker_id)
+            if client is None:
+                for unit in units:
+                    self._on_failure(unit, "WORKER_LOST",
+                                     f"worker {worker_id} left the membership")
+                continue
+            self._in_flight += 1
+            await client.slots.acquire()
+            self._nursery.start_soon(self._run_task, worker_id, units)
+
+    async def _run_task(self, worker_id: str, units: list[Unit]) -> None:
+        client = self.membership.client(worker_id)
+        try:
+            if client is None:
+                raise WorkerError(f"worker {worker_id} left the membership")
+            options = TaskOptions(skip_if_exists=self._pass_skip,
+                                  bandwidth=self.job.options.bandwidth,
+                                  overwrite=self.job.options.overwrite)
+            result = await client.call(self.job.id, self._pass_op,
+                                       [u.entry for u in units], options, self.connect_wait)
+        except WorkerError as exc:
+            for unit in units:
+                self._on_failure(unit, exc.reason, str(exc))
+        else:
+            self._workers_seen.add(worker_id)
+            by_path = {r.path: r for r in result.results}
+            for unit in units:
+                r = by_path.get(unit.entry.path)
+                if r is None:
+                    self._on_failure(unit, "WORKER_RPC_FAILED",
+                                     f"worker {worker_id} returned no result for the file")
+                elif r.status is FileStatus.FAILED:
+                    self._on_failure(unit, r.reason or "IO_ERROR", r.message)
+                elif r.status is FileStatus.SKIPPED:
+                    self._on_done(unit, Counters(files_skipped=int(unit.replica == 0),
+                                                 bytes_skipped=r.bytes))
+                else:
+                    self._on_done(unit, Counters(files_processed=int(unit.replica == 0),
+                                                 bytes_processed=r.bytes))
+        finally:
+            if client is not None:
+                client.slots.release()
+            self._in_flight -= 1
+            self._idle.set()
+
+    # ================================================================== results
+    def _count(self, chunk: Chunk, delta: Counters) -> None:
+        if self._verify_counters is not None:
+            # A verify pass only reports repairs and failures; it lists everything again.
+            self._verify_counters = self._verify_counters + delta
+            delta = Counters(files_processed=delta.files_processed,
+                             bytes_processed=delta.bytes_processed,
+                             files_failed=delta.files_failed,
+                             subtasks_failed=delta.subtasks_failed)
+        chunk.delta = chunk.delta + delta
+        self.live = self.live + delta
+
+    def _on_done(self, unit: Unit, delta: Counters) -> None:
+        chunk = self._chunks[unit.chunk]
+        self._count(chunk, delta)
+        chunk.outstanding -= 1
+        self._advance()
+
+    def _on_failure(self, unit: Unit, reason: str, message: str) -> None:
+        chunk = self._chunks[unit.chunk]
+        self._count(chunk, Counters(subtasks_failed=1))
+        unit.attempts += 1
+        if reason in RETRYABLE and unit.attempts < self.max_attempts:
+            delay = self.backoff * (2 ** (unit.attempts - 1)) * random.uniform(0.8, 1.2)
+            log.debug("retrying file", path=unit.entry.path, reason=reason,
+                      attempt=unit.attempts, delay=round(delay, 3))
+            self._in_flight += 1
+            self._nursery.start_soon(self._retry_later, unit, delay)
+            return
+        log.warning("file failed", path=unit.entry.path, reason=reason, message=message,
+                    attempts=unit.attempts)
+        self._count(chunk, Counters(files_failed=1))
+        chunk.failures.append(FailureRecord(unit.entry.path, reason, message, time.time()))
+        chunk.outstanding -= 1
+        self._advance()
+        self._check_thresholds()
+
+    async def _retry_later(self, unit: Unit, delay: float) -> None:
+        try:
+            await trio.sleep(delay)
+            ring = self.membership.ring
+            if unit.target not in ring.workers and len(ring):
+                owners = await self._targets(unit.entry.path)
+                unit.target = owners[min(unit.replica, len(owners) - 1)]
+            await self._enqueue(unit)
+        finally:
+            self._in_flight -= 1
+            self._idle.set()
+
+    def _check_thresholds(self) -> None:
+        count = self.config[Keys.JOB_FAILURE_COUNT_THRESHOLD]
+        ratio = self.config[Keys.JOB_FAILURE_RATIO_THRESHOLD]
+        if should_fail_early(self.live, count, ratio):
+            raise JobFailed(
+                f"{self.live.files_failed} of {self.live.files_done} files failed, past "
+                f"alluxio.job.failure.count.threshold={count} and "
+                f"alluxio.job.failure.ratio.threshold={ratio}"
+            )
+
+    def _advance(self) -> None:
+        """Commit every finished chunk at the head of the order."""
+        while True:
+            chunk = self._chunks.get(self._next_commit)
+            if chunk is None or not chunk.sealed or chunk.outstanding:
+                break
+            if self._verify_counters is None:
+                self.committed = self.committed + chunk.delta
+                self.checkpoint = chunk.last_parts
+            else:
+                # Repairs are final once done; failures of a verify pass count too.
+                self.committed = self.committed + Counters(
+                    files_processed=chunk.delta.files_processed,
+                    bytes_processed=chunk.delta.bytes_processed,
+                    files_failed=chunk.delta.files_failed,
+                    subtasks_failed=chunk.delta.subtasks_failed,
+                )
+            room = max(0, self.failure_list_max - self.failures_stored)
+            kept = chunk.failures[:room]
+            self._unsaved_failures.extend(kept)
+            self.failures_stored += len(kept)
+            del self._chunks[self._next_commit]
+            self._next_commit += 1
+        self._idle.set()
+
+    # ================================================================== progress
+    def _active_seconds(self) -> float:
+        return self.base_seconds + (time.monotonic() - self.started)
+
+    def _snapshot(self) -> Progress:
+        return replace(
+            self.progress,
+            live=self.live,
+            committed=self.committed,
+            checkpoint=self.checkpoint,
+            listing_done=self.listing_done and self._verify_counters is None,
+            active_seconds=self._active_seconds(),
+            recent_rate=self.rate.rate(),
+            workers=tuple(sorted(self._workers_seen)),
+        )
+
+    async def _save(self) -> None:
+        failures, self._unsaved_failures = self._unsaved_failures, []
+        try:
+            await self.store.save_progress(self.owned, self._snapshot(), failures)
+        except Fenced:
+            raise
+        except Exception as exc:
+            # The store is unreachable: keep the failures for the next attempt.
+            self._unsaved_failures = failures + self._unsaved_failures
+            log.warning("cannot save progress; will retry", error=describe_error(exc))
+
+    async def _checkpointer(self) -> None:
+        while True:
+            await trio.sleep(CHECKPOINT_INTERVAL)
+            self.rate.add(time.monotonic(), self.live.bytes_processed)
+            await self._save()
+

@@ -1,0 +1,167 @@
+"""The coordinator process: job store, membership, scheduler, housekeeping and REST API."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from alluxiojob.config import Config, Keys
+from alluxiojob.core.errors import describe_error
+from alluxiojob.core.states import JobState
+from alluxiojob.coordinator.api import CoordinatorApi
+from alluxiojob.coordinator.metrics import CoordinatorMetrics
+from alluxiojob.coordinator.scheduler import Scheduler, jittered
+from alluxiojob.coordinator.workers import Membership, WorkerClient
+from alluxiojob.store.jobs import JobStore
+from alluxiojob.store.kv import KVStore
+from alluxiojob.web import serve_app
+
+log = structlog.get_logger("alluxiojob.coordinator")
+
+
+def open_kv(config: Config, metrics: CoordinatorMetrics) -> KVStore:
+    if config[Keys.META_STORE_TYPE] == "ETCD":
+        from alluxiojob.store.etcd import EtcdKVStore
+
+        endpoints = config[Keys.JOB_ETCD_ENDPOINTS] or config[Keys.ETCD_ENDPOINTS]
+        if not endpoints:
+            from alluxiojob.config import ConfigError
+
+            raise ConfigError(
+                "alluxio.coordinator.job.meta.store.type=ETCD needs alluxio.etcd.endpoints "
+                "(or alluxio.coordinator.scheduler.job.etcd.endpoints)"
+            )
+        return EtcdKVStore(
+            endpoints,
+            read_timeout=config[Keys.ETCD_READ_TIMEOUT],
+            write_timeout=config[Keys.ETCD_WRITE_TIMEOUT],
+            max_retries=config[Keys.ETCD_MAX_RETRIES],
+            on_request=metrics.record_store_request,
+        )
+    from alluxiojob.store.rocks import RocksKVStore
+
+    return RocksKVStore(Path(config[Keys.META_STORE_DIR]))
+
+
+class CoordinatorService:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        host = config[Keys.COORDINATOR_HOSTNAME]
+        port = config[Keys.COORDINATOR_REST_PORT]
+        self.host, self.port = host, port
+        self.coordinator_id = config[Keys.COORDINATOR_ID] or f"{host}:{port}"
+        self.store_type = config[Keys.META_STORE_TYPE]
+        self.ha = self.store_type == "ETCD"
+        self.metrics = CoordinatorMetrics()
+        self.kv = open_kv(config, self.metrics)
+        self.store = JobStore(self.kv, prefix=config[Keys.JOB_ETCD_PATH])
+        static_file = (
+            Path(config[Keys.STATIC_CONFIG_FILE])
+            if config[Keys.MEMBERSHIP_TYPE] == "STATIC" else None
+        )
+        self.membership = Membership(self._make_client, static_file)
+        self.scheduler = Scheduler(
+            self.coordinator_id, self.store, self.membership, config, self.metrics
+        )
+
+    def _make_client(self, worker_id: str) -> WorkerClient:
+        return WorkerClient(
+            worker_id,
+            worker_id,
+            self.config[Keys.CLUSTER_TOKEN],
+            self.coordinator_id,
+            self.config[Keys.MAX_TASKS_PER_WORKER],
+            self.config[Keys.FAILURE_DETECTION_TIMEOUT],
+        )
+
+    async def report(self) -> dict[str, Any]:
+        """What ``report jobservice`` prints: workers, counts by state, notable jobs."""
+        workers = []
+        for worker_id, client in sorted(self.membership.clients.items()):
+            entry: dict[str, Any] = {"worker": worker_id, "connected": client.connected}
+            try:
+                status = await client.status(timeout=2.0)
+                entry.update(
+                    pool_size=status.pool_size,
+                    unfinished_tasks=status.unfinished_tasks,
+                    active_tasks=status.active_tasks,
+                    load_avg=list(status.load_avg),
+                    cache_used=status.cache_used,
+                    cache_capacity=status.cache_capacity,
+                    cached_files=status.cached_files,
+                )
+            except Exception as exc:
+                entry["error"] = describe_error(exc)
+            workers.append(entry)
+        jobs = await self.store.list_jobs()
+        counts = Tally(job.state.value for job in jobs)
+        now = time.time()
+        by_update = sorted(jobs, key=lambda j: j.updated_at, reverse=True)
+        failed = [j for j in by_update if j.state is JobState.FAILED]
+        running = [j for j in jobs if j.state in (JobState.RUNNING, JobState.VERIFYING)]
+        running.sort(key=lambda j: now - (j.started_at or now), reverse=True)
+        return {
+            "coordinator": self.coordinator_id,
+            "store": self.store_type,
+            "workers": workers,
+            "counts": {state.value: counts.get(state.value, 0) for state in JobState},
+            "recently_modified": [j.to_wire() for j in by_update[:10]],
+            "recently_failed": [j.to_wire() for j in failed[:10]],
+            "longest_running": [j.to_wire() for j in running[:10]],
+        }
+
+    async def _housekeeping(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Retention cleanup and job gauges; in RocksDB mode, resume this store's jobs."""
+        if not self.ha:
+            # One coordinator per RocksDB store (RocksDB's lock enforces it): whatever is
+            # RUNNING here was ours before a restart, so it goes back to the queue and
+            # resumes from its checkpoint.
+            resumed = await self.store.reclaim_orphans(lambda owner: False)
+            for job in resumed:
+                log.info("resuming job after restart", job_id=job.id, path=job.path)
+            self.metrics.reclaim.inc(len(resumed))
+            self.scheduler.notify()
+        task_status.started()
+        next_cleanup = time.monotonic()
+        while True:
+            try:
+                if time.monotonic() >= next_cleanup:
+                    removed = await self.store.delete_expired(self.config[Keys.JOB_RETENTION_TIME])
+                    if removed:
+                        log.info("removed jobs past retention", count=removed)
+                    next_cleanup = time.monotonic() + self.config[Keys.JOB_CLEANUP_INTERVAL]
+                jobs = await self.store.list_jobs()
+                counts = Tally(job.state for job in jobs)
+                for state in JobState:
+                    self.metrics.jobs.labels(state=state.value).set(counts.get(state, 0))
+            except Exception as exc:
+                log.warning("housekeeping failed; will retry", error=describe_error(exc))
+            self.metrics.workers_total.set(len(self.membership.clients))
+            self.metrics.workers_connected.set(
+                sum(1 for c in self.membership.clients.values() if c.connected)
+            )
+            await trio.sleep(jittered(self.config[Keys.SCHEDULER_INTERVAL]))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.membership.run)
+                await nursery.start(self._housekeeping)
+                await nursery.start(self.scheduler.run)
+                binds = await nursery.start(serve_app, CoordinatorApi(self).app(), self.host,
+                                            self.port)
+                log.info("coordinator ready", coordinator=self.coordinator_id,
+                         rest=binds, store=self.store_type,
+                         workers=sorted(self.membership.clients))
+                task_status.started()
+        finally:
+            with trio.move_on_after(5) as scope:
+                scope.shield = True
+                await self.kv.aclose()

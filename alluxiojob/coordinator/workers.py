@@ -1,0 +1,318 @@
+"""The coordinator's side of its workers: one websocket client each, and membership.
+
+``WorkerClient`` keeps one connection per worker, reconnecting with backoff, and
+multiplexes tasks over it by task id. At most ``max.tasks.per.worker`` tasks are in
+flight per worker, across every job of this coordinator (``slots``). A lost connection
+fails every task in flight with ``WorkerLost``; the runner retries those files.
+
+``Membership`` reads the worker list (STATIC: a file of ``host:port`` lines, reread when
+it changes; ETCD: registrations under a lease) and rebuilds the hash ring on change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import structlog
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from alluxiojob.core.errors import describe_error
+from alluxiojob.core.ring import HashRing
+from alluxiojob.protocol.codec import (
+    MAX_MESSAGE_SIZE,
+    ErrorMessage,
+    FileEntry,
+    Hello,
+    Op,
+    ProtocolError,
+    StatusReply,
+    StatusRequest,
+    TaskBatch,
+    TaskOptions,
+    TaskResult,
+    Welcome,
+    decode,
+    encode,
+)
+
+log = structlog.get_logger("alluxiojob.coordinator")
+
+PING_INTERVAL = 5.0
+
+
+class WorkerError(Exception):
+    reason = "WORKER_RPC_FAILED"
+
+
+class WorkerUnavailable(WorkerError):
+    reason = "WORKER_NOT_REACHABLE"
+
+
+class WorkerLost(WorkerError):
+    reason = "WORKER_LOST"
+
+
+class _Pending:
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: TaskResult | StatusReply | None = None
+        self.error: WorkerError | None = None
+
+
+class WorkerClient:
+    def __init__(
+        self,
+        worker_id: str,
+        address: str,
+        token: str,
+        coordinator_id: str,
+        max_tasks: int,
+        liveness_timeout: float,
+    ) -> None:
+        self.worker_id = worker_id
+        self.url = f"ws://{address}/"
+        self.token = token
+        self.coordinator_id = coordinator_id
+        self.slots = trio.Semaphore(max_tasks)
+        self.liveness_timeout = liveness_timeout
+        self._ws: WebSocketConnection | None = None
+        self._connected = trio.Event()
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
+        self._send_lock = trio.StrictFIFOLock()
+        self.last_error = ""
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a connection up until cancelled."""
+        task_status.started()
+        backoff = 0.05
+        while True:
+            try:
+                await self._session()
+                backoff = 0.05
+            except Exception as exc:  # any failure of a session means: reconnect
+                message = describe_error(exc)
+                if message != self.last_error:
+                    log.warning("worker unreachable", worker=self.worker_id, error=message)
+                self.last_error = message
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def _session(self) -> None:
+        async with open_websocket_url(
+            self.url,
+            max_message_size=MAX_MESSAGE_SIZE,
+            receive_buffer_size=65536,
+            connect_timeout=5,
+            disconnect_timeout=2,
+        ) as ws:
+            await ws.send_message(encode(Hello(self.token, self.coordinator_id)))
+            with trio.fail_after(10):
+                reply = decode(await ws.get_message())
+            if isinstance(reply, ErrorMessage):
+                raise WorkerError(f"worker {self.worker_id} refused us: {reply.message}")
+            if not isinstance(reply, Welcome):
+                raise ProtocolError(f"expected welcome, got {type(reply).__name__}")
+            if reply.worker != self.worker_id:
+                log.warning("worker identity differs from the membership list",
+                            listed=self.worker_id, reported=reply.worker)
+            if self.last_error:
+                log.info("worker reconnected", worker=self.worker_id)
+            self.last_error = ""
+            self._ws = ws
+            self._connected.set()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pinger, ws, nursery.cancel_scope)
+                    await self._reader(ws)
+                    nursery.cancel_scope.cancel()
+            finally:
+                self._ws = None
+                self._connected = trio.Event()
+                pending, self._pending = self._pending, {}
+                for item in pending.values():
+                    item.error = WorkerLost(f"lost connection to worker {self.worker_id}")
+                    item.done.set()
+
+    async def _reader(self, ws: WebSocketConnection) -> None:
+        while True:
+            try:
+                raw = await ws.get_message()
+            except ConnectionClosed:
+                return
+            try:
+                message = decode(raw)
+            except ProtocolError as exc:
+                log.warning("malformed message from worker", worker=self.worker_id,
+                            error=str(exc))
+                continue
+            if isinstance(message, TaskResult | StatusReply):
+                key = message.task_id if isinstance(message, TaskResult) else message.request_id
+                item = self._pending.pop(key, None)
+                if item is not None:
+                    item.result = message
+                    item.done.set()
+            elif isinstance(message, ErrorMessage):
+                item = self._pending.pop(message.task_id, None)
+                if item is not None:
+                    item.error = WorkerError(f"worker {self.worker_id}: {message.message}")
+                    item.done.set()
+                else:
+                    log.warning("worker reported an error", worker=self.worker_id,
+                                error=message.message)
+
+    async def _pinger(self, ws: WebSocketConnection, scope: trio.CancelScope) -> None:
+        """A paused or partitioned worker must not hold tasks forever."""
+        while True:
+            await trio.sleep(PING_INTERVAL)
+            with trio.move_on_after(self.liveness_timeout) as timeout:
+                await ws.ping()
+            if timeout.cancelled_caught:
+                log.warning("worker stopped answering pings", worker=self.worker_id)
+                scope.cancel()
+                return
+
+    async def _request(self, request_id: int, payload: bytes, wait: float) -> _Pending:
+        with trio.move_on_after(wait):
+            await self._connected.wait()
+        ws = self._ws
+        if ws is None:
+            raise WorkerUnavailable(
+                f"worker {self.worker_id} is not reachable"
+                + (f" ({self.last_error})" if self.last_error else "")
+            )
+        item = _Pending()
+        self._pending[request_id] = item
+        try:
+            async with self._send_lock:
+                await ws.send_message(payload)
+        except ConnectionClosed:
+            self._pending.pop(request_id, None)
+            raise WorkerLost(f"lost connection to worker {self.worker_id}") from None
+        return item
+
+    async def call(
+        self,
+        job_id: str,
+        op: Op,
+        files: Sequence[FileEntry],
+        options: TaskOptions,
+        connect_wait: float,
+    ) -> TaskResult:
+        task_id = next(self._ids)
+        batch = TaskBatch(task_id, job_id, op, tuple(files), options)
+        item = await self._request(task_id, encode(batch), connect_wait)
+        try:
+            await item.done.wait()
+        finally:
+            self._pending.pop(task_id, None)
+        if item.error is not None:
+            raise item.error
+        assert isinstance(item.result, TaskResult)
+        return item.result
+
+    async def status(self, timeout: float = 5.0) -> StatusReply:
+        request_id = next(self._ids)
+        item = await self._request(request_id, encode(StatusRequest(request_id)), 0)
+        with trio.move_on_after(timeout):
+            await item.done.wait()
+        self._pending.pop(request_id, None)
+        if item.error is not None:
+            raise item.error
+        if not isinstance(item.result, StatusReply):
+            raise WorkerUnavailable(f"worker {self.worker_id} did not answer in {timeout}s")
+        return item.result
+
+
+def read_static_workers(path: Path) -> list[str]:
+    """``host:port`` lines; blank lines and ``#`` comments ignored."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(
+            f"worker list {path} not found (alluxio.worker.static.config.file)"
+        ) from None
+    workers: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{path}:{lineno}: expected host:port, got {entry!r}")
+        workers.append(entry)
+    return workers
+
+
+class Membership:
+    """The current workers, their clients and the hash ring built over them."""
+
+    def __init__(
+        self,
+        make_client: Callable[[str], WorkerClient],
+        static_file: Path | None,
+    ) -> None:
+        self._make_client = make_client
+        self._static_file = static_file
+        self.clients: dict[str, WorkerClient] = {}
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self.ring = HashRing([])
+        self.changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    def client(self, worker_id: str) -> WorkerClient | None:
+        return self.clients.get(worker_id)
+
+    async def _run_client(self, client: WorkerClient, scope: trio.CancelScope) -> None:
+        with scope:
+            await client.run()
+
+    def update(self, workers: Sequence[str]) -> None:
+        """Apply a new member list: start and stop clients, rebuild the ring."""
+        assert self._nursery is not None
+        wanted = set(workers)
+        if wanted == set(self.clients):
+            return
+        for worker_id in set(self.clients) - wanted:
+            self._scopes.pop(worker_id).cancel()
+            del self.clients[worker_id]
+            log.info("worker left", worker=worker_id)
+        for worker_id in sorted(wanted - set(self.clients)):
+            client = self._make_client(worker_id)
+            scope = trio.CancelScope()
+            self.clients[worker_id] = client
+            self._scopes[worker_id] = scope
+            self._nursery.start_soon(self._run_client, client, scope)
+            log.info("worker joined", worker=worker_id)
+        self.ring = HashRing(self.clients)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if self._static_file is not None:
+                self.update(read_static_workers(self._static_file))
+                nursery.start_soon(self._watch_static_file, self._static_file)
+            task_status.started()
+
+    async def _watch_static_file(self, path: Path) -> None:
+        last = os.stat(path).st_mtime_ns
+        while True:
+            await trio.sleep(2.0)
+            try:
+                mtime = os.stat(path).st_mtime_ns
+                if mtime != last:
+                    last = mtime
+                    self.update(read_static_workers(path))
+            except (OSError, ValueError) as exc:
+                log.warning("cannot reread the worker list; keeping the current one",
+                            error=str(exc))

@@ -1,0 +1,98 @@
+"""The local (or NFS-mounted) filesystem as a UFS: plain absolute paths and ``file://``."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+
+from alluxiojob.ufs.base import UfsError, UfsFile
+
+SCHEME = "file"
+
+
+def to_local_path(uri: str) -> str:
+    """``file:///a/b`` → ``/a/b``; a plain absolute path is returned as is.
+
+    File URIs here are not percent-encoded: a name may hold ``%``, ``?`` or ``#``.
+    """
+    if uri.startswith("file://"):
+        rest = uri[len("file://") :]
+        if rest.startswith("localhost/"):
+            rest = rest[len("localhost") :]
+        if not rest.startswith("/"):
+            raise UfsError("INVALID_PATH", f"file URI with a remote host is not supported: {uri}")
+        return rest
+    return uri
+
+
+def reason_for(exc: OSError) -> str:
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "UFS_NOT_FOUND"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "PERMISSION_DENIED"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "CACHE_FULL"
+    return "IO_ERROR"
+
+
+class LocalUfs:
+    scheme = SCHEME
+
+    def normalize(self, path: str) -> str:
+        local = to_local_path(path)
+        if not local.startswith("/"):
+            raise UfsError("INVALID_PATH", f"not an absolute path: {path!r}")
+        if "\x00" in local:
+            raise UfsError("INVALID_PATH", f"path contains a NUL byte: {path!r}")
+        normalized = os.path.normpath(local)
+        if normalized.startswith("//"):
+            normalized = "/" + normalized.lstrip("/")
+        return "file://" + normalized
+
+    def exists(self, uri: str) -> bool:
+        return os.path.lexists(to_local_path(uri))
+
+    def walk(self, uri: str, after: tuple[str, ...] = ()) -> Iterator[UfsFile]:
+        root = to_local_path(uri)
+        try:
+            info = os.stat(root)
+        except OSError as exc:
+            raise UfsError(reason_for(exc), f"cannot list {uri}: {exc.strerror}") from None
+        base = uri.rstrip("/") if uri != "file:///" else "file://"
+        if not stat.S_ISDIR(info.st_mode):
+            if not after:
+                yield UfsFile(uri, (), info.st_size, info.st_mtime_ns)
+            return
+        yield from self._walk_dir(root, base, (), after)
+
+    def _walk_dir(
+        self, path: str, base: str, prefix: tuple[str, ...], after: tuple[str, ...]
+    ) -> Iterator[UfsFile]:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise UfsError(reason_for(exc), f"cannot list {path}: {exc.strerror}") from None
+        for entry in entries:
+            parts = (*prefix, entry.name)
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                # Skip subtrees that end before the checkpoint; descend into the one on it.
+                if after and parts < after[: len(parts)]:
+                    continue
+                yield from self._walk_dir(entry.path, base, parts, after)
+                continue
+            if after and parts <= after:
+                continue
+            try:
+                info = entry.stat(follow_symlinks=True)
+            except OSError:
+                continue  # vanished or a dangling link: nothing to load
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            yield UfsFile(base + "/" + "/".join(parts), parts, info.st_size, info.st_mtime_ns)

@@ -1,0 +1,239 @@
+"""The worker's cache directories: layout, index, capacity and LRU eviction.
+
+Layout of each cache dir::
+
+    data/   one file per cached UFS file, byte-identical to it (``data/<ufs path>``)
+    tmp/    partial writes; emptied at startup
+    index/  rocksdict: UFS URI -> [length, mtime_ns, last_access, job_id]
+
+The index is written only after a file was renamed into ``data/``, so an index entry
+always means a complete file. A crash between the rename and the index write leaves a
+complete but unindexed file, which startup removes, so ``data/`` never holds anything
+the index does not know.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import trio
+from rocksdict import Options, Rdict, WriteBatch
+
+from alluxiojob.ufs.base import UfsError
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    length: int
+    mtime_ns: int
+    last_access: float
+    job_id: str
+
+    def pack(self) -> bytes:
+        packed: bytes = msgpack.packb([self.length, self.mtime_ns, self.last_access, self.job_id])
+        return packed
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> IndexEntry:
+        length, mtime_ns, last_access, job_id = msgpack.unpackb(raw)
+        return cls(int(length), int(mtime_ns), float(last_access), str(job_id))
+
+
+def cache_relpath(uri: str) -> str:
+    """Where ``uri`` lives under ``data/``; rejects paths that could escape it."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        scheme, rest = "file", uri
+    parts = [p for p in rest.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts) or "\x00" in rest:
+        raise UfsError("INVALID_PATH", f"not a cacheable path: {uri!r}")
+    if scheme != "file":
+        parts.insert(0, scheme)
+    return "/".join(parts)
+
+
+class CacheDir:
+    """One cache directory with its own index, capacity and LRU order."""
+
+    def __init__(self, root: Path, capacity: int) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.tmp = root / "tmp"
+        self.capacity = capacity  # 0: unlimited
+        for sub in (self.data, self.tmp, root / "index"):
+            sub.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        self._index = Rdict(str(root / "index"), options=options)
+        self._lock = threading.Lock()
+        self.used = 0
+        self.reserved = 0
+        self.lru: OrderedDict[str, tuple[int, str]] = OrderedDict()  # uri -> (length, job)
+
+    # --- startup (blocking) ----------------------------------------------------------
+    def recover(self) -> tuple[int, int]:
+        """Load the index, drop tmp debris and unindexed files; returns (files, removed)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        entries: list[tuple[str, IndexEntry]] = []
+        for key, raw in self._index.items():
+            entries.append((bytes(key).decode(), IndexEntry.unpack(raw)))
+        entries.sort(key=lambda item: item[1].last_access)
+        known: set[str] = set()
+        for uri, entry in entries:
+            self.lru[uri] = (entry.length, entry.job_id)
+            self.used += entry.length
+            known.add(os.path.join(str(self.data), cache_relpath(uri)))
+        removed = 0
+        for dirpath, _dirs, files in os.walk(self.data):
+            for name in files:
+                full = os.path.join(dirpath, name)
+                if full not in known:
+                    os.unlink(full)
+                    removed += 1
+        return len(entries), removed
+
+    # --- paths -----------------------------------------------------------------------
+    def data_path(self, uri: str) -> str:
+        return os.path.join(str(self.data), cache_relpath(uri))
+
+    def tmp_path(self, uri: str) -> str:
+        return os.path.join(str(self.tmp), f"{zlib.crc32(uri.encode()):08x}-{time.time_ns()}")
+
+    # --- index (blocking) --------------------------------------------------------------
+    def lookup(self, uri: str) -> IndexEntry | None:
+        raw = self._index.get(uri.encode())
+        return None if raw is None else IndexEntry.unpack(raw)
+
+    def commit(self, entries: Iterable[tuple[str, IndexEntry]]) -> None:
+        """Record finished files in one batch (their data files are already in place)."""
+        batch = WriteBatch(raw_mode=True)
+        count = 0
+        with self._lock:
+            for uri, entry in entries:
+                batch.put(uri.encode(), entry.pack())
+                old = self.lru.pop(uri, None)
+                if old is not None:
+                    self.used -= old[0]
+                self.lru[uri] = (entry.length, entry.job_id)
+                self.used += entry.length
+                count += 1
+            if count:
+                self._index.write(batch)
+
+    def remove(self, uris: Iterable[str]) -> list[tuple[str, int]]:
+        """Evict files from data/ and the index; returns (uri, bytes) actually removed."""
+        removed: list[tuple[str, int]] = []
+        batch = WriteBatch(raw_mode=True)
+        with self._lock:
+            for uri in uris:
+                entry = self.lru.pop(uri, None)
+                if entry is None and self._index.get(uri.encode()) is None:
+                    continue
+                try:
+                    os.unlink(self.data_path(uri))
+                except FileNotFoundError:
+                    pass
+                batch.delete(uri.encode())
+                length = entry[0] if entry else 0
+                self.used -= length
+                removed.append((uri, length))
+            if removed:
+                self._index.write(batch)
+        return removed
+
+    def touch(self, uri: str) -> None:
+        with self._lock:
+            if uri in self.lru:
+                self.lru.move_to_end(uri)
+
+    def choose_victims(self, needed: int, pinned_jobs: set[str]) -> list[str] | None:
+        """LRU files, not needed by a running job, whose removal frees ``needed`` bytes."""
+        victims: list[str] = []
+        freed = 0
+        with self._lock:
+            for uri, (length, job_id) in self.lru.items():
+                if freed >= needed:
+                    break
+                if job_id in pinned_jobs:
+                    continue
+                victims.append(uri)
+                freed += length
+        return victims if freed >= needed else None
+
+    def free_space(self) -> int:
+        if not self.capacity:
+            return 1 << 62
+        return self.capacity - self.used - self.reserved
+
+    def close(self) -> None:
+        with self._lock:
+            self._index.close()
+
+
+class Cache:
+    """All cache dirs of a worker; a URI always maps to the same dir."""
+
+    def __init__(self, dirs: list[Path], capacities: list[int]) -> None:
+        if not dirs:
+            raise ValueError("alluxio.worker.page.store.dirs is empty")
+        if capacities and len(capacities) not in (1, len(dirs)):
+            raise ValueError(
+                "alluxio.worker.page.store.sizes must have one size, or one per directory in "
+                "alluxio.worker.page.store.dirs"
+            )
+        sizes = capacities * len(dirs) if len(capacities) == 1 else capacities
+        self.dirs = [CacheDir(d, sizes[i] if sizes else 0) for i, d in enumerate(dirs)]
+        self.limiter = trio.CapacityLimiter(1)
+        self._space = trio.Lock()
+
+    def dir_for(self, uri: str) -> CacheDir:
+        return self.dirs[zlib.crc32(uri.encode()) % len(self.dirs)]
+
+    @property
+    def used(self) -> int:
+        return sum(d.used for d in self.dirs)
+
+    @property
+    def capacity(self) -> int:
+        return 0 if any(d.capacity == 0 for d in self.dirs) else sum(d.capacity for d in self.dirs)
+
+    @property
+    def files(self) -> int:
+        return sum(len(d.lru) for d in self.dirs)
+
+    async def recover(self) -> tuple[int, int]:
+        files = removed = 0
+        for d in self.dirs:
+            f, r = await trio.to_thread.run_sync(d.recover)
+            files, removed = files + f, removed + r
+        return files, removed
+
+    async def reserve(self, uri: str, length: int, pinned_jobs: set[str]) -> bool:
+        """Make room for ``length`` bytes, evicting LRU files if needed; False if impossible."""
+        d = self.dir_for(uri)
+        async with self._space:
+            shortfall = length - d.free_space()
+            if shortfall > 0:
+                victims = d.choose_victims(shortfall, pinned_jobs)
+                if victims is None:
+                    return False
+                await trio.to_thread.run_sync(d.remove, victims, limiter=self.limiter)
+            d.reserved += length
+            return True
+
+    def release(self, uri: str, length: int) -> None:
+        self.dir_for(uri).reserved -= length
+
+    def close(self) -> None:
+        for d in self.dirs:
+            d.close()

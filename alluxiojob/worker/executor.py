@@ -1,0 +1,319 @@
+"""Turns one TaskBatch into file copies on the process pool and index updates.
+
+Small files are grouped into shards of at most ``partition_size`` bytes (and split
+further so every pool process gets work); a file larger than ``partition_size`` is
+preallocated in ``tmp/`` and each of its partitions is a shard of its own, written in
+place at its offset. Shards run in parallel on the pool; index entries for a batch are
+written in one WriteBatch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+import trio_parallel
+
+from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus, Op, TaskBatch, TaskResult
+from alluxiojob.ufs.base import UfsError
+from alluxiojob.ufs.local import reason_for, to_local_path
+from alluxiojob.worker.cache import Cache, IndexEntry
+from alluxiojob.worker.copier import CopyJob, CopyOutcome, copy_shard, preallocate
+
+log = structlog.get_logger("alluxiojob.worker")
+
+PIN_SECONDS = 600.0  # a job that sent a task this recently keeps its files from eviction
+
+
+@dataclass
+class _Planned:
+    entry: FileEntry
+    src: str
+    final: str
+    jobs: list[CopyJob] = field(default_factory=list)
+    tmp: str = ""  # large files: the shared tmp file
+    reserved: int = 0
+
+
+@dataclass
+class ExecutorStats:
+    unfinished_tasks: int = 0
+    active_shards: int = 0
+    files_loaded: int = 0
+    bytes_loaded: int = 0
+    files_failed: int = 0
+    files_freed: int = 0
+
+
+class TaskExecutor:
+    def __init__(
+        self,
+        cache: Cache,
+        partition_size: int,
+        pool_size: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cache = cache
+        self.partition_size = partition_size
+        self.pool_size = pool_size
+        self.limiter = trio.CapacityLimiter(pool_size)
+        self.stats = ExecutorStats()
+        self._clock = clock
+        self._job_seen: dict[str, float] = {}
+        self._bandwidth_locks: dict[str, trio.Lock] = {}
+
+    def pinned_jobs(self) -> set[str]:
+        cutoff = self._clock() - PIN_SECONDS
+        for job_id in [j for j, seen in self._job_seen.items() if seen < cutoff]:
+            del self._job_seen[job_id]
+        return set(self._job_seen)
+
+    async def run(self, batch: TaskBatch) -> TaskResult:
+        self.stats.unfinished_tasks += 1
+        self._job_seen[batch.job_id] = self._clock()
+        try:
+            if batch.op is Op.FREE:
+                results = await self._free(batch)
+            elif batch.op is Op.LOAD:
+                results = await self._load(batch)
+            else:
+                results = [
+                    FileResult(f.path, FileStatus.FAILED, 0, "UNSUPPORTED",
+                               f"operation {batch.op.value} is not supported by this worker")
+                    for f in batch.files
+                ]
+        finally:
+            self.stats.unfinished_tasks -= 1
+        return TaskResult(batch.task_id, tuple(results))
+
+    # ------------------------------------------------------------------ FREE
+    async def _free(self, batch: TaskBatch) -> list[FileResult]:
+        results: list[FileResult] = []
+        by_dir: dict[int, list[str]] = {}
+        for f in batch.files:
+            try:
+                self.cache.dir_for(f.path).data_path(f.path)
+            except UfsError as exc:
+                results.append(FileResult(f.path, FileStatus.FAILED, 0, exc.reason, str(exc)))
+                continue
+            by_dir.setdefault(self.cache.dirs.index(self.cache.dir_for(f.path)), []).append(
+                f.path
+            )
+        freed: dict[str, int] = {}
+        for index, uris in by_dir.items():
+            removed = await trio.to_thread.run_sync(
+                self.cache.dirs[index].remove, uris, limiter=self.cache.limiter
+            )
+            freed.update(removed)
+        for f in batch.files:
+            if f.path in freed:
+                results.append(FileResult(f.path, FileStatus.OK, freed[f.path]))
+            elif not any(r.path == f.path for r in results):
+                results.append(FileResult(f.path, FileStatus.SKIPPED, 0))
+        self.stats.files_freed += len(freed)
+        return results
+
+    # ------------------------------------------------------------------ LOAD
+    def _check_cached(self, files: list[FileEntry]) -> set[str]:
+        """Blocking: which files are fully cached with the listed length and mtime."""
+        hits: set[str] = set()
+        for f in files:
+            d = self.cache.dir_for(f.path)
+            entry = d.lookup(f.path)
+            if entry is None or entry.length != f.length or entry.mtime_ns != f.mtime_ns:
+                continue
+            try:
+                if os.stat(d.data_path(f.path)).st_size == f.length:
+                    hits.add(f.path)
+                    d.touch(f.path)
+            except OSError:
+                continue
+        return hits
+
+    async def _load(self, batch: TaskBatch) -> list[FileResult]:
+        results: dict[str, FileResult] = {}
+        todo: list[_Planned] = []
+        candidates: list[FileEntry] = []
+        for f in batch.files:
+            try:
+                src = to_local_path(f.path)
+                final = self.cache.dir_for(f.path).data_path(f.path)
+            except UfsError as exc:
+                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, exc.reason, str(exc))
+                continue
+            candidates.append(f)
+            todo.append(_Planned(f, src, final))
+        if batch.options.skip_if_exists and candidates:
+            hits = await trio.to_thread.run_sync(
+                self._check_cached, candidates, limiter=self.cache.limiter
+            )
+            for f in candidates:
+                if f.path in hits:
+                    results[f.path] = FileResult(f.path, FileStatus.SKIPPED, f.length)
+            todo = [p for p in todo if p.entry.path not in hits]
+
+        pinned = self.pinned_jobs()
+        ready: list[_Planned] = []
+        for planned in todo:
+            f = planned.entry
+            if await self.cache.reserve(f.path, f.length, pinned):
+                planned.reserved = f.length
+                ready.append(planned)
+            else:
+                d = self.cache.dir_for(f.path)
+                results[f.path] = FileResult(
+                    f.path, FileStatus.FAILED, 0, "CACHE_FULL",
+                    f"no room for {f.length} bytes in {d.root}: {d.used} of {d.capacity} "
+                    "bytes used by files that running jobs still need",
+                )
+        try:
+            outcomes = await self._copy(batch, ready, results)
+            await self._commit(batch.job_id, ready, outcomes, results)
+        finally:
+            for planned in ready:
+                self.cache.release(planned.entry.path, planned.reserved)
+        return [results[f.path] for f in batch.files if f.path in results]
+
+    def _plan_shards(self, ready: list[_Planned]) -> list[list[CopyJob]]:
+        shards: list[list[CopyJob]] = []
+        small = [p for p in ready if p.entry.length <= self.partition_size]
+        if small:
+            per_shard = max(1, math.ceil(len(small) / max(1, min(self.pool_size, len(small)))))
+            current: list[CopyJob] = []
+            current_bytes = 0
+            for planned in small:
+                d = self.cache.dir_for(planned.entry.path)
+                job = CopyJob(planned.src, d.tmp_path(planned.entry.path), planned.final,
+                              expect_length=planned.entry.length,
+                              expect_mtime_ns=planned.entry.mtime_ns)
+                planned.jobs.append(job)
+                current.append(job)
+                current_bytes += planned.entry.length
+                if len(current) >= per_shard or current_bytes >= self.partition_size:
+                    shards.append(current)
+                    current, current_bytes = [], 0
+            if current:
+                shards.append(current)
+        for planned in ready:
+            length = planned.entry.length
+            if length <= self.partition_size:
+                continue
+            for offset in range(0, length, self.partition_size):
+                job = CopyJob(planned.src, planned.tmp, "", offset,
+                              min(self.partition_size, length - offset))
+                planned.jobs.append(job)
+                shards.append([job])
+        return shards
+
+    async def _copy(
+        self, batch: TaskBatch, ready: list[_Planned], results: dict[str, FileResult]
+    ) -> dict[CopyJob, CopyOutcome]:
+        large = [p for p in ready if p.entry.length > self.partition_size]
+        for planned in large:
+            planned.tmp = self.cache.dir_for(planned.entry.path).tmp_path(planned.entry.path)
+        shards = self._plan_shards(ready)
+        outcomes: dict[CopyJob, CopyOutcome] = {}
+        for planned in large:
+            try:
+                await trio.to_thread.run_sync(preallocate, planned.tmp, planned.entry.length)
+            except OSError as exc:
+                results[planned.entry.path] = FileResult(
+                    planned.entry.path, FileStatus.FAILED, 0, reason_for(exc),
+                    f"{planned.tmp}: {exc.strerror}")
+                for job in planned.jobs:
+                    outcomes[job] = CopyOutcome(False, reason=reason_for(exc))
+        rate = batch.options.bandwidth
+        lock = self._bandwidth_locks.setdefault(batch.job_id, trio.Lock()) if rate else None
+
+        async def run_shard(jobs: list[CopyJob]) -> None:
+            jobs = [j for j in jobs if j not in outcomes]
+            if not jobs:
+                return
+            self.stats.active_shards += 1
+            try:
+                if lock is not None:
+                    async with lock:
+                        done = await trio_parallel.run_sync(
+                            copy_shard, jobs, rate, kill_on_cancel=True, limiter=self.limiter)
+                else:
+                    done = await trio_parallel.run_sync(
+                        copy_shard, jobs, rate, kill_on_cancel=True, limiter=self.limiter)
+            except trio_parallel.BrokenWorkerError as exc:
+                done = [CopyOutcome(False, reason="IO_ERROR", message=f"pool process died: {exc}")
+                        for _ in jobs]
+            finally:
+                self.stats.active_shards -= 1
+            outcomes.update(zip(jobs, done, strict=True))
+
+        async with trio.open_nursery() as nursery:
+            for shard in shards:
+                nursery.start_soon(run_shard, shard)
+        return outcomes
+
+    async def _commit(
+        self,
+        job_id: str,
+        ready: list[_Planned],
+        outcomes: dict[CopyJob, CopyOutcome],
+        results: dict[str, FileResult],
+    ) -> None:
+        now = self._clock()
+        commits: dict[int, list[tuple[str, IndexEntry]]] = {}
+        for planned in ready:
+            path = planned.entry.path
+            if path in results:
+                continue
+            done = [outcomes[j] for j in planned.jobs]
+            failed = next((o for o in done if not o.ok), None)
+            entry_mtime = done[0].mtime_ns if done else 0
+            if failed is None and planned.tmp:
+                failed = await trio.to_thread.run_sync(self._finish_large, planned)
+                entry_mtime = planned.entry.mtime_ns
+            if failed is not None:
+                if planned.tmp:
+                    await trio.to_thread.run_sync(_unlink_quiet, planned.tmp)
+                results[path] = FileResult(path, FileStatus.FAILED, 0, failed.reason,
+                                           failed.message)
+                self.stats.files_failed += 1
+                continue
+            length = sum(o.bytes for o in done)
+            index = self.cache.dirs.index(self.cache.dir_for(path))
+            commits.setdefault(index, []).append(
+                (path, IndexEntry(length, entry_mtime, now, job_id))
+            )
+            results[path] = FileResult(path, FileStatus.OK, length)
+            self.stats.files_loaded += 1
+            self.stats.bytes_loaded += length
+        for index, entries in commits.items():
+            await trio.to_thread.run_sync(
+                self.cache.dirs[index].commit, entries, limiter=self.cache.limiter
+            )
+
+    @staticmethod
+    def _finish_large(planned: _Planned) -> CopyOutcome | None:
+        """All ranges of a large file are written: check the source, then publish it."""
+        try:
+            info = os.stat(planned.src)
+        except OSError as exc:
+            return CopyOutcome(False, reason=reason_for(exc), message=str(exc))
+        if info.st_size != planned.entry.length or info.st_mtime_ns != planned.entry.mtime_ns:
+            return CopyOutcome(False, reason="UFS_CHANGED",
+                               message=f"{planned.src} changed while it was loaded")
+        try:
+            os.makedirs(os.path.dirname(planned.final), exist_ok=True)
+            os.rename(planned.tmp, planned.final)
+        except OSError as exc:
+            return CopyOutcome(False, reason=reason_for(exc), message=str(exc))
+        return None
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,123 @@
+"""Reading the cache over HTTP: ``GET /api/v1/files?path=URI`` with Range support.
+
+A miss is a 404 naming the path, or, with ``read_through=true``, is served from the
+UFS directly (without caching it: loading is the job service's business).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from alluxiojob.ufs import resolve_path
+from alluxiojob.ufs.base import UfsError
+from alluxiojob.ufs.local import to_local_path
+from alluxiojob.worker.cache import Cache
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_CHUNK = 1 << 20
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end inclusive) of a single-range header; None if absent. Raises ValueError."""
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None:
+        raise ValueError(f"unsupported Range header {header!r}")
+    first, last = match.group(1), match.group(2)
+    if first == "" and last == "":
+        raise ValueError(f"unsupported Range header {header!r}")
+    if first == "":
+        length = int(last)
+        start, end = max(0, size - length), size - 1
+    else:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise ValueError(f"range {header!r} is outside a {size}-byte file")
+    return start, end
+
+
+async def _stream(path: str, start: int, end: int):  # type: ignore[no-untyped-def]
+    f = await trio.open_file(path, "rb")
+    try:
+        await f.seek(start)
+        remaining = end - start + 1
+        while remaining > 0:
+            chunk = await f.read(min(_CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        await f.aclose()
+
+
+def file_routes(cache: Cache) -> list[Route]:
+    async def read_file(request: Request) -> Response:
+        raw_path = request.query_params.get("path", "")
+        try:
+            uri = resolve_path(raw_path, "")
+            d = cache.dir_for(uri)
+            data_path = d.data_path(uri)
+        except UfsError as exc:
+            return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
+        entry = await trio.to_thread.run_sync(d.lookup, uri, limiter=cache.limiter)
+        source = data_path
+        cached = entry is not None
+        if not cached:
+            if request.query_params.get("read_through", "false").lower() != "true":
+                return JSONResponse(
+                    {"error": "NOT_CACHED", "message": f"{uri} is not cached on this worker"},
+                    status_code=404,
+                )
+            source = to_local_path(uri)
+        try:
+            size = (await trio.to_thread.run_sync(os.stat, source)).st_size
+        except OSError as exc:
+            return JSONResponse(
+                {"error": "NOT_FOUND", "message": f"{uri}: {exc.strerror}"}, status_code=404
+            )
+        try:
+            span = _parse_range(request.headers.get("range"), size)
+        except ValueError as exc:
+            return JSONResponse({"error": "BAD_RANGE", "message": str(exc)}, status_code=416,
+                                headers={"Content-Range": f"bytes */{size}"})
+        if cached:
+            d.touch(uri)
+        headers = {"Accept-Ranges": "bytes", "X-Alluxio-Cached": "true" if cached else "false"}
+        if span is None:
+            start, end, status = 0, size - 1, 200
+        else:
+            start, end, status = span[0], span[1], 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        headers["Content-Length"] = str(max(0, end - start + 1))
+        if size == 0:
+            return Response(b"", status_code=200, headers=headers)
+        return StreamingResponse(_stream(source, start, end), status_code=status,
+                                 headers=headers, media_type="application/octet-stream")
+
+    async def locate(request: Request) -> Response:
+        """What this worker holds under a path: files and bytes."""
+        raw_path = request.query_params.get("path", "")
+        try:
+            uri = resolve_path(raw_path, "")
+        except UfsError as exc:
+            return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
+        prefix = uri.rstrip("/")
+        files = 0
+        total = 0
+        for d in cache.dirs:
+            for key, (length, _job) in list(d.lru.items()):
+                if key == prefix or key.startswith(prefix + "/"):
+                    files += 1
+                    total += length
+        return JSONResponse({"path": uri, "files": files, "bytes": total})
+
+    return [Route("/api/v1/files", read_file), Route("/api/v1/location", locate)]

@@ -1,0 +1,266 @@
+"""The worker process: a websocket task server and an HTTP server, around a TaskExecutor.
+
+Any coordinator may connect. It must open with ``Hello`` carrying the cluster token.
+After that, every message is decoded on its own: a malformed one is answered with an
+``ErrorMessage`` naming the problem and the session goes on, so a bad peer can never
+crash the worker or disturb other sessions.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+import trio
+from prometheus_client import CollectorRegistry, Gauge
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from alluxiojob.config import Config, Keys
+from alluxiojob.core.errors import describe_error
+from alluxiojob.protocol.codec import (
+    MAX_MESSAGE_SIZE,
+    ErrorMessage,
+    Hello,
+    Message,
+    ProtocolError,
+    StatusReply,
+    StatusRequest,
+    TaskBatch,
+    Welcome,
+    decode,
+    encode,
+)
+from alluxiojob.web import metrics_endpoint, serve_app
+from alluxiojob.worker.cache import Cache
+from alluxiojob.worker.executor import TaskExecutor
+from alluxiojob.worker.reads import file_routes
+
+log = structlog.get_logger("alluxiojob.worker")
+
+HELLO_TIMEOUT = 10.0
+
+
+def pool_size_for(config: Config) -> int:
+    """The process pool: capped to what the host can use, whatever threads.max says."""
+    cpus = os.cpu_count() or 2
+    return max(1, min(config[Keys.EXECUTOR_THREADS_MAX], max(2, cpus)))
+
+
+@dataclass
+class WorkerIdentity:
+    worker_id: str
+    host: str
+    rpc_port: int
+    web_port: int
+
+
+class Session:
+    """One coordinator's connection. Sends are serialized through one lock."""
+
+    def __init__(self, ws: WebSocketConnection, peer: str) -> None:
+        self.ws = ws
+        self.peer = peer
+        self._send_lock = trio.StrictFIFOLock()
+
+    async def send(self, message: Message) -> None:
+        async with self._send_lock:
+            await self.ws.send_message(encode(message))
+
+
+class WorkerService:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        host = config[Keys.WORKER_HOSTNAME]
+        rpc_port = config[Keys.WORKER_RPC_PORT]
+        self.identity = WorkerIdentity(
+            worker_id=config[Keys.WORKER_ID] or f"{host}:{rpc_port}",
+            host=host,
+            rpc_port=rpc_port,
+            web_port=config[Keys.WORKER_WEB_PORT],
+        )
+        dirs = [Path(d) for d in config[Keys.PAGE_STORE_DIRS]]
+        self.cache = Cache(dirs, list(config[Keys.PAGE_STORE_SIZES]))
+        self.executor = TaskExecutor(
+            self.cache, config[Keys.PARTITION_SIZE], pool_size_for(config)
+        )
+        self.token = config[Keys.CLUSTER_TOKEN]
+        self.sessions = 0
+        self.registry = CollectorRegistry()
+        self._metrics()
+
+    def _metrics(self) -> None:
+        stats = self.executor.stats
+        gauges = {
+            "alluxio_worker_job_tasks_unfinished": lambda: stats.unfinished_tasks,
+            "alluxio_worker_job_shards_active": lambda: stats.active_shards,
+            "alluxio_worker_job_files_loaded": lambda: stats.files_loaded,
+            "alluxio_worker_job_bytes_loaded": lambda: stats.bytes_loaded,
+            "alluxio_worker_job_files_failed": lambda: stats.files_failed,
+            "alluxio_worker_job_files_freed": lambda: stats.files_freed,
+            "alluxio_worker_cache_bytes_used": lambda: self.cache.used,
+            "alluxio_worker_cache_bytes_capacity": lambda: self.cache.capacity,
+            "alluxio_worker_cache_files": lambda: self.cache.files,
+            "alluxio_worker_job_pool_size": lambda: self.executor.pool_size,
+        }
+        for name, fn in gauges.items():
+            Gauge(name, name.replace("_", " "), registry=self.registry).set_function(fn)
+
+    def status(self, request_id: int) -> StatusReply:
+        try:
+            load = os.getloadavg()
+        except OSError:
+            load = (0.0, 0.0, 0.0)
+        return StatusReply(
+            request_id=request_id,
+            worker=self.identity.worker_id,
+            pool_size=self.executor.pool_size,
+            unfinished_tasks=self.executor.stats.unfinished_tasks,
+            active_tasks=self.executor.stats.active_shards,
+            load_avg=(load[0], load[1], load[2]),
+            cache_used=self.cache.used,
+            cache_capacity=self.cache.capacity,
+            cached_files=self.cache.files,
+        )
+
+    # ------------------------------------------------------------------ websocket side
+    async def handle(self, request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        peer = f"{ws.remote.address}:{ws.remote.port}" if hasattr(ws.remote, "address") else "?"
+        session = Session(ws, peer)
+        try:
+            if not await self._handshake(session):
+                return
+            self.sessions += 1
+            try:
+                await self._serve_session(session)
+            finally:
+                self.sessions -= 1
+        except ConnectionClosed:
+            pass
+        except Exception as exc:  # one session's failure must never stop the worker
+            log.warning("coordinator session ended", peer=session.peer,
+                        error=describe_error(exc))
+        finally:
+            with trio.move_on_after(2) as cleanup:
+                cleanup.shield = True
+                await ws.aclose()
+
+    async def _handshake(self, session: Session) -> bool:
+        with trio.move_on_after(HELLO_TIMEOUT):
+            raw = await session.ws.get_message()
+            try:
+                hello = decode(raw)
+            except ProtocolError as exc:
+                await session.send(ErrorMessage(f"malformed hello: {exc}"))
+                log.warning("malformed hello", peer=session.peer, error=str(exc))
+                return False
+            if not isinstance(hello, Hello):
+                await session.send(ErrorMessage("expected a hello message first"))
+                return False
+            if self.token and hello.token != self.token:
+                await session.send(ErrorMessage("authentication failed: wrong cluster token"))
+                log.warning("rejected coordinator: wrong cluster token", peer=session.peer)
+                return False
+            await session.send(Welcome(self.identity.worker_id))
+            log.info("coordinator connected", coordinator=hello.coordinator, peer=session.peer)
+            return True
+        await session.send(ErrorMessage("no hello within 10s"))
+        return False
+
+    async def _serve_session(self, session: Session) -> None:
+        async with trio.open_nursery() as nursery:
+            try:
+                while True:
+                    try:
+                        raw = await session.ws.get_message()
+                    except ConnectionClosed:
+                        return
+                    try:
+                        message = decode(raw)
+                    except ProtocolError as exc:
+                        log.warning("malformed message", peer=session.peer, error=str(exc))
+                        await session.send(ErrorMessage(f"malformed message: {exc}"))
+                        continue
+                    if isinstance(message, TaskBatch):
+                        nursery.start_soon(self._run_task, session, message)
+                    elif isinstance(message, StatusRequest):
+                        await session.send(self.status(message.request_id))
+                    else:
+                        await session.send(
+                            ErrorMessage(f"unexpected message {type(message).__name__}")
+                        )
+            finally:
+                # The coordinator retries whatever did not report back; stop wasting work.
+                nursery.cancel_scope.cancel()
+
+    async def _run_task(self, session: Session, batch: TaskBatch) -> None:
+        with structlog.contextvars.bound_contextvars(job_id=batch.job_id, task=batch.task_id):
+            try:
+                result = await self.executor.run(batch)
+            except Exception as exc:  # a bug must fail the task, not the worker
+                log.exception("task failed")
+                await session.send(ErrorMessage(f"task failed: {exc!r}", batch.task_id))
+                return
+            try:
+                await session.send(result)
+            except ConnectionClosed:
+                log.info("coordinator left before the result was sent")
+
+    # ------------------------------------------------------------------ HTTP side
+    def web_app(self) -> Starlette:
+        async def healthz(request: Request) -> Response:
+            return JSONResponse({"status": "ok", "worker": self.identity.worker_id})
+
+        async def status(request: Request) -> Response:
+            reply = self.status(0)
+            return JSONResponse({
+                "worker": reply.worker,
+                "pool_size": reply.pool_size,
+                "unfinished_tasks": reply.unfinished_tasks,
+                "active_tasks": reply.active_tasks,
+                "load_avg": list(reply.load_avg),
+                "cache_used": reply.cache_used,
+                "cache_capacity": reply.cache_capacity,
+                "cached_files": reply.cached_files,
+            })
+
+        routes = [
+            Route("/healthz", healthz),
+            Route("/metrics", metrics_endpoint(self.registry)),  # type: ignore[arg-type]
+            Route("/api/v1/worker/status", status),
+            *file_routes(self.cache),
+        ]
+        return Starlette(routes=routes)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        files, removed = await self.cache.recover()
+        log.info("cache recovered", files=files, removed_unindexed=removed,
+                 dirs=[str(d.root) for d in self.cache.dirs])
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(serve_app, self.web_app(), self.identity.host,
+                                    self.identity.web_port)
+                await nursery.start(
+                    lambda task_status: serve_websocket(
+                        self.handle,
+                        self.identity.host,
+                        self.identity.rpc_port,
+                        None,
+                        handler_nursery=None,
+                        max_message_size=MAX_MESSAGE_SIZE,
+                        receive_buffer_size=65536,
+                        task_status=task_status,
+                    )
+                )
+                log.info("worker ready", worker=self.identity.worker_id,
+                         rpc_port=self.identity.rpc_port, web_port=self.identity.web_port,
+                         pool_size=self.executor.pool_size)
+                task_status.started()
+        finally:
+            self.cache.close()
