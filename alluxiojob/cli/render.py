@@ -33,7 +33,8 @@ def progress_text(report: dict[str, Any], verbose: bool = False) -> str:
         f"\tTime Elapsed: {_hms(report['elapsed_seconds'])}",
         f"\tJob State: {job['state']}" + (f", error: {job['error']}" if job.get("error") else ""),
     ]
-    of_files = f" out of {files['listed']}" if total_known else f" (listed so far: {files['listed']})"
+    listed = files["listed"]
+    of_files = f" out of {listed}" if total_known else f" (listed so far: {listed})"
     of_bytes = f" out of {format_size(nbytes['listed'])}" if total_known else ""
     lines += [
         f"\tFiles Processed: {files['processed']}{of_files}",

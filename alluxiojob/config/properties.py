@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +118,9 @@ class PropertyKey(Generic[T]):
 PROPERTIES: dict[str, PropertyKey[Any]] = {}
 
 
-def _key(name: str, parse: Callable[[str], T], default: str | None, description: str) -> PropertyKey[T]:
+def _key(
+    name: str, parse: Callable[[str], T], default: str | None, description: str
+) -> PropertyKey[T]:
     key = PropertyKey(name, parse, default, description)
     PROPERTIES[name] = key
     return key
@@ -364,13 +367,11 @@ def read_properties_file(path: Path) -> dict[str, str]:
         stripped = line.strip()
         if not stripped or stripped.startswith(("#", "!")):
             continue
-        for sep in ("=", ":", " ", "\t"):
-            if sep in stripped:
-                name, _, value = stripped.partition(sep)
-                break
-        else:
+        # As in Java: the key ends at the first '=', ':' or whitespace.
+        match = re.match(r"^([^=:\s]+)\s*[=:\s]\s*(.*)$", stripped)
+        if match is None:
             raise ConfigError(f"{path}:{lineno}: expected key=value, got {stripped!r}")
-        result[name.strip()] = value.strip()
+        result[match.group(1)] = match.group(2).strip()
     return result
 
 
@@ -428,7 +429,7 @@ def build_config(raw: Mapping[str, str], sources: Mapping[str, str] | None = Non
             continue
         try:
             values[name] = key.parse(_expand(text, raw))
-        except ValueError as exc:
+        except (ValueError, ArithmeticError) as exc:
             where = f" (from {sources[name]})" if name in sources else ""
             raise ConfigError(f"invalid value {text!r} for {name}{where}: {exc}") from None
     return Config(values=values, raw=dict(raw), warnings=tuple(warnings))

@@ -48,6 +48,8 @@ def parse_duration(text: str) -> float:
     match = _NUMBER_UNIT.match(text)
     if match is None:
         raise ValueError(f"not a duration: {text!r} (expected e.g. 500ms, 15s, 1H, 7d)")
+    if len(match.group(1)) > 30:
+        raise ValueError(f"duration too long: {text!r}")
     number, unit = float(match.group(1)), match.group(2).lower()
     if unit == "":
         return number / 1000.0
@@ -61,10 +63,16 @@ def parse_size(text: str) -> int:
     match = _NUMBER_UNIT.match(text)
     if match is None:
         raise ValueError(f"not a size: {text!r} (expected e.g. 4096, 64KiB, 256MiB, 1GB)")
-    number, unit = float(match.group(1)), match.group(2).lower()
+    digits, unit = match.group(1), match.group(2).lower()
     if unit not in _SIZE_UNITS:
         raise ValueError(f"unknown size unit {match.group(2)!r} in {text!r}")
-    return int(number * _SIZE_UNITS[unit])
+    if len(digits) > 30:
+        raise ValueError(f"size too large: {text!r}")
+    whole, _, fraction = digits.partition(".")
+    value = int(whole) * _SIZE_UNITS[unit]
+    if fraction:
+        value += int(fraction) * _SIZE_UNITS[unit] // 10 ** len(fraction)
+    return value
 
 
 def format_size(num_bytes: float) -> str:

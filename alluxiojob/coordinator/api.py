@@ -81,7 +81,7 @@ def _options(raw: Any) -> JobOptions:
         raise InvalidArgument("options must be a JSON object")
     aliases = {"batchSize": "batch_size", "skipIfExists": "skip_if_exists",
                "partialListing": "partial_listing"}
-    fields = {aliases.get(k, k): v for k, v in raw.items()}
+    fields: dict[str, Any] = {str(aliases.get(k, k)): v for k, v in raw.items()}
     known = set(JobOptions.__dataclass_fields__)
     unknown = sorted(set(fields) - known)
     if unknown:

@@ -30,11 +30,11 @@ import structlog
 import trio
 
 from alluxiojob.config import Config, Keys
+from alluxiojob.coordinator.workers import Membership, WorkerError
 from alluxiojob.core.errors import Fenced, describe_error
 from alluxiojob.core.job import JobType
 from alluxiojob.core.progress import Counters, Progress, RateWindow, should_fail_early
 from alluxiojob.core.states import JobEvent
-from alluxiojob.coordinator.workers import Membership, WorkerError
 from alluxiojob.protocol.codec import FileEntry, FileStatus, Op, TaskOptions
 from alluxiojob.store.jobs import FailureRecord, JobStore, OwnedJob
 from alluxiojob.ufs import ufs_for

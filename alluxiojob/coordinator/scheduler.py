@@ -13,11 +13,11 @@ import structlog
 import trio
 
 from alluxiojob.config import Config, Keys
-from alluxiojob.core.errors import describe_error
-from alluxiojob.core.states import OWNED_STATES
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.runner import JobRunner
 from alluxiojob.coordinator.workers import Membership
+from alluxiojob.core.errors import describe_error
+from alluxiojob.core.states import OWNED_STATES
 from alluxiojob.store.jobs import JobStore, OwnedJob
 
 log = structlog.get_logger("alluxiojob.coordinator")

@@ -11,12 +11,12 @@ import structlog
 import trio
 
 from alluxiojob.config import Config, Keys
-from alluxiojob.core.errors import describe_error
-from alluxiojob.core.states import JobState
 from alluxiojob.coordinator.api import CoordinatorApi
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.scheduler import Scheduler, jittered
 from alluxiojob.coordinator.workers import Membership, WorkerClient
+from alluxiojob.core.errors import describe_error
+from alluxiojob.core.states import JobState
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.store.kv import KVStore
 from alluxiojob.web import serve_app
@@ -85,7 +85,7 @@ class CoordinatorService:
         for worker_id, client in sorted(self.membership.clients.items()):
             entry: dict[str, Any] = {"worker": worker_id, "connected": client.connected}
             try:
-                status = await client.status(timeout=2.0)
+                status = await client.status()
                 entry.update(
                     pool_size=status.pool_size,
                     unfinished_tasks=status.unfinished_tasks,

@@ -42,6 +42,7 @@ from alluxiojob.protocol.codec import (
 log = structlog.get_logger("alluxiojob.coordinator")
 
 PING_INTERVAL = 5.0
+STATUS_TIMEOUT = 2.0
 
 
 class WorkerError(Exception):
@@ -219,7 +220,8 @@ class WorkerClient:
         assert isinstance(item.result, TaskResult)
         return item.result
 
-    async def status(self, timeout: float = 5.0) -> StatusReply:
+    async def status(self) -> StatusReply:
+        timeout = STATUS_TIMEOUT
         request_id = next(self._ids)
         item = await self._request(request_id, encode(StatusRequest(request_id)), 0)
         with trio.move_on_after(timeout):

@@ -99,7 +99,7 @@ def eta_seconds(progress: Progress) -> float | None:
         return None
     live = progress.live
     remaining = live.bytes_listed - live.bytes_processed - live.bytes_skipped
-    if remaining <= 0:
+    if remaining <= 0 or 0 < live.files_listed <= live.files_done:
         return 0.0
     rate = progress.recent_rate or average_rate(
         live.bytes_processed, progress.active_seconds

@@ -35,7 +35,7 @@ class HashRing:
 
     def owners(self, key: str, replicas: int = 1) -> list[str]:
         """The ``replicas`` distinct workers that own ``key``, primary first."""
-        if not self._hashes:
+        if not self._hashes or replicas < 1:
             return []
         wanted = min(replicas, len(self.workers))
         start = bisect.bisect_left(self._hashes, _hash(key))

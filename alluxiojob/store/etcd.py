@@ -50,11 +50,15 @@ if TYPE_CHECKING:
 RequestHook = Callable[[str, float], None]
 """``on_request(kind, seconds)``: kind is "get", "list", "txn" or "lease"."""
 
-# gRPC status codes that mean "this member cannot serve the request right now".
+# gRPC status codes that mean "this member cannot serve the request right now": no
+# leader, leader changed, request timed out, too many requests, database space exceeded.
 _GRPC_DEADLINE_EXCEEDED = 4
 _GRPC_NOT_FOUND = 5
+_GRPC_RESOURCE_EXHAUSTED = 8
 _GRPC_UNAVAILABLE = 14
-_RETRYABLE_GRPC_CODES = frozenset({_GRPC_DEADLINE_EXCEEDED, _GRPC_UNAVAILABLE})
+_RETRYABLE_GRPC_CODES = frozenset(
+    {_GRPC_DEADLINE_EXCEEDED, _GRPC_RESOURCE_EXHAUSTED, _GRPC_UNAVAILABLE}
+)
 
 _MAX_CONNECT_TIMEOUT = 3.0  # a dead host should not use a whole read timeout
 _BACKOFF_FIRST = 0.05
@@ -74,6 +78,14 @@ def normalize_endpoint(endpoint: str) -> str:
     endpoint = endpoint.strip().rstrip("/")
     if "://" not in endpoint:
         endpoint = "http://" + endpoint
+    try:
+        url = httpx.URL(endpoint)
+    except httpx.InvalidURL as exc:
+        raise InvalidArgument(f"invalid etcd endpoint {endpoint!r}: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise InvalidArgument(
+            f"invalid etcd endpoint {endpoint!r}: expected http://host:port or host:port"
+        )
     return endpoint
 
 
@@ -154,9 +166,9 @@ class EtcdKVStore:
             try:
                 response = await self._client.post(url, content=body, timeout=connect)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                return _Failure(f"{type(exc).__name__}: {exc or 'cannot connect'}", False)
+                return _Failure(f"{type(exc).__name__}: {str(exc) or 'cannot connect'}", False)
             except httpx.HTTPError as exc:
-                return _Failure(f"{type(exc).__name__}: {exc or 'connection lost'}", True)
+                return _Failure(f"{type(exc).__name__}: {str(exc) or 'connection lost'}", True)
         if response is None:
             return _Failure(f"no answer within {limit:g}s", True)
         data = _parse_body(response.text)

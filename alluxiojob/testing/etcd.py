@@ -107,6 +107,12 @@ class EtcdServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize[..., EtcdServer] | None = None
         self._paused = False
+        # A directory this server made goes away with it, even if close() is never called.
+        self._cleanup = (
+            weakref.finalize(self, shutil.rmtree, str(self.base_dir), ignore_errors=True)
+            if self._own_dir
+            else None
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -248,8 +254,8 @@ class EtcdServer:
     def close(self) -> None:
         """Stop etcd and remove the data directory if this server created it."""
         self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+        if self._cleanup is not None:
+            self._cleanup()
 
     def __enter__(self) -> EtcdServer:
         self.start()

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import msgpack
 import trio
@@ -86,7 +87,7 @@ class CacheDir:
         self.tmp.mkdir(parents=True, exist_ok=True)
         entries: list[tuple[str, IndexEntry]] = []
         for key, raw in self._index.items():
-            entries.append((bytes(key).decode(), IndexEntry.unpack(raw)))
+            entries.append((cast(bytes, key).decode(), IndexEntry.unpack(raw)))
         entries.sort(key=lambda item: item[1].last_access)
         known: set[str] = set()
         for uri, entry in entries:

@@ -85,7 +85,8 @@ class WorkerService:
             web_port=config[Keys.WORKER_WEB_PORT],
         )
         dirs = [Path(d) for d in config[Keys.PAGE_STORE_DIRS]]
-        self.cache = Cache(dirs, list(config[Keys.PAGE_STORE_SIZES]))
+        sizes: tuple[int, ...] = config[Keys.PAGE_STORE_SIZES]
+        self.cache = Cache(dirs, list(sizes))
         self.executor = TaskExecutor(
             self.cache, config[Keys.PARTITION_SIZE], pool_size_for(config)
         )
@@ -131,7 +132,8 @@ class WorkerService:
     # ------------------------------------------------------------------ websocket side
     async def handle(self, request: WebSocketRequest) -> None:
         ws = await request.accept()
-        peer = f"{ws.remote.address}:{ws.remote.port}" if hasattr(ws.remote, "address") else "?"
+        remote = ws.remote
+        peer = str(remote) if isinstance(remote, str) else f"{remote.address}:{remote.port}"
         session = Session(ws, peer)
         try:
             if not await self._handshake(session):

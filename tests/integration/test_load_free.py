@@ -60,7 +60,8 @@ def test_resubmitting_an_active_job_returns_it(cluster: Cluster, tmp_path: Path)
     cluster.wait_state(first["id"], "STOPPED")
 
     resumed = cluster.submit("load", str(src))
-    assert resumed["outcome"] == "RESUMED" and resumed["id"] == first["id"]
+    assert resumed["outcome"] == "RESUMED"
+    assert resumed["id"] == first["id"]
     # Still rate limited: stop again, then finish without the limit via a new submission
     # after it ends.
     cluster.api("POST", "/api/v1/master/stop_job/load", json={"path": str(src)})
@@ -76,7 +77,8 @@ def test_load_after_success_creates_a_new_job(cluster: Cluster, tmp_path: Path) 
     first = cluster.submit("load", str(src))
     cluster.wait_state(first["id"], "SUCCEEDED")
     second = cluster.submit("load", str(src))
-    assert second["outcome"] == "CREATED" and second["id"] != first["id"]
+    assert second["outcome"] == "CREATED"
+    assert second["id"] != first["id"]
     cluster.wait_state(second["id"], "SUCCEEDED")
     jobs = json.loads(cluster.cli("job", "list", "--job-type", "LOAD", "--format",
                                   "JSON").stdout)["jobs"]
@@ -92,7 +94,8 @@ def test_report_and_stat(cluster: Cluster, tmp_path: Path) -> None:
     assert report.count("Task Pool Size") == 2
     assert "Status: SUCCEEDED  Count: 1" in report
     stat = cluster.cli("job", "stat", "-v", job["id"]).stdout
-    assert f"ID: {job['id']}" in stat and "Status: SUCCEEDED" in stat
+    assert f"ID: {job['id']}" in stat
+    assert "Status: SUCCEEDED" in stat
     assert "Worker: 127.0.0.1:" in stat
     ls = cluster.cli("job", "ls").stdout
     assert f"{job['id']}\tLOAD\tSUCCEEDED" in ls
