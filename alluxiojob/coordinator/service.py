@@ -10,15 +10,17 @@ from typing import Any
 import structlog
 import trio
 
-from alluxiojob.config import Config, Keys
+from alluxiojob.config import Config, ConfigError, Keys
 from alluxiojob.coordinator.api import CoordinatorApi
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.scheduler import Scheduler, jittered
 from alluxiojob.coordinator.workers import Membership, WorkerClient
 from alluxiojob.core.errors import describe_error
 from alluxiojob.core.states import JobState
+from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.store.kv import KVStore
+from alluxiojob.store.liveness import LeaseRegistration, live_ids, liveness_root
 from alluxiojob.web import serve_app
 
 log = structlog.get_logger("alluxiojob.coordinator")
@@ -26,23 +28,12 @@ log = structlog.get_logger("alluxiojob.coordinator")
 
 def open_kv(config: Config, metrics: CoordinatorMetrics) -> KVStore:
     if config[Keys.META_STORE_TYPE] == "ETCD":
-        from alluxiojob.store.etcd import EtcdKVStore
-
-        endpoints = config[Keys.JOB_ETCD_ENDPOINTS] or config[Keys.ETCD_ENDPOINTS]
-        if not endpoints:
-            from alluxiojob.config import ConfigError
-
+        if not (config[Keys.JOB_ETCD_ENDPOINTS] or config[Keys.ETCD_ENDPOINTS]):
             raise ConfigError(
                 "alluxio.coordinator.job.meta.store.type=ETCD needs alluxio.etcd.endpoints "
                 "(or alluxio.coordinator.scheduler.job.etcd.endpoints)"
             )
-        return EtcdKVStore(
-            endpoints,
-            read_timeout=config[Keys.ETCD_READ_TIMEOUT],
-            write_timeout=config[Keys.ETCD_WRITE_TIMEOUT],
-            max_retries=config[Keys.ETCD_MAX_RETRIES],
-            on_request=metrics.record_store_request,
-        )
+        return EtcdKVStore.from_config(config, on_request=metrics.record_store_request)
     from alluxiojob.store.rocks import RocksKVStore
 
     return RocksKVStore(Path(config[Keys.META_STORE_DIR]))
@@ -64,7 +55,23 @@ class CoordinatorService:
             Path(config[Keys.STATIC_CONFIG_FILE])
             if config[Keys.MEMBERSHIP_TYPE] == "STATIC" else None
         )
-        self.membership = Membership(self._make_client, static_file)
+        self.root = liveness_root(config[Keys.JOB_ETCD_PATH])
+        self.membership_kv: KVStore | None = None
+        if config[Keys.MEMBERSHIP_TYPE] == "ETCD":
+            if not config[Keys.ETCD_ENDPOINTS]:
+                raise ConfigError("alluxio.worker.membership.manager.type=ETCD needs "
+                                  "alluxio.etcd.endpoints")
+            self.membership_kv = self.kv if self.ha and not config[Keys.JOB_ETCD_ENDPOINTS] \
+                else EtcdKVStore.from_config(config, membership=True)
+        self.membership = Membership(
+            self._make_client, static_file, self.membership_kv, self.root + "workers/"
+        )
+        self.liveness = (
+            LeaseRegistration(self.kv, self.root + "coordinators/" + self.coordinator_id,
+                              self.coordinator_id.encode(),
+                              config[Keys.FAILURE_DETECTION_TIMEOUT])
+            if self.ha else None
+        )
         self.scheduler = Scheduler(
             self.coordinator_id, self.store, self.membership, config, self.metrics
         )
@@ -132,6 +139,7 @@ class CoordinatorService:
         next_cleanup = time.monotonic()
         while True:
             try:
+                await self._reclaim_from_dead_peers()
                 if time.monotonic() >= next_cleanup:
                     removed = await self.store.delete_expired(self.config[Keys.JOB_RETENTION_TIME])
                     if removed:
@@ -149,9 +157,24 @@ class CoordinatorService:
             )
             await trio.sleep(jittered(self.config[Keys.SCHEDULER_INTERVAL]))
 
+    async def _reclaim_from_dead_peers(self) -> None:
+        """HA: jobs whose owner has no liveness key go back to the queue."""
+        if self.liveness is None or not self.liveness.registered:
+            return  # only a coordinator that is itself live judges its peers
+        live = await live_ids(self.kv, self.root + "coordinators/")
+        live.add(self.coordinator_id)
+        reclaimed = await self.store.reclaim_orphans(lambda owner: owner in live)
+        for job in reclaimed:
+            log.info("reclaimed job from a dead coordinator", job_id=job.id, path=job.path)
+        if reclaimed:
+            self.metrics.reclaim.inc(len(reclaimed))
+            self.scheduler.notify()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                if self.liveness is not None:
+                    await nursery.start(self.liveness.run)
                 await nursery.start(self.membership.run)
                 await nursery.start(self._housekeeping)
                 await nursery.start(self.scheduler.run)
@@ -165,3 +188,5 @@ class CoordinatorService:
             with trio.move_on_after(5) as scope:
                 scope.shield = True
                 await self.kv.aclose()
+                if self.membership_kv is not None and self.membership_kv is not self.kv:
+                    await self.membership_kv.aclose()

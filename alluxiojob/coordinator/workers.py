@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -38,10 +39,13 @@ from alluxiojob.protocol.codec import (
     decode,
     encode,
 )
+from alluxiojob.store.kv import KVStore
+from alluxiojob.store.liveness import live_ids
 
 log = structlog.get_logger("alluxiojob.coordinator")
 
 PING_INTERVAL = 5.0
+ETCD_POLL_INTERVAL = 1.0
 STATUS_TIMEOUT = 2.0
 
 
@@ -261,9 +265,13 @@ class Membership:
         self,
         make_client: Callable[[str], WorkerClient],
         static_file: Path | None,
+        kv: KVStore | None = None,
+        etcd_prefix: str = "",
     ) -> None:
         self._make_client = make_client
         self._static_file = static_file
+        self._kv = kv
+        self._etcd_prefix = etcd_prefix
         self.clients: dict[str, WorkerClient] = {}
         self._scopes: dict[str, trio.CancelScope] = {}
         self.ring = HashRing([])
@@ -281,6 +289,8 @@ class Membership:
         """Apply a new member list: start and stop clients, rebuild the ring."""
         assert self._nursery is not None
         wanted = set(workers)
+        if not wanted and self.clients and self._kv is not None:
+            log.warning("no worker is registered in etcd")
         if wanted == set(self.clients):
             return
         for worker_id in set(self.clients) - wanted:
@@ -304,7 +314,24 @@ class Membership:
             if self._static_file is not None:
                 self.update(read_static_workers(self._static_file))
                 nursery.start_soon(self._watch_static_file, self._static_file)
+            elif self._kv is not None:
+                with trio.move_on_after(ETCD_POLL_INTERVAL * 5):
+                    await self._poll_etcd_once(self._kv)
+                nursery.start_soon(self._poll_etcd, self._kv)
             task_status.started()
+
+    async def _poll_etcd_once(self, kv: KVStore) -> None:
+        try:
+            self.update(sorted(await live_ids(kv, self._etcd_prefix)))
+        except Exception as exc:
+            log.warning("cannot read worker registrations; keeping the current members",
+                        error=describe_error(exc))
+
+    async def _poll_etcd(self, kv: KVStore) -> None:
+        """ETCD membership: registered workers (under a lease) are the members."""
+        while True:
+            await trio.sleep(ETCD_POLL_INTERVAL * random.uniform(0.8, 1.2))
+            await self._poll_etcd_once(kv)
 
     async def _watch_static_file(self, path: Path) -> None:
         last = os.stat(path).st_mtime_ns

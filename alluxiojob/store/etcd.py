@@ -144,10 +144,15 @@ class EtcdKVStore:
         )
 
     @classmethod
-    def from_config(cls, config: Config, on_request: RequestHook | None = None) -> EtcdKVStore:
+    def from_config(
+        cls, config: Config, on_request: RequestHook | None = None, *, membership: bool = False
+    ) -> EtcdKVStore:
+        """The job-metadata cluster, or with ``membership`` the main Alluxio etcd."""
         from alluxiojob.config.properties import Keys
 
-        endpoints = config[Keys.JOB_ETCD_ENDPOINTS] or config[Keys.ETCD_ENDPOINTS]
+        endpoints = config[Keys.ETCD_ENDPOINTS]
+        if not membership:
+            endpoints = config[Keys.JOB_ETCD_ENDPOINTS] or endpoints
         return cls(
             endpoints,
             read_timeout=config[Keys.ETCD_READ_TIMEOUT],

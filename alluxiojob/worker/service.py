@@ -8,6 +8,7 @@ crash the worker or disturb other sessions.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from alluxiojob.config import Config, Keys
+from alluxiojob.config import Config, ConfigError, Keys
 from alluxiojob.core.errors import describe_error
 from alluxiojob.protocol.codec import (
     MAX_MESSAGE_SIZE,
@@ -36,6 +37,8 @@ from alluxiojob.protocol.codec import (
     decode,
     encode,
 )
+from alluxiojob.store.etcd import EtcdKVStore
+from alluxiojob.store.liveness import LeaseRegistration, liveness_root
 from alluxiojob.web import metrics_endpoint, serve_app
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
@@ -240,7 +243,22 @@ class WorkerService:
         ]
         return Starlette(routes=routes)
 
+    def _registration(self) -> LeaseRegistration | None:
+        """ETCD membership: the worker announces itself under a lease."""
+        if self.config[Keys.MEMBERSHIP_TYPE] != "ETCD":
+            return None
+        if not self.config[Keys.ETCD_ENDPOINTS]:
+            raise ConfigError("alluxio.worker.membership.manager.type=ETCD needs "
+                              "alluxio.etcd.endpoints")
+        kv = EtcdKVStore.from_config(self.config, membership=True)
+        root = liveness_root(self.config[Keys.JOB_ETCD_PATH])
+        value = json.dumps({"rpc": self.identity.worker_id,
+                            "web": self.identity.web_port}).encode()
+        return LeaseRegistration(kv, root + "workers/" + self.identity.worker_id, value,
+                                 self.config[Keys.FAILURE_DETECTION_TIMEOUT])
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        registration = self._registration()
         files, removed = await self.cache.recover()
         log.info("cache recovered", files=files, removed_unindexed=removed,
                  dirs=[str(d.root) for d in self.cache.dirs])
@@ -260,9 +278,15 @@ class WorkerService:
                         task_status=task_status,
                     )
                 )
+                if registration is not None:
+                    await nursery.start(registration.run)
                 log.info("worker ready", worker=self.identity.worker_id,
                          rpc_port=self.identity.rpc_port, web_port=self.identity.web_port,
                          pool_size=self.executor.pool_size)
                 task_status.started()
         finally:
             self.cache.close()
+            if registration is not None:
+                with trio.move_on_after(2) as scope:
+                    scope.shield = True
+                    await registration.kv.aclose()
