@@ -87,5 +87,8 @@ class CoordinatorClient:
     def get_job(self, job_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/api/v1/master/job/{job_id}")["job"])
 
+    def workers(self, path: str = "") -> dict[str, Any]:
+        return self._call("GET", "/api/v1/master/workers", params={"path": path} if path else {})
+
     def report(self) -> dict[str, Any]:
         return self._call("GET", "/api/v1/master/report")

@@ -60,6 +60,15 @@ def progress_text(report: dict[str, Any], verbose: bool = False) -> str:
     ]
     if report.get("workers") and verbose:
         lines.append(f"\tWorkers: {', '.join(report['workers'])}")
+    successes = report.get("successes")
+    if successes is not None:
+        lines.append(f"\tCached files ({len(successes)} shown):")
+        for item in successes:
+            if item.get("error"):
+                lines.append(f"\t\tworker {item['worker']} unreachable: {item['error']}")
+            else:
+                lines.append(f"\t\t{item['path']}\t{format_size(item['bytes'])}\t"
+                             f"on {item['worker']}")
     failures = report.get("failures")
     if failures:
         lines.append("\tFailed files:" if not verbose else "\tRecent failures:")

@@ -86,6 +86,13 @@ def _positive_size(text: str) -> int:
     return value
 
 
+def _parse_duration_allow_zero(text: str) -> float:
+    value = parse_duration(text)
+    if value < 0:
+        raise ValueError(f"must not be negative, got {text!r}")
+    return value
+
+
 def _parse_positive_duration(text: str) -> float:
     value = parse_duration(text)
     if value <= 0:
@@ -327,6 +334,12 @@ class Keys:
         _parse_str,
         "${alluxio.work.dir}/workers",
         "File of host:port lines (STATIC membership).",
+    )
+    WORKER_PIN_TIME = _key(
+        "alluxio.worker.job.cache.pin.time",
+        _parse_duration_allow_zero,
+        "10min",
+        "Files of a job that sent a task this recently are not evicted to make room.",
     )
     WORKER_ID = _key(
         "alluxio.worker.id",

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # avoids an import cycle at runtime
     from alluxiojob.coordinator.service import CoordinatorService
 
 Handler = Callable[[Request], Awaitable[Response]]
+SUCCESS_LIST_MAX = 1000
 
 
 def error_response(exc: JobServiceError) -> JSONResponse:
@@ -177,13 +178,15 @@ class CoordinatorApi:
         report = progress_report(job, await self.store.get_progress(job.id), time.time())
         status = request.query_params.get("file_status", "").upper()
         verbose = request.query_params.get("verbose", "false").lower() == "true"
+        if status == "SUCCESS":
+            report["successes"] = await self.service.cached_under(job.path, SUCCESS_LIST_MAX)
         if status == "FAILURE" or verbose:
             limit = 0 if status == "FAILURE" else 20
             report["failures"] = [
                 {"path": f.path, "reason": f.reason, "message": f.message, "time": f.time}
                 for f in await self.store.list_failures(job.id, limit)
             ]
-        elif status and status != "SUCCESS":
+        if status and status not in ("SUCCESS", "FAILURE"):
             raise InvalidArgument(f"file status must be FAILURE or SUCCESS, got {status!r}")
         return JSONResponse(report)
 
@@ -231,6 +234,19 @@ class CoordinatorApi:
         owned = await self.store.get(request.path_params["id"])
         return JSONResponse({"job": owned.job.to_wire()})
 
+    async def workers(self, request: Request) -> Response:
+        """Members, their web addresses and, for ``path``, its owners in ring order."""
+        membership = self.service.membership
+        answer: dict[str, Any] = {"workers": [
+            {"worker": worker_id, "connected": client.connected, "web": client.web_url}
+            for worker_id, client in sorted(membership.clients.items())
+        ]}
+        if request.query_params.get("path"):
+            uri = await self._resolve(request.query_params["path"], must_exist=False)
+            answer["path"] = uri
+            answer["owners"] = membership.ring.owners(uri, len(membership.ring))
+        return JSONResponse(answer)
+
     async def report(self, request: Request) -> Response:
         return JSONResponse(await self.service.report())
 
@@ -250,6 +266,7 @@ class CoordinatorApi:
             Route(f"{base}/job/{{id}}", g(self.get_job), methods=["GET"]),
             Route(f"{base}/job/{{id}}/progress", g(self.job_progress), methods=["GET"]),
             Route(f"{base}/report", g(self.report), methods=["GET"]),
+            Route(f"{base}/workers", g(self.workers), methods=["GET"]),
             Route("/healthz", g(self.healthz), methods=["GET"]),
             Route("/metrics", metrics_endpoint(self.service.metrics.registry)),  # type: ignore[arg-type]
         ]

@@ -7,6 +7,7 @@ from collections import Counter as Tally
 from pathlib import Path
 from typing import Any
 
+import httpx
 import structlog
 import trio
 
@@ -121,6 +122,24 @@ class CoordinatorService:
             "recently_failed": [j.to_wire() for j in failed[:10]],
             "longest_running": [j.to_wire() for j in running[:10]],
         }
+
+    async def cached_under(self, path: str, limit: int) -> list[dict[str, Any]]:
+        """Files under ``path`` present in the workers' caches (``--file-status SUCCESS``)."""
+        found: list[dict[str, Any]] = []
+        async with httpx.AsyncClient(timeout=10) as http:
+            for worker_id, client in sorted(self.membership.clients.items()):
+                if not client.web_url or len(found) >= limit:
+                    continue
+                try:
+                    answer = await http.get(f"{client.web_url}/api/v1/location",
+                                            params={"path": path, "list": limit - len(found)})
+                    for item in answer.json().get("list", []):
+                        found.append({"path": item["path"], "bytes": item["bytes"],
+                                      "worker": worker_id})
+                except (httpx.HTTPError, ValueError, KeyError) as exc:
+                    found.append({"path": "", "bytes": 0, "worker": worker_id,
+                                  "error": describe_error(exc)})
+        return found
 
     async def _housekeeping(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -90,10 +90,18 @@ class WorkerClient:
         self._ids = itertools.count(1)
         self._send_lock = trio.StrictFIFOLock()
         self.last_error = ""
+        self.web_port = 0
 
     @property
     def connected(self) -> bool:
         return self._ws is not None
+
+    @property
+    def web_url(self) -> str:
+        """The worker's HTTP address, once it has told us its web port."""
+        if not self.web_port:
+            return ""
+        return f"http://{self.worker_id.rsplit(':', 1)[0]}:{self.web_port}"
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep a connection up until cancelled."""
@@ -132,6 +140,7 @@ class WorkerClient:
             if self.last_error:
                 log.info("worker reconnected", worker=self.worker_id)
             self.last_error = ""
+            self.web_port = reply.web_port
             self._ws = ws
             self._connected.set()
             try:

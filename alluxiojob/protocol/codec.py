@@ -80,6 +80,7 @@ class Hello:
 class Welcome:
     worker: str
     version: int = PROTOCOL_VERSION
+    web_port: int = 0  # where the worker serves /api/v1/files and /metrics
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ def _encode_body(message: Message) -> dict[str, Any]:
         return {"t": "hello", "token": message.token, "co": message.coordinator,
                 "v": message.version}
     if isinstance(message, Welcome):
-        return {"t": "welcome", "w": message.worker, "v": message.version}
+        return {"t": "welcome", "w": message.worker, "v": message.version,
+                "web": message.web_port}
     if isinstance(message, TaskBatch):
         return {
             "t": "task",
@@ -227,7 +229,7 @@ def _decode_hello(body: dict[str, Any]) -> Message:
 
 
 def _decode_welcome(body: dict[str, Any]) -> Message:
-    return Welcome(worker=_str(body, "w"), version=_int(body, "v"))
+    return Welcome(worker=_str(body, "w"), version=_int(body, "v"), web_port=_int(body, "web"))
 
 
 def _decode_task(body: dict[str, Any]) -> Message:

@@ -27,7 +27,6 @@ from alluxiojob.worker.copier import CopyJob, CopyOutcome, copy_shard, prealloca
 
 log = structlog.get_logger("alluxiojob.worker")
 
-PIN_SECONDS = 600.0  # a job that sent a task this recently keeps its files from eviction
 
 
 @dataclass
@@ -56,8 +55,10 @@ class TaskExecutor:
         cache: Cache,
         partition_size: int,
         pool_size: int,
+        pin_seconds: float = 600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.pin_seconds = pin_seconds
         self.cache = cache
         self.partition_size = partition_size
         self.pool_size = pool_size
@@ -68,7 +69,7 @@ class TaskExecutor:
         self._bandwidth_locks: dict[str, trio.Lock] = {}
 
     def pinned_jobs(self) -> set[str]:
-        cutoff = self._clock() - PIN_SECONDS
+        cutoff = self._clock() - self.pin_seconds
         for job_id in [j for j, seen in self._job_seen.items() if seen < cutoff]:
             del self._job_seen[job_id]
         return set(self._job_seen)

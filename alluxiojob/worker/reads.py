@@ -110,14 +110,25 @@ def file_routes(cache: Cache) -> list[Route]:
             uri = resolve_path(raw_path, "")
         except UfsError as exc:
             return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
+        try:
+            limit = int(request.query_params.get("list", "0"))
+        except ValueError:
+            return JSONResponse({"error": "INVALID_ARGUMENT", "message": "list must be a number"},
+                                status_code=400)
         prefix = uri.rstrip("/")
         files = 0
         total = 0
+        listed: list[dict[str, object]] = []
         for d in cache.dirs:
             for key, (length, _job) in list(d.lru.items()):
                 if key == prefix or key.startswith(prefix + "/"):
                     files += 1
                     total += length
-        return JSONResponse({"path": uri, "files": files, "bytes": total})
+                    if len(listed) < limit:
+                        listed.append({"path": key, "bytes": length})
+        answer: dict[str, object] = {"path": uri, "files": files, "bytes": total}
+        if limit:
+            answer["list"] = listed
+        return JSONResponse(answer)
 
     return [Route("/api/v1/files", read_file), Route("/api/v1/location", locate)]

@@ -91,7 +91,8 @@ class WorkerService:
         sizes: tuple[int, ...] = config[Keys.PAGE_STORE_SIZES]
         self.cache = Cache(dirs, list(sizes))
         self.executor = TaskExecutor(
-            self.cache, config[Keys.PARTITION_SIZE], pool_size_for(config)
+            self.cache, config[Keys.PARTITION_SIZE], pool_size_for(config),
+            pin_seconds=config[Keys.WORKER_PIN_TIME],
         )
         self.token = config[Keys.CLUSTER_TOKEN]
         self.sessions = 0
@@ -172,7 +173,7 @@ class WorkerService:
                 await session.send(ErrorMessage("authentication failed: wrong cluster token"))
                 log.warning("rejected coordinator: wrong cluster token", peer=session.peer)
                 return False
-            await session.send(Welcome(self.identity.worker_id))
+            await session.send(Welcome(self.identity.worker_id, web_port=self.identity.web_port))
             log.info("coordinator connected", coordinator=hello.coordinator, peer=session.peer)
             return True
         await session.send(ErrorMessage("no hello within 10s"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,38 @@ def test_report_and_stat(cluster: Cluster, tmp_path: Path) -> None:
     assert "alluxio_scheduler_etcd_claim_total 1.0" in metrics
     wait_for(lambda: 'alluxio_jobs{state="SUCCEEDED"} 1.0' in cluster.api("GET", "/metrics").text,
              10, "the job gauge to count the job")
+
+
+def test_fs_location_cat_and_success_list(cluster: Cluster, tmp_path: Path) -> None:
+    src = tmp_path / "read me"
+    sizes = make_tree(src, 40)
+    job = cluster.submit("load", str(src))
+    cluster.wait_state(job["id"], "SUCCEEDED")
+
+    location = cluster.cli("fs", "location", "--path", str(src)).stdout
+    counts = [int(line.split("Files: ")[1].split()[0]) for line in location.splitlines()
+              if line.startswith("Worker:")]
+    assert len(counts) == 2
+    assert sum(counts) == len(sizes)
+
+    one = next(p for p, size in sizes.items() if size > 100)
+    cat = subprocess.run(
+        [sys.executable, "-m", "alluxiojob.cli.main", "fs", "cat", "--path", one,
+         "--conf", str(cluster.conf), "-D", "alluxio.coordinator.hostname=127.0.0.1",
+         "-D", f"alluxio.coordinator.rest.port={cluster.coordinators[0].port}"],  # type: ignore[attr-defined]
+        capture_output=True, timeout=60)
+    assert cat.returncode == 0, cat.stderr
+    assert cat.stdout == Path(one).read_bytes()
+
+    stray = tmp_path / "not loaded.txt"
+    stray.write_text("fresh")
+    miss = cluster.cli("fs", "cat", "--path", str(stray), check=False)
+    assert miss.returncode == 3
+    assert "not cached" in miss.stderr
+    through = cluster.cli("fs", "cat", "--path", str(stray), "--read-through")
+    assert through.stdout == "fresh"
+
+    report = json.loads(cluster.cli("job", "load", "--path", str(src), "--progress",
+                                    "--file-status", "SUCCESS", "--format", "JSON").stdout)
+    listed = {item["path"] for item in report["successes"]}
+    assert listed == {f"file://{p}" for p in sizes}

@@ -57,7 +57,7 @@ task_options = st.builds(
 )
 
 hellos = st.builds(Hello, token=text, coordinator=text, version=int64)
-welcomes = st.builds(Welcome, worker=text, version=int64)
+welcomes = st.builds(Welcome, worker=text, version=int64, web_port=int64)
 task_batches = st.builds(
     TaskBatch,
     task_id=int64,
