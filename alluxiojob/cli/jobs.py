@@ -122,7 +122,8 @@ def _run_job_command(
                                    f"({job['state']})",
                 "RESUMED": f"Resumed stopped job {job['id']} for {job['path']}",
             }
-            _emit(answer, output_format, messages[answer["outcome"]])
+            _emit(answer, output_format, messages[answer["outcome"]]
+                  + (f" -> {job['dst']}" if job.get("dst") else ""))
             if wait:
                 report = _follow(client, job_type, job["path"], job.get("dst", ""))
                 typer.echo(progress_text(report, verbose), err=False)
@@ -191,6 +192,48 @@ def free(
     _run_job_command("FREE", path, "", _action(submit, progress, stop),
                      _options(batch_size, None, False, False, False, 1),
                      output_format, verbose, file_status, wait, conf, define)
+
+
+Src = Annotated[str | None, typer.Option("--src", help="Source UFS path.")]
+Dst = Annotated[str | None, typer.Option("--dst", help="Destination UFS path.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")]
+
+
+def _transfer_command(job_type: str, src: str | None, dst: str | None, submit: bool,
+                      progress: bool, stop: bool, batch_size: int | None, overwrite: bool,
+                      output_format: str, verbose: bool, file_status: str | None, wait: bool,
+                      conf: ConfOption, define: DefineOption) -> None:
+    if not dst:
+        fail("missing --dst", EXIT_USAGE)
+    _run_job_command(job_type, src, dst, _action(submit, progress, stop),
+                     _options(batch_size, None, False, False, False, 1, overwrite),
+                     output_format, verbose, file_status, wait, conf, define)
+
+
+@job_app.command("copy")
+def copy(
+    src: Src = None, dst: Dst = None, submit: Submit = False, progress: ShowProgress = False,
+    stop: Stop = False, batch_size: BatchSize = None, overwrite: Overwrite = False,
+    output_format: Format = "TEXT", verbose: Verbose = False,
+    file_status: FileStatus = None, wait: Wait = False,
+    conf: ConfOption = None, define: DefineOption = None,
+) -> None:
+    """Copy a UFS path to another UFS path, spread over the workers."""
+    _transfer_command("COPY", src, dst, submit, progress, stop, batch_size, overwrite,
+                      output_format, verbose, file_status, wait, conf, define)
+
+
+@job_app.command("move")
+def move(
+    src: Src = None, dst: Dst = None, submit: Submit = False, progress: ShowProgress = False,
+    stop: Stop = False, batch_size: BatchSize = None, overwrite: Overwrite = False,
+    output_format: Format = "TEXT", verbose: Verbose = False,
+    file_status: FileStatus = None, wait: Wait = False,
+    conf: ConfOption = None, define: DefineOption = None,
+) -> None:
+    """Move a UFS path to another UFS path: copy each file, then remove its source."""
+    _transfer_command("MOVE", src, dst, submit, progress, stop, batch_size, overwrite,
+                      output_format, verbose, file_status, wait, conf, define)
 
 
 @job_app.command("list")

@@ -157,7 +157,11 @@ class CoordinatorApi:
         path = await self._resolve(body.get("path"), must_exist=True)
         dst = ""
         if job_type in (JobType.COPY, JobType.MOVE):
+            if not body.get("dst"):
+                raise InvalidArgument(f"a {job_type.value} job needs a destination (dst)")
             dst = await self._resolve(body.get("dst"), must_exist=False)
+            if dst == path or dst.startswith(path.rstrip("/") + "/"):
+                raise InvalidArgument(f"destination {dst} lies inside the source {path}")
         options = _options(body.get("options"))
         job, outcome = await self.store.submit(
             job_type, path, dst, options, self.config[Keys.WAITING_JOB_CAPACITY]

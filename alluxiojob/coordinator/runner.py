@@ -116,7 +116,7 @@ class JobRunner:
         self._idle = trio.Event()
         self._verify_counters: Counters | None = None
         self._workers_seen: set[str] = set()
-        self._pass_op = Op.FREE if self.job.type is JobType.FREE else Op.LOAD
+        self._pass_op = Op(self.job.type.value)
         self._pass_skip = self.job.options.skip_if_exists
         self._fenced = False
         self._finished = False
@@ -246,7 +246,8 @@ class JobRunner:
                         self._chunks[chunk_id - 1].sealed = True
                         self._advance()
                     chunk = self._chunks[chunk_id] = Chunk()
-                entry = FileEntry(ufs_file.uri, ufs_file.length, ufs_file.mtime_ns)
+                entry = FileEntry(ufs_file.uri, ufs_file.length, ufs_file.mtime_ns,
+                                  self._destination(ufs_file))
                 chunk.last_parts = ufs_file.parts
                 self._count(chunk, Counters(files_listed=1, bytes_listed=ufs_file.length))
                 targets = await self._targets(entry.path)
@@ -274,6 +275,14 @@ class JobRunner:
                 return
             yield files
 
+    def _destination(self, ufs_file: UfsFile) -> str:
+        """COPY/MOVE: the file's place under the destination, mirroring the source tree."""
+        if not self.job.dst:
+            return ""
+        if not ufs_file.parts:  # the job's path is a single file
+            return self.job.dst
+        return self.job.dst.rstrip("/") + "/" + "/".join(ufs_file.parts)
+
     def _seal_last_chunk(self) -> None:
         if self._chunks:
             self._chunks[max(self._chunks)].sealed = True
@@ -284,6 +293,8 @@ class JobRunner:
             if len(ring):
                 if self._pass_op is Op.FREE:
                     return list(ring.workers)
+                if self._pass_op in (Op.COPY, Op.MOVE):
+                    return ring.owners(path, 1)  # any worker will do; the ring spreads them
                 return ring.owners(path, self.job.options.replicas)
             log.warning("no workers in the membership; waiting for one")
             await self.membership.changed.wait()

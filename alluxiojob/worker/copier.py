@@ -96,6 +96,7 @@ def copy_one(job: CopyJob, rate: int = 0) -> CopyOutcome:
         before = os.fstat(fd_in)
         if job.final:
             length = before.st_size
+            _ensure_parent(job.tmp)
             fd_out = os.open(job.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         else:
             length = job.length
@@ -142,6 +143,29 @@ def _discard(job: CopyJob) -> None:
 def copy_shard(jobs: list[CopyJob], rate: int = 0) -> list[CopyOutcome]:
     """Run in a pool process: copy every job in order; never raises for a single file."""
     return [copy_one(job, rate) for job in jobs]
+
+
+def transfer_shard(jobs: list[CopyJob], move: bool, overwrite: bool) -> list[CopyOutcome]:
+    """COPY/MOVE between UFS locations: write beside the target, rename, then (MOVE) unlink.
+
+    An existing target is kept, and reported as skipped, unless ``overwrite``.
+    """
+    outcomes: list[CopyOutcome] = []
+    for job in jobs:
+        if not overwrite and os.path.lexists(job.final):
+            outcomes.append(CopyOutcome(False, reason="EXISTS",
+                                        message=f"{job.final} exists; use --overwrite"))
+            continue
+        outcome = copy_one(job)
+        if outcome.ok and move:
+            try:
+                os.unlink(job.src)
+            except OSError as exc:
+                outcome = CopyOutcome(False, reason=_reason(exc),
+                                      message=f"copied, but cannot remove {job.src}: "
+                                      f"{exc.strerror}")
+        outcomes.append(outcome)
+    return outcomes
 
 
 def preallocate(path: str, length: int) -> None:

@@ -22,8 +22,14 @@ import trio_parallel
 from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus, Op, TaskBatch, TaskResult
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import reason_for, to_local_path
-from alluxiojob.worker.cache import Cache, IndexEntry
-from alluxiojob.worker.copier import CopyJob, CopyOutcome, copy_shard, preallocate
+from alluxiojob.worker.cache import Cache, IndexEntry, cache_relpath
+from alluxiojob.worker.copier import (
+    CopyJob,
+    CopyOutcome,
+    copy_shard,
+    preallocate,
+    transfer_shard,
+)
 
 log = structlog.get_logger("alluxiojob.worker")
 
@@ -82,6 +88,8 @@ class TaskExecutor:
                 results = await self._free(batch)
             elif batch.op is Op.LOAD:
                 results = await self._load(batch)
+            elif batch.op in (Op.COPY, Op.MOVE):
+                results = await self._transfer(batch)
             else:
                 results = [
                     FileResult(f.path, FileStatus.FAILED, 0, "UNSUPPORTED",
@@ -118,6 +126,55 @@ class TaskExecutor:
                 results.append(FileResult(f.path, FileStatus.SKIPPED, 0))
         self.stats.files_freed += len(freed)
         return results
+
+    # ------------------------------------------------------------------ COPY / MOVE
+    async def _transfer(self, batch: TaskBatch) -> list[FileResult]:
+        results: dict[str, FileResult] = {}
+        jobs: list[tuple[FileEntry, CopyJob]] = []
+        for f in batch.files:
+            try:
+                src = to_local_path(f.path)
+                dst = to_local_path(f.dst)
+                cache_relpath(f.dst)  # rejects '..' and empty components
+            except UfsError as exc:
+                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, exc.reason, str(exc))
+                continue
+            if not f.dst:
+                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, "INVALID_PATH",
+                                             "no destination given")
+                continue
+            head, tail = os.path.split(dst)
+            tmp = os.path.join(head, f".{tail}.alluxiojob-{os.getpid()}-{batch.task_id}")
+            jobs.append((f, CopyJob(src, tmp, dst)))
+        per_shard = max(1, math.ceil(len(jobs) / max(1, min(self.pool_size, len(jobs) or 1))))
+        shards = [jobs[i:i + per_shard] for i in range(0, len(jobs), per_shard)]
+        move = batch.op is Op.MOVE
+
+        async def run_shard(shard: list[tuple[FileEntry, CopyJob]]) -> None:
+            self.stats.active_shards += 1
+            try:
+                done = await trio_parallel.run_sync(
+                    transfer_shard, [job for _, job in shard], move,
+                    batch.options.overwrite, kill_on_cancel=True, limiter=self.limiter)
+            except trio_parallel.BrokenWorkerError as exc:
+                done = [CopyOutcome(False, reason="IO_ERROR", message=f"pool process died: {exc}")
+                        for _ in shard]
+            finally:
+                self.stats.active_shards -= 1
+            for (entry, _job), outcome in zip(shard, done, strict=True):
+                if outcome.ok:
+                    results[entry.path] = FileResult(entry.path, FileStatus.OK, outcome.bytes)
+                elif outcome.reason == "EXISTS":
+                    results[entry.path] = FileResult(entry.path, FileStatus.SKIPPED,
+                                                     entry.length, "", outcome.message)
+                else:
+                    results[entry.path] = FileResult(entry.path, FileStatus.FAILED, 0,
+                                                     outcome.reason, outcome.message)
+
+        async with trio.open_nursery() as nursery:
+            for shard in shards:
+                nursery.start_soon(run_shard, shard)
+        return [results[f.path] for f in batch.files if f.path in results]
 
     # ------------------------------------------------------------------ LOAD
     def _check_cached(self, files: list[FileEntry]) -> set[str]:
