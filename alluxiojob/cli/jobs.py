@@ -94,7 +94,7 @@ def _follow(client: CoordinatorClient, job_type: str, path: str, dst: str) -> di
                        + (f", {files['failed']} failed" if files["failed"] else ""))
             if state in FINAL:
                 return report
-            time.sleep(0.5)
+            time.sleep(0.2)
 
 
 def _run_job_command(

@@ -48,6 +48,7 @@ class LeaseRegistration:
                     while True:
                         await trio.sleep(interval)
                         if not await self.kv.keep_alive(lease):
+                            self.registered = False
                             log.warning("liveness lease expired; registering again",
                                         key=self.key.decode())
                             break

@@ -222,6 +222,8 @@ class Cache:
     async def reserve(self, uri: str, length: int, pinned_jobs: set[str]) -> bool:
         """Make room for ``length`` bytes, evicting LRU files if needed; False if impossible."""
         d = self.dir_for(uri)
+        if not d.capacity:
+            return True  # unlimited: nothing to account, nothing to evict
         async with self._space:
             shortfall = length - d.free_space()
             if shortfall > 0:
@@ -233,7 +235,9 @@ class Cache:
             return True
 
     def release(self, uri: str, length: int) -> None:
-        self.dir_for(uri).reserved -= length
+        d = self.dir_for(uri)
+        if d.capacity:
+            d.reserved -= length
 
     def close(self) -> None:
         for d in self.dirs:

@@ -17,6 +17,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from alluxiojob.ufs.local import reason_for
+
 _CHUNK = 8 * 1024 * 1024
 _made_dirs: set[str] = set()
 
@@ -40,16 +42,6 @@ class CopyOutcome:
     mtime_ns: int = 0  # the source's mtime when read
     reason: str = ""
     message: str = ""
-
-
-def _reason(exc: OSError) -> str:
-    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return "UFS_NOT_FOUND"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "PERMISSION_DENIED"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "CACHE_FULL"
-    return "IO_ERROR"
 
 
 def _ensure_parent(path: str) -> None:
@@ -90,7 +82,7 @@ def copy_one(job: CopyJob, rate: int = 0) -> CopyOutcome:
     try:
         fd_in = os.open(job.src, os.O_RDONLY)
     except OSError as exc:
-        return CopyOutcome(False, reason=_reason(exc), message=f"{job.src}: {exc.strerror}")
+        return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
     fd_out = -1
     try:
         before = os.fstat(fd_in)
@@ -121,7 +113,7 @@ def copy_one(job: CopyJob, rate: int = 0) -> CopyOutcome:
     except OSError as exc:
         _discard(job)
         where = job.tmp if exc.errno in (errno.ENOSPC, errno.EDQUOT) else job.src
-        return CopyOutcome(False, reason=_reason(exc), message=f"{where}: {exc.strerror}")
+        return CopyOutcome(False, reason=reason_for(exc), message=f"{where}: {exc.strerror}")
     finally:
         os.close(fd_in)
         if fd_out >= 0:
@@ -161,7 +153,7 @@ def transfer_shard(jobs: list[CopyJob], move: bool, overwrite: bool) -> list[Cop
             try:
                 os.unlink(job.src)
             except OSError as exc:
-                outcome = CopyOutcome(False, reason=_reason(exc),
+                outcome = CopyOutcome(False, reason=reason_for(exc),
                                       message=f"copied, but cannot remove {job.src}: "
                                       f"{exc.strerror}")
         outcomes.append(outcome)
