@@ -31,7 +31,7 @@ import trio
 
 from alluxiojob.config import Config, Keys
 from alluxiojob.coordinator.workers import Membership, WorkerError
-from alluxiojob.core.errors import Fenced, describe_error
+from alluxiojob.core.errors import Fenced, describe_error, leaves
 from alluxiojob.core.job import JobType
 from alluxiojob.core.progress import Counters, Progress, RateWindow, should_fail_early
 from alluxiojob.core.states import JobEvent
@@ -167,14 +167,17 @@ class JobRunner:
                     await self._verify()
                 nursery.cancel_scope.cancel()
         except* JobFailed as group:
-            error = str(group.exceptions[0])
+            error = str(leaves(group)[0])
         except* UfsError as group:
-            first = group.exceptions[0]
-            assert isinstance(first, UfsError)
-            error = f"{first.reason}: {first}"
+            first = leaves(group)[0]
+            error = f"{getattr(first, 'reason', 'IO_ERROR')}: {first}"
         await self._finish(error)
 
     async def _finish(self, error: str) -> None:
+        # A job that ends early has chunks that never committed: keep their failures too.
+        for chunk_id in sorted(self._chunks):
+            self._keep_failures(self._chunks[chunk_id].failures)
+        self._chunks.clear()
         await self._save()
         if not error and self.live.files_failed:
             error = (f"{self.live.files_failed} files failed; "
@@ -353,12 +356,15 @@ class JobRunner:
                                      f"worker {worker_id} returned no result for the file")
                 elif r.status is FileStatus.FAILED:
                     self._on_failure(unit, r.reason or "IO_ERROR", r.message)
-                elif r.status is FileStatus.SKIPPED:
-                    self._on_done(unit, Counters(files_skipped=int(unit.replica == 0),
-                                                 bytes_skipped=r.bytes))
                 else:
-                    self._on_done(unit, Counters(files_processed=int(unit.replica == 0),
-                                                 bytes_processed=r.bytes))
+                    # Counters follow the primary copy, so totals match the listing.
+                    primary = int(unit.replica == 0)
+                    if r.status is FileStatus.SKIPPED:
+                        self._on_done(unit, Counters(files_skipped=primary,
+                                                     bytes_skipped=r.bytes * primary))
+                    else:
+                        self._on_done(unit, Counters(files_processed=primary,
+                                                     bytes_processed=r.bytes * primary))
         finally:
             if client is not None:
                 client.slots.release()
@@ -370,9 +376,7 @@ class JobRunner:
         if self._verify_counters is not None:
             # A verify pass only reports repairs and failures; it lists everything again.
             self._verify_counters = self._verify_counters + delta
-            delta = Counters(files_processed=delta.files_processed,
-                             bytes_processed=delta.bytes_processed,
-                             files_failed=delta.files_failed,
+            delta = Counters(files_failed=delta.files_failed,
                              subtasks_failed=delta.subtasks_failed)
         chunk.delta = chunk.delta + delta
         self.live = self.live + delta
@@ -434,20 +438,19 @@ class JobRunner:
                 self.committed = self.committed + chunk.delta
                 self.checkpoint = chunk.last_parts
             else:
-                # Repairs are final once done; failures of a verify pass count too.
-                self.committed = self.committed + Counters(
-                    files_processed=chunk.delta.files_processed,
-                    bytes_processed=chunk.delta.bytes_processed,
-                    files_failed=chunk.delta.files_failed,
-                    subtasks_failed=chunk.delta.subtasks_failed,
-                )
-            room = max(0, self.failure_list_max - self.failures_stored)
-            kept = chunk.failures[:room]
-            self._unsaved_failures.extend(kept)
-            self.failures_stored += len(kept)
+                # A verify pass only adds failures; repairs are reported as such.
+                self.committed = self.committed + chunk.delta
+            self._keep_failures(chunk.failures)
             del self._chunks[self._next_commit]
             self._next_commit += 1
         self._idle.set()
+
+    def _keep_failures(self, failures: list[FailureRecord]) -> None:
+        """Queue failures for the store, up to ``alluxio.job.failure.list.max`` per job."""
+        room = max(0, self.failure_list_max - self.failures_stored)
+        kept = failures[:room]
+        self._unsaved_failures.extend(kept)
+        self.failures_stored += len(kept)
 
     # ================================================================== progress
     def _active_seconds(self) -> float:

@@ -41,6 +41,13 @@ class Fenced(JobServiceError):
     http_status = 409
 
 
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, in order."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for an error, looking inside exception groups."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:

@@ -75,7 +75,7 @@ class CacheDir:
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         self._index = Rdict(str(root / "index"), options=options)
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self.used = 0
         self.reserved = 0
         self.lru: OrderedDict[str, tuple[int, str]] = OrderedDict()  # uri -> (length, job)
@@ -115,12 +115,17 @@ class CacheDir:
         raw = self._index.get(uri.encode())
         return None if raw is None else IndexEntry.unpack(raw)
 
-    def commit(self, entries: Iterable[tuple[str, IndexEntry]]) -> None:
-        """Record finished files in one batch (their data files are already in place)."""
+    def commit(self, entries: Iterable[tuple[str, IndexEntry, int]]) -> None:
+        """Record finished files in one batch (their data files are already in place).
+
+        Each file's reservation turns into used space in the same step, so that a
+        concurrent eviction never sees the file counted twice, nor not at all.
+        """
         batch = WriteBatch(raw_mode=True)
         count = 0
-        with self._lock:
-            for uri, entry in entries:
+        with self.lock:
+            for uri, entry, reserved in entries:
+                self.reserved -= reserved
                 batch.put(uri.encode(), entry.pack())
                 old = self.lru.pop(uri, None)
                 if old is not None:
@@ -135,7 +140,7 @@ class CacheDir:
         """Evict files from data/ and the index; returns (uri, bytes) actually removed."""
         removed: list[tuple[str, int]] = []
         batch = WriteBatch(raw_mode=True)
-        with self._lock:
+        with self.lock:
             for uri in uris:
                 entry = self.lru.pop(uri, None)
                 if entry is None and self._index.get(uri.encode()) is None:
@@ -153,7 +158,7 @@ class CacheDir:
         return removed
 
     def touch(self, uri: str) -> None:
-        with self._lock:
+        with self.lock:
             if uri in self.lru:
                 self.lru.move_to_end(uri)
 
@@ -161,7 +166,7 @@ class CacheDir:
         """LRU files, not needed by a running job, whose removal frees ``needed`` bytes."""
         victims: list[str] = []
         freed = 0
-        with self._lock:
+        with self.lock:
             for uri, (length, job_id) in self.lru.items():
                 if freed >= needed:
                     break
@@ -177,7 +182,7 @@ class CacheDir:
         return self.capacity - self.used - self.reserved
 
     def close(self) -> None:
-        with self._lock:
+        with self.lock:
             self._index.close()
 
 
@@ -231,13 +236,15 @@ class Cache:
                 if victims is None:
                     return False
                 await trio.to_thread.run_sync(d.remove, victims, limiter=self.limiter)
-            d.reserved += length
+            with d.lock:
+                d.reserved += length
             return True
 
     def release(self, uri: str, length: int) -> None:
         d = self.dir_for(uri)
         if d.capacity:
-            d.reserved -= length
+            with d.lock:
+                d.reserved -= length
 
     def close(self) -> None:
         for d in self.dirs:

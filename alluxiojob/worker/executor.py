@@ -234,7 +234,8 @@ class TaskExecutor:
             await self._commit(batch.job_id, ready, outcomes, results)
         finally:
             for planned in ready:
-                self.cache.release(planned.entry.path, planned.reserved)
+                if planned.reserved:
+                    self.cache.release(planned.entry.path, planned.reserved)
         return [results[f.path] for f in batch.files if f.path in results]
 
     def _plan_shards(self, ready: list[_Planned]) -> list[list[CopyJob]]:
@@ -321,7 +322,7 @@ class TaskExecutor:
         results: dict[str, FileResult],
     ) -> None:
         now = self._clock()
-        commits: dict[int, list[tuple[str, IndexEntry]]] = {}
+        commits: dict[int, list[tuple[str, IndexEntry, int]]] = {}
         for planned in ready:
             path = planned.entry.path
             if path in results:
@@ -341,8 +342,10 @@ class TaskExecutor:
                 continue
             length = sum(o.bytes for o in done)
             index = self.cache.dirs.index(self.cache.dir_for(path))
+            reserved = planned.reserved if self.cache.dirs[index].capacity else 0
+            planned.reserved = 0  # the commit turns the reservation into used space
             commits.setdefault(index, []).append(
-                (path, IndexEntry(length, entry_mtime, now, job_id))
+                (path, IndexEntry(length, entry_mtime, now, job_id), reserved)
             )
             results[path] = FileResult(path, FileStatus.OK, length)
             self.stats.files_loaded += 1
