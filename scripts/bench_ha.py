@@ -1,0 +1,220 @@
+"""HA scheduler benchmark: submit-to-RUNNING latency, claims/s with 3 coordinators, and
+the same etcd server's raw transaction rate, measured side by side in one run.
+
+Run by ``scripts/bench --ha`` (or directly: ``python scripts/bench_ha.py``). It starts
+its own etcd (fsync on, as in production) and coordinators on loopback, and stops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+from alluxiojob.core.job import JobOptions, JobType
+from alluxiojob.store.etcd import EtcdKVStore
+from alluxiojob.store.jobs import JobStore
+from alluxiojob.testing.etcd import EtcdServer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def raw_txn_rate(url: str, count: int, concurrency: int) -> float:
+    """Compare-and-swap txns/s straight through the gateway, with no job logic."""
+
+    run = time.time_ns()
+
+    async def main() -> float:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            async def one(worker: int) -> None:
+                key = base64.b64encode(f"/bench/raw/{run}/{worker}".encode()).decode()
+                revision = 0
+                for i in range(count // concurrency):
+                    body = {
+                        "compare": [{"key": key, "target": "MOD", "result": "EQUAL",
+                                     "mod_revision": str(revision)}],
+                        "success": [{"request_put": {
+                            "key": key, "value": base64.b64encode(str(i).encode()).decode()}}],
+                    }
+                    answer = (await http.post("/v3/kv/txn", json=body)).json()
+                    assert answer.get("succeeded"), answer
+                    revision = int(answer["header"]["revision"])
+
+            started = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for worker in range(concurrency):
+                    nursery.start_soon(one, worker)
+            return (count // concurrency) * concurrency / (time.perf_counter() - started)
+
+    return trio.run(main)
+
+
+def seed_jobs(url: str, prefix: str, dirs: list[Path]) -> None:
+    async def main() -> None:
+        kv = EtcdKVStore([url], read_timeout=10, write_timeout=10, max_retries=2)
+        store = JobStore(kv, prefix=prefix)
+        try:
+            for d in dirs:
+                await store.submit(JobType.LOAD, f"file://{d}", "", JobOptions(), 10**9)
+        finally:
+            await kv.aclose()
+
+    trio.run(main)
+
+
+def list_jobs(url: str, prefix: str) -> list[dict[str, object]]:
+    async def main() -> list[dict[str, object]]:
+        kv = EtcdKVStore([url], read_timeout=10, write_timeout=10, max_retries=2)
+        try:
+            return [job.to_wire() for job in await JobStore(kv, prefix=prefix).list_jobs()]
+        finally:
+            await kv.aclose()
+
+    return trio.run(main)
+
+
+def start_coordinator(root: Path, index: int, etcd_url: str, prefix: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    log = open(root / f"coordinator{index}.log", "wb")
+    workers = root / "workers"
+    workers.touch()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alluxiojob.cli.main", "coordinator",
+         "-D", "alluxio.coordinator.job.meta.store.type=ETCD",
+         "-D", f"alluxio.etcd.endpoints={etcd_url}",
+         "-D", f"alluxio.coordinator.scheduler.job.etcd.path={prefix}",
+         "-D", f"alluxio.coordinator.rest.port={port}",
+         "-D", "alluxio.coordinator.hostname=127.0.0.1",
+         "-D", f"alluxio.work.dir={root / f'work{index}'}",
+         "-D", f"alluxio.worker.static.config.file={workers}",
+         "-D", "alluxio.coordinator.scheduler.running.job.capacity=100000"],
+        stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"coordinator {index} did not start; see {root}/coordinator{index}.log")
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=600, help="jobs claimed by 3 coordinators")
+    parser.add_argument("--latency-samples", type=int, default=30)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="alluxiojob-bench-ha."))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with EtcdServer(data_dir=root / "etcd") as etcd:
+            raw_1 = statistics.median(raw_txn_rate(etcd.url, 500, 1) for _ in range(3))
+            raw_3 = statistics.median(raw_txn_rate(etcd.url, 600, 3) for _ in range(3))
+
+            # Claims/s: seed waiting jobs on empty dirs, then let 3 coordinators drain them.
+            dirs = []
+            for i in range(args.jobs):
+                d = root / "empty" / f"d{i}"
+                d.mkdir(parents=True)
+                dirs.append(d)
+            prefix = "/bench/claims/jobs/"
+            seed_jobs(etcd.url, prefix, dirs)
+            procs = [start_coordinator(root, i, etcd.url, prefix)[0] for i in range(3)]
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                jobs = list_jobs(etcd.url, prefix)
+                if all(j["state"] == "SUCCEEDED" for j in jobs):
+                    break
+                time.sleep(0.5)
+            starts = sorted(float(j["started_at"]) for j in jobs)  # type: ignore[arg-type]
+            claims_per_s = (len(starts) - 1) / (starts[-1] - starts[0])
+            owners = sorted({str(j["owner"]) for j in jobs})
+            per_owner = {}
+            for j in jobs:
+                key = str(j["claims"])
+                per_owner[key] = per_owner.get(key, 0) + 1
+            stop(procs)
+            procs = []
+
+            # Submit-to-RUNNING: one coordinator idle, submissions through its REST API.
+            prefix = "/bench/latency/jobs/"
+            proc, port = start_coordinator(root, 9, etcd.url, prefix)
+            procs = [proc]
+            latencies = []
+            for i in range(args.latency_samples):
+                d = root / "latency" / f"d{i}"
+                d.mkdir(parents=True)
+                answer = httpx.post(f"http://127.0.0.1:{port}/api/v1/master/submit_job/load",
+                                    json={"path": str(d)}, timeout=30).json()
+                job_id = answer["id"]
+                while True:
+                    job = httpx.get(f"http://127.0.0.1:{port}/api/v1/master/job/{job_id}",
+                                    timeout=30).json()["job"]
+                    if job["started_at"]:
+                        latencies.append(job["started_at"] - job["created_at"])
+                        break
+                    time.sleep(0.01)
+            stop(procs)
+            procs = []
+
+        latencies.sort()
+        figures = {
+            "etcd_raw_txn_per_s_1_client": raw_1,
+            "etcd_raw_txn_per_s_3_clients": raw_3,
+            "claims_per_s_3_coordinators": claims_per_s,
+            "claims_to_raw_txn_ratio": claims_per_s / raw_3,
+            "jobs": len(starts),
+            "claims_per_job": per_owner,
+            "coordinators_that_claimed": len(owners),
+            "submit_to_running_ms_median": statistics.median(latencies) * 1000,
+            "submit_to_running_ms_p95": latencies[int(len(latencies) * 0.95) - 1] * 1000,
+        }
+        print("\nHA scheduler (3 coordinators, one etcd, fsync on)")
+        print(f"  etcd raw CAS txn/s, 1 client          {raw_1:8.0f}")
+        print(f"  etcd raw CAS txn/s, 3 clients         {raw_3:8.0f}")
+        print(f"  job claims/s, 3 coordinators          {claims_per_s:8.1f}   "
+              f"({len(starts)} jobs, claimed once each: {per_owner == {'1': len(starts)}})")
+        print(f"  claims/s ÷ raw txn/s (3 clients)      {claims_per_s / raw_3:8.3f}")
+        print(f"  submit → RUNNING, median / p95        {figures['submit_to_running_ms_median']:6.1f} ms"
+              f" / {figures['submit_to_running_ms_p95']:.1f} ms")
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
+    finally:
+        stop(procs)
+        if os.environ.get("KEEP") != "1":
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
