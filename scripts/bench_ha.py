@@ -90,7 +90,9 @@ def list_jobs(url: str, prefix: str) -> list[dict[str, object]]:
     return trio.run(main)
 
 
-def start_coordinator(root: Path, index: int, etcd_url: str, prefix: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_coordinator(
+    root: Path, index: int, etcd_url: str, prefix: str
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     log = open(root / f"coordinator{index}.log", "wb")
     workers = root / "workers"
@@ -206,8 +208,8 @@ def main() -> None:
         print(f"  job claims/s, 3 coordinators          {claims_per_s:8.1f}   "
               f"({len(starts)} jobs, claimed once each: {per_owner == {'1': len(starts)}})")
         print(f"  claims/s ÷ raw txn/s (3 clients)      {claims_per_s / raw_3:8.3f}")
-        print(f"  submit → RUNNING, median / p95        {figures['submit_to_running_ms_median']:6.1f} ms"
-              f" / {figures['submit_to_running_ms_p95']:.1f} ms")
+        median, p95 = figures["submit_to_running_ms_median"], figures["submit_to_running_ms_p95"]
+        print(f"  submit → RUNNING, median / p95        {median:6.1f} ms / {p95:.1f} ms")
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))
     finally:
