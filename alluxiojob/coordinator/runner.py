@@ -57,13 +57,35 @@ class JobFailed(Exception):
 
 
 @dataclass
+class FileOutcome:
+    """What the units of one file (one per target worker) found, until all are final."""
+
+    remaining: int = 0
+    ok: int = 0
+    ok_bytes: int = 0
+    failed: bool = False
+
+    def counters(self, op: Op, length: int) -> Counters:
+        """One file's contribution, once every target answered."""
+        if self.failed:
+            return Counters(files_failed=1)
+        if self.ok:
+            # FREE reports what was freed on every worker; the others count the listed
+            # length once, however many replicas, so totals match the listing.
+            nbytes = self.ok_bytes if op is Op.FREE else length
+            return Counters(files_processed=1, bytes_processed=nbytes)
+        return Counters(files_skipped=1, bytes_skipped=0 if op is Op.FREE else length)
+
+
+@dataclass
 class Unit:
     index: int
     chunk: int
     entry: FileEntry
     parts: tuple[str, ...]
     target: str
-    replica: int  # 0 = primary; file counters follow the primary
+    replica: int  # 0 = primary
+    outcome: FileOutcome
     attempts: int = 0
 
 
@@ -204,7 +226,9 @@ class JobRunner:
             self.listing_done = True
             self._seal_last_chunk()
             self._advance()
-            while self._in_flight or self._next_commit < len(self._chunks):
+            # Done when every chunk has committed (each unit answered or failed for good)
+            # and no retry is pending.
+            while self._in_flight or self._chunks:
                 self._idle = trio.Event()
                 await self._idle.wait()
             for queue in self._queues.values():
@@ -255,8 +279,10 @@ class JobRunner:
                 self._count(chunk, Counters(files_listed=1, bytes_listed=ufs_file.length))
                 targets = await self._targets(entry.path)
                 chunk.outstanding += len(targets)
+                outcome = FileOutcome(remaining=len(targets))
                 for replica, target in enumerate(targets):
-                    unit = Unit(index, chunk_id, entry, ufs_file.parts, target, replica)
+                    unit = Unit(index, chunk_id, entry, ufs_file.parts, target, replica,
+                                outcome)
                     await self._enqueue(unit)
                 index += 1
 
@@ -357,14 +383,10 @@ class JobRunner:
                 elif r.status is FileStatus.FAILED:
                     self._on_failure(unit, r.reason or "IO_ERROR", r.message)
                 else:
-                    # Counters follow the primary copy, so totals match the listing.
-                    primary = int(unit.replica == 0)
-                    if r.status is FileStatus.SKIPPED:
-                        self._on_done(unit, Counters(files_skipped=primary,
-                                                     bytes_skipped=r.bytes * primary))
-                    else:
-                        self._on_done(unit, Counters(files_processed=primary,
-                                                     bytes_processed=r.bytes * primary))
+                    if r.status is not FileStatus.SKIPPED:
+                        unit.outcome.ok += 1
+                        unit.outcome.ok_bytes += r.bytes
+                    self._unit_final(unit)
         finally:
             if client is not None:
                 client.slots.release()
@@ -381,9 +403,13 @@ class JobRunner:
         chunk.delta = chunk.delta + delta
         self.live = self.live + delta
 
-    def _on_done(self, unit: Unit, delta: Counters) -> None:
+    def _unit_final(self, unit: Unit) -> None:
+        """A unit will not be tried again; the file counts once all its units are final."""
         chunk = self._chunks[unit.chunk]
-        self._count(chunk, delta)
+        outcome = unit.outcome
+        outcome.remaining -= 1
+        if outcome.remaining == 0:
+            self._count(chunk, outcome.counters(self._pass_op, unit.entry.length))
         chunk.outstanding -= 1
         self._advance()
 
@@ -399,11 +425,11 @@ class JobRunner:
             self._nursery.start_soon(self._retry_later, unit, delay)
             return
         log.warning("file failed", path=unit.entry.path, reason=reason, message=message,
-                    attempts=unit.attempts)
-        self._count(chunk, Counters(files_failed=1))
-        chunk.failures.append(FailureRecord(unit.entry.path, reason, message, time.time()))
-        chunk.outstanding -= 1
-        self._advance()
+                    attempts=unit.attempts, worker=unit.target)
+        if not unit.outcome.failed:
+            chunk.failures.append(FailureRecord(unit.entry.path, reason, message, time.time()))
+        unit.outcome.failed = True
+        self._unit_final(unit)
         self._check_thresholds()
 
     async def _retry_later(self, unit: Unit, delay: float) -> None:

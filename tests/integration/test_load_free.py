@@ -44,6 +44,11 @@ def test_load_then_free_a_tree(cluster: Cluster, tmp_path: Path) -> None:
 
     cluster.cli("job", "free", "--path", str(src), "--wait")
     assert cached_files(cluster) == {}
+    freed = json.loads(cluster.cli("job", "free", "--path", str(src), "--progress",
+                                   "--format", "JSON").stdout)
+    assert freed["files"]["processed"] == len(sizes), "each file counts once, as freed"
+    assert freed["files"]["skipped"] == 0
+    assert freed["bytes"]["processed"] == sum(sizes.values())
     status = cluster.api("GET", "/api/v1/master/report").json()
     assert [w["cached_files"] for w in status["workers"]] == [0, 0]
     assert all(w["cache_used"] == 0 for w in status["workers"])
