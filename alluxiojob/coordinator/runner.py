@@ -200,7 +200,8 @@ class JobRunner:
         for chunk_id in sorted(self._chunks):
             self._keep_failures(self._chunks[chunk_id].failures)
         self._chunks.clear()
-        await self._save()
+        if self._unsaved_failures:
+            await self._save()  # the final transition below carries the progress itself
         if not error and self.live.files_failed:
             error = (f"{self.live.files_failed} files failed; "
                      "see --progress --file-status FAILURE")

@@ -57,8 +57,3 @@ def describe_error(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
-
-ERRORS_BY_CODE: dict[str, type[JobServiceError]] = {
-    cls.code: cls
-    for cls in (JobServiceError, NotFound, InvalidArgument, CapacityExceeded, Unavailable, Fenced)
-}

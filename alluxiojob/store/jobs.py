@@ -21,7 +21,6 @@ import enum
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from alluxiojob.core.errors import CapacityExceeded, Fenced, InvalidArgument, NotFound
 from alluxiojob.core.job import JobOptions, JobRecord, JobType, job_identity
@@ -388,14 +387,9 @@ class JobStore:
         return removed
 
 
-def describe_job(job: JobRecord) -> dict[str, Any]:
-    return job.to_wire()
-
-
 __all__: Sequence[str] = [
     "FailureRecord",
     "JobStore",
     "OwnedJob",
     "SubmitOutcome",
-    "describe_job",
 ]
