@@ -1,7 +1,8 @@
 """HA scheduler benchmark: submit-to-RUNNING latency, claims/s with 3 coordinators, and
 the same etcd server's raw transaction rate, measured side by side in one run.
 
-Run by ``scripts/bench --ha`` (or directly: ``python scripts/bench_ha.py``). It starts
+Run by ``scripts/bench`` after the speed part (``--ha-only`` for this part alone), or
+directly: ``python scripts/bench_ha.py``. It starts
 its own etcd (fsync on, as in production) and coordinators on loopback, and stops them.
 """
 

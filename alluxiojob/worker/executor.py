@@ -74,6 +74,13 @@ class TaskExecutor:
         self._job_seen: dict[str, float] = {}
         self._bandwidth_locks: dict[str, trio.Lock] = {}
 
+    async def warm_up(self) -> None:
+        """Start every pool process now rather than during the first task."""
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.pool_size):
+                nursery.start_soon(
+                    lambda: trio_parallel.run_sync(os.getpid, limiter=self.limiter))
+
     def pinned_jobs(self) -> set[str]:
         cutoff = self._clock() - self.pin_seconds
         for job_id in [j for j, seen in self._job_seen.items() if seen < cutoff]:

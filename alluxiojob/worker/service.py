@@ -15,6 +15,7 @@ from pathlib import Path
 
 import structlog
 import trio
+import trio_parallel
 from prometheus_client import CollectorRegistry, Gauge
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -264,7 +265,11 @@ class WorkerService:
         log.info("cache recovered", files=files, removed_unindexed=removed,
                  dirs=[str(d.root) for d in self.cache.dirs])
         try:
-            async with trio.open_nursery() as nursery:
+            # Pool processes live for an hour idle, and are started before the first task,
+            # so a job never waits for interpreters to spawn.
+            async with trio_parallel.cache_scope(idle_timeout=3600.0, grace_period=2.0), \
+                    trio.open_nursery() as nursery:
+                nursery.start_soon(self.executor.warm_up)
                 await nursery.start(serve_app, self.web_app(), self.identity.host,
                                     self.identity.web_port)
                 await nursery.start(

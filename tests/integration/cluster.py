@@ -56,12 +56,13 @@ class Service:
     log_path: Path
     health_url: str
     proc: subprocess.Popen[bytes] | None = None
+    prefix: tuple[str, ...] = ()  # e.g. setpriv, to run without some capabilities
 
     def start(self, wait: bool = True) -> None:
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "alluxiojob.cli.main", self.kind, *self.args],
+            [*self.prefix, sys.executable, "-m", "alluxiojob.cli.main", self.kind, *self.args],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
         log.close()
@@ -131,7 +132,8 @@ class Cluster:
         self.conf.write_text("".join(f"{k}={v}\n" for k, v in self.properties.items()))
 
     # ------------------------------------------------------------------ services
-    def add_worker(self, start: bool = True, **props: str) -> Service:
+    def add_worker(self, start: bool = True, prefix: tuple[str, ...] = (),
+                   **props: str) -> Service:
         index = len(self.workers)
         rpc, web = free_port(), free_port()
         cache = self.root / f"cache{index}"
@@ -142,7 +144,7 @@ class Cluster:
         for key, value in props.items():
             args += ["-D", f"{key}={value}"]
         service = Service("worker", f"worker{index}", args, self.root / f"worker{index}.log",
-                          f"http://127.0.0.1:{web}/healthz")
+                          f"http://127.0.0.1:{web}/healthz", prefix=prefix)
         service.rpc_port = rpc  # type: ignore[attr-defined]
         service.web_port = web  # type: ignore[attr-defined]
         service.cache_dir = cache  # type: ignore[attr-defined]
