@@ -262,10 +262,14 @@ class JobStore:
                     break
                 job_id = waiting.key.rsplit(b"/", 1)[-1].decode()
                 entry = await self.kv.get(self._job_key(job_id))
-                if entry is None or self._decode_job(entry).state is not JobState.WAITING:
-                    # A leftover index entry (stopped or deleted meanwhile): drop it.
+                if entry is None:
+                    # An index entry whose job is gone: drop it.
                     await self.kv.txn([Compare(waiting.key, waiting.revision)],
                                       [Delete(waiting.key)])
+                    continue
+                if self._decode_job(entry).state is not JobState.WAITING:
+                    # Claimed or stopped by someone else since the scan; that same
+                    # transaction removed this index entry.
                     continue
                 job = self._decode_job(entry).apply(JobEvent.CLAIM, self._clock(), owner=owner)
                 revision = await self.kv.txn(
