@@ -20,17 +20,24 @@ from alluxiojob.cli.common import (
     DefineOption,
     coordinator,
     fail,
+    get_config,
 )
-from alluxiojob.config import format_size
+from alluxiojob.config import Keys, format_size
+from alluxiojob.protocol.codec import TOKEN_HEADER
 
 fs_app = typer.Typer(help="Inspect and read the cache.", no_args_is_help=True)
 
 PathArg = Annotated[str, typer.Option("--path", help="UFS path.")]
 
 
+def _token_header(conf: ConfOption, define: DefineOption) -> dict[str, str]:
+    return {TOKEN_HEADER: get_config(conf, define)[Keys.CLUSTER_TOKEN]}
+
+
 @fs_app.command("location")
 def location(path: PathArg, conf: ConfOption = None, define: DefineOption = None) -> None:
     """Which workers hold a path (a file or a directory), and how much of it."""
+    headers = _token_header(conf, define)
     with coordinator(conf, define) as client:
         answer = client.workers(path)
     owners = answer.get("owners", [])
@@ -41,7 +48,7 @@ def location(path: PathArg, conf: ConfOption = None, define: DefineOption = None
             typer.echo(f"Worker: {worker['worker']}\tnot connected")
             continue
         try:
-            data = httpx.get(f"{worker['web']}/api/v1/location",
+            data = httpx.get(f"{worker['web']}/api/v1/location", headers=headers,
                              params={"path": answer["path"]}, timeout=10).json()
             typer.echo(f"Worker: {worker['worker']}\tFiles: {data['files']}\t"
                        f"Bytes: {format_size(data['bytes'])}")
@@ -55,6 +62,7 @@ def cat(path: PathArg, conf: ConfOption = None, define: DefineOption = None,
             "--read-through", help="Read from the UFS on a cache miss.")] = False,
         ) -> None:
     """Write a file to stdout, read from the first worker on the ring that serves it."""
+    headers = _token_header(conf, define)
     with coordinator(conf, define) as client:
         answer = client.workers(path)
     web = {w["worker"]: w["web"] for w in answer["workers"] if w["web"]}
@@ -68,7 +76,7 @@ def cat(path: PathArg, conf: ConfOption = None, define: DefineOption = None,
         params = {"path": answer["path"], "read_through": str(through).lower()}
         try:
             with httpx.stream("GET", f"{web[owner]}/api/v1/files", params=params,
-                              timeout=30) as response:
+                              headers=headers, timeout=30) as response:
                 if response.status_code == 404:
                     response.read()
                     last_miss = str(response.json().get("message", "not cached"))

@@ -30,7 +30,7 @@ from alluxiojob.core.progress import average_rate, eta_seconds, failure_ratio
 from alluxiojob.core.states import JobState
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.ufs import resolve_path, ufs_for
-from alluxiojob.ufs.base import UfsError
+from alluxiojob.ufs.base import UfsError, printable
 from alluxiojob.web import metrics_endpoint
 
 if TYPE_CHECKING:  # avoids an import cycle at runtime
@@ -97,9 +97,11 @@ def _options(raw: Any) -> JobOptions:
 def progress_report(job: JobRecord, progress: Any, now: float) -> dict[str, Any]:
     live = progress.live
     eta = eta_seconds(progress) if job.state in (JobState.RUNNING, JobState.VERIFYING) else None
+    stored = progress.to_wire()
+    stored["checkpoint"] = [printable(part) for part in stored["checkpoint"]]
     return {
         "job": job.to_wire(),
-        "progress": progress.to_wire(),
+        "progress": stored,
         "files": {
             "listed": live.files_listed,
             "processed": live.files_processed,

@@ -30,15 +30,15 @@ import structlog
 import trio
 
 from alluxiojob.config import Config, Keys
-from alluxiojob.coordinator.workers import Membership, WorkerError
+from alluxiojob.coordinator.workers import Membership, WorkerClient, WorkerError
 from alluxiojob.core.errors import Fenced, describe_error, leaves
 from alluxiojob.core.job import JobType
 from alluxiojob.core.progress import Counters, Progress, RateWindow, should_fail_early
-from alluxiojob.core.states import JobEvent
+from alluxiojob.core.states import JobEvent, JobState
 from alluxiojob.protocol.codec import FileEntry, FileStatus, Op, TaskOptions
 from alluxiojob.store.jobs import FailureRecord, JobStore, OwnedJob
 from alluxiojob.ufs import ufs_for
-from alluxiojob.ufs.base import UfsError, UfsFile
+from alluxiojob.ufs.base import UfsError, UfsFile, printable
 
 log = structlog.get_logger("alluxiojob.coordinator")
 
@@ -54,6 +54,14 @@ FILL_WAIT = 0.02  # how long a dispatcher waits to fill a batch while listing go
 
 class JobFailed(Exception):
     pass
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass
@@ -239,9 +247,10 @@ class JobRunner:
 
     async def _verify(self) -> None:
         """Recheck every file on its owners and reload what is missing or stale."""
-        self.owned = await self.store.transition(
-            self.owned, JobEvent.VERIFY, progress=self._snapshot()
-        )
+        if self.owned.job.state is not JobState.VERIFYING:  # not when resumed in place
+            self.owned = await self.store.transition(
+                self.owned, JobEvent.VERIFY, progress=self._snapshot()
+            )
         self._pass_skip = True
         for passes in range(1, MAX_VERIFY_PASSES + 1):
             self._verify_counters = Counters()
@@ -278,6 +287,15 @@ class JobRunner:
                                   self._destination(ufs_file))
                 chunk.last_parts = ufs_file.parts
                 self._count(chunk, Counters(files_listed=1, bytes_listed=ufs_file.length))
+                if not _is_utf8(entry.path + entry.dst):
+                    # Such a name cannot travel in the protocol: fail it here, by name.
+                    chunk.outstanding += 1
+                    unit = Unit(index, chunk_id, entry, ufs_file.parts, "", 0,
+                                FileOutcome(remaining=1))
+                    self._fail_for_good(unit, "INVALID_PATH",
+                                        "the file name is not valid UTF-8")
+                    index += 1
+                    continue
                 targets = await self._targets(entry.path)
                 chunk.outstanding += len(targets)
                 outcome = FileOutcome(remaining=len(targets))
@@ -358,13 +376,11 @@ class JobRunner:
                 continue
             self._in_flight += 1
             await client.slots.acquire()
-            self._nursery.start_soon(self._run_task, worker_id, units)
+            self._nursery.start_soon(self._run_task, worker_id, client, units)
 
-    async def _run_task(self, worker_id: str, units: list[Unit]) -> None:
-        client = self.membership.client(worker_id)
+    async def _run_task(self, worker_id: str, client: WorkerClient, units: list[Unit]) -> None:
+        """Run one task on ``client``, whose slot the dispatcher holds for it."""
         try:
-            if client is None:
-                raise WorkerError(f"worker {worker_id} left the membership")
             options = TaskOptions(skip_if_exists=self._pass_skip,
                                   bandwidth=self.job.options.bandwidth,
                                   overwrite=self.job.options.overwrite)
@@ -389,8 +405,7 @@ class JobRunner:
                         unit.outcome.ok_bytes += r.bytes
                     self._unit_final(unit)
         finally:
-            if client is not None:
-                client.slots.release()
+            client.slots.release()
             self._in_flight -= 1
             self._idle.set()
 
@@ -425,10 +440,16 @@ class JobRunner:
             self._in_flight += 1
             self._nursery.start_soon(self._retry_later, unit, delay)
             return
+        self._fail_for_good(unit, reason, message)
+
+    def _fail_for_good(self, unit: Unit, reason: str, message: str) -> None:
+        chunk = self._chunks[unit.chunk]
         log.warning("file failed", path=unit.entry.path, reason=reason, message=message,
                     attempts=unit.attempts, worker=unit.target)
         if not unit.outcome.failed:
-            chunk.failures.append(FailureRecord(unit.entry.path, reason, message, time.time()))
+            chunk.failures.append(
+                FailureRecord(printable(unit.entry.path), reason, message, time.time())
+            )
         unit.outcome.failed = True
         self._unit_final(unit)
         self._check_thresholds()
@@ -436,10 +457,16 @@ class JobRunner:
     async def _retry_later(self, unit: Unit, delay: float) -> None:
         try:
             await trio.sleep(delay)
-            ring = self.membership.ring
-            if unit.target not in ring.workers and len(ring):
-                owners = await self._targets(unit.entry.path)
-                unit.target = owners[min(unit.replica, len(owners) - 1)]
+            if unit.target not in self.membership.ring.workers:
+                # The worker left: its file goes to the current owners. With no worker
+                # at all, wait (up to the failure-detection timeout) rather than burn the
+                # file's attempts against nobody.
+                with trio.move_on_after(self.connect_wait):
+                    while not len(self.membership.ring):
+                        await self.membership.changed.wait()
+                if len(self.membership.ring):
+                    owners = await self._targets(unit.entry.path)
+                    unit.target = owners[min(unit.replica, len(owners) - 1)]
             await self._enqueue(unit)
         finally:
             self._in_flight -= 1

@@ -18,6 +18,7 @@ from alluxiojob.coordinator.scheduler import Scheduler, jittered
 from alluxiojob.coordinator.workers import Membership, WorkerClient
 from alluxiojob.core.errors import describe_error
 from alluxiojob.core.states import JobState
+from alluxiojob.protocol.codec import TOKEN_HEADER
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.store.kv import KVStore
@@ -126,7 +127,8 @@ class CoordinatorService:
     async def cached_under(self, path: str, limit: int) -> list[dict[str, Any]]:
         """Files under ``path`` present in the workers' caches (``--file-status SUCCESS``)."""
         found: list[dict[str, Any]] = []
-        async with httpx.AsyncClient(timeout=10) as http:
+        headers = {TOKEN_HEADER: self.config[Keys.CLUSTER_TOKEN]}
+        async with httpx.AsyncClient(timeout=10, headers=headers) as http:
             for worker_id, client in sorted(self.membership.clients.items()):
                 if not client.web_url or len(found) >= limit:
                     continue
@@ -145,19 +147,19 @@ class CoordinatorService:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Retention cleanup and job gauges; in RocksDB mode, resume this store's jobs."""
-        if not self.ha:
-            # One coordinator per RocksDB store (RocksDB's lock enforces it): whatever is
-            # RUNNING here was ours before a restart, so it goes back to the queue and
-            # resumes from its checkpoint.
-            resumed = await self.store.reclaim_orphans(lambda owner: False)
-            for job in resumed:
-                log.info("resuming job after restart", job_id=job.id, path=job.path)
-            self.metrics.reclaim.inc(len(resumed))
-            self.scheduler.notify()
+        restarted_jobs_back = False
+        try:  # before the scheduler starts claiming; retried below if the store is down
+            await self._requeue_own_jobs()
+            restarted_jobs_back = True
+        except Exception as exc:
+            log.warning("cannot requeue this coordinator's jobs yet", error=describe_error(exc))
         task_status.started()
         next_cleanup = time.monotonic()
         while True:
             try:
+                if not restarted_jobs_back:
+                    await self._requeue_own_jobs()
+                    restarted_jobs_back = True
                 await self._reclaim_from_dead_peers()
                 if time.monotonic() >= next_cleanup:
                     removed = await self.store.delete_expired(self.config[Keys.JOB_RETENTION_TIME])
@@ -175,6 +177,22 @@ class CoordinatorService:
                 sum(1 for c in self.membership.clients.values() if c.connected)
             )
             await trio.sleep(jittered(self.config[Keys.SCHEDULER_INTERVAL]))
+
+    async def _requeue_own_jobs(self) -> None:
+        """At startup, jobs the store shows as RUNNING under this coordinator go back.
+
+        A starting coordinator has no runner yet, so such a job was its own before a
+        restart: a RocksDB store is only ever one coordinator's (RocksDB's lock sees to
+        it), and in HA a quick restart under the same id lands within its old lease,
+        where no peer would reclaim it. The job resumes from its checkpoint.
+        """
+        mine = self.coordinator_id
+        resumed = await self.store.reclaim_orphans(lambda owner: self.ha and owner != mine)
+        for job in resumed:
+            log.info("resuming job after restart", job_id=job.id, path=job.path)
+        if resumed:
+            self.metrics.reclaim.inc(len(resumed))
+            self.scheduler.notify()
 
     async def _reclaim_from_dead_peers(self) -> None:
         """HA: jobs whose owner has no liveness key go back to the queue."""

@@ -17,7 +17,9 @@ DEFAULT_VIRTUAL_NODES = 2000
 
 
 def _hash(text: str) -> int:
-    return int(mmh3.hash(text, signed=False))
+    # Bytes, not str: a file name that is not UTF-8 arrives with surrogates, which the
+    # hash must take as they are.
+    return int(mmh3.hash(text.encode("utf-8", "surrogateescape"), signed=False))
 
 
 class HashRing:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import msgpack
 
 PROTOCOL_VERSION = 1
+TOKEN_HEADER = "X-Alluxio-Token"  # the cluster token on the workers' HTTP reads
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
 
@@ -317,14 +318,18 @@ def decode(data: bytes | bytearray | str) -> Message:
 
 
 def pack_record(data: dict[str, Any]) -> bytes:
-    """msgpack for stored records (job, progress, failures): the one codec for them too."""
-    packed: bytes = msgpack.packb(data, use_bin_type=True)
+    """msgpack for stored records (job, progress, failures): the one codec for them too.
+
+    A checkpoint may hold a file name that is not UTF-8; it round-trips as is.
+    """
+    packed: bytes = msgpack.packb(data, use_bin_type=True, unicode_errors="surrogateescape")
     return packed
 
 
 def unpack_record(data: bytes) -> dict[str, Any]:
     try:
-        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False,
+                                unicode_errors="surrogateescape")
     except Exception as exc:
         raise ProtocolError(f"corrupt stored record: {exc}") from None
     if not isinstance(value, dict):

@@ -234,6 +234,9 @@ class JobStore:
                     f"the same {job.type.value} path; rerun that one instead"
                 )
             rerun = replace(job.apply(JobEvent.RERUN, self._clock()), seq=time.time_ns())
+            compares = [Compare(self._job_key(job.id), owned.revision)]
+            if pointer is not None:  # and no submit replaced it meanwhile
+                compares.append(Compare(pointer.key, pointer.revision))
             ops: list[Op] = [
                 Put(self._job_key(job.id), pack_record(rerun.to_wire())),
                 Put(self._waiting_key(rerun), b""),
@@ -242,7 +245,7 @@ class JobStore:
                 # A failed job starts over, so that its failed files are tried again.
                 ops += [Delete(self._progress_key(job.id)),
                         Delete(self._failures_prefix(job.id), prefix=True)]
-            if await self.kv.txn([Compare(self._job_key(job.id), owned.revision)], ops):
+            if await self.kv.txn(compares, ops):
                 return rerun
         raise Fenced("the job kept changing during rerun; try again")
 

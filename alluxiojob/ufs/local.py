@@ -65,10 +65,15 @@ class LocalUfs:
             if not after:
                 yield UfsFile(uri, (), info.st_size, info.st_mtime_ns)
             return
-        yield from self._walk_dir(root, base, (), after)
+        yield from self._walk_dir(root, base, (), after, {(info.st_dev, info.st_ino)})
 
     def _walk_dir(
-        self, path: str, base: str, prefix: tuple[str, ...], after: tuple[str, ...]
+        self,
+        path: str,
+        base: str,
+        prefix: tuple[str, ...],
+        after: tuple[str, ...],
+        ancestors: set[tuple[int, int]],
     ) -> Iterator[UfsFile]:
         try:
             with os.scandir(path) as it:
@@ -85,7 +90,14 @@ class LocalUfs:
                 # Skip subtrees that end before the checkpoint; descend into the one on it.
                 if after and parts < after[: len(parts)]:
                     continue
-                yield from self._walk_dir(entry.path, base, parts, after)
+                try:
+                    dir_info = entry.stat(follow_symlinks=True)
+                except OSError:
+                    continue
+                key = (dir_info.st_dev, dir_info.st_ino)
+                if key in ancestors:
+                    continue  # a symlink back up the tree: do not loop
+                yield from self._walk_dir(entry.path, base, parts, after, ancestors | {key})
                 continue
             if after and parts <= after:
                 continue

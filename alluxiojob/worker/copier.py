@@ -13,9 +13,10 @@ This module must stay cheap to import: it is loaded by every pool process.
 from __future__ import annotations
 
 import errno
+import filecmp
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from alluxiojob.ufs.local import reason_for
 
@@ -144,20 +145,39 @@ def transfer_shard(jobs: list[CopyJob], move: bool, overwrite: bool) -> list[Cop
     """
     outcomes: list[CopyOutcome] = []
     for job in jobs:
+        if os.path.isdir(job.final) and not os.path.isdir(job.src):
+            # A file copied onto a directory goes inside it, as with cp.
+            final = os.path.join(job.final, os.path.basename(job.src))
+            job = replace(job, final=final,
+                          tmp=os.path.join(job.final, os.path.basename(job.tmp)))
         if not overwrite and os.path.lexists(job.final):
-            outcomes.append(CopyOutcome(False, reason="EXISTS",
-                                        message=f"{job.final} exists; use --overwrite"))
+            if move and _same_content(job.src, job.final):
+                # An earlier MOVE copied it but did not get to remove the source.
+                outcomes.append(_remove_source(job, CopyOutcome(
+                    True, os.path.getsize(job.final))))
+            else:
+                outcomes.append(CopyOutcome(False, reason="EXISTS",
+                                            message=f"{job.final} exists; use --overwrite"))
             continue
         outcome = copy_one(job)
-        if outcome.ok and move:
-            try:
-                os.unlink(job.src)
-            except OSError as exc:
-                outcome = CopyOutcome(False, reason=reason_for(exc),
-                                      message=f"copied, but cannot remove {job.src}: "
-                                      f"{exc.strerror}")
-        outcomes.append(outcome)
+        outcomes.append(_remove_source(job, outcome) if outcome.ok and move else outcome)
     return outcomes
+
+
+def _remove_source(job: CopyJob, outcome: CopyOutcome) -> CopyOutcome:
+    try:
+        os.unlink(job.src)
+    except OSError as exc:
+        return CopyOutcome(False, reason=reason_for(exc),
+                           message=f"copied, but cannot remove {job.src}: {exc.strerror}")
+    return outcome
+
+
+def _same_content(a: str, b: str) -> bool:
+    try:
+        return filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
 
 
 def preallocate(path: str, length: int) -> None:

@@ -350,17 +350,24 @@ class TaskExecutor:
             length = sum(o.bytes for o in done)
             index = self.cache.dirs.index(self.cache.dir_for(path))
             reserved = planned.reserved if self.cache.dirs[index].capacity else 0
-            planned.reserved = 0  # the commit turns the reservation into used space
             commits.setdefault(index, []).append(
                 (path, IndexEntry(length, entry_mtime, now, job_id), reserved)
             )
             results[path] = FileResult(path, FileStatus.OK, length)
             self.stats.files_loaded += 1
             self.stats.bytes_loaded += length
-        for index, entries in commits.items():
-            await trio.to_thread.run_sync(
-                self.cache.dirs[index].commit, entries, limiter=self.cache.limiter
-            )
+        # The files are in data/ already: the index must learn about them even if the
+        # task is being cancelled, or they would hold space outside the accounting.
+        with trio.CancelScope(shield=True):
+            for index, entries in commits.items():
+                await trio.to_thread.run_sync(
+                    self.cache.dirs[index].commit, entries, limiter=self.cache.limiter
+                )
+        for planned in ready:
+            if planned.entry.path in results and results[planned.entry.path].status is (
+                FileStatus.OK
+            ):
+                planned.reserved = 0  # the commit turned the reservation into used space
 
     @staticmethod
     def _finish_large(planned: _Planned) -> CopyOutcome | None:

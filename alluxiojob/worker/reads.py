@@ -1,7 +1,8 @@
 """Reading the cache over HTTP: ``GET /api/v1/files?path=URI`` with Range support.
 
 A miss is a 404 naming the path, or, with ``read_through=true``, is served from the
-UFS directly (without caching it: loading is the job service's business).
+UFS directly (without caching it: loading is the job service's business). When the
+cluster has a token (``alluxio.job.cluster.token``), every read must present it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from alluxiojob.protocol.codec import TOKEN_HEADER
 from alluxiojob.ufs import resolve_path
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import to_local_path
@@ -59,8 +61,22 @@ async def _stream(path: str, start: int, end: int):  # type: ignore[no-untyped-d
         await f.aclose()
 
 
-def file_routes(cache: Cache) -> list[Route]:
+
+def _forbidden(request: Request, token: str) -> Response | None:
+    """With a cluster token set, reads need it too: a worker serves whole file systems."""
+    if token and request.headers.get(TOKEN_HEADER, "") != token:
+        return JSONResponse(
+            {"error": "PERMISSION_DENIED",
+             "message": f"reading needs the cluster token in the {TOKEN_HEADER} header"},
+            status_code=403,
+        )
+    return None
+
+
+def file_routes(cache: Cache, token: str = "") -> list[Route]:
     async def read_file(request: Request) -> Response:
+        if (denied := _forbidden(request, token)) is not None:
+            return denied
         raw_path = request.query_params.get("path", "")
         try:
             uri = resolve_path(raw_path, "")
@@ -105,6 +121,8 @@ def file_routes(cache: Cache) -> list[Route]:
 
     async def locate(request: Request) -> Response:
         """What this worker holds under a path: files and bytes."""
+        if (denied := _forbidden(request, token)) is not None:
+            return denied
         raw_path = request.query_params.get("path", "")
         try:
             uri = resolve_path(raw_path, "")

@@ -241,7 +241,7 @@ class WorkerService:
             Route("/healthz", healthz),
             Route("/metrics", metrics_endpoint(self.registry)),  # type: ignore[arg-type]
             Route("/api/v1/worker/status", status),
-            *file_routes(self.cache),
+            *file_routes(self.cache, self.token),
         ]
         return Starlette(routes=routes)
 
