@@ -73,13 +73,23 @@ def _forbidden(request: Request, token: str) -> Response | None:
     return None
 
 
+def _checked_uri(request: Request, token: str) -> str | Response:
+    """The request's ``path`` as a URI, or the error response to send instead."""
+    if (denied := _forbidden(request, token)) is not None:
+        return denied
+    try:
+        return resolve_path(request.query_params.get("path", ""), "")
+    except UfsError as exc:
+        return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
+
+
 def file_routes(cache: Cache, token: str = "") -> list[Route]:
     async def read_file(request: Request) -> Response:
-        if (denied := _forbidden(request, token)) is not None:
-            return denied
-        raw_path = request.query_params.get("path", "")
+        checked = _checked_uri(request, token)
+        if isinstance(checked, Response):
+            return checked
+        uri = checked
         try:
-            uri = resolve_path(raw_path, "")
             d = cache.dir_for(uri)
             data_path = d.data_path(uri)
         except UfsError as exc:
@@ -121,13 +131,10 @@ def file_routes(cache: Cache, token: str = "") -> list[Route]:
 
     async def locate(request: Request) -> Response:
         """What this worker holds under a path: files and bytes."""
-        if (denied := _forbidden(request, token)) is not None:
-            return denied
-        raw_path = request.query_params.get("path", "")
-        try:
-            uri = resolve_path(raw_path, "")
-        except UfsError as exc:
-            return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
+        checked = _checked_uri(request, token)
+        if isinstance(checked, Response):
+            return checked
+        uri = checked
         try:
             limit = int(request.query_params.get("list", "0"))
         except ValueError:

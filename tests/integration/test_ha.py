@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,14 @@ import httpx
 import pytest
 
 from alluxiojob.testing.etcd import EtcdServer
-from tests.integration.cluster import Cluster, cached_files, make_tree, sha256, wait_for
+from tests.integration.cluster import (
+    Cluster,
+    Service,
+    cached_files,
+    make_tree,
+    sha256,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -94,6 +102,18 @@ def test_three_coordinators_share_one_queue(ha: Cluster, tmp_path: Path) -> None
     assert nobody["jobs"] == []
 
 
+def _owner_once_checkpointed(ha: Cluster, job_id: str, coordinators: list[Service],
+                             files: int) -> tuple[str, int]:
+    """Wait until the job is RUNNING past ``files`` committed files; its owner and index."""
+    report = wait_for(
+        lambda: (r := ha.progress(job_id))["job"]["state"] == "RUNNING"
+        and r["progress"]["committed"]["files_processed"] > files and r,
+        60, "the job to be running with a checkpoint")
+    owner: str = report["job"]["owner"]
+    index = next(i for i, c in enumerate(coordinators) if owner.endswith(f":{c.port}"))  # type: ignore[attr-defined]
+    return owner, index
+
+
 def test_failover_after_sigkill(ha: Cluster, tmp_path: Path) -> None:
     ha.add_worker()
     ha.add_worker()
@@ -101,14 +121,8 @@ def test_failover_after_sigkill(ha: Cluster, tmp_path: Path) -> None:
     src = tmp_path / "data"
     sizes = make_tree(src, 800)
     job = ha.submit("load", str(src), batch_size=20, bandwidth=1024 * 1024)
-    report = wait_for(
-        lambda: (r := ha.progress(job["id"]))["job"]["state"] == "RUNNING"
-        and r["progress"]["committed"]["files_processed"] > 100 and r,
-        60, "the job to be running with a checkpoint")
-    owner = report["job"]["owner"]
-    victim = next(i for i, c in enumerate(coordinators) if owner.endswith(f":{c.port}"))  # type: ignore[attr-defined]
+    owner, victim = _owner_once_checkpointed(ha, job["id"], coordinators, 100)
     survivor = 1 - victim
-    import time
 
     killed_at = time.monotonic()
     coordinators[victim].kill()
@@ -136,12 +150,7 @@ def test_paused_coordinator_is_fenced(ha: Cluster, tmp_path: Path) -> None:
     src = tmp_path / "data"
     sizes = make_tree(src, 600)
     job = ha.submit("load", str(src), batch_size=20, bandwidth=1024 * 1024)
-    report = wait_for(
-        lambda: (r := ha.progress(job["id"]))["job"]["state"] == "RUNNING"
-        and r["progress"]["committed"]["files_processed"] > 50 and r,
-        60, "the job to be running")
-    owner = report["job"]["owner"]
-    victim = next(i for i, c in enumerate(coordinators) if owner.endswith(f":{c.port}"))  # type: ignore[attr-defined]
+    _, victim = _owner_once_checkpointed(ha, job["id"], coordinators, 50)
     survivor = 1 - victim
     coordinators[victim].signal(signal.SIGSTOP)
     try:
