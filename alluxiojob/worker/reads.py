@@ -141,16 +141,23 @@ def file_routes(cache: Cache, token: str = "") -> list[Route]:
             return JSONResponse({"error": "INVALID_ARGUMENT", "message": "list must be a number"},
                                 status_code=400)
         prefix = uri.rstrip("/")
-        files = 0
-        total = 0
-        listed: list[dict[str, object]] = []
-        for d in cache.dirs:
-            for key, (length, _job) in list(d.lru.items()):
-                if key == prefix or key.startswith(prefix + "/"):
-                    files += 1
-                    total += length
-                    if len(listed) < limit:
-                        listed.append({"path": key, "bytes": length})
+
+        def scan() -> tuple[int, int, list[dict[str, object]]]:
+            """Blocking: a cache may hold millions of files; not on the event loop."""
+            files = total = 0
+            listed: list[dict[str, object]] = []
+            for d in cache.dirs:
+                with d.lock:
+                    entries = list(d.lru.items())
+                for key, (length, _job) in entries:
+                    if key == prefix or key.startswith(prefix + "/"):
+                        files += 1
+                        total += length
+                        if len(listed) < limit:
+                            listed.append({"path": key, "bytes": length})
+            return files, total, listed
+
+        files, total, listed = await trio.to_thread.run_sync(scan)
         answer: dict[str, object] = {"path": uri, "files": files, "bytes": total}
         if limit:
             answer["list"] = listed

@@ -133,8 +133,7 @@ def test_failover_after_sigkill(ha: Cluster, tmp_path: Path) -> None:
         return r if r["job"]["claims"] == 2 and new_owner and new_owner != owner else None
 
     wait_for(taken_over, DETECTION + 10, "a peer to take the job over", interval=0.05)
-    failover = time.monotonic() - killed_at
-    assert failover < DETECTION + 2 * POLL + 2.5, f"failover took {failover:.2f}s"
+    failover = time.monotonic() - killed_at  # reported, not asserted: no timing thresholds
     final = ha.wait_state(job["id"], "SUCCEEDED", coordinator=survivor, timeout=180)
     assert final["files"]["processed"] == len(sizes)
     _all_cached(ha, sizes)
