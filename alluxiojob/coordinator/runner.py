@@ -34,6 +34,7 @@ from alluxiojob.coordinator.workers import Membership, WorkerClient, WorkerError
 from alluxiojob.core.errors import Fenced, describe_error, leaves
 from alluxiojob.core.job import JobType
 from alluxiojob.core.progress import Counters, Progress, RateWindow, should_fail_early
+from alluxiojob.core.reasons import Reason
 from alluxiojob.core.states import JobEvent, JobState
 from alluxiojob.protocol.codec import FileEntry, FileStatus, Op, TaskOptions
 from alluxiojob.store.jobs import FailureRecord, JobStore, OwnedJob
@@ -42,10 +43,7 @@ from alluxiojob.ufs.base import UfsError, UfsFile, printable
 
 log = structlog.get_logger("alluxiojob.coordinator")
 
-RETRYABLE = frozenset(
-    {"WORKER_LOST", "WORKER_NOT_REACHABLE", "WORKER_RPC_FAILED", "IO_ERROR", "UFS_CHANGED",
-     "NO_WORKERS"}
-)
+RETRYABLE = frozenset(reason.value for reason in Reason if reason.retryable)
 CHECKPOINT_INTERVAL = 1.0
 LIST_CHUNK = 1000
 MAX_VERIFY_PASSES = 5
