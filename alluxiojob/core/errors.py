@@ -41,6 +41,22 @@ class Fenced(JobServiceError):
     http_status = 409
 
 
+class IllegalTransition(JobServiceError):
+    """An event that the state table does not allow from the job's current state.
+
+    ``state`` and ``event`` are the ``JobState`` and ``JobEvent`` (typed loosely here,
+    because the state table imports this module).
+    """
+
+    code = "ILLEGAL_TRANSITION"
+    http_status = 409
+
+    def __init__(self, message: str, state: object, event: object) -> None:
+        super().__init__(message)
+        self.state = state
+        self.event = event
+
+
 def leaves(exc: BaseException) -> list[BaseException]:
     """The exceptions inside (nested) exception groups, in order."""
     if isinstance(exc, BaseExceptionGroup):

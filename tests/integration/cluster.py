@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import httpx
 
 T = TypeVar("T")
-FINAL_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
+SETTLED_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
 def free_port() -> int:
@@ -212,7 +212,7 @@ class Cluster:
             state = report["job"]["state"]
             if state in wanted:
                 return report
-            if state in FINAL_STATES:
+            if state in SETTLED_STATES:
                 raise AssertionError(f"job {job_id} ended {state}: {report['job']['error']}"
                                      f"\n{self.logs()}")
             return None
