@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ class CoordinatorService:
             self.coordinator_id, self.store, self.membership, config, self.metrics
         )
 
-    def _make_client(self, worker_id: str) -> WorkerClient:
+    def _make_client(self, worker_id: str, on_down_change: Callable[[], None]) -> WorkerClient:
         return WorkerClient(
             worker_id,
             worker_id,
@@ -86,6 +87,8 @@ class CoordinatorService:
             self.coordinator_id,
             self.config[Keys.MAX_TASKS_PER_WORKER],
             self.config[Keys.FAILURE_DETECTION_TIMEOUT],
+            task_timeout=self.config[Keys.JOB_TASK_TIMEOUT],
+            on_down_change=on_down_change,
         )
 
     async def report(self) -> dict[str, Any]:

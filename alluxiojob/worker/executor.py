@@ -19,7 +19,15 @@ import structlog
 import trio
 import trio_parallel
 
-from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus, Op, TaskBatch, TaskResult
+from alluxiojob.core.reasons import Reason
+from alluxiojob.protocol.codec import (
+    FileEntry,
+    FileResult,
+    FileStatus,
+    TaskBatch,
+    TaskOp,
+    TaskResult,
+)
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import reason_for, to_local_path
 from alluxiojob.worker.cache import Cache, IndexEntry, cache_relpath
@@ -91,15 +99,15 @@ class TaskExecutor:
         self.stats.unfinished_tasks += 1
         self._job_seen[batch.job_id] = self._clock()
         try:
-            if batch.op is Op.FREE:
+            if batch.op is TaskOp.FREE:
                 results = await self._free(batch)
-            elif batch.op is Op.LOAD:
+            elif batch.op is TaskOp.LOAD:
                 results = await self._load(batch)
-            elif batch.op in (Op.COPY, Op.MOVE):
+            elif batch.op in (TaskOp.COPY, TaskOp.MOVE):
                 results = await self._transfer(batch)
             else:
                 results = [
-                    FileResult(f.path, FileStatus.FAILED, 0, "UNSUPPORTED",
+                    FileResult(f.path, FileStatus.FAILED, 0, Reason.UNSUPPORTED,
                                f"operation {batch.op.value} is not supported by this worker")
                     for f in batch.files
                 ]
@@ -115,7 +123,8 @@ class TaskExecutor:
             try:
                 self.cache.dir_for(f.path).data_path(f.path)
             except UfsError as exc:
-                results.append(FileResult(f.path, FileStatus.FAILED, 0, exc.reason, str(exc)))
+                results.append(FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
+                                          str(exc)))
                 continue
             by_dir.setdefault(self.cache.dirs.index(self.cache.dir_for(f.path)), []).append(
                 f.path
@@ -144,10 +153,11 @@ class TaskExecutor:
                 dst = to_local_path(f.dst)
                 cache_relpath(f.dst)  # rejects '..' and empty components
             except UfsError as exc:
-                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, exc.reason, str(exc))
+                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
+                                             str(exc))
                 continue
             if not f.dst:
-                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, "INVALID_PATH",
+                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason.INVALID_PATH,
                                              "no destination given")
                 continue
             head, tail = os.path.split(dst)
@@ -155,7 +165,7 @@ class TaskExecutor:
             jobs.append((f, CopyJob(src, tmp, dst)))
         per_shard = max(1, math.ceil(len(jobs) / max(1, min(self.pool_size, len(jobs) or 1))))
         shards = [jobs[i:i + per_shard] for i in range(0, len(jobs), per_shard)]
-        move = batch.op is Op.MOVE
+        move = batch.op is TaskOp.MOVE
 
         async def run_shard(shard: list[tuple[FileEntry, CopyJob]]) -> None:
             self.stats.active_shards += 1
@@ -173,10 +183,10 @@ class TaskExecutor:
                     results[entry.path] = FileResult(entry.path, FileStatus.OK, outcome.bytes)
                 elif outcome.reason == "EXISTS":
                     results[entry.path] = FileResult(entry.path, FileStatus.SKIPPED,
-                                                     entry.length, "", outcome.message)
+                                                     entry.length, None, outcome.message)
                 else:
                     results[entry.path] = FileResult(entry.path, FileStatus.FAILED, 0,
-                                                     outcome.reason, outcome.message)
+                                                     Reason(outcome.reason), outcome.message)
 
         async with trio.open_nursery() as nursery:
             for shard in shards:
@@ -209,7 +219,8 @@ class TaskExecutor:
                 src = to_local_path(f.path)
                 final = self.cache.dir_for(f.path).data_path(f.path)
             except UfsError as exc:
-                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, exc.reason, str(exc))
+                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
+                                             str(exc))
                 continue
             candidates.append(f)
             todo.append(_Planned(f, src, final))
@@ -232,7 +243,7 @@ class TaskExecutor:
             else:
                 d = self.cache.dir_for(f.path)
                 results[f.path] = FileResult(
-                    f.path, FileStatus.FAILED, 0, "CACHE_FULL",
+                    f.path, FileStatus.FAILED, 0, Reason.CACHE_FULL,
                     f"no room for {f.length} bytes in {d.root}: {d.used} of {d.capacity} "
                     "bytes used by files that running jobs still need",
                 )
@@ -289,7 +300,7 @@ class TaskExecutor:
                 await trio.to_thread.run_sync(preallocate, planned.tmp, planned.entry.length)
             except OSError as exc:
                 results[planned.entry.path] = FileResult(
-                    planned.entry.path, FileStatus.FAILED, 0, reason_for(exc),
+                    planned.entry.path, FileStatus.FAILED, 0, Reason(reason_for(exc)),
                     f"{planned.tmp}: {exc.strerror}")
                 for job in planned.jobs:
                     outcomes[job] = CopyOutcome(False, reason=reason_for(exc))
@@ -343,7 +354,7 @@ class TaskExecutor:
             if failed is not None:
                 if planned.tmp:
                     await trio.to_thread.run_sync(_unlink_quiet, planned.tmp)
-                results[path] = FileResult(path, FileStatus.FAILED, 0, failed.reason,
+                results[path] = FileResult(path, FileStatus.FAILED, 0, Reason(failed.reason),
                                            failed.message)
                 self.stats.files_failed += 1
                 continue
