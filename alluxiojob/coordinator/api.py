@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from alluxiojob.config import Keys
+from alluxiojob.config import Config, Keys
+from alluxiojob.coordinator.metrics import CoordinatorMetrics
+from alluxiojob.coordinator.workers import Membership
 from alluxiojob.core.errors import (
     InvalidArgument,
     JobServiceError,
@@ -26,18 +29,49 @@ from alluxiojob.core.errors import (
     describe_error,
 )
 from alluxiojob.core.job import JobOptions, JobRecord, JobType
-from alluxiojob.core.progress import average_rate, eta_seconds, failure_ratio
-from alluxiojob.core.states import JobState
+from alluxiojob.core.progress import Progress, average_rate, eta_seconds, failure_ratio
+from alluxiojob.core.states import OWNED_STATES, JobState
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.ufs import resolve_path, ufs_for
 from alluxiojob.ufs.base import UfsError, printable
-from alluxiojob.web import metrics_endpoint
-
-if TYPE_CHECKING:  # avoids an import cycle at runtime
-    from alluxiojob.coordinator.service import CoordinatorService
 
 Handler = Callable[[Request], Awaitable[Response]]
 SUCCESS_LIST_MAX = 1000
+
+
+class SchedulerControl(Protocol):
+    def notify(self) -> None:
+        """A job was queued: look at the queue now."""
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop running ``job_id`` here, if this coordinator runs it."""
+
+
+class CoordinatorView(Protocol):
+    """What the REST API uses of the coordinator, and nothing more."""
+
+    @property
+    def store(self) -> JobStore: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def ha(self) -> bool: ...
+    @property
+    def coordinator_id(self) -> str: ...
+    @property
+    def store_type(self) -> str: ...
+    @property
+    def metrics(self) -> CoordinatorMetrics: ...
+    @property
+    def membership(self) -> Membership: ...
+    @property
+    def scheduler(self) -> SchedulerControl: ...
+
+    async def report(self) -> dict[str, Any]: ...
+
+    async def cached_under(self, path: str, limit: int) -> list[dict[str, Any]]: ...
+
+    async def refresh_metrics(self) -> None: ...
 
 
 def error_response(exc: JobServiceError) -> JSONResponse:
@@ -94,7 +128,9 @@ def _options(raw: Any) -> JobOptions:
     return JobOptions.from_wire(fields)
 
 
-def progress_report(job: JobRecord, progress: Any, now: float) -> dict[str, Any]:
+def progress_report(job: JobRecord, progress: Progress, now: float) -> dict[str, Any]:
+    if job.state not in OWNED_STATES:
+        progress = progress.settled()  # no owner: nothing of it is running now
     live = progress.live
     eta = eta_seconds(progress) if job.state in (JobState.RUNNING, JobState.VERIFYING) else None
     stored = progress.to_wire()
@@ -124,12 +160,13 @@ def progress_report(job: JobRecord, progress: Any, now: float) -> dict[str, Any]
         "verify_passes": progress.verify_passes,
         "files_repaired": progress.files_repaired,
         "workers": list(progress.workers),
+        "tasks": stored["tasks"],
         "reported_at": now,
     }
 
 
 class CoordinatorApi:
-    def __init__(self, service: CoordinatorService) -> None:
+    def __init__(self, service: CoordinatorView) -> None:
         self.service = service
         self.store: JobStore = service.store
         self.config = service.config
@@ -256,6 +293,11 @@ class CoordinatorApi:
     async def report(self, request: Request) -> Response:
         return JSONResponse(await self.service.report())
 
+    async def metrics(self, request: Request) -> Response:
+        await self.service.refresh_metrics()
+        return Response(generate_latest(self.service.metrics.registry),
+                        media_type=CONTENT_TYPE_LATEST)
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "coordinator": self.service.coordinator_id,
                              "store": self.service.store_type})
@@ -274,6 +316,6 @@ class CoordinatorApi:
             Route(f"{base}/report", g(self.report), methods=["GET"]),
             Route(f"{base}/workers", g(self.workers), methods=["GET"]),
             Route("/healthz", g(self.healthz), methods=["GET"]),
-            Route("/metrics", metrics_endpoint(self.service.metrics.registry)),  # type: ignore[arg-type]
+            Route("/metrics", self.metrics, methods=["GET"]),
         ]
         return Starlette(routes=routes)
