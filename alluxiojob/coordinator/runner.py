@@ -40,6 +40,7 @@ from alluxiojob.core.ledger import (
     Decision,
     Dispatch,
     FailEarly,
+    FileFailed,
     Ledger,
     LedgerPolicy,
     PassFinished,
@@ -242,6 +243,10 @@ class JobRunner:
                                          decision.delay)
             elif isinstance(decision, PassFinished):
                 self._pass_done.set()
+            elif isinstance(decision, FileFailed):
+                log.warning("file failed", path=printable(decision.path),
+                            reason=decision.reason.value, message=decision.message,
+                            attempts=decision.attempts, worker=decision.worker or None)
             elif isinstance(decision, FailEarly):
                 raise JobFailed(decision.message)
             # CheckpointAdvanced: the checkpointer writes it within a second.

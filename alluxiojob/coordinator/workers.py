@@ -127,7 +127,7 @@ class WorkerClient:
         self.down = False
         self._unreachable_since: float | None = None
         self._ws: WebSocketConnection | None = None
-        self._connected = trio.Event()
+        self._ready = trio.Event()  # set: connected, or known to be down (stop waiting)
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
         self._send_lock = trio.StrictFIFOLock()
@@ -169,10 +169,16 @@ class WorkerClient:
             self._unreachable_since = now
         if not self.down and now - self._unreachable_since >= self.liveness_timeout:
             self.down = True
+            self._ready.set()  # whoever waits for a connection gives up now
             log.warning("worker is down; its work goes to the next live workers",
                         worker=self.worker_id,
                         unreachable_for=round(now - self._unreachable_since, 3))
             self._on_down_change()
+
+    @property
+    def unreachable_since(self) -> float | None:
+        """Trio time of the first failed connection attempt since the worker last answered."""
+        return self._unreachable_since
 
     def _answered(self) -> None:
         self._unreachable_since = None
@@ -199,7 +205,7 @@ class WorkerClient:
             self._answered()
             self.web_port = reply.web_port
             self._ws = ws
-            self._connected.set()
+            self._ready.set()
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pinger, ws, nursery.cancel_scope)
@@ -207,7 +213,7 @@ class WorkerClient:
                     nursery.cancel_scope.cancel()
             finally:
                 self._ws = None
-                self._connected = trio.Event()
+                self._ready = trio.Event()
                 pending, self._pending = self._pending, {}
                 for item in pending.values():
                     item.error = WorkerLost(f"lost connection to worker {self.worker_id}")
@@ -254,7 +260,7 @@ class WorkerClient:
     async def _request(self, request_id: int, payload: bytes, wait: float) -> _Pending:
         if not self.down:  # a worker known to be down fails at once
             with trio.move_on_after(wait):
-                await self._connected.wait()
+                await self._ready.wait()
         ws = self._ws
         if ws is None:
             raise WorkerUnavailable(

@@ -21,8 +21,9 @@ event                                  decisions
 =====================================  ===============================================
 ``file_listed``                        ``Dispatch`` (work queued on a worker)
 ``take_task``                          (returns the next ``Task`` for a worker)
-``task_finished``, ``task_failed``     ``RetryAfter``, ``CheckpointAdvanced``,
-                                       ``FailEarly``, ``PassFinished``
+``task_finished``, ``task_failed``     ``RetryAfter``, ``FileFailed``,
+                                       ``CheckpointAdvanced``, ``FailEarly``,
+                                       ``PassFinished``
 ``retry_due``, ``placement_changed``   ``Dispatch`` (to the file's live owner)
 ``stop``                               ``CancelTasks`` (the workers running its tasks)
 =====================================  ===============================================
@@ -138,13 +139,27 @@ class PassFinished:
 
 
 @dataclass(frozen=True)
+class FileFailed:
+    """A file failed for good (for the log; the failure list gets it with its segment)."""
+
+    path: str
+    reason: Reason
+    message: str
+    worker: str
+    attempts: int
+
+
+@dataclass(frozen=True)
 class CancelTasks:
     """Tell these workers to cancel the job's tasks (the job was stopped)."""
 
     workers: tuple[str, ...]
 
 
-Decision = Dispatch | RetryAfter | CheckpointAdvanced | FailEarly | PassFinished | CancelTasks
+Decision = (
+    Dispatch | RetryAfter | CheckpointAdvanced | FailEarly | PassFinished | FileFailed
+    | CancelTasks
+)
 
 
 # ------------------------------------------------------------------------------ records
@@ -502,7 +517,9 @@ class Ledger:
             self._segments[listed.segment].failures.append(
                 FailureRecord(listed.entry.path, reason, message, now))
         listed.failed = True
-        decisions = self._assignment_final(assignment)
+        decisions: list[Decision] = [FileFailed(listed.entry.path, reason, message,
+                                                assignment.worker, assignment.attempts)]
+        decisions += self._assignment_final(assignment)
         count = self.policy.failure_count_threshold
         ratio = self.policy.failure_ratio_threshold
         if not self.failed_early and should_fail_early(self._true, count, ratio):

@@ -23,6 +23,7 @@ from alluxiojob.core.ledger import (
     Decision,
     Dispatch,
     FailEarly,
+    FileFailed,
     Ledger,
     LedgerPolicy,
     PassFinished,
@@ -109,7 +110,9 @@ def test_retry_backoff_doubles_within_jitter() -> None:
     task = ledger.take_task("w0", now=0.0)
     assert task is not None
     decisions = ledger.task_failed(task, Reason.WORKER_LOST, "gone", now=5.0)
-    assert kinds(decisions) == [CheckpointAdvanced, PassFinished], "the 4th attempt was the last"
+    assert kinds(decisions) == [FileFailed, CheckpointAdvanced, PassFinished], (
+        "the 4th attempt was the last")
+    assert decisions[0] == FileFailed("/data/0000", Reason.WORKER_LOST, "gone", "w0", 4)
     assert ledger.live.files_failed == 1
     assert ledger.live.subtasks_failed == 4
     [failure] = ledger.take_failures()
@@ -126,7 +129,7 @@ def test_a_reason_that_is_not_retryable_fails_at_once() -> None:
     assert task is not None
     failed = FileResult("/data/0000", FileStatus.FAILED, 0, Reason.CACHE_FULL, "no room")
     assert kinds(ledger.task_finished(task, [failed], now=0.0)) == [
-        CheckpointAdvanced, PassFinished]
+        FileFailed, CheckpointAdvanced, PassFinished]
     assert ledger.live.files_failed == 1
 
 
@@ -167,7 +170,7 @@ def test_free_stays_on_its_member_and_fails_on_one_that_left() -> None:
     [retry] = decisions
     assert isinstance(retry, RetryAfter)
     final = ledger.retry_due(retry.assignment, placement({"w0"}, ("w0", "w1")), now=0.0)
-    assert final == [], "the file is not final before w0 and w1 answer"
+    assert kinds(final) == [FileFailed], "the file is not final before w0 and w1 answer"
     assert ledger.live.files_failed == 0
     assert ledger.live.subtasks_failed == 1
     for worker in ("w0", "w1"):
@@ -216,7 +219,7 @@ def test_a_name_that_is_not_utf8_fails_by_name() -> None:
     ledger = Ledger(LedgerPolicy(TaskOp.LOAD, segment_size=1))
     odd = FileEntry("/data/\udcff", 3, 1)
     decisions = ledger.file_listed(("\udcff",), odd, placement(set(WORKERS)), now=9.0)
-    assert kinds(decisions) == []  # its segment is not sealed yet
+    assert kinds(decisions) == [FileFailed]  # its segment is not sealed yet
     assert kinds(ledger.finish_listing()) == [CheckpointAdvanced, PassFinished]
     [failure] = ledger.take_failures()
     assert failure.reason is Reason.INVALID_PATH
