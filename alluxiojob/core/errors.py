@@ -22,6 +22,26 @@ class InvalidArgument(JobServiceError):
     http_status = 400
 
 
+class WrongState(JobServiceError):
+    """The request is well formed, but the job (or the service) is not in a state for it."""
+
+    code = "FAILED_PRECONDITION"
+    http_status = 409
+
+
+class IllegalTransition(WrongState):
+    """An event that the state table does not allow from the job's current state.
+
+    ``state`` and ``event`` are the ``JobState`` and ``JobEvent`` (typed loosely here,
+    because the state table imports this module).
+    """
+
+    def __init__(self, message: str, state: object, event: object) -> None:
+        super().__init__(message)
+        self.state = state
+        self.event = event
+
+
 class CapacityExceeded(JobServiceError):
     code = "RESOURCE_EXHAUSTED"
     http_status = 429
@@ -39,22 +59,6 @@ class Fenced(JobServiceError):
 
     code = "FENCED"
     http_status = 409
-
-
-class IllegalTransition(JobServiceError):
-    """An event that the state table does not allow from the job's current state.
-
-    ``state`` and ``event`` are the ``JobState`` and ``JobEvent`` (typed loosely here,
-    because the state table imports this module).
-    """
-
-    code = "ILLEGAL_TRANSITION"
-    http_status = 409
-
-    def __init__(self, message: str, state: object, event: object) -> None:
-        super().__init__(message)
-        self.state = state
-        self.event = event
 
 
 def leaves(exc: BaseException) -> list[BaseException]:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alluxiojob.core.errors import InvalidArgument, JobServiceError
-from alluxiojob.core.job import JobOptions, JobRecord, JobType, job_identity
+from alluxiojob.core.errors import InvalidArgument, JobServiceError, WrongState
+from alluxiojob.core.job import MAX_BATCH_SIZE, JobOptions, JobRecord, JobType, job_identity
 from alluxiojob.core.states import (
     ACTIVE_STATES,
     COMPLETED_STATES,
@@ -182,6 +182,7 @@ def test_illegal_transition_is_a_job_service_error() -> None:
     with pytest.raises(JobServiceError) as info:
         next_state(S, E.CLAIM)
     assert isinstance(info.value, IllegalTransition)
+    assert isinstance(info.value, WrongState)
     assert info.value.http_status == 409
 
 
@@ -357,7 +358,7 @@ def test_any_event_sequence_follows_the_table(
 
 job_options = st.builds(
     JobOptions,
-    batch_size=st.integers(0, 10**6),
+    batch_size=st.integers(0, MAX_BATCH_SIZE),
     verify=st.booleans(),
     skip_if_exists=st.booleans(),
     partial_listing=st.booleans(),
