@@ -174,6 +174,7 @@ class _File:
     ok: int = 0
     ok_bytes: int = 0
     failed: bool = False
+    workers: list[str] = field(default_factory=list)  # where each replica is placed
 
 
 @dataclass
@@ -277,6 +278,11 @@ class Ledger:
     def shown(self) -> Counters:
         """What users see: never below anything they saw before."""
         return self._shown
+
+    @property
+    def pass_counters(self) -> Counters:
+        """What the current pass found, file by file (a verify pass: its repairs too)."""
+        return self._pass_counters
 
     @property
     def committed_files(self) -> int:
@@ -407,7 +413,7 @@ class Ledger:
         targets = placement.targets(self.policy.op, entry.path, self.policy.replicas)
         if not targets:
             raise ValueError("no worker to place the file on: wait for one before listing")
-        listed = _File(index, number, entry, remaining=len(targets))
+        listed = _File(index, number, entry, remaining=len(targets), workers=list(targets))
         for replica, worker in enumerate(targets):
             assignment = Assignment(self._new_assignment_id(), listed, replica, worker)
             decisions += self._enqueue(assignment)
@@ -434,7 +440,19 @@ class Ledger:
         queue = self._queues.get(worker)
         if not queue:
             return None
-        taken = [queue.popleft() for _ in range(min(len(queue), self.policy.segment_size))]
+        # Two replicas of one file may share a worker (fewer live workers than replicas):
+        # they go in separate tasks, so that a task never names a file twice.
+        taken: list[Assignment] = []
+        later: list[Assignment] = []
+        paths: set[str] = set()
+        while queue and len(taken) < self.policy.segment_size:
+            assignment = queue.popleft()
+            if assignment.entry.path in paths:
+                later.append(assignment)
+            else:
+                paths.add(assignment.entry.path)
+                taken.append(assignment)
+        queue.extendleft(reversed(later))
         if not queue:
             del self._queues[worker]
         task = Task(self._next_task, worker, taken, now)
@@ -604,11 +622,16 @@ class Ledger:
         return self._enqueue(assignment)
 
     def _place(self, assignment: Assignment, placement: Placement) -> None:
-        if assignment.worker in placement.ring.workers:
+        """Move ``assignment`` to the next live owner of its file on the ring (one that
+        holds no other replica of it, if there is one) when its worker is not live."""
+        if assignment.worker in placement.ring.workers or not len(placement.ring):
             return
-        owners = placement.targets(self.policy.op, assignment.entry.path, self.policy.replicas)
-        if owners:
-            assignment.worker = owners[min(assignment.replica, len(owners) - 1)]
+        listed = assignment.file
+        others = {w for r, w in enumerate(listed.workers) if r != assignment.replica}
+        owners = placement.ring.owners(listed.entry.path, len(placement.ring))
+        free = [w for w in owners if w not in others]
+        assignment.worker = free[0] if free else owners[0]
+        listed.workers[assignment.replica] = assignment.worker
 
     def placement_changed(self, placement: Placement, now: float) -> list[Decision]:
         """Workers went down, came back, joined or left: queued work follows its owners.

@@ -148,6 +148,24 @@ def test_queued_work_of_a_worker_that_goes_down_moves_to_the_next_live_owner() -
     assert not ledger.backlogged() or ledger.queued("w1") == 0
 
 
+def test_a_moved_replica_avoids_the_worker_of_the_other_replica() -> None:
+    ledger = Ledger(LedgerPolicy(TaskOp.LOAD, segment_size=10, replicas=2))
+    everyone = placement(set(WORKERS))
+    ledger.file_listed(*entry(0), everyone, now=0.0)
+    first, second = everyone.targets(TaskOp.LOAD, "/data/0000", 2)
+    third = next(w for w in WORKERS if w not in (first, second))
+    ledger.placement_changed(placement(set(WORKERS) - {first}), now=0.0)
+    assert ledger.queued(second) == 1
+    assert ledger.queued(third) == 1, "not a second copy on the other replica's worker"
+    # With a single live worker both replicas share it, in separate tasks.
+    ledger.placement_changed(placement({second}), now=0.0)
+    assert ledger.queued(second) == 2
+    one, two = ledger.take_task(second, now=0.0), ledger.take_task(second, now=0.0)
+    assert one is not None
+    assert two is not None
+    assert len(one.assignments) == len(two.assignments) == 1
+
+
 def test_a_retry_goes_to_the_live_owner() -> None:
     ledger = Ledger(LedgerPolicy(TaskOp.LOAD, segment_size=1, max_attempts=3))
     ledger.file_listed(*entry(0), placement({"w1"}), now=0.0)
@@ -356,6 +374,9 @@ class LedgerMachine(RuleBasedStateMachine):
         assert not self.tasks
         assert not self.retries
         assert not list(ledger.queued_assignments())
+        if ledger.pass_kind is PassKind.VERIFY:
+            assert ledger.pass_counters.files_listed == self.files
+            assert ledger.pass_counters.files_done == self.files
         if ledger.pass_kind is PassKind.LOAD:
             # Every listed file ends in exactly one counter.
             assert ledger.live.files_listed == self.files
@@ -401,6 +422,8 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         assert 0 < len(task.assignments) <= self.policy.segment_size
         assert all(a.worker == worker for a in task.assignments)
+        paths = [a.entry.path for a in task.assignments]
+        assert len(paths) == len(set(paths)), "a task names each file once"
         self.tasks.append(task)
 
     @precondition(lambda self: self.tasks)
@@ -520,7 +543,12 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def no_file_counts_twice(self) -> None:
         live = self.ledger.live
-        assert live.files_done <= live.files_listed <= self.files
+        assert live.files_listed <= self.files
+        if self.ledger.pass_kind is PassKind.LOAD:
+            assert live.files_done <= live.files_listed
+        else:  # a verify pass accounts for its own files; its failures replace the last
+            found = self.ledger.pass_counters
+            assert found.files_done <= found.files_listed <= self.files
         assert live.bytes_processed + live.bytes_skipped <= live.bytes_listed or (
             self.policy.op is TaskOp.FREE)
 
