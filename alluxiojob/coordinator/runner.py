@@ -311,9 +311,10 @@ class JobRunner:
 
         while True:
             files = await trio.to_thread.run_sync(next_page)
-            if not files:
+            if files:
+                yield files
+            if len(files) < LIST_PAGE:  # the walk is over
                 return
-            yield files
 
     def _destination(self, ufs_file: UfsFile) -> str:
         """COPY/MOVE: the file's place under the destination, mirroring the source tree."""

@@ -212,7 +212,6 @@ async def test_a_dead_worker_hands_its_share_to_the_next_live_owner(
     engine.workers["127.0.0.1:2"].kill()  # killed, and never restarted
     with trio.fail_after(60):
         owned = await run_job(engine, tmp_path / "data")
-    finished = trio.current_time()
     assert owned.job.state is JobState.SUCCEEDED, owned.job.error
     assert alive.served == 40
     assert dead.served == 0
@@ -221,10 +220,10 @@ async def test_a_dead_worker_hands_its_share_to_the_next_live_owner(
     assert client.down
     assert client.unreachable_since is not None
     assert engine.membership.placement().ring.workers == ("127.0.0.1:1",)
-    # Down after failure.detection.timeout (3 s) of failed attempts; what it held went to
-    # the live worker then, after at most one retry backoff (0.5 s, 1 s, ±20%).
-    down_at = client.unreachable_since + 3.0
-    assert finished - down_at < 1.2 + 1.0, (client.unreachable_since, finished)
+    # Each file has 3 attempts: had the dead worker kept its share after it was down
+    # (retries fail at once against a worker known to be down), files would have failed.
+    # (No bound on trio time here: the listing runs in a thread, and the autojump clock
+    # moves on while it does.)
     progress = await engine.store.get_progress(owned.job.id)
     assert progress.live.files_failed == 0
 
