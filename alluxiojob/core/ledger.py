@@ -243,7 +243,10 @@ class Ledger:
         # Failed attempts happened, whoever counted them: they carry over as they are.
         self._true = replace(stored.committed, subtasks_failed=max(
             stored.live.subtasks_failed, stored.committed.subtasks_failed))
-        self._shown = stored.live.envelope(self._true)
+        # What was shown before. The true counts only grow, but for a verify pass's
+        # reset of failures, which raises this floor first: so max(floor, true) never
+        # goes back.
+        self._shown_floor = stored.live
         self.verify_passes = stored.verify_passes
         self.files_repaired = stored.files_repaired
         self.workers_seen: set[str] = set(stored.workers)
@@ -277,11 +280,11 @@ class Ledger:
     @property
     def shown(self) -> Counters:
         """What users see: never below anything they saw before."""
-        return self._shown
+        return self._shown_floor.envelope(self._true)
 
     @property
     def pass_counters(self) -> Counters:
-        """What the current pass found, file by file (a verify pass: its repairs too)."""
+        """What the current verify pass found, file by file (its repairs too)."""
         return self._pass_counters
 
     @property
@@ -313,7 +316,7 @@ class Ledger:
         """The record the store keeps for this job, from ``base`` (what it had)."""
         return replace(
             base,
-            live=self._shown,
+            live=self.shown,
             committed=self.committed,
             checkpoint=self.checkpoint,
             listing_done=self.listing_done and self.pass_kind is PassKind.LOAD,
@@ -370,7 +373,8 @@ class Ledger:
         self.pass_kind = kind
         self._reset_pass()
         if kind is PassKind.VERIFY:
-            self._set_true(replace(self._true, files_failed=0))
+            self._shown_floor = self.shown
+            self._true = replace(self._true, files_failed=0)
             self._failures_kept = 0
             self._unsaved_failures = []
 
@@ -574,18 +578,14 @@ class Ledger:
         return Counters(files_skipped=1, bytes_skipped=0 if free else length)
 
     def _count(self, segment: _Segment, delta: Counters) -> None:
-        self._pass_counters = self._pass_counters + delta
         if self.pass_kind is PassKind.VERIFY:
             # A verify pass lists everything again and reports repairs on their own:
             # only its failures join the job's counters.
+            self._pass_counters = self._pass_counters + delta
             delta = Counters(files_failed=delta.files_failed,
                              subtasks_failed=delta.subtasks_failed)
         segment.delta = segment.delta + delta
-        self._set_true(self._true + delta)
-
-    def _set_true(self, counters: Counters) -> None:
-        self._true = counters
-        self._shown = self._shown.envelope(counters)
+        self._true = self._true + delta
 
     def _advance(self) -> list[Decision]:
         """Commit every finished segment at the head of the order."""

@@ -31,20 +31,28 @@ class Counters:
     files_failed: int = 0
     subtasks_failed: int = 0  # failed attempts, including ones retried later
 
+    # Spelled out field by field: the runner adds counters for every file it finishes.
     def __add__(self, other: Counters) -> Counters:
         return Counters(
-            *(getattr(self, f.name) + getattr(other, f.name) for f in fields(Counters))
+            self.files_listed + other.files_listed,
+            self.bytes_listed + other.bytes_listed,
+            self.files_processed + other.files_processed,
+            self.bytes_processed + other.bytes_processed,
+            self.files_skipped + other.files_skipped,
+            self.bytes_skipped + other.bytes_skipped,
+            self.files_failed + other.files_failed,
+            self.subtasks_failed + other.subtasks_failed,
         )
 
     def envelope(self, other: Counters) -> Counters:
         """Fieldwise maximum: what a user saw before and what is true now, whichever is more."""
         return Counters(
-            *(max(getattr(self, f.name), getattr(other, f.name)) for f in fields(Counters))
+            *(max(getattr(self, name), getattr(other, name)) for name in _COUNTER_FIELDS)
         )
 
     def covers(self, other: Counters) -> bool:
         """True when no field of ``self`` is below the same field of ``other``."""
-        return all(getattr(self, f.name) >= getattr(other, f.name) for f in fields(Counters))
+        return all(getattr(self, name) >= getattr(other, name) for name in _COUNTER_FIELDS)
 
     @property
     def files_done(self) -> int:
@@ -57,6 +65,9 @@ class Counters:
     def from_wire(cls, data: dict[str, Any]) -> Counters:
         known = {f.name for f in fields(cls)}
         return cls(**{k: int(v) for k, v in data.items() if k in known})
+
+
+_COUNTER_FIELDS = tuple(f.name for f in fields(Counters))
 
 
 @dataclass(frozen=True)
