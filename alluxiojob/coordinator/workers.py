@@ -376,6 +376,7 @@ class Membership:
         self._scopes: dict[str, trio.CancelScope] = {}
         self.ring = HashRing([])
         self.live_ring = self.ring
+        self._placement = Placement(self.live_ring, self.ring.workers)
         self.changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -387,7 +388,9 @@ class Membership:
         return self.ring.workers
 
     def placement(self) -> Placement:
-        return Placement(self.live_ring, self.ring.workers)
+        if self._placement.ring is not self.live_ring or self._placement.members != self.members:
+            self._placement = Placement(self.live_ring, self.ring.workers)
+        return self._placement
 
     def down_changed(self) -> None:
         """A client went down or came back: rebuild the live ring if its members differ."""
