@@ -12,6 +12,7 @@ import typer
 
 from alluxiojob.cli.common import (
     EXIT_UNAVAILABLE,
+    EXIT_USAGE,
     ConfOption,
     DefineOption,
     coordinator,
@@ -21,6 +22,7 @@ from alluxiojob.cli.common import (
 from alluxiojob.cli.fs import fs_app
 from alluxiojob.cli.jobs import job_app
 from alluxiojob.cli.render import report_text
+from alluxiojob.config import ConfigError
 from alluxiojob.core.errors import JobServiceError, describe_error
 from alluxiojob.logs import configure_logging
 
@@ -61,6 +63,8 @@ def _run_service(kind: str, conf: Path | None, defines: list[str] | None,
 
             service_run = WorkerService(config).run
         trio.run(_serve_until_signal, service_run)
+    except ConfigError as exc:
+        fail(f"{kind} cannot start: {exc}", EXIT_USAGE)
     except (JobServiceError, ValueError, OSError) as exc:
         fail(f"{kind} cannot start: {describe_error(exc)}", EXIT_UNAVAILABLE)
     except BaseExceptionGroup as group:
