@@ -15,12 +15,12 @@ from starlette.responses import Response
 from alluxiojob.security import Security
 from alluxiojob.security.http import HttpGuard
 
-# hypercorn's idle timer runs from the connection's start (and after each response) until
-# a request's headers are complete: it is the header timeout. A request body has its own
-# deadline in HttpGuard. hypercorn's read_timeout is left unset on purpose: it bounds
-# every socket read, including while a long download streams to a client that sends
-# nothing, and would cut that download.
+# hypercorn's idle timer (keep_alive_timeout) runs from the connection's start, and after
+# each response, until a request's headers are complete: it is the header timeout. A
+# request body has its own deadline in HttpGuard. read_timeout bounds each socket read
+# (a peer that sends nothing at all); a response already streaming still completes.
 HEADER_TIMEOUT = 5.0
+READ_TIMEOUT = 10
 MAX_HEADER_BYTES = 16 * 1024
 
 
@@ -39,6 +39,7 @@ async def serve_app(
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 2.0
     config.keep_alive_timeout = HEADER_TIMEOUT
+    config.read_timeout = READ_TIMEOUT
     config.h11_max_incomplete_size = MAX_HEADER_BYTES
     config.ssl_handshake_timeout = HEADER_TIMEOUT
     if security.tls.serving:

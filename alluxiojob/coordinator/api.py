@@ -69,6 +69,12 @@ def guarded(handler: Handler) -> Handler:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
+    # A browser sends a cross-site form or text/plain POST without asking first; it must
+    # ask (a CORS preflight, which nothing here answers) before it may send JSON.
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        raise InvalidArgument("the request body must be JSON, sent with "
+                              "Content-Type: application/json")
     try:
         body = await request.json()
     except Exception:

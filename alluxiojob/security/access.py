@@ -10,6 +10,7 @@ Two modes, as Redis has them:
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 
 from alluxiojob.security.token import TOKEN_FILE_KEY, TOKEN_KEY, ClusterToken
@@ -38,6 +39,26 @@ def is_loopback(host: str | None) -> bool:
     return address.is_loopback
 
 
+def _host_name(host_header: str | bytes) -> str:
+    """The name in a ``Host`` header, without port or IPv6 brackets, lower case."""
+    text = host_header.decode("latin-1") if isinstance(host_header, bytes) else host_header
+    text = text.strip().lower()
+    if text.startswith("["):
+        return text[1:].split("]", 1)[0]
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
+def is_local_name(host_header: str | bytes) -> bool:
+    """A ``Host`` that only this machine answers to: a loopback address, ``localhost``
+    (or a subdomain of it), or this machine's own name. A page in a browser here that
+    re-points its own domain at 127.0.0.1 (DNS rebinding) still sends its own domain."""
+    name = _host_name(host_header)
+    if is_loopback(name) or name == "localhost" or name.endswith(".localhost"):
+        return True
+    own = socket.gethostname().lower()
+    return bool(name) and name in (own, socket.getfqdn(own).lower())
+
+
 def protected_mode_warning(service: str) -> str:
     return (f"no cluster token is set: this {service} accepts loopback peers only "
             f"(protected mode). To accept other hosts, set {TOKEN_FILE_KEY} (or "
@@ -45,12 +66,26 @@ def protected_mode_warning(service: str) -> str:
 
 
 def check_peer(
-    token: ClusterToken, peer_host: str | None, path: str, authorization: bytes | str | None
+    token: ClusterToken,
+    peer_host: str | None,
+    path: str,
+    authorization: bytes | str | None,
+    host_header: bytes | str | None = None,
 ) -> Denial | None:
-    """None when the peer may go on; else why not."""
+    """None when the peer may go on; else why not.
+
+    In protected mode the request must also be addressed to a local name (``Host``):
+    a loopback peer may be a browser running someone else's page.
+    """
     if not token:
         if is_loopback(peer_host):
-            return None
+            if host_header is None or is_local_name(host_header):
+                return None
+            return Denial(403, "PERMISSION_DENIED",
+                          f"this service has no cluster token (protected mode) and accepts "
+                          f"requests addressed to localhost or a loopback address only, not "
+                          f"to {_host_name(host_header)!r}; set {TOKEN_FILE_KEY} (or "
+                          f"{TOKEN_KEY}) to use other names")
         return Denial(403, "PERMISSION_DENIED",
                       f"this service has no cluster token, so it accepts loopback peers only "
                       f"(protected mode) and {peer_host or 'an unknown peer'} is not one; set "

@@ -66,7 +66,7 @@ class HttpGuard:
         client = scope.get("client")
         peer = str(client[0]) if client else None
         denial = check_peer(self.token, peer, scope.get("path", ""),
-                            _header(scope, b"authorization"))
+                            _header(scope, b"authorization"), _header(scope, b"host"))
         if denial is not None:
             await self._deny(scope, send, denial)
             return

@@ -73,6 +73,14 @@ def _set_max_message_size(ws: WebSocketConnection, size: int) -> None:
     ws._max_message_size = size
 
 
+def _host_header(request: WebSocketRequest) -> str:
+    """The upgrade request's ``Host``. wsproto keeps it out of ``headers`` and
+    trio-websocket does not expose its ``host``; without it, the name is treated as not
+    local (protected mode then refuses, which a test would catch)."""
+    host = getattr(getattr(request, "_event", None), "host", None)
+    return host if isinstance(host, str) else ""
+
+
 def _peer_of(remote: WebSocketEndpoint | str) -> tuple[str | None, str]:
     """(host for the access check, text for logs) of a websocket peer."""
     if isinstance(remote, str):
@@ -169,9 +177,9 @@ class WorkerService:
     # ------------------------------------------------------------------ websocket side
     async def handle(self, request: WebSocketRequest) -> None:
         host, peer = _peer_of(request.remote)
-        authorization = next((v for k, v in request.headers if k.lower() == b"authorization"),
-                             None)
-        denial = check_peer(self.token, host, request.path, authorization)
+        headers = {k.lower(): v for k, v in request.headers}
+        denial = check_peer(self.token, host, request.path, headers.get(b"authorization"),
+                            _host_header(request))
         if denial is not None:
             log.warning("refused a websocket peer", peer=peer, reason=denial.message)
             with trio.move_on_after(2):

@@ -546,9 +546,34 @@ def test_half_open_requests_are_dropped(cluster: Cluster) -> None:
     assert cluster.coordinators[0].alive
 
 
-def test_cli_and_services_agree_on_protected_mode(cluster: Cluster) -> None:
-    """Loopback clients need nothing in protected mode: the defaults keep working."""
+def test_protected_mode_refuses_pages_from_other_sites(cluster: Cluster, tmp_path: Path) -> None:
+    """A loopback peer may be a browser running another site's page: in protected mode a
+    request must name a local host (against DNS rebinding), and a POST must be JSON
+    (a cross-site page cannot send that without a CORS preflight, which is not answered).
+    Loopback clients of the cluster need nothing more: the defaults keep working."""
+    src = tmp_path / "src"
+    sizes = make_tree(src, 3)
+    one = next(p for p, size in sizes.items() if size)
     listing: dict[str, Any] = json.loads(cluster.cli("job", "list", "--format", "JSON").stdout)
     assert listing == {"jobs": []}
+    worker = cluster.workers[0]
+    for base in (cluster.url(), f"http://127.0.0.1:{worker.web_port}"):  # type: ignore[attr-defined]
+        for host in ("evil.example", "evil.example:19999", "127.0.0.1.evil.example"):
+            answer = httpx.get(base + "/api/v1/files",
+                               params={"path": one, "read_through": "true"},
+                               headers={"Host": host}, timeout=10)
+            assert answer.status_code == 403, (base, host, answer.text)
+            assert "addressed to localhost or a loopback address only" in answer.text
+        for host in ("localhost", "127.0.0.1:1", "[::1]:80"):
+            assert httpx.get(base + "/healthz", headers={"Host": host},
+                             timeout=10).status_code == 200
+    rebound = _upgrade(f"ws://127.0.0.1:{worker.rpc_port}/", {"Host": "evil.example"})  # type: ignore[attr-defined]
+    assert rebound.startswith("rejected 403"), rebound
+    form = httpx.post(cluster.url() + "/api/v1/master/submit_job/load",
+                      content=json.dumps({"path": str(src)}),
+                      headers={"Content-Type": "text/plain"}, timeout=10)
+    assert form.status_code == 400, form.text
+    assert "Content-Type: application/json" in form.json()["message"]
+    assert json.loads(cluster.cli("job", "list", "--format", "JSON").stdout) == {"jobs": []}
     wait_for(lambda: cluster.api("GET", "/api/v1/master/workers").json()["workers"][0][
         "connected"], 30, "the workers to connect")

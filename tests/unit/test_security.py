@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,19 @@ def test_protected_mode_admits_loopback_only_on_every_path() -> None:
         assert "protected mode" in denial.message
         assert "10.0.0.7" in denial.message
         assert "alluxio.job.cluster.token.file" in denial.message
+
+
+def test_protected_mode_needs_a_local_host_name() -> None:
+    none = ClusterToken()
+    for host in (b"localhost", b"localhost:19999", b"127.0.0.1:1", b"[::1]:80", b"::1",
+                 b"a.localhost", socket.gethostname().encode()):
+        assert check_peer(none, "127.0.0.1", "/x", None, host) is None, host
+    for host in (b"evil.example", b"evil.example:80", b"127.0.0.1.evil.example", b"[::2]"):
+        denial = check_peer(none, "127.0.0.1", "/x", None, host)
+        assert denial is not None, host
+        assert denial.status == 403
+    token = ClusterToken("t0ken", "test")
+    assert check_peer(token, "127.0.0.1", "/x", b"Bearer t0ken", b"evil.example") is None
 
 
 def test_token_mode_needs_the_bearer_token_except_on_public_paths() -> None:
