@@ -146,7 +146,7 @@ class CacheDir:
         if not os.path.realpath(path).startswith(data + os.sep):
             raise UfsError("PERMISSION_DENIED",
                            f"{uri}: its cache file resolves outside {self.data}")
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):

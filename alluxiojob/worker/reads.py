@@ -72,7 +72,7 @@ async def _stream(open_file: Callable[[], tuple[int, int]], start: int, end: int
 def _open_read_through(path: str, allowlist: PathAllowlist, uri: str) -> tuple[int, int]:
     """Blocking: (fd, size) of a UFS file inside the allowlist."""
     allowlist.check(uri, "read-through path")
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
