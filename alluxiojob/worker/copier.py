@@ -174,6 +174,8 @@ def _transfer_one(job: CopyJob, move: bool, overwrite: bool) -> CopyOutcome:
         source = os.stat(job.src)
     except OSError as exc:
         return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
+    if not stat.S_ISREG(source.st_mode):
+        return CopyOutcome(False, reason="INVALID_PATH", message=f"{job.src} is not a file")
     try:
         target: os.stat_result | None = os.stat(job.final)
     except FileNotFoundError:
