@@ -488,7 +488,7 @@ def test_oversized_bodies_are_refused_unread(cluster: Cluster) -> None:
     coordinator = cluster.coordinators[0]
     port = coordinator.port  # type: ignore[attr-defined]
     before = peak_rss(coordinator)
-    route = "POST /api/v1/master/submit_job/load HTTP/1.1\r\nHost: x\r\n" \
+    route = "POST /api/v1/master/submit_job/load HTTP/1.1\r\nHost: localhost\r\n" \
             "Content-Type: application/json\r\n"
     declared = _push_body(port, route + f"Content-Length: {200 * MIB}\r\n\r\n", 200 * MIB)
     assert declared.startswith(b"HTTP/1.1 413"), declared[:200]
@@ -534,11 +534,11 @@ def test_half_open_requests_are_dropped(cluster: Cluster) -> None:
     started = time.monotonic()
     # Headers that never end: the server hangs up (hypercorn's idle timer, 5 s).
     with socket.create_connection(("127.0.0.1", port), timeout=25) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
         assert read_until_closed(sock) == b""
     # A body that stops half way: answered 408 (the body deadline, 10 s) and closed.
     with socket.create_connection(("127.0.0.1", port), timeout=25) as sock:
-        sock.sendall(b"POST /api/v1/master/submit_job/load HTTP/1.1\r\nHost: x\r\n"
+        sock.sendall(b"POST /api/v1/master/submit_job/load HTTP/1.1\r\nHost: localhost\r\n"
                      b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"pa")
         answer = read_until_closed(sock)
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
