@@ -31,7 +31,7 @@ from alluxiojob.protocol.codec import (
     encode,
 )
 from tests.integration.cluster import Cluster, cached_files, make_tree, sha256, wait_for
-from tests.integration.security_helpers import (
+from tests.integration.security_fixtures import (
     peak_rss,
     read_until_closed,
     tls_files,
