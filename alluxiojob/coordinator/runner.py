@@ -52,6 +52,7 @@ from alluxiojob.core.ledger import (
 from alluxiojob.core.progress import FailureRecord, Progress, RateWindow
 from alluxiojob.core.states import JobEvent, JobState
 from alluxiojob.protocol.codec import FileEntry, TaskOp, TaskOptions
+from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.store.jobs import JobStore, OwnedJob
 from alluxiojob.ufs import ufs_for
 from alluxiojob.ufs.base import UfsError, UfsFile, printable
@@ -94,6 +95,7 @@ class JobRunner:
         self.job = owned.job
         self.store = store
         self.membership = membership
+        self.config = config
         self.connect_wait = config[Keys.FAILURE_DETECTION_TIMEOUT]
         self.policy = policy_for(self.job.type, self.job.options.batch_size,
                                  self.job.options.replicas, config)
@@ -299,7 +301,18 @@ class JobRunner:
 
     async def _listing(self, after: tuple[str, ...]) -> AsyncIterator[list[UfsFile]]:
         ufs = ufs_for(self.job.path)
-        walker: Iterator[UfsFile] = ufs.walk(self.job.path, after)
+        allowlist = PathAllowlist.from_config(self.config)
+
+        def follow_link(path: str) -> bool:
+            """Walks never follow a symlink out of alluxio.job.path.allowlist."""
+            if allowlist.admits(path):
+                return True
+            log.warning("not following a symlink that leads outside the allowlist",
+                        path=path, allowlist=allowlist.describe())
+            return False
+
+        walker: Iterator[UfsFile] = ufs.walk(
+            self.job.path, after, follow_link if allowlist.enabled else None)
 
         def next_page() -> list[UfsFile]:
             out: list[UfsFile] = []

@@ -50,6 +50,8 @@ from alluxiojob.protocol.codec import (
     decode,
     encode,
 )
+from alluxiojob.security.tls import TlsSettings
+from alluxiojob.security.token import ClusterToken
 from alluxiojob.store.kv import KVStore
 from alluxiojob.store.liveness import live_ids
 
@@ -60,18 +62,10 @@ ETCD_POLL_INTERVAL = 1.0
 STATUS_TIMEOUT = 2.0
 CANCEL_TIMEOUT = 1.0
 
-Connector = Callable[[str], AbstractAsyncContextManager[WebSocketConnection]]
-"""Opens a websocket to a worker's URL: the network by default, memory streams in tests."""
-
-
-def open_worker_websocket(url: str) -> AbstractAsyncContextManager[WebSocketConnection]:
-    return open_websocket_url(
-        url,
-        max_message_size=MAX_MESSAGE_SIZE,
-        receive_buffer_size=65536,
-        connect_timeout=5,
-        disconnect_timeout=2,
-    )
+Headers = list[tuple[bytes, bytes]]
+Connector = Callable[[str, Headers], AbstractAsyncContextManager[WebSocketConnection]]
+"""Opens a websocket to a worker's URL with these upgrade headers: the network by
+default, memory streams in tests (``alluxiojob.testing.worker``)."""
 
 
 def answer_deadline(task_timeout: float) -> float:
@@ -107,16 +101,18 @@ class WorkerClient:
         self,
         worker_id: str,
         address: str,
-        token: str,
+        token: ClusterToken,
         coordinator_id: str,
         max_tasks: int,
         liveness_timeout: float,
+        tls: TlsSettings | None = None,
         task_timeout: float = 600.0,
-        connector: Connector = open_worker_websocket,
+        connector: Connector | None = None,
         on_down_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.worker_id = worker_id
-        self.url = f"ws://{address}/"
+        self.tls = tls or TlsSettings()
+        self.url = f"{self.tls.ws_scheme}://{address}/"
         self.token = token
         self.coordinator_id = coordinator_id
         self.slots = trio.Semaphore(max_tasks)
@@ -143,7 +139,8 @@ class WorkerClient:
         """The worker's HTTP address, once it has told us its web port."""
         if not self.web_port:
             return ""
-        return f"http://{self.worker_id.rsplit(':', 1)[0]}:{self.web_port}"
+        host = self.worker_id.rsplit(":", 1)[0]
+        return f"{self.tls.http_scheme}://{host}:{self.web_port}"
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep a connection up until cancelled."""
@@ -187,9 +184,26 @@ class WorkerClient:
             log.info("worker is up again", worker=self.worker_id)
             self._on_down_change()
 
+    def _connect(self) -> AbstractAsyncContextManager[WebSocketConnection]:
+        # The token also goes in the upgrade request: the worker checks it before it
+        # accepts the websocket, so a stranger never gets to send a message at all.
+        headers = [(k.lower().encode(), v.encode())
+                   for k, v in self.token.authorization().items()]
+        if self._connector is not None:
+            return self._connector(self.url, headers)
+        return open_websocket_url(
+            self.url,
+            ssl_context=self.tls.client_context(),
+            extra_headers=headers,
+            max_message_size=MAX_MESSAGE_SIZE,
+            receive_buffer_size=65536,
+            connect_timeout=5,
+            disconnect_timeout=2,
+        )
+
     async def _session(self) -> None:
-        async with self._connector(self.url) as ws:
-            await ws.send_message(encode(Hello(self.token, self.coordinator_id)))
+        async with self._connect() as ws:
+            await ws.send_message(encode(Hello(self.token.value, self.coordinator_id)))
             with trio.fail_after(10):
                 reply = decode(await ws.get_message())
             if isinstance(reply, ErrorMessage):

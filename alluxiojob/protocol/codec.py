@@ -28,7 +28,6 @@ import msgpack
 from alluxiojob.core.reasons import Reason
 
 PROTOCOL_VERSION = 1
-TOKEN_HEADER = "X-Alluxio-Token"  # the cluster token on the workers' HTTP reads
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
 

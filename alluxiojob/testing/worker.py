@@ -27,6 +27,9 @@ from alluxiojob.worker.service import WorkerService
 
 RunTask = Callable[[TaskBatch], Awaitable[TaskResult]]
 CONNECT_TIMEOUT = 5.0
+TEST_TOKEN = "in-process-worker-test-token-0123456789"
+"""The cluster token of in-process workers (a memory stream is no loopback peer, so
+protected mode would refuse it); give clients ``ClusterToken(TEST_TOKEN)``."""
 
 
 class InProcessWorker:
@@ -41,6 +44,7 @@ class InProcessWorker:
         config: Config = build_config({
             "alluxio.worker.id": worker_id,
             "alluxio.worker.page.store.dirs": str(cache_dir),
+            "alluxio.job.cluster.token": TEST_TOKEN,
             **(properties or {}),
         })
         self.service = WorkerService(config, run_task=run_task)
@@ -57,12 +61,15 @@ class InProcessWorker:
     def start(self) -> None:
         self.up = True
 
-    def connector(self, url: str) -> AbstractAsyncContextManager[WebSocketConnection]:
+    def connector(
+        self, url: str, headers: list[tuple[bytes, bytes]]
+    ) -> AbstractAsyncContextManager[WebSocketConnection]:
         """For ``WorkerClient(connector=...)``: connects to this worker whatever the URL."""
-        return self._connect()
+        return self._connect(headers)
 
     @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[WebSocketConnection]:
+    async def _connect(self, headers: list[tuple[bytes, bytes]]
+                       ) -> AsyncIterator[WebSocketConnection]:
         if not self.up:
             await trio.lowlevel.checkpoint()
             raise OSError(f"connection refused by {self.worker_id} (killed)")
@@ -86,7 +93,7 @@ class InProcessWorker:
             with trio.fail_after(CONNECT_TIMEOUT):  # as open_websocket_url's connect_timeout
                 ws = await wrap_client_stream(
                     nursery, client_stream, "in-process", "/",  # type: ignore[arg-type]
-                    max_message_size=MAX_MESSAGE_SIZE)
+                    extra_headers=headers, max_message_size=MAX_MESSAGE_SIZE)
             try:
                 yield ws
             finally:

@@ -32,11 +32,12 @@ from alluxiojob.protocol.codec import (
     TaskOptions,
     TaskResult,
 )
+from alluxiojob.security.token import ClusterToken
 from alluxiojob.store.jobs import JobStore, OwnedJob
 from alluxiojob.store.kv import Put
 from alluxiojob.store.liveness import LeaseRegistration
 from alluxiojob.testing.kv import MemoryKVStore
-from alluxiojob.testing.worker import InProcessWorker
+from alluxiojob.testing.worker import TEST_TOKEN, InProcessWorker
 
 pytestmark = pytest.mark.timeout(60)
 WALL_EPOCH = 1_700_000_000.0
@@ -130,7 +131,7 @@ async def engine_factory(tmp_path: Path) -> AsyncIterator[Callable[..., object]]
 
             def make_client(worker_id: str, on_down_change: Callable[[], None]) -> WorkerClient:
                 return WorkerClient(
-                    worker_id, worker_id, "", "coordinator-test",
+                    worker_id, worker_id, ClusterToken(TEST_TOKEN), "coordinator-test",
                     config[Keys.MAX_TASKS_PER_WORKER], config[Keys.FAILURE_DETECTION_TIMEOUT],
                     task_timeout=config[Keys.JOB_TASK_TIMEOUT],
                     connector=workers[worker_id].connector,
