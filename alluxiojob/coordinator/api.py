@@ -29,8 +29,9 @@ from alluxiojob.core.job import JobOptions, JobRecord, JobType
 from alluxiojob.core.progress import average_rate, eta_seconds, failure_ratio
 from alluxiojob.core.states import JobState
 from alluxiojob.store.jobs import JobStore
-from alluxiojob.ufs import resolve_path, ufs_for
+from alluxiojob.ufs import contains, resolve_path, ufs_for
 from alluxiojob.ufs.base import UfsError, printable
+from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.web import metrics_endpoint
 
 if TYPE_CHECKING:  # avoids an import cycle at runtime
@@ -53,7 +54,9 @@ def guarded(handler: Handler) -> Handler:
         except JobServiceError as exc:
             return error_response(exc)
         except UfsError as exc:
-            status = 404 if exc.reason == "UFS_NOT_FOUND" else 400
+            status = {"UFS_NOT_FOUND": 404, "PERMISSION_DENIED": 403}.get(exc.reason, 400)
+            if exc.reason in ("UFS_THROTTLED", "IO_ERROR"):
+                status = 503
             return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=status)
         except (ValueError, TypeError, KeyError) as exc:
             return JSONResponse({"error": "INVALID_ARGUMENT", "message": describe_error(exc)},
@@ -133,6 +136,7 @@ class CoordinatorApi:
         self.service = service
         self.store: JobStore = service.store
         self.config = service.config
+        self.ufs_settings = UfsSettings.from_config(service.config)
 
     # ------------------------------------------------------------------ helpers
     async def _resolve(self, raw: Any, *, must_exist: bool) -> str:
@@ -140,7 +144,7 @@ class CoordinatorApi:
             raise InvalidArgument("missing path")
         uri = resolve_path(raw, self.config[Keys.UFS_ROOT])
         if must_exist:
-            exists = await trio.to_thread.run_sync(ufs_for(uri).exists, uri)
+            exists = await trio.to_thread.run_sync(ufs_for(uri, self.ufs_settings).exists, uri)
             if not exists:
                 raise NotFound(f"path does not exist: {uri}")
         return uri
@@ -162,8 +166,11 @@ class CoordinatorApi:
             if not body.get("dst"):
                 raise InvalidArgument(f"a {job_type.value} job needs a destination (dst)")
             dst = await self._resolve(body.get("dst"), must_exist=False)
-            if dst == path or dst.startswith(path.rstrip("/") + "/"):
-                raise InvalidArgument(f"destination {dst} lies inside the source {path}")
+            if contains(path, dst):
+                raise UfsError("INVALID_PATH", f"destination {dst} lies inside the source "
+                               f"{path}")
+            if contains(dst, path):
+                raise UfsError("INVALID_PATH", f"destination {dst} contains the source {path}")
         options = _options(body.get("options"))
         job, outcome = await self.store.submit(
             job_type, path, dst, options, self.config[Keys.WAITING_JOB_CAPACITY]

@@ -40,6 +40,7 @@ from alluxiojob.protocol.codec import FileEntry, FileStatus, Op, TaskOptions
 from alluxiojob.store.jobs import FailureRecord, JobStore, OwnedJob
 from alluxiojob.ufs import ufs_for
 from alluxiojob.ufs.base import UfsError, UfsFile, printable
+from alluxiojob.ufs.settings import UfsSettings
 
 log = structlog.get_logger("alluxiojob.coordinator")
 
@@ -282,7 +283,7 @@ class JobRunner:
                         self._advance()
                     chunk = self._chunks[chunk_id] = Chunk()
                 entry = FileEntry(ufs_file.uri, ufs_file.length, ufs_file.mtime_ns,
-                                  self._destination(ufs_file))
+                                  self._destination(ufs_file), ufs_file.version)
                 chunk.last_parts = ufs_file.parts
                 self._count(chunk, Counters(files_listed=1, bytes_listed=ufs_file.length))
                 if not _is_utf8(entry.path + entry.dst):
@@ -304,7 +305,7 @@ class JobRunner:
                 index += 1
 
     async def _listing(self, after: tuple[str, ...]) -> AsyncIterator[list[UfsFile]]:
-        ufs = ufs_for(self.job.path)
+        ufs = ufs_for(self.job.path, UfsSettings.from_config(self.config))
         walker: Iterator[UfsFile] = ufs.walk(self.job.path, after)
 
         def next_chunk() -> list[UfsFile]:

@@ -16,9 +16,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from alluxiojob.protocol.codec import TOKEN_HEADER
-from alluxiojob.ufs import resolve_path
-from alluxiojob.ufs.base import UfsError
-from alluxiojob.ufs.local import to_local_path
+from alluxiojob.ufs import resolve_path, ufs_for
+from alluxiojob.ufs.base import UfsError, UnderFileSystem
+from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.worker.cache import Cache
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -44,6 +44,18 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size or start > end:
         raise ValueError(f"range {header!r} is outside a {size}-byte file")
     return start, end
+
+
+async def _stream_ufs(ufs: UnderFileSystem, uri: str, start: int, end: int,  # type: ignore[no-untyped-def]
+                      version: str):
+    """Read-through: the UFS's blocking reader, one bounded chunk per worker thread call."""
+    chunks = ufs.read(uri, start, end - start + 1, version)
+    done = object()
+    while True:
+        chunk = await trio.to_thread.run_sync(next, chunks, done)
+        if chunk is done:
+            return
+        yield chunk
 
 
 async def _stream(path: str, start: int, end: int):  # type: ignore[no-untyped-def]
@@ -83,7 +95,11 @@ def _checked_uri(request: Request, token: str) -> str | Response:
         return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
 
 
-def file_routes(cache: Cache, token: str = "") -> list[Route]:
+_STATUS = {"UFS_NOT_FOUND": 404, "PERMISSION_DENIED": 403, "INVALID_PATH": 400}
+
+
+def file_routes(cache: Cache, token: str = "",
+                settings: UfsSettings | None = None) -> list[Route]:
     async def read_file(request: Request) -> Response:
         checked = _checked_uri(request, token)
         if isinstance(checked, Response):
@@ -95,21 +111,30 @@ def file_routes(cache: Cache, token: str = "") -> list[Route]:
         except UfsError as exc:
             return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
         entry = await trio.to_thread.run_sync(d.lookup, uri, limiter=cache.limiter)
-        source = data_path
         cached = entry is not None
-        if not cached:
+        ufs: UnderFileSystem | None = None
+        version = ""
+        if cached:
+            try:
+                size = (await trio.to_thread.run_sync(os.stat, data_path)).st_size
+            except OSError as exc:
+                return JSONResponse(
+                    {"error": "NOT_FOUND", "message": f"{uri}: {exc.strerror}"}, status_code=404
+                )
+        else:
             if request.query_params.get("read_through", "false").lower() != "true":
                 return JSONResponse(
                     {"error": "NOT_CACHED", "message": f"{uri} is not cached on this worker"},
                     status_code=404,
                 )
-            source = to_local_path(uri)
-        try:
-            size = (await trio.to_thread.run_sync(os.stat, source)).st_size
-        except OSError as exc:
-            return JSONResponse(
-                {"error": "NOT_FOUND", "message": f"{uri}: {exc.strerror}"}, status_code=404
-            )
+            try:
+                ufs = ufs_for(uri, settings)
+                info = await trio.to_thread.run_sync(ufs.stat, uri)
+            except UfsError as exc:
+                status = _STATUS.get(exc.reason, 502)
+                code = "NOT_FOUND" if status == 404 else exc.reason
+                return JSONResponse({"error": code, "message": str(exc)}, status_code=status)
+            size, version = info.length, info.version
         try:
             span = _parse_range(request.headers.get("range"), size)
         except ValueError as exc:
@@ -126,8 +151,10 @@ def file_routes(cache: Cache, token: str = "") -> list[Route]:
         headers["Content-Length"] = str(max(0, end - start + 1))
         if size == 0:
             return Response(b"", status_code=200, headers=headers)
-        return StreamingResponse(_stream(source, start, end), status_code=status,
-                                 headers=headers, media_type="application/octet-stream")
+        body = (_stream(data_path, start, end) if ufs is None
+                else _stream_ufs(ufs, uri, start, end, version))
+        return StreamingResponse(body, status_code=status, headers=headers,
+                                 media_type="application/octet-stream")
 
     async def locate(request: Request) -> Response:
         """What this worker holds under a path: files and bytes."""

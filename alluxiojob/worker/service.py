@@ -40,6 +40,7 @@ from alluxiojob.protocol.codec import (
 )
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.liveness import LeaseRegistration, liveness_root
+from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.web import metrics_endpoint, serve_app
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
@@ -91,9 +92,11 @@ class WorkerService:
         dirs = [Path(d) for d in config[Keys.PAGE_STORE_DIRS]]
         sizes: tuple[int, ...] = config[Keys.PAGE_STORE_SIZES]
         self.cache = Cache(dirs, list(sizes))
+        pool_size = pool_size_for(config)
+        self.ufs_settings = UfsSettings.from_config(config, pool_size)
         self.executor = TaskExecutor(
-            self.cache, config[Keys.PARTITION_SIZE], pool_size_for(config),
-            pin_seconds=config[Keys.WORKER_PIN_TIME],
+            self.cache, config[Keys.PARTITION_SIZE], pool_size,
+            pin_seconds=config[Keys.WORKER_PIN_TIME], ufs_settings=self.ufs_settings,
         )
         self.token = config[Keys.CLUSTER_TOKEN]
         self.sessions = 0
@@ -241,7 +244,7 @@ class WorkerService:
             Route("/healthz", healthz),
             Route("/metrics", metrics_endpoint(self.registry)),  # type: ignore[arg-type]
             Route("/api/v1/worker/status", status),
-            *file_routes(self.cache, self.token),
+            *file_routes(self.cache, self.token, self.ufs_settings),
         ]
         return Starlette(routes=routes)
 
