@@ -11,8 +11,8 @@ store and moto does not do by itself:
   ``403 InvalidAccessKeyId`` (moto accepts any key);
 * injected **faults**: ``throttle(n)`` answers the next ``n`` matching requests with
   ``503 SlowDown``; ``deny(prefix)`` answers ``403 AccessDenied`` for keys under a
-  prefix; ``rewrite_after_gets(bucket, key, n, data)`` replaces an object after its
-  ``n``-th GET, as a writer racing a reader would.
+  prefix; ``rewrite_before_get(bucket, key, n, data)`` replaces an object just before
+  its ``n``-th GET is answered, as a writer racing a reader would.
 
 It is plain synchronous code, and a context manager::
 
@@ -69,6 +69,7 @@ class _Faults:
         self.throttle_method = ""
         self.throttle_match = ""
         self.deny: list[str] = []
+        self.deny_lists: list[str] = []  # buckets whose listings are refused
         self.rewrites: dict[str, tuple[int, bytes]] = {}  # "/bucket/key" -> (gets left, data)
         self.requests = 0
 
@@ -82,12 +83,14 @@ class _Faults:
                 self.throttle_match = str(body.get("match", ""))
             if "deny" in body:
                 self.deny = [str(p) for p in body["deny"]]
+            if "deny_lists" in body:
+                self.deny_lists = [str(b) for b in body["deny_lists"]]
             if "rewrite" in body:
                 item = body["rewrite"]
                 self.rewrites[str(item["path"])] = (int(item["gets"]),
                                                     bytes.fromhex(str(item["data"])))
             if body.get("reset"):
-                self.throttle, self.deny, self.rewrites = 0, [], {}
+                self.throttle, self.deny, self.deny_lists, self.rewrites = 0, [], [], {}
 
 
 def _error(start_response: Callable[..., Any], status: str, code: str,
@@ -113,8 +116,11 @@ def wrap(app: WsgiApp, faults: _Faults) -> WsgiApp:
     def rewrite(path: str, data: bytes) -> None:
         from werkzeug.test import EnvironBuilder
 
-        environ = EnvironBuilder(method="PUT", path=path, data=data,
-                                 base_url="http://127.0.0.1").get_environ()
+        # moto refuses anonymous writes; it does not check signatures.
+        auth = (f"AWS4-HMAC-SHA256 Credential={faults.access_key or 'test'}/20260101/"
+                f"{REGION}/s3/aws4_request, SignedHeaders=host, Signature=0")
+        environ = EnvironBuilder(method="PUT", path=path, data=data, base_url="http://127.0.0.1",
+                                 headers={"Authorization": auth}).get_environ()
         for _ in app(environ, lambda *args, **kwargs: None):
             pass
 
@@ -134,7 +140,9 @@ def wrap(app: WsgiApp, faults: _Faults) -> WsgiApp:
                          and faults.throttle_match in path)
             if throttled:
                 faults.throttle -= 1
-            denied = any(path.startswith(prefix) for prefix in faults.deny)
+            denied = any(path.startswith(prefix) for prefix in faults.deny) or (
+                "list-type" in str(environ.get("QUERY_STRING", ""))
+                and path.strip("/") in faults.deny_lists)
             rewrite_data: bytes | None = None
             if method == "GET" and path in faults.rewrites:
                 left, data = faults.rewrites[path]
@@ -154,12 +162,9 @@ def wrap(app: WsgiApp, faults: _Faults) -> WsgiApp:
                           "Please reduce your request rate.")
         if denied:
             return _error(start_response, "403 Forbidden", "AccessDenied", "Access Denied")
-        result = app(environ, start_response)
         if rewrite_data is not None:
-            body = b"".join(result)
             rewrite(path, rewrite_data)
-            return [body]
-        return result
+        return app(environ, start_response)
 
     return wrapped
 
@@ -285,8 +290,12 @@ class S3Server:
         """``403 AccessDenied`` for request paths starting with ``/bucket/prefix``."""
         self._control({"deny": list(prefixes)})
 
-    def rewrite_after_gets(self, bucket: str, key: str, gets: int, data: bytes) -> None:
-        """Replace ``key`` with ``data`` right after its ``gets``-th GET is answered."""
+    def deny_listing(self, *buckets: str) -> None:
+        """``403 AccessDenied`` for listings of these buckets (reads still work)."""
+        self._control({"deny_lists": list(buckets)})
+
+    def rewrite_before_get(self, bucket: str, key: str, gets: int, data: bytes) -> None:
+        """Replace ``key`` with ``data`` just before its ``gets``-th GET is answered."""
         self._control({"rewrite": {"path": f"/{bucket}/{key}", "gets": gets,
                                    "data": data.hex()}})
 

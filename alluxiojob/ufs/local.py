@@ -125,7 +125,10 @@ class LocalUfs:
             fsync_dir(head)
             info = os.stat(path)
         except OSError as exc:
-            raise UfsError(write_reason_for(exc), f"cannot write {uri}: {exc.strerror}") from None
+            reason = write_reason_for(exc)
+            why = (" (a local tree cannot hold a file and a directory of the same name, "
+                   "as an object store can)" if reason == "INVALID_PATH" else "")
+            raise UfsError(reason, f"cannot write {uri}: {exc.strerror}{why}") from None
         finally:
             try:
                 os.unlink(tmp)
