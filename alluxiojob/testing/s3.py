@@ -120,7 +120,7 @@ def wrap(app: WsgiApp, faults: _Faults) -> WsgiApp:
         auth = (f"AWS4-HMAC-SHA256 Credential={faults.access_key or 'test'}/20260101/"
                 f"{REGION}/s3/aws4_request, SignedHeaders=host, Signature=0")
         environ = EnvironBuilder(method="PUT", path=path, data=data, base_url="http://127.0.0.1",
-                                 headers={"Authorization": auth}).get_environ()
+                                 headers=[("Authorization", auth)]).get_environ()
         for _ in app(environ, lambda *args, **kwargs: None):
             pass
 
