@@ -13,8 +13,9 @@ data:
   untimed; wall time and submit-to-SUCCEEDED as the coordinator recorded it) and
   ``rclone copy --transfers 32 remote:bucket/prefix DIR`` (rclone configured only by
   environment variables; its output removed and ``sync`` run between timings);
-* samples the VmRSS of the workers and of the S3 server every 0.2 s during each LOAD of
-  (b), and the server's CPU time per run;
+* samples the VmRSS of the workers and of the S3 server every 0.2 s during each LOAD,
+  and the CPU time of the server and of the client side (rclone; or the coordinator and
+  the workers with their pool processes) per run;
 * prints medians, objects/s, MiB/s and the ratios rclone_time / alluxiojob_time.
 
 ``--quick``: 2,000 small objects and 4 x 64 MiB (16 MiB partitions).
@@ -26,6 +27,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -48,6 +50,27 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def session_cpu_seconds(sid: int) -> float:
+    """CPU time of every live process in session ``sid`` (a service and its pool)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # fields[3] is the session id (field 6 of stat)
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def upload(server: S3Server, prefix: str, count: int, size: int, dirs: int) -> None:
@@ -108,12 +131,16 @@ class S3Load:
 
 def bench_prefix(name: str, load: S3Load, server: S3Server, out: Path, reps: int,
                  rclone: str | None, rss: bool) -> dict[str, object]:
-    env = {**os.environ, "RCLONE_CONFIG": "/dev/null", **server.rclone_env("bench")}
+    # rclone's AWS SDK refuses a custom CA bundle with its own HTTP transport; the
+    # server is plain http anyway.
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    env.update({"RCLONE_CONFIG": "/dev/null", **server.rclone_env("bench")})
     prefix = load.uri.split(f"{BUCKET}/", 1)[1]
     times: dict[str, list[float]] = {"alluxiojob": [], "job": []}
     if rclone:
         times["rclone"] = []
     server_cpu: dict[str, list[float]] = {k: [] for k in times if k != "job"}
+    client_cpu: dict[str, list[float]] = {k: [] for k in times if k != "job"}
     peaks: list[int] = []
     server_peaks: list[int] = []
 
@@ -123,9 +150,11 @@ def bench_prefix(name: str, load: S3Load, server: S3Server, out: Path, reps: int
         shutil.rmtree(dst, ignore_errors=True)
         sync()
         cpu = cpu_seconds(server.pid or 0)
+        mine = children_cpu_seconds()
         took = run_timed([rclone, "copy", "--transfers", "32", f"bench:{BUCKET}/{prefix}",
                           os.fspath(dst)], env)
         cpu = cpu_seconds(server.pid or 0) - cpu
+        mine = children_cpu_seconds() - mine
         got = bench.tree_stats(dst)
         if got != (load.files, load.nbytes):
             raise BenchError(f"rclone copied {got}, expected {(load.files, load.nbytes)}")
@@ -134,6 +163,7 @@ def bench_prefix(name: str, load: S3Load, server: S3Server, out: Path, reps: int
         if timed:
             times["rclone"].append(took)
             server_cpu["rclone"].append(cpu)
+            client_cpu["rclone"].append(mine)
 
     def run_alluxiojob(timed: bool) -> None:
         if load.cached()[0]:
@@ -141,16 +171,21 @@ def bench_prefix(name: str, load: S3Load, server: S3Server, out: Path, reps: int
         sync()
         cpu = cpu_seconds(server.pid or 0)
         pids = {n: load.cluster.pid(n) for n in ("worker1", "worker2")}
+        mine = sum(session_cpu_seconds(pid) for pid in [*pids.values(),
+                                                        load.cluster.pid("coordinator")])
         pids["s3"] = server.pid or 0
         with RssSampler(pids) as sampler:
             wall, elapsed = load.load()
         cpu = cpu_seconds(server.pid or 0) - cpu
+        mine = sum(session_cpu_seconds(load.cluster.pid(n))
+                   for n in ("worker1", "worker2", "coordinator")) - mine
         load.free()
         sync()
         if timed:
             times["alluxiojob"].append(wall)
             times["job"].append(elapsed)
             server_cpu["alluxiojob"].append(cpu)
+            client_cpu["alluxiojob"].append(mine)
             peaks.append(max(sampler.peak_kib["worker1"], sampler.peak_kib["worker2"]))
             server_peaks.append(sampler.peak_kib["s3"])
 
@@ -168,19 +203,21 @@ def bench_prefix(name: str, load: S3Load, server: S3Server, out: Path, reps: int
             + ", ".join(f"{t} {times[t][-1]:.2f}s" for t in order)
             + f", job {times['job'][-1]:.2f}s")
     return {"name": name, "files": load.files, "bytes": load.nbytes, "times": times,
-            "server_cpu": server_cpu, "worker_peak_kib": peaks, "server_peak_kib": server_peaks}
+            "server_cpu": server_cpu, "client_cpu": client_cpu, "worker_peak_kib": peaks,
+            "server_peak_kib": server_peaks}
 
 
 def print_table(result: dict[str, object], latency: float, reps: int) -> None:
     times: dict[str, list[float]] = result["times"]  # type: ignore[assignment]
     cpu: dict[str, list[float]] = result["server_cpu"]  # type: ignore[assignment]
+    client: dict[str, list[float]] = result["client_cpu"]  # type: ignore[assignment]
     files, nbytes = int(result["files"]), int(result["bytes"])  # type: ignore[call-overload]
     mib = nbytes / MIB
     print()
     print(f"S3 {result['name']}: {files:,} objects, {mib:,.0f} MiB, +{latency * 1000:.0f} ms "
           f"per request, median of {reps}")
     header = (f"{'tool':<34} {'median s':>9} {'min s':>8} {'max s':>8} {'objects/s':>10} "
-              f"{'MiB/s':>8} {'server CPU s':>13}")
+              f"{'MiB/s':>8} {'server CPU s':>13} {'client CPU s':>13}")
     print(header)
     print("-" * len(header))
     rows = [("alluxiojob load --wait (wall)", "alluxiojob"), ("alluxiojob submit→SUCCEEDED", "job")]
@@ -190,8 +227,9 @@ def print_table(result: dict[str, object], latency: float, reps: int) -> None:
         values = times[key]
         med = statistics.median(values)
         server = statistics.median(cpu[key]) if key in cpu else float("nan")
+        mine = statistics.median(client[key]) if key in client else float("nan")
         print(f"{label:<34} {med:>9.2f} {min(values):>8.2f} {max(values):>8.2f} "
-              f"{files / med:>10,.0f} {mib / med:>8.1f} {server:>13.1f}")
+              f"{files / med:>10,.0f} {mib / med:>8.1f} {server:>13.1f} {mine:>13.1f}")
     if "rclone" in times:
         ratio_wall = statistics.median(r / a for r, a in zip(times["rclone"], times["alluxiojob"],
                                                              strict=True))
