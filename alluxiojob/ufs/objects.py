@@ -21,7 +21,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import obstore
 from obstore import exceptions as obs_errors
@@ -265,6 +265,13 @@ class ObjectStoreUfs:
         info = UfsStat(meta["size"], _mtime_ns(meta["last_modified"]), meta["e_tag"] or "")
         if version and info.version != version:
             raise UfsError("UFS_CHANGED", f"{uri} changed while it was read; it will be retried")
+        start, end = result.range
+        if end - start <= READ_CHUNK:  # small: one buffer, no stream machinery
+            try:
+                # obstore's Bytes is a zero-copy buffer: file writes take it as is.
+                return info, iter((cast(bytes, result.bytes()),))
+            except Exception as exc:
+                raise self.error(exc, uri, "cannot read") from None
         return info, self._chunks(result, uri)
 
     def _chunks(self, result: Any, uri: str) -> Iterator[bytes]:

@@ -50,12 +50,11 @@ async def _stream_ufs(ufs: UnderFileSystem, uri: str, start: int, end: int,  # t
                       version: str):
     """Read-through: the UFS's blocking reader, one bounded chunk per worker thread call."""
     chunks = ufs.read(uri, start, end - start + 1, version)
-    done = object()
     while True:
-        chunk = await trio.to_thread.run_sync(next, chunks, done)
-        if chunk is done:
+        chunk = await trio.to_thread.run_sync(next, chunks, None)
+        if chunk is None:
             return
-        yield chunk
+        yield bytes(chunk)  # a plain copy of the client's buffer for the HTTP layer
 
 
 async def _stream(path: str, start: int, end: int):  # type: ignore[no-untyped-def]
