@@ -29,16 +29,18 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench  # noqa: E402
-from bench import KIB, MIB, BenchError, Cluster, RssSampler, log, run_timed, sync  # noqa: E402
+from bench import KIB, MIB, BenchError, Cluster, log, run_timed, sync  # noqa: E402
 
 from alluxiojob.testing.s3 import S3Server  # noqa: E402
 
@@ -66,6 +68,47 @@ def session_cpu_seconds(sid: int) -> float:
         if int(fields[3]) == sid:  # fields[3] is the session id (field 6 of stat)
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def session_rss_kib(sid: int) -> int:
+    """VmRSS summed over session ``sid``: a worker and its pool processes, which fetch."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:
+                total += bench.vm_rss_kib(int(entry))
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+class SessionRssSampler(threading.Thread):
+    """Peak summed RSS of each session (the "s3" entry: of that one process), every 0.2 s."""
+
+    def __init__(self, sids: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.sids = sids
+        self.peak_kib = dict.fromkeys(sids, 0)
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            for name, sid in self.sids.items():
+                rss = bench.vm_rss_kib(sid) if name == "s3" else session_rss_kib(sid)
+                self.peak_kib[name] = max(self.peak_kib[name], rss)
+            self._stop_event.wait(0.2)
+
+    def __enter__(self) -> SessionRssSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop_event.set()
+        self.join()
 
 
 def children_cpu_seconds() -> float:
@@ -174,7 +217,7 @@ def bench_prefix(name: str, load: S3Load, server: S3Server, out: Path, reps: int
         mine = sum(session_cpu_seconds(pid) for pid in [*pids.values(),
                                                         load.cluster.pid("coordinator")])
         pids["s3"] = server.pid or 0
-        with RssSampler(pids) as sampler:
+        with SessionRssSampler(pids) as sampler:
             wall, elapsed = load.load()
         cpu = cpu_seconds(server.pid or 0) - cpu
         mine = sum(session_cpu_seconds(load.cluster.pid(n))
@@ -240,8 +283,8 @@ def print_table(result: dict[str, object], latency: float, reps: int) -> None:
     peaks: list[int] = result["worker_peak_kib"]  # type: ignore[assignment]
     server_peaks: list[int] = result["server_peak_kib"]  # type: ignore[assignment]
     if peaks:
-        print(f"  worker peak RSS during LOAD: {max(peaks) / KIB:.0f} MiB; S3 server peak RSS "
-              f"{max(server_peaks) / KIB:.0f} MiB")
+        print(f"  worker peak RSS during LOAD (a worker and its pool processes): "
+              f"{max(peaks) / KIB:.0f} MiB; S3 server peak RSS {max(server_peaks) / KIB:.0f} MiB")
     sys.stdout.flush()
 
 
@@ -253,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     args, _ = parser.parse_known_args(argv)
     small_count, large_size, partition = ((2_000, 64 * MIB, "16MiB") if args.quick
                                           else (20_000, 256 * MIB, "64MiB"))
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     base = Path(tempfile.mkdtemp(prefix="alluxiojob-bench-s3."))
     rclone = shutil.which("rclone")
     server = S3Server(log_path=os.fspath(base / "s3.log"))
