@@ -77,6 +77,8 @@ class LocalUfs:
             info = os.stat(to_local_path(uri))
         except OSError as exc:
             raise UfsError(reason_for(exc), f"{uri}: {exc.strerror}") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise UfsError("INVALID_PATH", f"{uri} is not a regular file")
         return UfsStat(info.st_size, info.st_mtime_ns)
 
     def read(self, uri: str, offset: int = 0, length: int = -1,

@@ -20,7 +20,7 @@ from tests.integration.cluster import Cluster, make_tree, sha256, wait_for
 pytestmark = pytest.mark.timeout(300)
 
 KIB = 1024
-PARTITION = 64 * KIB
+PARTITION = 1024 * KIB  # the smallest partition size allowed
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def s3_cluster(cluster_factory, s3: S3Server) -> Cluster:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**{
         **s3.properties(),
-        "alluxio.worker.load.file.partition.size": "64KiB",
+        "alluxio.worker.load.file.partition.size": "1MiB",
         "alluxio.underfs.s3.max.error.retry": "2",
     })
     cluster.add_worker()
@@ -236,7 +236,7 @@ def test_submit_errors_name_the_problem(s3_cluster: Cluster, s3: S3Server) -> No
 def test_throttled_then_changed_mid_read(cluster_factory, s3: S3Server) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**{
         **s3.properties(),
-        "alluxio.worker.load.file.partition.size": "64KiB",
+        "alluxio.worker.load.file.partition.size": "1MiB",
         "alluxio.underfs.s3.max.error.retry": "1",
         "alluxio.job.retry.max.attempts": "2",
     })
