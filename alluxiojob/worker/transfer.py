@@ -16,11 +16,13 @@ the source, the destination, or both.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from alluxiojob.ufs import ufs_for
 from alluxiojob.ufs.base import UfsError, UfsStat, UnderFileSystem
+from alluxiojob.ufs.local import LocalUfs, to_local_path
 from alluxiojob.ufs.objects import ObjectStoreUfs
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.worker.copier import CopyOutcome
@@ -90,6 +92,11 @@ def transfer_one(job: TransferJob, move: bool, overwrite: bool,
                  settings: UfsSettings) -> CopyOutcome:
     src_ufs, dst_ufs = ufs_for(job.src, settings), ufs_for(job.dst, settings)
     try:
+        if isinstance(dst_ufs, LocalUfs) and os.path.isdir(to_local_path(job.dst)):
+            return CopyOutcome(False, reason="INVALID_PATH", message=(
+                f"cannot write {job.dst}: a directory of that name is in the way (a local "
+                "tree cannot hold a file and a directory of the same name, as an object "
+                "store can)"))
         if not overwrite and _exists(dst_ufs, job.dst):
             if move and _same_content(src_ufs, job.src, dst_ufs, job.dst):
                 # An earlier MOVE wrote it but did not get to remove the source.
