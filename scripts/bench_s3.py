@@ -8,8 +8,9 @@ data:
 * starts 1 coordinator + 2 workers (partition size 64 MiB, so a large object is 4 ranged
   reads) pointed at the server by the ``alluxio.underfs.s3.*`` properties;
 * for an added latency of 0 ms and then 20 ms per request (a sleep in the server's
-  request thread), times per dataset one untimed warm-up, then N paired repetitions in
-  rotating order of: ``alluxiojob job load --path s3://... --wait`` (FREE before each,
+  request thread), times per dataset (after one untimed warm-up for (b); every run's
+  output is checked) N paired repetitions in rotating order of:
+  ``alluxiojob job load --path s3://... --wait`` (FREE before each,
   untimed; wall time and submit-to-SUCCEEDED as the coordinator recorded it) and
   ``rclone copy --transfers 32 remote:bucket/prefix DIR`` (rclone configured only by
   environment variables; its output removed and ``sync`` run between timings);
@@ -173,7 +174,7 @@ class S3Load:
 
 
 def bench_prefix(name: str, load: S3Load, server: S3Server, out: Path, reps: int,
-                 rclone: str | None, rss: bool) -> dict[str, object]:
+                 rclone: str | None, warm_up: bool) -> dict[str, object]:
     # rclone's AWS SDK refuses a custom CA bundle with its own HTTP transport; the
     # server is plain http anyway.
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
@@ -235,9 +236,10 @@ def bench_prefix(name: str, load: S3Load, server: S3Server, out: Path, reps: int
     tools = {"alluxiojob": run_alluxiojob}
     if rclone:
         tools["rclone"] = run_rclone
-    log(f"[{name}] warm-up")
-    for run in tools.values():
-        run(False)
+    if warm_up:
+        log(f"[{name}] warm-up")
+        for run in tools.values():
+            run(False)
     order = list(tools)
     for rep in range(reps):
         for tool in order[rep % len(order):] + order[:rep % len(order)]:
@@ -324,8 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         for latency in LATENCIES:
             server.set_latency(latency)
             for name, load in loads:
+                # Every run is checked; the small set is long enough not to need a
+                # warm-up (the worker pools start with the workers).
                 result = bench_prefix(name, load, server, base / "out", args.reps, rclone,
-                                      rss=name == "large")
+                                      warm_up=name == "large")
                 result["latency"] = latency
                 results.append(result)
                 print_table(result, latency, args.reps)
