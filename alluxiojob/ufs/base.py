@@ -18,7 +18,7 @@ appears only once complete) and remove with ``delete``. They never assume a loca
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,10 +65,17 @@ class UnderFileSystem(Protocol):
         """Blocking. A missing bucket or refused credentials raise ``UfsError``."""
         ...
 
-    def walk(self, uri: str, after: tuple[str, ...] = ()) -> Iterator[UfsFile]:
+    def walk(
+        self,
+        uri: str,
+        after: tuple[str, ...] = (),
+        follow_link: Callable[[str], bool] | None = None,
+    ) -> Iterator[UfsFile]:
         """Files under ``uri`` (or ``uri`` itself if a file) in order, strictly after ``after``.
 
-        Blocking: call it from a worker thread.
+        A symlink met on the way is followed only if ``follow_link(its path)`` says so
+        (path confinement); stores without symlinks ignore it. Blocking: call it from a
+        worker thread.
         """
         ...
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -191,7 +191,8 @@ class ObjectStoreUfs:
             raise self.error(exc, uri, "cannot list") from None
         return not key  # an empty bucket exists: listing it did not fail
 
-    def walk(self, uri: str, after: tuple[str, ...] = ()) -> Iterator[UfsFile]:
+    def walk(self, uri: str, after: tuple[str, ...] = (),
+             follow_link: Callable[[str], bool] | None = None) -> Iterator[UfsFile]:
         """The object ``uri`` itself, then the keys under ``uri/`` in byte order.
 
         object_store lists a directory marker ``d/`` as ``d`` (it strips the slash). A
