@@ -409,3 +409,24 @@ def test_worker_sigkill_mid_s3_load_succeeds(cluster_factory, s3: S3Server) -> N
     assert report["files"]["processed"] == len(objects)
     assert report["files"]["failed"] == 0
     _assert_each_cached_once(cluster, "kill-worker", objects)
+
+
+def test_allowlist_confines_object_uris(cluster_factory, s3: S3Server) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = cluster_factory(**{**s3.properties(),
+                                          "alluxio.job.path.allowlist": "s3://confined/in"})
+    cluster.add_worker()
+    cluster.add_coordinator()
+    s3.create_bucket("confined")
+    s3.put("confined", "in/x", b"inside")
+    s3.put("confined", "inside/y", b"a prefix, not a component")
+    s3.put("confined", "out/z", b"never-served-bytes")
+    cluster.cli("job", "load", "--path", "s3://confined/in", "--wait")
+    for path in ("s3://confined/inside", "s3://confined/out", "s3://confined"):
+        refused = cluster.api("POST", "/api/v1/master/submit_job/load", json={"path": path})
+        assert refused.status_code == 403, path
+        assert "alluxio.job.path.allowlist" in refused.json()["message"]
+    web = cluster.api("GET", "/api/v1/master/workers").json()["workers"][0]["web"]
+    through = httpx.get(f"{web}/api/v1/files", timeout=10, params={
+        "path": "s3://confined/out/z", "read_through": "true"})
+    assert through.status_code == 403
+    assert b"never-served-bytes" not in through.content
