@@ -60,11 +60,5 @@ def resolve_path(path: str, ufs_root: str) -> str:
     return ufs_for(path).normalize(path)
 
 
-def contains(outer: str, inner: str) -> bool:
-    """Whether URI ``inner`` is ``outer`` or lies under it, by whole path components."""
-    outer = outer.rstrip("/")
-    return inner == outer or inner.startswith(outer + "/")
-
-
 __all__ = ["LocalUfs", "ObjectStoreUfs", "UfsError", "UfsFile", "UfsSettings", "UfsStat",
-           "UnderFileSystem", "contains", "is_local", "resolve_path", "scheme_of", "ufs_for"]
+           "UnderFileSystem", "is_local", "resolve_path", "scheme_of", "ufs_for"]
