@@ -671,7 +671,10 @@ class ChaosRun:
         with lane.lock:
             if not lane.load_job:
                 return False
-            rel = self.fault_rng.choice(sorted(lane.contents))
+            names = sorted(lane.contents)
+            big = [n for n in names if (lane.tree / n).stat().st_size > MiB]
+            # Half the time a multi-partition file: its partitions are read separately.
+            rel = self.fault_rng.choice(big if big and self.fault_rng.random() < 0.5 else names)
             target = lane.tree / rel
             old_size = target.stat().st_size
             data = self.fault_rng.randbytes(max(0, old_size + self.fault_rng.randint(-500, 500)))
