@@ -39,8 +39,11 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and its logs")
     parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
     args = parser.parse_args()
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
         signal.signal(signum, _interrupted)
+    # Bounded whatever happens: faults end at --duration, jobs get --grace, checks and
+    # teardown get 10 minutes more; then the run is interrupted (and cleans up).
+    signal.alarm(int(args.duration + args.grace + 600))
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix=f"alluxiojob-chaos-{args.seed}-"))
     config = ChaosConfig(seed=args.seed, root=root, faults=args.faults,
