@@ -51,7 +51,11 @@ def main() -> int:
                          mean_gap=args.mean_gap,
                          log=lambda line: print(line, flush=True))
     started = time.monotonic()
-    report = ChaosRun(config).run()
+    try:
+        report = ChaosRun(config).run()  # stops everything it started before returning
+    except KeyboardInterrupt as exc:
+        print(f"chaos run interrupted ({exc or 'Ctrl-C'}); work dir: {root}", file=sys.stderr)
+        return 130
     print()
     print(report.render())
     if args.json:

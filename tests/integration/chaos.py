@@ -280,6 +280,10 @@ class Report:
         with self.lock:
             bucket.append(message)
 
+    def ended(self, state: str) -> None:
+        with self.lock:
+            self.jobs_by_state[state] += 1
+
     def summary(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
@@ -895,7 +899,7 @@ class ChaosRun:
                     first: dict[str, int], replicas: int, report: dict[str, Any]) -> list[str]:
         """See the module docstring; returns the files whose copies are stale."""
         state = report["job"]["state"]
-        self.report.jobs_by_state[state] += 1
+        self.report.ended(state)
         failed = self._failed_paths(report) if state == "FAILED" else {}
         stale: list[str] = []
         for rel, versions in contents.items():
@@ -925,7 +929,7 @@ class ChaosRun:
         if report is None:
             return
         state = report["job"]["state"]
-        self.report.jobs_by_state[state] += 1
+        self.report.ended(state)
         failed = self._failed_paths(report) if state == "FAILED" else {}
         for rel in self._current(lane):
             source = lane.tree / rel
@@ -946,7 +950,7 @@ class ChaosRun:
         if report is None:
             return
         state = report["job"]["state"]
-        self.report.jobs_by_state[state] += 1
+        self.report.ended(state)
         failed = self._failed_paths(report) if state == "FAILED" else {}
         for rel, digest in expected.items():
             got = sha256_file(dst / rel)
@@ -979,7 +983,7 @@ class ChaosRun:
             if report is None:
                 return
             state = report["job"]["state"]
-            self.report.jobs_by_state[state] += 1
+            self.report.ended(state)
             failed = self._failed_paths(report) if state == "FAILED" else {}
             for rel, digest in expected.items():
                 at_dst = sha256_file(dst / rel)
