@@ -28,7 +28,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--faults", type=int, default=50, help="faults to inject (default 50)")
     parser.add_argument("--duration", type=float, default=900.0,
-                        help="seconds after which no more faults are injected (default 900)")
+                        help="seconds of faults at most, even if fewer were injected "
+                        "(default 900)")
     parser.add_argument("--grace", type=float, default=180.0,
                         help="seconds for the last jobs to end after the faults (default 180)")
     parser.add_argument("--lanes", type=int, default=4, help="concurrent job lanes (default 4)")
