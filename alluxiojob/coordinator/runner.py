@@ -526,9 +526,13 @@ class JobRunner:
             await self.store.save_progress(self.owned, self._snapshot(), failures)
         except Fenced:
             raise
-        except Exception as exc:
-            # The store is unreachable: keep the failures for the next attempt.
+        except BaseException as exc:
+            # The store is unreachable, or this save was cancelled (the checkpointer is
+            # cancelled when the pass ends): keep the failures for the next save, which
+            # rewrites the same keys if this one landed after all.
             self._unsaved_failures = failures + self._unsaved_failures
+            if not isinstance(exc, Exception):
+                raise
             log.warning("cannot save progress; will retry", error=describe_error(exc))
 
     async def _checkpointer(self) -> None:

@@ -1,0 +1,83 @@
+"""Every failed file a job counts is in its failure list, even when a save is cut short.
+
+Found by ``scripts/chaos --seed 2``: a LOAD counted 7 CACHE_FULL files and listed 4.
+The checkpointer had taken 3 failures into a save that was still waiting on etcd when
+the load pass ended and cancelled it. Here the job runs in this process against a real
+worker, a real RocksDB store and a store whose saves carrying failures wait until they
+are cancelled, once: exactly that interleaving, every time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+import trio
+
+from alluxiojob.config import Keys, build_config
+from alluxiojob.coordinator.runner import JobRunner
+from alluxiojob.coordinator.workers import Membership, WorkerClient
+from alluxiojob.core.job import JobOptions, JobType
+from alluxiojob.core.progress import Progress
+from alluxiojob.store.jobs import FailureRecord, JobStore, OwnedJob
+from alluxiojob.store.rocks import RocksKVStore
+from tests.integration.cluster import Cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class FirstFailureSaveHangs(JobStore):
+    """The first save that carries failures waits until it is cancelled."""
+
+    held = False
+
+    async def save_progress(self, owned: OwnedJob, progress: Progress,
+                            failures: Iterable[FailureRecord] = (),
+                            cleared: Iterable[str] = ()) -> None:
+        failures = list(failures)
+        if failures and not self.held:
+            self.held = True
+            await trio.sleep_forever()
+        await super().save_progress(owned, progress, failures, cleared)
+
+
+async def test_failures_of_a_cancelled_save_are_still_listed(cluster_factory,  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
+    cluster: Cluster = cluster_factory(**{"alluxio.worker.load.file.partition.size": "1MiB"})
+    worker = cluster.add_worker(**{"alluxio.worker.page.store.sizes": "1MiB"})
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):  # first in the listing, and too big for the cache: CACHE_FULL
+        (src / f"a{i}.bin").write_bytes(os.urandom(1536 * 1024))
+    for i in range(40):  # then enough bandwidth-limited work for checkpoints to happen
+        (src / f"b{i:02d}.bin").write_bytes(os.urandom(10_000))
+    config = build_config({
+        "alluxio.worker.static.config.file": str(cluster.workers_file),
+        "alluxio.job.retry.max.attempts": "1",
+    })
+    store = FirstFailureSaveHangs(RocksKVStore(tmp_path / "rocks"))
+
+    def client(worker_id: str) -> WorkerClient:
+        return WorkerClient(worker_id, worker_id, config[Keys.CLUSTER_TOKEN], "test", 3,
+                            config[Keys.FAILURE_DETECTION_TIMEOUT])
+
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            membership = Membership(client, cluster.workers_file)
+            await nursery.start(membership.run)
+            job, _ = await store.submit(JobType.LOAD, f"file://{src}", "",
+                                        JobOptions(batch_size=5, bandwidth=100_000), 10)
+            [owned] = await store.claim_waiting("test", 1)
+            await JobRunner(owned, store, membership, config).run()
+            nursery.cancel_scope.cancel()
+    assert store.held, "the test did not cut a save short"
+    final = await store.get(job.id)
+    progress = await store.get_progress(job.id)
+    failures = await store.list_failures(job.id)
+    assert final.job.state.value == "FAILED", worker.log()[-2000:]
+    assert progress.live.files_failed == 3
+    assert sorted(f.path.rsplit("/", 1)[-1] for f in failures) == ["a0.bin", "a1.bin", "a2.bin"]
+    assert {f.reason for f in failures} == {"CACHE_FULL"}
+    await store.kv.aclose()
