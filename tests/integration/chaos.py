@@ -12,7 +12,10 @@ STATIC membership: every path then has a fixed set of owners, so a FREE must rea
 worker and its result can be checked exactly; with ETCD membership a worker that is dead
 past its lease leaves the ring and a FREE legitimately skips it, so a file left cached
 there could not be told from a bug. One worker has a small cache
-(``alluxio.worker.page.store.sizes``) so that caches really fill.
+(``alluxio.worker.page.store.sizes``) so that caches really fill. Pins keep their
+default (``alluxio.worker.job.cache.pin.time``, 10 minutes, longer than a run): a
+shorter one lets a long-running job's files be evicted (see the README), which this
+run would count as lost.
 
 *Workload.* Each *lane* owns a generated tree (odd names, empty files, files spanning
 several 1 MiB partitions) and runs jobs on it one after another: LOAD (sometimes with
@@ -37,9 +40,9 @@ or already at its destination with identical content; at the end every file of e
 lane must exist, with its last content, where the lane's jobs put it.
 
 *Faults* come from the seed: SIGKILL or SIGSTOP of a coordinator, a worker or etcd
-(killed ones restarted, stopped ones continued, after a random delay), a LOAD that fills
-the small cache, and a source file replaced (atomically, as object stores and most
-writers do) while a LOAD of it runs.
+(killed ones restarted, stopped ones continued, after a random delay), a LOAD of 12 MiB
+owned by the 8 MiB cache (then a FREE of it), and a source file replaced (atomically,
+as object stores and most writers do) while a LOAD of it runs.
 
 *End of run.* Faults stop, every process is back, lanes finish their current job within
 the grace period. Then:
@@ -65,6 +68,7 @@ from typing import Any
 
 import httpx
 
+from alluxiojob.core.ring import HashRing
 from alluxiojob.testing.etcd import EtcdServer
 from tests.integration.chaos_faults import FaultsMixin
 from tests.integration.chaos_lanes import (
@@ -77,6 +81,8 @@ from tests.integration.chaos_lanes import (
 )
 from tests.integration.cluster import Cluster, Service
 from tests.integration.etcd_history import JOB_PREFIX, EtcdGateway, audit_owner_writes
+
+SMALL_CACHE_WORKER = 2  # the worker whose cache fills (alluxio.worker.page.store.sizes)
 
 
 @dataclass
@@ -185,7 +191,7 @@ class ChaosRun(FaultsMixin, LanesMixin):
         self.etcd: EtcdServer | None = None
         self.cluster: Cluster | None = None
         self.gateway: EtcdGateway | None = None
-        self.filler_job = ""
+        self.filler_busy = False
         self.checkers: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ helpers
@@ -238,14 +244,14 @@ class ChaosRun(FaultsMixin, LanesMixin):
             "alluxio.coordinator.scheduler.etcd.read.timeout": "2s",
             "alluxio.coordinator.scheduler.etcd.write.timeout": "2s",
             "alluxio.worker.load.file.partition.size": "1MiB",
-            "alluxio.worker.job.cache.pin.time": "30s",
             "alluxio.job.retry.max.attempts": "6",
             "alluxio.job.retry.backoff": "200ms",
         })
         c = self.cluster
         c.add_worker(start=False)
         c.add_worker(start=False)
-        c.add_worker(start=False, **{"alluxio.worker.page.store.sizes": "8MiB"})  # fills
+        c.add_worker(start=False, **{"alluxio.worker.page.store.sizes": "8MiB"})
+        assert len(c.workers) - 1 == SMALL_CACHE_WORKER
         for _ in range(3):
             c.add_coordinator(start=False)
         for service in [*c.workers, *c.coordinators]:  # all at once: 2 cores start faster
@@ -261,8 +267,15 @@ class ChaosRun(FaultsMixin, LanesMixin):
         filler = ufs / "filler"
         filler.mkdir(parents=True)
         rng = random.Random(f"{self.cfg.seed}-filler")
-        for i in range(16):
-            (filler / f"fill-{i:02d}.bin").write_bytes(rng.randbytes(MiB))
+        ring = HashRing([f"127.0.0.1:{w.rpc_port}" for w in c.workers])  # type: ignore[attr-defined]
+        small = f"127.0.0.1:{c.workers[SMALL_CACHE_WORKER].rpc_port}"  # type: ignore[attr-defined]
+        made = index = 0
+        while made < 12:  # 12 MiB, all owned by the 8 MiB cache
+            index += 1
+            path = filler / f"fill-{index:03d}.bin"
+            if ring.owners(f"file://{path}", 1) == [small]:
+                path.write_bytes(rng.randbytes(MiB))
+                made += 1
         self.filler = filler
         self.tmp = root / "tmp"
         self.tmp.mkdir()

@@ -51,7 +51,7 @@ class FaultsMixin:
     etcd: EtcdServer | None
     gateway: EtcdGateway | None
     filler: Path
-    filler_job: str
+    filler_busy: bool
     tmp: Path
 
     def log(self, message: str) -> None: ...
@@ -215,24 +215,32 @@ class FaultsMixin:
         return True
 
     def _fault_fill_cache(self) -> bool:
-        """A LOAD bigger than the small worker's cache; checked like any LOAD."""
+        """LOAD files that all belong to the small cache and overflow it, then FREE them.
+
+        Both jobs are checked like the lanes' (what does not fit must be listed failed,
+        CACHE_FULL); the FREE gives the room back, since pinned files are not evicted.
+        """
+        if self.filler_busy:
+            return False
         body = {"path": str(self.filler), "options": {"batch_size": 4}}
         answer = self.request("POST", "/api/v1/master/submit_job/load", json=body)
         if answer is None or answer.status_code != 200:
             return False
         job_id = answer.json()["id"]
         self.report.acknowledged.add(job_id)
-        if job_id == self.filler_job:
-            return False  # the previous one still runs
-        self.filler_job = job_id
+        self.filler_busy = True
         self.log(f"fill_cache: LOAD {job_id} of {self.filler.name}")
         contents = {p.name: [sha256_file(p) or ""] for p in self.filler.iterdir()}
 
         def check() -> None:
-            report = self._wait_final(job_id)
-            if report is not None:
-                self._check_load(f"filler LOAD {job_id}", self.filler, contents,
-                                 {k: 0 for k in contents}, 1, report)
+            try:
+                report = self._wait_final(job_id)
+                if report is not None:
+                    self._check_load(f"filler LOAD {job_id}", self.filler, contents,
+                                     {k: 0 for k in contents}, 1, report)
+                    self._free_and_check("filler", self.filler, sorted(contents))
+            finally:
+                self.filler_busy = False
 
         thread = threading.Thread(target=check, daemon=True, name="filler")
         self.checkers.append(thread)

@@ -250,7 +250,10 @@ class LanesMixin:
         return stale
 
     def _lane_free(self, lane: Lane) -> None:
-        job_id = self._submit("FREE", lane.tree)
+        self._free_and_check(f"lane{lane.index}", lane.tree, list(self._current(lane)))
+
+    def _free_and_check(self, what: str, tree: Path, names: list[str]) -> None:
+        job_id = self._submit("FREE", tree)
         if job_id is None:
             return
         report = self._wait_final(job_id)
@@ -259,12 +262,12 @@ class LanesMixin:
         state = report["job"]["state"]
         self.report.ended(state)
         failed = self._failed_paths(report) if state == "FAILED" else {}
-        for rel in self._current(lane):
-            source = lane.tree / rel
+        for rel in names:
+            source = tree / rel
             left = self._cache_copies(source)
             if left and str(source) not in failed:
                 self.report.add(self.report.files_wrong,
-                                f"lane{lane.index} FREE {job_id} {state}: {rel!r} still "
+                                f"{what} FREE {job_id} {state}: {rel!r} still "
                                 f"cached on {[w for w, _ in left]}")
 
     def _lane_copy(self, lane: Lane) -> None:
