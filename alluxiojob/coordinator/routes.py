@@ -16,6 +16,7 @@ from typing import Any
 
 from alluxiojob.core.job import OPTION_ALIASES, OPTION_BOUNDS, JobOptions, JobRecord, JobType
 from alluxiojob.core.states import JobState
+from alluxiojob.security.access import PUBLIC_PATHS
 
 Schema = dict[str, Any]
 
@@ -44,6 +45,11 @@ ERROR: Schema = {
 }
 ERROR_MEANINGS = {
     400: "Bad input (the message names it)",
+    401: "No or wrong cluster token (Authorization: Bearer)",
+    403: "Not a loopback peer while no token is set, or a path outside "
+         "alluxio.job.path.allowlist",
+    408: "The request body came too slowly",
+    413: "The request body is too large",
     404: "No such job or path",
     409: "The job (or the service) is not in a state for this request",
     429: "The waiting queue is full",
@@ -222,6 +228,13 @@ ROUTES: tuple[ApiRoute, ...] = (
 )
 
 
+def _access_errors(route: ApiRoute) -> tuple[int, ...]:
+    """What the security layer answers before a handler runs (see security/http.py)."""
+    if route.path in PUBLIC_PATHS:
+        return ()
+    return (401, 403, 408, 413) if route.body is not None else (401, 403)
+
+
 def _operation(route: ApiRoute) -> dict[str, Any]:
     operation: dict[str, Any] = {"operationId": route.handler, "summary": route.summary}
     if route.params:
@@ -246,7 +259,7 @@ def _operation(route: ApiRoute) -> dict[str, Any]:
             for link in route.links
         }
     responses: dict[str, Any] = {"200": ok}
-    for status in route.errors:
+    for status in _access_errors(route) + route.errors:
         responses[str(status)] = {
             "description": ERROR_MEANINGS[status],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
