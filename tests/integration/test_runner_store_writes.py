@@ -27,6 +27,7 @@ from alluxiojob.coordinator.workers import Membership, WorkerClient
 from alluxiojob.core.job import JobOptions, JobType
 from alluxiojob.core.progress import Progress
 from alluxiojob.core.states import JobEvent, JobState
+from alluxiojob.security import Security
 from alluxiojob.store.jobs import FailureRecord, JobStore, OwnedJob
 from alluxiojob.store.kv import KVStore
 from alluxiojob.store.rocks import RocksKVStore
@@ -67,8 +68,9 @@ async def test_failures_of_a_cancelled_save_are_still_listed(cluster_factory,  #
     store = FirstFailureSaveHangs(RocksKVStore(tmp_path / "rocks"))
 
     def client(worker_id: str) -> WorkerClient:
-        return WorkerClient(worker_id, worker_id, config[Keys.CLUSTER_TOKEN], "test", 3,
-                            config[Keys.FAILURE_DETECTION_TIMEOUT])
+        security = Security.from_config(config, serving=False)
+        return WorkerClient(worker_id, worker_id, security.token, "test", 3,
+                            config[Keys.FAILURE_DETECTION_TIMEOUT], security.tls)
 
     with trio.fail_after(100):
         async with trio.open_nursery() as nursery:
@@ -127,8 +129,9 @@ async def test_a_checkpoint_in_flight_does_not_fence_the_runner_off_its_job(  # 
     store = CheckpointOutlivesTheVerifyTransition(RocksKVStore(tmp_path / "rocks"))
 
     def client(worker_id: str) -> WorkerClient:
-        return WorkerClient(worker_id, worker_id, config[Keys.CLUSTER_TOKEN], "test", 3,
-                            config[Keys.FAILURE_DETECTION_TIMEOUT])
+        security = Security.from_config(config, serving=False)
+        return WorkerClient(worker_id, worker_id, security.token, "test", 3,
+                            config[Keys.FAILURE_DETECTION_TIMEOUT], security.tls)
 
     with trio.fail_after(100):
         async with trio.open_nursery() as nursery:
