@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from alluxiojob.config import Keys
+from alluxiojob.cli.render import progress_text
+from alluxiojob.config import Keys, parse_size
 from alluxiojob.core.errors import (
     InvalidArgument,
     JobServiceError,
@@ -75,23 +76,67 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+# Alluxio's REST spellings of the job options, and ours.
+OPTION_ALIASES = {"batchSize": "batch_size", "skipIfExists": "skip_if_exists",
+                  "partialListing": "partial_listing"}
+TRUE_WORDS = {"true": True, "false": False}
+
+
+def _option_value(name: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default``; Alluxio sends every value as a string."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in TRUE_WORDS:
+            return TRUE_WORDS[value.strip().lower()]
+        raise InvalidArgument(f"option {name} must be true or false, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        if name == "bandwidth":
+            try:
+                return parse_size(text)
+            except ValueError as exc:
+                raise InvalidArgument(f"option bandwidth: {exc}") from None
+        if text.isdecimal() and len(text) <= 18:
+            return int(text)
+    kind = "a size (e.g. 100MiB) or a number of bytes" if name == "bandwidth" else "a whole number"
+    raise InvalidArgument(f"option {name} must be {kind}, got {value!r}")
+
+
 def _options(raw: Any) -> JobOptions:
+    """Job options from a request, in our spelling or Alluxio's (``"batchSize": "10"``)."""
     if raw is None:
         return JobOptions()
     if not isinstance(raw, dict):
         raise InvalidArgument("options must be a JSON object")
-    aliases = {"batchSize": "batch_size", "skipIfExists": "skip_if_exists",
-               "partialListing": "partial_listing"}
-    fields: dict[str, Any] = {str(aliases.get(k, k)): v for k, v in raw.items()}
-    known = set(JobOptions.__dataclass_fields__)
-    unknown = sorted(set(fields) - known)
+    fields: dict[str, Any] = {str(OPTION_ALIASES.get(k, k)): v for k, v in raw.items()}
+    defaults = JobOptions()
+    unknown = sorted(set(fields) - set(JobOptions.__dataclass_fields__))
     if unknown:
         raise InvalidArgument(f"unknown job option(s): {', '.join(unknown)}")
     for name, value in fields.items():
-        expected = type(getattr(JobOptions(), name))
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise InvalidArgument(f"option {name} must be {expected.__name__}")
+        fields[name] = _option_value(name, value, getattr(defaults, name))
     return JobOptions.from_wire(fields)
+
+
+async def _query(request: Request) -> dict[str, Any]:
+    """A GET's parameters: the query string, or a JSON body as Alluxio's clients send.
+
+    ``curl -X GET .../progress_job/load -d '{"path": "/data", "format": "TEXT"}'`` works
+    as well as ``?path=/data&format=TEXT``; the query string wins where both give a name.
+    """
+    params: dict[str, Any] = {}
+    if await request.body():
+        params.update(await _json_body(request))
+    params.update(request.query_params)
+    return params
+
+
+def _flag(params: dict[str, Any], name: str) -> bool:
+    value = params.get(name, False)
+    return _option_value(name, value, False) if value != "" else False
 
 
 def progress_report(job: JobRecord, progress: Any, now: float) -> dict[str, Any]:
@@ -173,17 +218,24 @@ class CoordinatorApi:
 
     async def progress(self, request: Request) -> Response:
         job_type = JobType.parse(request.path_params["type"])
-        job = await self._find(job_type, dict(request.query_params))
-        return await self._progress_of(job, request)
+        params = await _query(request)
+        job = await self._find(job_type, params)
+        return await self._progress_of(job, params)
 
     async def job_progress(self, request: Request) -> Response:
         job = (await self.store.get(request.path_params["id"])).job
-        return await self._progress_of(job, request)
+        return await self._progress_of(job, await _query(request))
 
-    async def _progress_of(self, job: JobRecord, request: Request) -> Response:
+    async def _progress_of(self, job: JobRecord, params: dict[str, Any]) -> Response:
+        """The progress report as JSON, or with ``format=TEXT`` as the CLI prints it."""
+        output = str(params.get("format") or "JSON").upper()
+        if output not in ("JSON", "TEXT"):
+            raise InvalidArgument(f"format must be TEXT or JSON, got {params['format']!r}")
+        status = str(params.get("file_status") or params.get("fileStatus") or "").upper()
+        if status and status not in ("SUCCESS", "FAILURE"):
+            raise InvalidArgument(f"file status must be FAILURE or SUCCESS, got {status!r}")
+        verbose = _flag(params, "verbose")
         report = progress_report(job, await self.store.get_progress(job.id), time.time())
-        status = request.query_params.get("file_status", "").upper()
-        verbose = request.query_params.get("verbose", "false").lower() == "true"
         if status == "SUCCESS":
             report["successes"] = await self.service.cached_under(job.path, SUCCESS_LIST_MAX)
         if status == "FAILURE" or verbose:
@@ -192,8 +244,8 @@ class CoordinatorApi:
                 {"path": f.path, "reason": f.reason, "message": f.message, "time": f.time}
                 for f in await self.store.list_failures(job.id, limit)
             ]
-        if status and status not in ("SUCCESS", "FAILURE"):
-            raise InvalidArgument(f"file status must be FAILURE or SUCCESS, got {status!r}")
+        if output == "TEXT":
+            return PlainTextResponse(progress_text(report, verbose) + "\n")
         return JSONResponse(report)
 
     async def stop(self, request: Request) -> Response:
