@@ -8,6 +8,7 @@ CLI can map them to exit codes and users always see the message that names the p
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from starlette.routing import Route
 
 from alluxiojob.cli.render import progress_text
 from alluxiojob.config import Keys, parse_size
+from alluxiojob.coordinator.ui import FinalSummaries, ui_routes
 from alluxiojob.core.errors import (
     InvalidArgument,
     JobServiceError,
@@ -28,7 +30,7 @@ from alluxiojob.core.errors import (
 )
 from alluxiojob.core.job import JobOptions, JobRecord, JobType
 from alluxiojob.core.progress import average_rate, eta_seconds, failure_ratio
-from alluxiojob.core.states import JobState
+from alluxiojob.core.states import FINAL_STATES, JobState
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.ufs import resolve_path, ufs_for
 from alluxiojob.ufs.base import UfsError, printable
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # avoids an import cycle at runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
 SUCCESS_LIST_MAX = 1000
+OVERVIEW_LIMIT = 200  # jobs in one jobs_overview answer, most recently updated first
 
 
 def error_response(exc: JobServiceError) -> JSONResponse:
@@ -178,6 +181,7 @@ class CoordinatorApi:
         self.service = service
         self.store: JobStore = service.store
         self.config = service.config
+        self.summaries = FinalSummaries()
 
     # ------------------------------------------------------------------ helpers
     async def _resolve(self, raw: Any, *, must_exist: bool) -> str:
@@ -288,6 +292,44 @@ class CoordinatorApi:
         )
         return JSONResponse({"jobs": [job.to_wire() for job in jobs]})
 
+    async def jobs_overview(self, request: Request) -> Response:
+        """The web page's job list: counts by state and recent jobs with their progress."""
+        params = request.query_params
+        state, job_type = params.get("state"), params.get("type")
+        try:
+            state_filter = JobState(state.upper()) if state else None
+            limit = int(params.get("limit") or OVERVIEW_LIMIT)
+        except ValueError:
+            raise InvalidArgument(f"bad state {state!r} or limit {params.get('limit')!r}; "
+                                  "states: " + ", ".join(s.value for s in JobState)) from None
+        jobs = await self.store.list_jobs(job_type=JobType.parse(job_type) if job_type
+                                          else None)
+        counts = Tally(job.state.value for job in jobs)
+        shown = [job for job in jobs if state_filter is None or job.state is state_filter]
+        shown.sort(key=lambda job: job.updated_at, reverse=True)
+        now = time.time()
+        summaries = [await self._summary(job, now)
+                     for job in shown[:max(1, min(limit, OVERVIEW_LIMIT))]]
+        return JSONResponse({
+            "coordinator": self.service.coordinator_id,
+            "store": self.service.store_type,
+            "counts": {s.value: counts.get(s.value, 0) for s in JobState},
+            "matching": len(shown),
+            "jobs": summaries,
+        })
+
+    async def _summary(self, job: JobRecord, now: float) -> dict[str, Any]:
+        cached = self.summaries.get(job.id, job.updated_at)
+        if cached is not None:
+            return cached
+        report = progress_report(job, await self.store.get_progress(job.id), now)
+        summary = {key: report[key] for key in (
+            "job", "files", "bytes", "total_known", "elapsed_seconds", "throughput_avg",
+            "throughput_recent", "eta_seconds")}
+        if job.state in FINAL_STATES:
+            self.summaries.put(job.id, job.updated_at, summary)
+        return summary
+
     async def get_job(self, request: Request) -> Response:
         owned = await self.store.get(request.path_params["id"])
         return JSONResponse({"job": owned.job.to_wire()})
@@ -325,7 +367,9 @@ class CoordinatorApi:
             Route(f"{base}/job/{{id}}/progress", g(self.job_progress), methods=["GET"]),
             Route(f"{base}/report", g(self.report), methods=["GET"]),
             Route(f"{base}/workers", g(self.workers), methods=["GET"]),
+            Route(f"{base}/jobs_overview", g(self.jobs_overview), methods=["GET"]),
             Route("/healthz", g(self.healthz), methods=["GET"]),
             Route("/metrics", metrics_endpoint(self.service.metrics.registry)),  # type: ignore[arg-type]
+            *ui_routes(),
         ]
         return Starlette(routes=routes)
