@@ -19,6 +19,7 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_JOB_FAILED = 4
 EXIT_UNAVAILABLE = 5
+EXIT_WRONG_STATE = 6
 
 ConfOption = Annotated[
     Path | None,
@@ -59,6 +60,8 @@ def exit_code_for(error: ApiError) -> int:
         return EXIT_UNAVAILABLE
     if error.code in ("INVALID_ARGUMENT", "INVALID_PATH"):
         return EXIT_USAGE
+    if error.code == "FAILED_PRECONDITION":
+        return EXIT_WRONG_STATE
     return EXIT_ERROR
 
 

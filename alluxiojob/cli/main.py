@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,7 @@ import typer
 from alluxiojob.cli.alluxio2 import add_alluxio2_commands
 from alluxiojob.cli.common import (
     EXIT_UNAVAILABLE,
+    EXIT_USAGE,
     ConfOption,
     DefineOption,
     coordinator,
@@ -23,7 +25,8 @@ from alluxiojob.cli.common import (
 from alluxiojob.cli.fs import fs_app
 from alluxiojob.cli.jobs import job_app
 from alluxiojob.cli.render import report_text
-from alluxiojob.core.errors import JobServiceError, describe_error
+from alluxiojob.config import ConfigError
+from alluxiojob.core.errors import JobServiceError, describe_error, leaves
 from alluxiojob.logs import configure_logging
 
 app = typer.Typer(
@@ -75,10 +78,16 @@ def _run_service(kind: str, conf: Path | None, defines: list[str] | None,
 
             service_run = WorkerService(config).run
         trio.run(_serve_until_signal, service_run)
-    except (JobServiceError, ValueError, OSError) as exc:
-        fail(f"{kind} cannot start: {describe_error(exc)}", EXIT_UNAVAILABLE)
-    except BaseExceptionGroup as group:
-        fail(f"{kind} stopped: {describe_error(group)}", EXIT_UNAVAILABLE)
+    except BaseException as exc:  # noqa: B036 - every way out gets a message and a code
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        errors = leaves(exc)
+        if any(isinstance(e, ConfigError) for e in errors):
+            # A configuration a service cannot run with is a usage error, not an outage.
+            fail(f"{kind} cannot start: {describe_error(exc)}", EXIT_USAGE)
+        if not all(isinstance(e, JobServiceError | ValueError | OSError) for e in errors):
+            logging.getLogger("alluxiojob").exception("%s stopped by an unexpected error", kind)
+        fail(f"{kind} stopped: {describe_error(exc)}", EXIT_UNAVAILABLE)
 
 
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]

@@ -86,6 +86,17 @@ def _positive_size(text: str) -> int:
     return value
 
 
+MIN_PARTITION_SIZE = 1 << 20
+
+
+def _partition_size(text: str) -> int:
+    """A shard is at least 1 MiB: tiny partitions mean millions of shards for one file."""
+    value = parse_size(text)
+    if value < MIN_PARTITION_SIZE:
+        raise ValueError(f"must be at least 1MiB, got {text!r}")
+    return value
+
+
 def _parse_duration_allow_zero(text: str) -> float:
     value = parse_duration(text)
     if value < 0:
@@ -319,7 +330,7 @@ class Keys:
     )
     PARTITION_SIZE = _key(
         "alluxio.worker.load.file.partition.size",
-        _positive_size,
+        _partition_size,
         "256MiB",
         "Shard size for splitting work across the worker's process pool.",
     )
@@ -375,6 +386,12 @@ def read_properties_file(path: Path) -> dict[str, str]:
         raise ConfigError(f"property file not found: {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read property file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        bad_line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"property file {path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} "
+            f"at line {bad_line}"
+        ) from None
     result: dict[str, str] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()

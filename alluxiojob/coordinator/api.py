@@ -1,8 +1,9 @@
 """The coordinator's REST API (JSON), modelled on Alluxio's ``/api/v1/master/*_job`` routes.
 
 Errors are ``{"error": CODE, "message": text}`` with an HTTP status that matches the
-code (404 not found, 400 bad argument, 429 queue full, 503 store unavailable), so the
-CLI can map them to exit codes and users always see the message that names the problem.
+code (400 bad argument, 404 not found, 409 wrong state, 429 queue full, 500 a bug,
+503 store unavailable), so the CLI can map them to exit codes and users always see the
+message that names the problem.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter as Tally
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import structlog
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,7 +27,7 @@ from alluxiojob.core.errors import (
     InvalidArgument,
     JobServiceError,
     NotFound,
-    Unavailable,
+    WrongState,
     describe_error,
 )
 from alluxiojob.core.job import JobOptions, JobRecord, JobType
@@ -39,17 +41,31 @@ from alluxiojob.web import metrics_endpoint
 if TYPE_CHECKING:  # avoids an import cycle at runtime
     from alluxiojob.coordinator.service import CoordinatorService
 
+log = structlog.get_logger("alluxiojob.coordinator")
+
 Handler = Callable[[Request], Awaitable[Response]]
 SUCCESS_LIST_MAX = 1000
 OVERVIEW_LIMIT = 200  # jobs in one jobs_overview answer, most recently updated first
 
 
+def _printable(text: str) -> str:
+    """Error text that JSON can always carry (a lone surrogate is shown escaped)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _error(code: str, message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": code, "message": _printable(message)}, status_code=status)
+
+
 def error_response(exc: JobServiceError) -> JSONResponse:
-    return JSONResponse({"error": exc.code, "message": str(exc)}, status_code=exc.http_status)
+    return _error(exc.code, str(exc), exc.http_status)
 
 
 def guarded(handler: Handler) -> Handler:
-    """Map the error family to JSON; anything unexpected becomes a 500 that says what."""
+    """Map the error family to JSON: bad input 400, wrong state 409, a dependency down 503.
+
+    Anything unexpected is a bug: a 500 that says what, logged with its traceback.
+    """
 
     async def wrapper(request: Request) -> Response:
         try:
@@ -58,13 +74,12 @@ def guarded(handler: Handler) -> Handler:
             return error_response(exc)
         except UfsError as exc:
             status = 404 if exc.reason == "UFS_NOT_FOUND" else 400
-            return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=status)
+            return _error(exc.reason, str(exc), status)
         except (ValueError, TypeError, KeyError) as exc:
-            return JSONResponse({"error": "INVALID_ARGUMENT", "message": describe_error(exc)},
-                                status_code=400)
+            return _error("INVALID_ARGUMENT", describe_error(exc), 400)
         except Exception as exc:
-            return JSONResponse({"error": "UNAVAILABLE", "message": describe_error(exc)},
-                                status_code=503)
+            log.exception("unexpected error in a REST handler", path=request.url.path)
+            return _error("INTERNAL", describe_error(exc), 500)
 
     return wrapper
 
@@ -187,6 +202,12 @@ class CoordinatorApi:
     async def _resolve(self, raw: Any, *, must_exist: bool) -> str:
         if not isinstance(raw, str) or not raw:
             raise InvalidArgument("missing path")
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgument(
+                f"path {_printable(raw)!r} is not valid UTF-8 (it holds a lone surrogate)"
+            ) from None
         uri = resolve_path(raw, self.config[Keys.UFS_ROOT])
         if must_exist:
             exists = await trio.to_thread.run_sync(ufs_for(uri).exists, uri)
@@ -262,7 +283,7 @@ class CoordinatorApi:
 
     async def rerun(self, request: Request) -> Response:
         if not self.service.ha:
-            raise Unavailable("UnavailableException: Job ETCD is not enabled")
+            raise WrongState("UnavailableException: Job ETCD is not enabled")
         body = await _json_body(request)
         if body.get("id"):
             job_id = str(body["id"])

@@ -22,6 +22,13 @@ class InvalidArgument(JobServiceError):
     http_status = 400
 
 
+class WrongState(JobServiceError):
+    """The request is well formed, but the job (or the service) is not in a state for it."""
+
+    code = "FAILED_PRECONDITION"
+    http_status = 409
+
+
 class CapacityExceeded(JobServiceError):
     code = "RESOURCE_EXHAUSTED"
     http_status = 429

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from alluxiojob.core.errors import CapacityExceeded, Fenced, InvalidArgument, NotFound
+from alluxiojob.core.errors import CapacityExceeded, Fenced, NotFound, WrongState
 from alluxiojob.core.job import JobOptions, JobRecord, JobType, job_identity
 from alluxiojob.core.progress import Progress
 from alluxiojob.core.states import ACTIVE_STATES, OWNED_STATES, JobEvent, JobState
@@ -210,7 +210,7 @@ class JobStore:
             owned = await self.find(job_type, path, dst)
             job = owned.job
             if job.state not in ACTIVE_STATES:
-                raise InvalidArgument(
+                raise WrongState(
                     f"job {job.id} is {job.state.value}; only WAITING, RUNNING or VERIFYING "
                     "jobs can be stopped"
                 )
@@ -229,7 +229,7 @@ class JobStore:
             job = owned.job
             pointer = await self.kv.get(self._identity_key(job.identity))
             if pointer is not None and pointer.value.decode() != job.id:
-                raise InvalidArgument(
+                raise WrongState(
                     f"job {job.id} was superseded by job {pointer.value.decode()} for "
                     f"the same {job.type.value} path; rerun that one instead"
                 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 import trio
 from starlette.requests import Request
@@ -105,11 +106,17 @@ def file_routes(cache: Cache, token: str = "") -> list[Route]:
                 )
             source = to_local_path(uri)
         try:
-            size = (await trio.to_thread.run_sync(os.stat, source)).st_size
+            info = await trio.to_thread.run_sync(os.stat, source)
         except OSError as exc:
             return JSONResponse(
                 {"error": "NOT_FOUND", "message": f"{uri}: {exc.strerror}"}, status_code=404
             )
+        if not stat.S_ISREG(info.st_mode):
+            return JSONResponse(
+                {"error": "INVALID_PATH", "message": f"{uri} is not a regular file"},
+                status_code=400,
+            )
+        size = info.st_size
         try:
             span = _parse_range(request.headers.get("range"), size)
         except ValueError as exc:
