@@ -7,6 +7,8 @@ tmp dir, scraping every second and evaluating rules every second, so that condit
 
 from __future__ import annotations
 
+import html
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,7 +42,9 @@ def binary(tool: str) -> str:
 
 class PrometheusServer:
     def __init__(self, root: Path, scrape: dict[str, list[str]], *,
-                 token_file: Path | None = None, rule_files: tuple[Path, ...] = ()) -> None:
+                 token_file: Path | None = None, rule_files: tuple[Path, ...] = (),
+                 consoles: Path | None = None) -> None:
+        self.consoles = consoles
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -67,7 +71,9 @@ class PrometheusServer:
                 [binary("prometheus"), f"--config.file={self.config}",
                  f"--storage.tsdb.path={self.root / 'tsdb'}",
                  f"--web.listen-address=127.0.0.1:{self.port}",
-                 "--storage.tsdb.retention.time=1h"],
+                 "--storage.tsdb.retention.time=1h",
+                 *([f"--web.console.templates={self.consoles}",
+                    f"--web.console.libraries={self.consoles}"] if self.consoles else [])],
                 stdout=log, stderr=subprocess.STDOUT,
             )
 
@@ -97,3 +103,71 @@ class PrometheusServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+
+# ---------------------------------------------------------------------- a picture
+GRAFANA_TO_PROMETHEUS_UNITS = {"bytes": "B", "Bps": "B/s", "ms": " ms", "percentunit": ""}
+
+
+def console_page(dashboard: dict[str, Any], rate_interval: str, seconds: int) -> str:
+    """The dashboard's panels as a Prometheus console page, each query graphed.
+
+    Grafana itself cannot run here, so this draws the same queries with Prometheus's
+    own console library (Rickshaw graphs), in the dashboard's rows, to show what the
+    dashboard shows, over the last ``seconds``. ``$__rate_interval`` becomes
+    ``rate_interval``, as Grafana would expand it.
+    """
+    head = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<link rel="icon" href="data:,">
+<title>alluxiojob dashboard (Prometheus console)</title>
+<link rel="stylesheet" href="/classic/static/rickshaw/rickshaw.min.css">
+<link rel="stylesheet" href="/classic/static/css/prom_console.css">
+<script src="/classic/static/d3/d3.min.js"></script>
+<script src="/classic/static/rickshaw/rickshaw.min.js"></script>
+<script src="/classic/static/jquery/jquery.min.js"></script>
+<script>var PATH_PREFIX = "";</script>
+<script src="/classic/static/js/prom_console.js"></script>
+<style>
+body { font: 13px system-ui, sans-serif; margin: 12px; background: #f4f5f7; }
+h1 { font-size: 17px; margin: 0 0 2px; } p.note { margin: 0 0 10px; color: #555; }
+h2 { font-size: 14px; margin: 14px 0 6px; }
+.row { display: flex; gap: 10px; flex-wrap: wrap; }
+.panel { background: #fff; border: 1px solid #d8dbe0; border-radius: 4px; padding: 6px; }
+.panel h3 { font-size: 12px; margin: 0 0 4px; }
+</style></head><body>
+<h1>alluxiojob dashboard, drawn by Prometheus</h1>
+<p class="note">The queries of deploy/grafana/alluxiojob-dashboard.json, panel by panel,
+graphed by Prometheus's console library; Grafana itself is not installable here.</p>
+"""
+    parts = [head]
+    scripts = []
+    row_open = False
+    for index, panel in enumerate(dashboard["panels"]):
+        if panel["type"] == "row":
+            if row_open:
+                parts.append("</div>")
+            parts.append(f"<h2>{html.escape(panel['title'])}</h2><div class=\"row\">")
+            row_open = True
+            continue
+        width = int(panel["gridPos"]["w"] / 24 * 1380) - 70
+        exprs, names = [], []
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$__rate_interval", rate_interval)
+            exprs.append(expr)
+            names.append(target["legendFormat"].replace("{{", "[[").replace("}}", "]]"))
+        unit = GRAFANA_TO_PROMETHEUS_UNITS.get(panel["fieldConfig"]["defaults"]["unit"], "")
+        parts.append(f'<div class="panel"><h3>{html.escape(panel["title"])}</h3>'
+                     f'<div id="panel{index}"></div></div>')
+        formatter = ("PromConsole.NumberFormatter.humanize1024" if unit.startswith("B")
+                     else "PromConsole.NumberFormatter.humanizeNoSmallPrefix")
+        scripts.append(
+            f"new PromConsole.Graph({{node: document.querySelector('#panel{index}'), "
+            f"expr: {json.dumps(exprs)}, name: {json.dumps(names)}, duration: {seconds}, "
+            f"width: {max(width, 200)}, height: 150, "
+            f"renderer: {json.dumps('area' if 'Jobs by state' in panel['title'] else 'line')}, "
+            f"yUnits: {json.dumps(unit)}, yAxisFormatter: {formatter}, "
+            f"yHoverFormatter: {formatter}, min: 0}});")
+    if row_open:
+        parts.append("</div>")
+    parts.append("<script>\n" + "\n".join(scripts) + "\n</script></body></html>\n")
+    return "\n".join(parts)

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from alluxiojob.testing.etcd import EtcdServer
+from tests.integration.browser import chromium
 from tests.integration.cluster import Cluster, wait_for
 from tests.integration.prometheus import (
     ALERT_TESTS,
@@ -29,6 +30,7 @@ from tests.integration.prometheus import (
     EXAMPLE_CONFIG,
     PrometheusServer,
     binary,
+    console_page,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -100,11 +102,13 @@ def scraped(cluster_factory, etcd: EtcdServer,  # type: ignore[no-untyped-def]
     cluster.add_worker()
     cluster.add_coordinator()
     root = tmp_path / "prometheus"
-    root.mkdir()
+    (root / "consoles").mkdir(parents=True)
+    (root / "consoles" / "alluxiojob.html").write_text(
+        console_page(json.loads(DASHBOARD.read_text()), "15s", 120))
     prometheus = PrometheusServer(root, {
         "alluxiojob-coordinator": [f"127.0.0.1:{c.port}" for c in cluster.coordinators],  # type: ignore[attr-defined]
         "alluxiojob-worker": [f"127.0.0.1:{w.web_port}" for w in cluster.workers],  # type: ignore[attr-defined]
-    }, rule_files=(ALERTS,))
+    }, rule_files=(ALERTS,), consoles=root / "consoles")
     prometheus.start()
     try:
         yield cluster, prometheus
@@ -119,27 +123,27 @@ def _vector(prometheus: PrometheusServer, expr: str) -> list[dict[str, Any]]:
     return result
 
 
-def test_dashboard_queries_and_alerts_on_a_real_prometheus(
-        scraped: tuple[Cluster, PrometheusServer], tmp_path: Path) -> None:
-    cluster, prometheus = scraped
+def _overflow_the_caches(cluster: Cluster, prometheus: PrometheusServer,
+                         tmp_path: Path) -> None:
+    """A LOAD of 40 files of 16 KiB into two caches of 256 KiB: some fail, CACHE_FULL."""
     wait_for(lambda: all(t["health"] == "up" for t in
                          prometheus.api("targets")["data"]["activeTargets"])
              and len(prometheus.api("targets")["data"]["activeTargets"]) == 3,
              60, "prometheus to scrape the coordinator and both workers")
-
-    # 40 files of 16 KiB against two caches of 256 KiB: the job overflows them.
+    # The alert sees a failure as an increase: Prometheus must hold the counter at 0
+    # before the job fails.
+    wait_for(lambda: _vector(prometheus, 'alluxio_job_finished_total{state="FAILED"} == 0'),
+             60, "prometheus to hold the job-failed counter at 0")
     src = tmp_path / "dataset"
     src.mkdir()
     for i in range(40):
         (src / f"part-{i:03d}.bin").write_bytes(bytes([i]) * 16384)
-    started = time.time()
     job = cluster.submit("load", str(src), batch_size=4)
     report = cluster.wait_state(job["id"], {"FAILED", "SUCCEEDED"})
     assert report["job"]["state"] == "FAILED", "the caches should have overflowed"
     failures = cluster.progress(job["id"], file_status="FAILURE")["failures"]
     assert failures
     assert {f["reason"] for f in failures} == {"CACHE_FULL"}
-
     # Prometheus has seen the job's end, the workers' failures and the final failures.
     for condition in ('alluxio_job_finished_total{state="FAILED",type="LOAD"} > 0',
                       'alluxio_worker_job_failures_total{reason="CACHE_FULL"} > 0',
@@ -147,6 +151,14 @@ def test_dashboard_queries_and_alerts_on_a_real_prometheus(
                       'alluxio_worker_job_files_total{op="LOAD",status="OK"} > 0'):
         wait_for(lambda c=condition: _vector(prometheus, c), 60,  # type: ignore[misc]
                  f"prometheus to see {condition}")
+
+
+def test_dashboard_queries_and_alerts_on_a_real_prometheus(
+        scraped: tuple[Cluster, PrometheusServer], tmp_path: Path) -> None:
+    cluster, prometheus = scraped
+
+    started = time.time()
+    _overflow_the_caches(cluster, prometheus, tmp_path)
 
     # Every dashboard query parses and returns data over the time of the test, as the
     # range queries Grafana makes.
@@ -182,3 +194,22 @@ def test_dashboard_queries_and_alerts_on_a_real_prometheus(
 
     wait_for(lambda: firing("AlluxioJobFailed"), 30, "the AlluxioJobFailed alert to fire")
     assert not firing("AlluxioWorkerDown"), "both workers are up"
+
+
+def test_the_dashboard_drawn_by_prometheus(scraped: tuple[Cluster, PrometheusServer],
+                                           tmp_path: Path) -> None:
+    """The picture in the README: every panel's queries graphed by Prometheus itself."""
+    cluster, prometheus = scraped
+    _overflow_the_caches(cluster, prometheus, tmp_path)
+    panels = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["type"] != "row"]
+    with chromium(tmp_path) as driver:
+        driver.get(prometheus.url + "/consoles/alluxiojob.html")  # type: ignore[attr-defined]
+        wait_for(lambda: len(driver.find_elements(  # type: ignore[attr-defined]
+            "css selector", ".panel svg")) >= len(panels), 60, "every panel drawn")
+        titles = [h.text for h in driver.find_elements(  # type: ignore[attr-defined]
+            "css selector", ".panel h3")]
+        assert titles == [p["title"] for p in panels]
+        driver.save_screenshot(str(tmp_path / "dashboard.png"))  # type: ignore[attr-defined]
+        errors = [e for e in driver.get_log("browser")  # type: ignore[attr-defined]
+                  if e["level"] == "SEVERE"]
+        assert errors == [], errors
