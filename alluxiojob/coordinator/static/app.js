@@ -295,8 +295,17 @@ function kvRows(tbody, pairs) {
 async function refreshDetail() {
   const id = view.selected;
   if (!id) return;
-  const report = await api("GET", `/api/v1/master/job/${encodeURIComponent(id)}/progress` +
-                                  "?file_status=FAILURE");
+  let report;
+  try {
+    report = await api("GET", `/api/v1/master/job/${encodeURIComponent(id)}/progress` +
+                              "?file_status=FAILURE");
+  } catch (err) {
+    if (err.status === 404 && view.selected === id) { // removed after its retention time
+      view.selected = null;
+      $("#detail").hidden = true;
+    }
+    throw err;
+  }
   if (view.selected !== id) return;
   const { job, files, bytes } = report;
   setText($("#detail-id"), job.id);
