@@ -117,7 +117,7 @@ def _option_value(name: str, value: Any, default: Any) -> Any:
                 return parse_size(text)
             except ValueError as exc:
                 raise InvalidArgument(f"option bandwidth: {exc}") from None
-        if text.isdecimal() and len(text) <= 18:
+        if text.isascii() and text.isdigit() and len(text) <= 18:
             return int(text)
     kind = "a size (e.g. 100MiB) or a number of bytes" if name == "bandwidth" else "a whole number"
     raise InvalidArgument(f"option {name} must be {kind}, got {value!r}")

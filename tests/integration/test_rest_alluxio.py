@@ -42,6 +42,7 @@ BAD_OPTIONS = [
     ({"skipIfExists": 1}, "skip_if_exists"),
     ({"bandwidth": "fast"}, "bandwidth"),
     ({"batchSize": "9" * 40}, "batch_size"),
+    ({"batchSize": "\u0661\u0662"}, "batch_size"),  # digits, but not ASCII ones
     ({"noSuchOption": "1"}, "noSuchOption"),
 ]
 
