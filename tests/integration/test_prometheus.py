@@ -11,6 +11,7 @@ alert must fire.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -93,10 +94,16 @@ def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
 def scraped(cluster_factory, etcd: EtcdServer,  # type: ignore[no-untyped-def]
             tmp_path: Path) -> Iterator[tuple[Cluster, PrometheusServer]]:
     binary("prometheus")
+    # A cluster token: Prometheus must present it, from a credentials file, as a bearer.
+    token = "prometheus-test-" + os.urandom(8).hex()
+    token_file = tmp_path / "cluster.token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
     cluster: Cluster = cluster_factory(**{
         "alluxio.coordinator.job.meta.store.type": "ETCD",
         "alluxio.etcd.endpoints": etcd.url,
         "alluxio.worker.page.store.sizes": "256KiB",
+        "alluxio.job.cluster.token": token,
     })
     cluster.add_worker()
     cluster.add_worker()
@@ -108,7 +115,7 @@ def scraped(cluster_factory, etcd: EtcdServer,  # type: ignore[no-untyped-def]
     prometheus = PrometheusServer(root, {
         "alluxiojob-coordinator": [f"127.0.0.1:{c.port}" for c in cluster.coordinators],  # type: ignore[attr-defined]
         "alluxiojob-worker": [f"127.0.0.1:{w.web_port}" for w in cluster.workers],  # type: ignore[attr-defined]
-    }, rule_files=(ALERTS,), consoles=root / "consoles")
+    }, token_file=token_file, rule_files=(ALERTS,), consoles=root / "consoles")
     prometheus.start()
     try:
         yield cluster, prometheus
