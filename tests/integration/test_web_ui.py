@@ -183,3 +183,39 @@ def test_the_page_shell_is_static_and_locked_down(cluster: Cluster) -> None:
     redirect = httpx.get(cluster.url() + "/", timeout=10)
     assert redirect.status_code in (302, 307)
     assert redirect.headers["location"] == "/ui/"
+
+
+def test_rerun_from_the_page_in_etcd_mode(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With an etcd job store the page's Rerun puts the same job back in the queue."""
+    from alluxiojob.testing.etcd import EtcdServer
+
+    with EtcdServer(data_dir=tmp_path / "etcd") as etcd:
+        cluster: Cluster = cluster_factory(**{
+            "alluxio.coordinator.job.meta.store.type": "ETCD",
+            "alluxio.etcd.endpoints": etcd.url,
+        })
+        cluster.add_worker()
+        cluster.add_coordinator()
+        slow = tmp_path / "slow"
+        make_tree(slow, 40)
+        with chromium(tmp_path) as driver:
+            driver.get(cluster.url() + "/ui/")  # type: ignore[attr-defined]
+            wait_for(lambda: "ETCD job store" in _by_css(driver, "#cluster").text, 30,
+                     "the page to name the etcd job store")
+            _submit(driver, slow, batch_size="2", bandwidth="16KiB")
+            job_id = _submitted(driver, slow, cluster)
+            row = f'#jobs tr[data-job-id="{job_id}"]'
+            _wait_row_state(driver, job_id, "RUNNING", 60)
+            _by_css(driver, f"{row} button.stop").click()
+            _wait_row_state(driver, job_id, "STOPPED")
+            claims = cluster.progress(job_id)["job"]["claims"]
+            _by_css(driver, f"{row} button.rerun").click()
+            wait_for(lambda: f"Re-queued LOAD job {job_id}" in
+                     _by_css(driver, "#message").text, 30, "the page to re-queue the job")
+            wait_for(lambda: cluster.progress(job_id)["job"]["claims"] > claims, 60,
+                     "a coordinator to claim the rerun job again")
+            _wait_row_state(driver, job_id, "RUNNING", 60)
+            _by_css(driver, f"{row} button.stop").click()
+            _wait_row_state(driver, job_id, "STOPPED")
+            assert [r.get_attribute("data-job-id") for r in
+                    _all_css(driver, "#jobs tbody tr")] == [job_id], "the same job, rerun"
