@@ -37,7 +37,7 @@ from tests.integration.prometheus import (
 pytestmark = pytest.mark.timeout(300)
 
 # Grafana's built-in variables, as Grafana would expand them for a short time range.
-GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$__interval": "1s", "$__range": "5m"}
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1s", "$__range": "5m"}
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
