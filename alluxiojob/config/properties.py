@@ -294,7 +294,36 @@ class Keys:
         "alluxio.job.cluster.token",
         _parse_str,
         "",
-        "Shared secret coordinators present to workers; empty disables the check.",
+        "The cluster secret every client presents (prefer .token.file); unset: loopback "
+        "peers only.",
+    )
+    CLUSTER_TOKEN_FILE = _key(
+        "alluxio.job.cluster.token.file",
+        _parse_str,
+        "",
+        "File holding the cluster secret, readable by the service user only.",
+    )
+    TLS_CERT_FILE = _key(
+        "alluxio.job.tls.cert.file",
+        _parse_str,
+        "",
+        "PEM certificate (chain) served on the REST API, worker HTTP and websocket ports.",
+    )
+    TLS_KEY_FILE = _key(
+        "alluxio.job.tls.key.file", _parse_str, "", "PEM private key of the certificate."
+    )
+    TLS_CA_FILE = _key(
+        "alluxio.job.tls.ca.file",
+        _parse_str,
+        "",
+        "PEM CA bundle clients verify the services' certificates against.",
+    )
+    PATH_ALLOWLIST = _key(
+        "alluxio.job.path.allowlist",
+        _parse_list,
+        "${alluxio.dora.client.ufs.root}",
+        "URI prefixes every job source, destination and read-through must lie under; "
+        "empty: no confinement.",
     )
     UFS_ROOT = _key(
         "alluxio.dora.client.ufs.root",

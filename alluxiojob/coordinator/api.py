@@ -25,14 +25,17 @@ from alluxiojob.config import Keys, parse_size
 from alluxiojob.coordinator.ui import FinalSummaries, ui_routes
 from alluxiojob.core.errors import (
     InvalidArgument,
+    InvalidPath,
     JobServiceError,
     NotFound,
+    PermissionDenied,
     WrongState,
     describe_error,
 )
 from alluxiojob.core.job import JobOptions, JobRecord, JobType
 from alluxiojob.core.progress import average_rate, eta_seconds, failure_ratio
 from alluxiojob.core.states import FINAL_STATES, JobState
+from alluxiojob.security.paths import PathNotAllowed, transfer_overlap
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.ufs import resolve_path, ufs_for
 from alluxiojob.ufs.base import UfsError, printable
@@ -73,7 +76,7 @@ def guarded(handler: Handler) -> Handler:
         except JobServiceError as exc:
             return error_response(exc)
         except UfsError as exc:
-            status = 404 if exc.reason == "UFS_NOT_FOUND" else 400
+            status = {"UFS_NOT_FOUND": 404, "PERMISSION_DENIED": 403}.get(exc.reason, 400)
             return _error(exc.reason, str(exc), status)
         except (ValueError, TypeError, KeyError) as exc:
             return _error("INVALID_ARGUMENT", describe_error(exc), 400)
@@ -85,6 +88,12 @@ def guarded(handler: Handler) -> Handler:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
+    # A browser sends a cross-site form or text/plain POST without asking first; it must
+    # ask (a CORS preflight, which nothing here answers) before it may send JSON.
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        raise InvalidArgument("the request body must be JSON, sent with "
+                              "Content-Type: application/json")
     try:
         body = await request.json()
     except Exception:
@@ -199,7 +208,8 @@ class CoordinatorApi:
         self.summaries = FinalSummaries()
 
     # ------------------------------------------------------------------ helpers
-    async def _resolve(self, raw: Any, *, must_exist: bool) -> str:
+    async def _resolve(self, raw: Any, *, must_exist: bool, confine: bool = False,
+                       what: str = "path") -> str:
         if not isinstance(raw, str) or not raw:
             raise InvalidArgument("missing path")
         try:
@@ -209,6 +219,13 @@ class CoordinatorApi:
                 f"path {_printable(raw)!r} is not valid UTF-8 (it holds a lone surrogate)"
             ) from None
         uri = resolve_path(raw, self.config[Keys.UFS_ROOT])
+        if confine:
+            # Before the existence check: outside the allowlist, even that is not told.
+            allowlist = self.service.security.allowlist
+            try:
+                await trio.to_thread.run_sync(allowlist.check, uri, what)
+            except PathNotAllowed as exc:
+                raise PermissionDenied(str(exc)) from None
         if must_exist:
             exists = await trio.to_thread.run_sync(ufs_for(uri).exists, uri)
             if not exists:
@@ -226,14 +243,17 @@ class CoordinatorApi:
     async def submit(self, request: Request) -> Response:
         job_type = JobType.parse(request.path_params["type"])
         body = await _json_body(request)
-        path = await self._resolve(body.get("path"), must_exist=True)
+        path = await self._resolve(body.get("path"), must_exist=True, confine=True,
+                                   what="source")
         dst = ""
         if job_type in (JobType.COPY, JobType.MOVE):
             if not body.get("dst"):
                 raise InvalidArgument(f"a {job_type.value} job needs a destination (dst)")
-            dst = await self._resolve(body.get("dst"), must_exist=False)
-            if dst == path or dst.startswith(path.rstrip("/") + "/"):
-                raise InvalidArgument(f"destination {dst} lies inside the source {path}")
+            dst = await self._resolve(body.get("dst"), must_exist=False, confine=True,
+                                      what="destination")
+            overlap = await trio.to_thread.run_sync(transfer_overlap, path, dst)
+            if overlap is not None:
+                raise InvalidPath(f"{overlap}; nothing was submitted")
         options = _options(body.get("options"))
         job, outcome = await self.store.submit(
             job_type, path, dst, options, self.config[Keys.WAITING_JOB_CAPACITY]

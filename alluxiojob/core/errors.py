@@ -29,6 +29,19 @@ class WrongState(JobServiceError):
     http_status = 409
 
 
+class InvalidPath(InvalidArgument):
+    """A path the job cannot use as given, e.g. a destination inside its own source."""
+
+    code = "INVALID_PATH"
+
+
+class PermissionDenied(JobServiceError):
+    """A path outside ``alluxio.job.path.allowlist``."""
+
+    code = "PERMISSION_DENIED"
+    http_status = 403
+
+
 class CapacityExceeded(JobServiceError):
     code = "RESOURCE_EXHAUSTED"
     http_status = 429

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cluster import Cluster
+from tests.integration.security_fixtures import outside_address  # noqa: F401 (a fixture)
 
 
 @pytest.fixture

@@ -219,3 +219,36 @@ def test_rerun_from_the_page_in_etcd_mode(cluster_factory, tmp_path: Path) -> No
             _wait_row_state(driver, job_id, "STOPPED")
             assert [r.get_attribute("data-job-id") for r in
                     _all_css(driver, "#jobs tbody tr")] == [job_id], "the same job, rerun"
+
+
+def test_the_page_asks_for_the_token(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With a cluster token the shell loads, the API refuses, the page asks, then works."""
+    token_file = tmp_path / "cluster.token"
+    token_file.write_text("s3cret-" + os.urandom(8).hex() + "\n")
+    token_file.chmod(0o600)
+    cluster: Cluster = cluster_factory(**{"alluxio.job.cluster.token.file": str(token_file)})
+    cluster.add_worker()
+    cluster.add_coordinator()
+    assert httpx.get(cluster.url() + "/ui/app.js", timeout=10).status_code == 200, \
+        "the static shell is public"
+    refused = httpx.get(cluster.url() + "/api/v1/master/jobs_overview", timeout=10)
+    assert refused.status_code == 401
+    dataset = tmp_path / "dataset"
+    make_tree(dataset, 20)
+
+    with chromium(tmp_path) as driver:
+        driver.get(cluster.url() + "/ui/")  # type: ignore[attr-defined]
+        wait_for(lambda: _by_css(driver, "#token-panel").is_displayed(), 30,
+                 "the page to ask for the token")
+        assert "cluster token" in _by_css(driver, "#message").text
+        _by_css(driver, "#token-input").send_keys(token_file.read_text().strip())
+        _by_css(driver, "#token-save").click()
+        wait_for(lambda: len(_all_css(driver, "#workers td.connected")) == 1, 30,
+                 "the workers, read with the token")
+        assert _by_css(driver, "#token-button").text == "Token: set"
+        stored = driver.execute_script(  # type: ignore[attr-defined]
+            "return sessionStorage.getItem('alluxiojob.token')")
+        assert stored == token_file.read_text().strip()
+        _submit(driver, dataset)
+        job_id = _submitted(driver, dataset, cluster)
+        _wait_row_state(driver, job_id, "SUCCEEDED")
