@@ -88,6 +88,7 @@ def test_progress_as_text_from_a_query_or_an_alluxio_style_body(
     wrong = httpx.get(url, params={"path": str(src), "format": "XML"}, timeout=30)
     assert wrong.status_code == 400
     assert "format must be TEXT or JSON" in wrong.json()["message"]
-    garbage = httpx.request("GET", url, content=b"{not json", timeout=30)
+    garbage = httpx.request("GET", url, content=b"{not json", timeout=30,
+                            headers={"Content-Type": "application/json"})
     assert garbage.status_code == 400
     assert "not valid JSON" in garbage.json()["message"]
