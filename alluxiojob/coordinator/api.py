@@ -9,6 +9,7 @@ message that names the problem.
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -16,11 +17,13 @@ import structlog
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from alluxiojob.config import Keys
+from alluxiojob.cli.render import progress_text
+from alluxiojob.config import Keys, parse_size
 from alluxiojob.coordinator.routes import ROUTES, openapi_document
+from alluxiojob.coordinator.ui import FinalSummaries, ui_routes
 from alluxiojob.core.errors import (
     InvalidArgument,
     InvalidPath,
@@ -32,7 +35,7 @@ from alluxiojob.core.errors import (
 )
 from alluxiojob.core.job import OPTION_ALIASES, JobOptions, JobRecord, JobType
 from alluxiojob.core.progress import average_rate, eta_seconds, failure_ratio
-from alluxiojob.core.states import JobState
+from alluxiojob.core.states import FINAL_STATES, JobState
 from alluxiojob.security.paths import PathNotAllowed, transfer_overlap
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.ufs import resolve_path, ufs_for
@@ -47,6 +50,7 @@ log = structlog.get_logger("alluxiojob.coordinator")
 
 Handler = Callable[[Request], Awaitable[Response]]
 SUCCESS_LIST_MAX = 1000
+OVERVIEW_LIMIT = 200  # jobs in one jobs_overview answer, most recently updated first
 
 
 def _printable(text: str) -> str:
@@ -109,29 +113,64 @@ def _job_id(raw: Any) -> str:
     return raw
 
 
-def _flag(request: Request, name: str) -> bool:
-    """A true/false query parameter; anything else is refused, not read as false."""
-    value = request.query_params.get(name, "").lower()
-    if value not in ("", "true", "false"):
-        raise InvalidArgument(f"{name} must be true or false, got {_printable(value)!r}")
-    return value == "true"
+TRUE_WORDS = {"true": True, "false": False}
+
+
+def _option_value(name: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default``; Alluxio sends every value as a string."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in TRUE_WORDS:
+            return TRUE_WORDS[value.strip().lower()]
+        raise InvalidArgument(f"option {name} must be true or false, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        if name == "bandwidth":
+            try:
+                return parse_size(text)
+            except ValueError as exc:
+                raise InvalidArgument(f"option bandwidth: {exc}") from None
+        if text.isascii() and text.isdigit() and len(text) <= 18:
+            return int(text)
+    kind = "a size (e.g. 100MiB) or a number of bytes" if name == "bandwidth" else "a whole number"
+    raise InvalidArgument(f"option {name} must be {kind}, got {value!r}")
 
 
 def _options(raw: Any) -> JobOptions:
+    """Job options from a request, in our spelling or Alluxio's (``"batchSize": "10"``)."""
     if raw is None:
         return JobOptions()
     if not isinstance(raw, dict):
         raise InvalidArgument("options must be a JSON object")
     fields: dict[str, Any] = {str(OPTION_ALIASES.get(k, k)): v for k, v in raw.items()}
-    known = set(JobOptions.__dataclass_fields__)
-    unknown = sorted(set(fields) - known)
+    defaults = JobOptions()
+    unknown = sorted(set(fields) - set(JobOptions.__dataclass_fields__))
     if unknown:
         raise InvalidArgument(f"unknown job option(s): {', '.join(unknown)}")
     for name, value in fields.items():
-        expected = type(getattr(JobOptions(), name))
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise InvalidArgument(f"option {name} must be {expected.__name__}")
+        fields[name] = _option_value(name, value, getattr(defaults, name))
     return JobOptions.from_wire(fields)
+
+
+async def _query(request: Request) -> dict[str, Any]:
+    """A GET's parameters: the query string, or a JSON body as Alluxio's clients send.
+
+    ``curl -X GET .../progress_job/load -d '{"path": "/data", "format": "TEXT"}'`` works
+    as well as ``?path=/data&format=TEXT``; the query string wins where both give a name.
+    """
+    params: dict[str, Any] = {}
+    if await request.body():
+        params.update(await _json_body(request))
+    params.update(request.query_params)
+    return params
+
+
+def _flag(params: dict[str, Any], name: str) -> bool:
+    value = params.get(name, False)
+    return _option_value(name, value, False) if value != "" else False
 
 
 def progress_report(job: JobRecord, progress: Any, now: float) -> dict[str, Any]:
@@ -174,6 +213,7 @@ class CoordinatorApi:
         self.store: JobStore = service.store
         self.config = service.config
         self.ufs_settings = UfsSettings.from_config(service.config)
+        self.summaries = FinalSummaries()
 
     # ------------------------------------------------------------------ helpers
     async def _resolve(self, raw: Any, *, must_exist: bool, confine: bool = False,
@@ -234,17 +274,24 @@ class CoordinatorApi:
 
     async def progress(self, request: Request) -> Response:
         job_type = JobType.parse(request.path_params["type"])
-        job = await self._find(job_type, dict(request.query_params))
-        return await self._progress_of(job, request)
+        params = await _query(request)
+        job = await self._find(job_type, params)
+        return await self._progress_of(job, params)
 
     async def job_progress(self, request: Request) -> Response:
         job = (await self.store.get(request.path_params["id"])).job
-        return await self._progress_of(job, request)
+        return await self._progress_of(job, await _query(request))
 
-    async def _progress_of(self, job: JobRecord, request: Request) -> Response:
+    async def _progress_of(self, job: JobRecord, params: dict[str, Any]) -> Response:
+        """The progress report as JSON, or with ``format=TEXT`` as the CLI prints it."""
+        output = str(params.get("format") or "JSON").upper()
+        if output not in ("JSON", "TEXT"):
+            raise InvalidArgument(f"format must be TEXT or JSON, got {params['format']!r}")
+        status = str(params.get("file_status") or params.get("fileStatus") or "").upper()
+        if status and status not in ("SUCCESS", "FAILURE"):
+            raise InvalidArgument(f"file status must be FAILURE or SUCCESS, got {status!r}")
+        verbose = _flag(params, "verbose")
         report = progress_report(job, await self.store.get_progress(job.id), time.time())
-        status = request.query_params.get("file_status", "").upper()
-        verbose = _flag(request, "verbose")
         if status == "SUCCESS":
             report["successes"] = await self.service.cached_under(job.path, SUCCESS_LIST_MAX)
         if status == "FAILURE" or verbose:
@@ -253,8 +300,8 @@ class CoordinatorApi:
                 {"path": f.path, "reason": f.reason, "message": f.message, "time": f.time}
                 for f in await self.store.list_failures(job.id, limit)
             ]
-        if status and status not in ("SUCCESS", "FAILURE"):
-            raise InvalidArgument(f"file status must be FAILURE or SUCCESS, got {status!r}")
+        if output == "TEXT":
+            return PlainTextResponse(progress_text(report, verbose) + "\n")
         return JSONResponse(report)
 
     async def stop(self, request: Request) -> Response:
@@ -300,6 +347,44 @@ class CoordinatorApi:
         )
         return JSONResponse({"jobs": [job.to_wire() for job in jobs]})
 
+    async def jobs_overview(self, request: Request) -> Response:
+        """The web page's job list: counts by state and recent jobs with their progress."""
+        params = request.query_params
+        state, job_type = params.get("state"), params.get("type")
+        try:
+            state_filter = JobState(state.upper()) if state else None
+            limit = int(params.get("limit") or OVERVIEW_LIMIT)
+        except ValueError:
+            raise InvalidArgument(f"bad state {state!r} or limit {params.get('limit')!r}; "
+                                  "states: " + ", ".join(s.value for s in JobState)) from None
+        jobs = await self.store.list_jobs(job_type=JobType.parse(job_type) if job_type
+                                          else None)
+        counts = Tally(job.state.value for job in jobs)
+        shown = [job for job in jobs if state_filter is None or job.state is state_filter]
+        shown.sort(key=lambda job: job.updated_at, reverse=True)
+        now = time.time()
+        summaries = [await self._summary(job, now)
+                     for job in shown[:max(1, min(limit, OVERVIEW_LIMIT))]]
+        return JSONResponse({
+            "coordinator": self.service.coordinator_id,
+            "store": self.service.store_type,
+            "counts": {s.value: counts.get(s.value, 0) for s in JobState},
+            "matching": len(shown),
+            "jobs": summaries,
+        })
+
+    async def _summary(self, job: JobRecord, now: float) -> dict[str, Any]:
+        cached = self.summaries.get(job.id, job.updated_at)
+        if cached is not None:
+            return cached
+        report = progress_report(job, await self.store.get_progress(job.id), now)
+        summary = {key: report[key] for key in (
+            "job", "files", "bytes", "total_known", "elapsed_seconds", "throughput_avg",
+            "throughput_recent", "eta_seconds")}
+        if job.state in FINAL_STATES:
+            self.summaries.put(job.id, job.updated_at, summary)
+        return summary
+
     async def get_job(self, request: Request) -> Response:
         owned = await self.store.get(request.path_params["id"])
         return JSONResponse({"job": owned.job.to_wire()})
@@ -336,4 +421,22 @@ class CoordinatorApi:
         self._metrics = cast(Handler, metrics_endpoint(self.service.metrics.registry))
         routes = [Route(r.path, guarded(getattr(self, r.handler)), methods=[r.method])
                   for r in ROUTES]
+        routes += ui_routes()
+        g = guarded
+        base = "/api/v1/master"
+        routes = [
+            Route(f"{base}/submit_job/{{type}}", g(self.submit), methods=["POST"]),
+            Route(f"{base}/progress_job/{{type}}", g(self.progress), methods=["GET"]),
+            Route(f"{base}/stop_job/{{type}}", g(self.stop), methods=["POST"]),
+            Route(f"{base}/rerun_job", g(self.rerun), methods=["POST"]),
+            Route(f"{base}/list_job", g(self.list_jobs), methods=["GET"]),
+            Route(f"{base}/job/{{id}}", g(self.get_job), methods=["GET"]),
+            Route(f"{base}/job/{{id}}/progress", g(self.job_progress), methods=["GET"]),
+            Route(f"{base}/report", g(self.report), methods=["GET"]),
+            Route(f"{base}/workers", g(self.workers), methods=["GET"]),
+            Route(f"{base}/jobs_overview", g(self.jobs_overview), methods=["GET"]),
+            Route("/healthz", g(self.healthz), methods=["GET"]),
+            Route("/metrics", metrics_endpoint(self.service.metrics.registry)),  # type: ignore[arg-type]
+            *ui_routes(),
+        ]
         return Starlette(routes=routes)

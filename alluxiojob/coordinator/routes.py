@@ -79,11 +79,17 @@ def dataclass_schema(cls: type) -> Schema:
 
 
 def options_schema() -> Schema:
-    """Job options, with their bounds and Alluxio's spellings (``batchSize``...)."""
+    """Job options, with their bounds and Alluxio's spellings (``batchSize``...).
+
+    Alluxio's clients send every value as a string (``"batchSize": "10"``,
+    ``"verify": "true"``, ``"bandwidth": "100MiB"``), so each option also takes text.
+    """
     schema = dataclass_schema(JobOptions)
     properties: dict[str, Schema] = schema["properties"]
     for name, (low, high) in OPTION_BOUNDS.items():
         properties[name] = {**properties[name], "minimum": low, "maximum": high}
+    for name, typed in list(properties.items()):
+        properties[name] = {"anyOf": [typed, {"type": "string", "minLength": 1}]}
     for alias, name in OPTION_ALIASES.items():
         properties[alias] = {**properties[name], "description": f"Alluxio's spelling of {name}"}
     schema["additionalProperties"] = False
@@ -121,6 +127,7 @@ class ApiRoute:
     errors: tuple[int, ...] = ()
     media_type: str = "application/json"
     links: tuple[Link, ...] = ()
+    text_alternative: bool = False  # 200 may also be text/plain (``format=TEXT``)
 
 
 def _job_answer() -> Schema:
@@ -145,6 +152,8 @@ ID_PARAM = Param("id", "path", STRING, required=True, description="The job's UUI
 PROGRESS_PARAMS = (
     Param("verbose", "query", BOOLEAN_TEXT, description="Add the 20 most recent failures"),
     Param("file_status", "query", FILE_STATUS),
+    Param("format", "query", _any_case(["JSON", "TEXT"], empty=True),
+          description="TEXT: the report as the CLI prints it (text/plain)"),
 )
 PROGRESS_ANSWER: Schema = {
     "type": "object", "required": ["job", "progress", "files", "bytes"],
@@ -182,7 +191,7 @@ ROUTES: tuple[ApiRoute, ...] = (
         params=(TYPE_PARAM, Param("path", "query", PATH, required=True),
                 Param("dst", "query", STRING), Param("id", "query", STRING),
                 *PROGRESS_PARAMS),
-        answer=PROGRESS_ANSWER, errors=(400, 404, 503),
+        answer=PROGRESS_ANSWER, errors=(400, 404, 503), text_alternative=True,
     ),
     ApiRoute("POST", f"{BASE}/stop_job/{{type}}", "stop", "Stop an active job",
              params=(TYPE_PARAM,), body=JOB_KEY_BODY, answer=_job_answer(),
@@ -212,7 +221,14 @@ ROUTES: tuple[ApiRoute, ...] = (
              errors=(404, 503)),
     ApiRoute("GET", f"{BASE}/job/{{id}}/progress", "job_progress",
              "Progress of one job by UUID", params=(ID_PARAM, *PROGRESS_PARAMS),
-             answer=PROGRESS_ANSWER, errors=(400, 404, 503)),
+             answer=PROGRESS_ANSWER, errors=(400, 404, 503), text_alternative=True),
+    ApiRoute("GET", f"{BASE}/jobs_overview", "jobs_overview",
+             "The web page's job list: counts by state, recent jobs with their progress",
+             params=(Param("state", "query", _any_case([s.value for s in JobState], empty=True)),
+                     Param("type", "query", _any_case([t.value for t in JobType], empty=True)),
+                     Param("limit", "query", {"type": "string", "pattern": "^[0-9]{1,6}$"},
+                           description="At most this many jobs (up to 200)")),
+             answer={"type": "object", "required": ["counts", "jobs"]}, errors=(400, 503)),
     ApiRoute("GET", f"{BASE}/report", "report",
              "report jobservice: workers, counts by state, notable jobs",
              answer={"type": "object", "required": ["workers", "counts"]}, errors=(503,)),
@@ -249,6 +265,8 @@ def _operation(route: ApiRoute) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "OK"}
     if route.media_type == "application/json":
         ok["content"] = {"application/json": {"schema": route.answer or {"type": "object"}}}
+        if route.text_alternative:
+            ok["content"]["text/plain"] = {"schema": STRING}
     else:
         ok["content"] = {route.media_type: {"schema": STRING}}
     if route.links:

@@ -30,6 +30,7 @@ import structlog
 import trio
 
 from alluxiojob.config import Config, Keys
+from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.workers import Membership, WorkerClient, WorkerError
 from alluxiojob.core.errors import Fenced, describe_error, leaves
 from alluxiojob.core.job import JobType
@@ -118,8 +119,10 @@ class JobRunner:
         store: JobStore,
         membership: Membership,
         config: Config,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         self.owned = owned
+        self.metrics = metrics
         self.job = owned.job
         self.store = store
         self.membership = membership
@@ -222,6 +225,8 @@ class JobRunner:
             self.owned, event, error=error, progress=self._snapshot()
         )
         self._finished = True
+        if self.metrics is not None:
+            self.metrics.job_finished(self.job.type.value, self.owned.job.state.value)
         log.info("job finished", state=self.owned.job.state.value, error=error or None,
                  files=self.live.files_processed, bytes=self.live.bytes_processed,
                  skipped=self.live.files_skipped, failed=self.live.files_failed,
@@ -463,6 +468,8 @@ class JobRunner:
         log.warning("file failed", path=unit.entry.path, reason=reason, message=message,
                     attempts=unit.attempts, worker=unit.target)
         if not unit.outcome.failed:
+            if self.metrics is not None:
+                self.metrics.file_failed(self.job.type.value, reason)
             chunk.failures.append(
                 FailureRecord(printable(unit.entry.path), reason, message, time.time())
             )

@@ -97,7 +97,8 @@ class Scheduler:
             with scope:
                 while True:
                     try:
-                        runner = JobRunner(owned, self.store, self.membership, self.config)
+                        runner = JobRunner(owned, self.store, self.membership, self.config,
+                                           self.metrics)
                         await runner.run()
                         self.metrics.files.inc(runner.live.files_processed)
                         return

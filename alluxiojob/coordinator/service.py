@@ -53,6 +53,8 @@ class CoordinatorService:
         self.store_type = config[Keys.META_STORE_TYPE]
         self.ha = self.store_type == "ETCD"
         self.metrics = CoordinatorMetrics()
+        self.metrics.running_capacity.set(config[Keys.RUNNING_JOB_CAPACITY])
+        self.metrics.waiting_capacity.set(config[Keys.WAITING_JOB_CAPACITY])
         self.kv = open_kv(config, self.metrics)
         self.store = JobStore(self.kv, prefix=config[Keys.JOB_ETCD_PATH])
         static_file = (

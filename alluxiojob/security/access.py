@@ -13,10 +13,12 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
+from alluxiojob.coordinator.ui import UI_PUBLIC_PATHS
 from alluxiojob.security.token import TOKEN_FILE_KEY, TOKEN_KEY, ClusterToken
 
-# Paths any peer may GET without a token. Extend it for static, data-free pages only.
-PUBLIC_PATHS: set[str] = {"/healthz"}
+# Paths any peer may GET without a token. Extend it for static, data-free pages only:
+# the web page's shell is one (its script asks the user for the token).
+PUBLIC_PATHS: set[str] = {"/healthz", *UI_PUBLIC_PATHS}
 
 
 @dataclass(frozen=True)

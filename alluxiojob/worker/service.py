@@ -21,7 +21,6 @@ from pathlib import Path
 import structlog
 import trio
 import trio_parallel
-from prometheus_client import CollectorRegistry, Gauge
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -52,6 +51,7 @@ from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.web import metrics_endpoint, serve_app
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
+from alluxiojob.worker.metrics import WorkerMetrics
 from alluxiojob.worker.reads import file_routes
 
 log = structlog.get_logger("alluxiojob.worker")
@@ -141,25 +141,7 @@ class WorkerService:
         self.security = Security.from_config(config, serving=True)
         self.token = self.security.token
         self.sessions = 0
-        self.registry = CollectorRegistry()
-        self._metrics()
-
-    def _metrics(self) -> None:
-        stats = self.executor.stats
-        gauges = {
-            "alluxio_worker_job_tasks_unfinished": lambda: stats.unfinished_tasks,
-            "alluxio_worker_job_shards_active": lambda: stats.active_shards,
-            "alluxio_worker_job_files_loaded": lambda: stats.files_loaded,
-            "alluxio_worker_job_bytes_loaded": lambda: stats.bytes_loaded,
-            "alluxio_worker_job_files_failed": lambda: stats.files_failed,
-            "alluxio_worker_job_files_freed": lambda: stats.files_freed,
-            "alluxio_worker_cache_bytes_used": lambda: self.cache.used,
-            "alluxio_worker_cache_bytes_capacity": lambda: self.cache.capacity,
-            "alluxio_worker_cache_files": lambda: self.cache.files,
-            "alluxio_worker_job_pool_size": lambda: self.executor.pool_size,
-        }
-        for name, fn in gauges.items():
-            Gauge(name, name.replace("_", " "), registry=self.registry).set_function(fn)
+        self.metrics = WorkerMetrics(self.executor, self.cache)
 
     def status(self, request_id: int) -> StatusReply:
         try:
@@ -263,6 +245,7 @@ class WorkerService:
         with structlog.contextvars.bound_contextvars(job_id=batch.job_id, task=batch.task_id):
             try:
                 result = await self.executor.run(batch)
+                self.metrics.record_task(batch.op, result)
             except Exception as exc:  # a bug must fail the task, not the worker
                 log.exception("task failed")
                 await session.send(ErrorMessage(f"task failed: {exc!r}", batch.task_id))
@@ -292,7 +275,7 @@ class WorkerService:
 
         routes = [
             Route("/healthz", healthz),
-            Route("/metrics", metrics_endpoint(self.registry)),  # type: ignore[arg-type]
+            Route("/metrics", metrics_endpoint(self.metrics.registry)),  # type: ignore[arg-type]
             Route("/api/v1/worker/status", status),
             *file_routes(self.cache, self.allowlist, self.ufs_settings),
         ]
