@@ -422,21 +422,4 @@ class CoordinatorApi:
         routes = [Route(r.path, guarded(getattr(self, r.handler)), methods=[r.method])
                   for r in ROUTES]
         routes += ui_routes()
-        g = guarded
-        base = "/api/v1/master"
-        routes = [
-            Route(f"{base}/submit_job/{{type}}", g(self.submit), methods=["POST"]),
-            Route(f"{base}/progress_job/{{type}}", g(self.progress), methods=["GET"]),
-            Route(f"{base}/stop_job/{{type}}", g(self.stop), methods=["POST"]),
-            Route(f"{base}/rerun_job", g(self.rerun), methods=["POST"]),
-            Route(f"{base}/list_job", g(self.list_jobs), methods=["GET"]),
-            Route(f"{base}/job/{{id}}", g(self.get_job), methods=["GET"]),
-            Route(f"{base}/job/{{id}}/progress", g(self.job_progress), methods=["GET"]),
-            Route(f"{base}/report", g(self.report), methods=["GET"]),
-            Route(f"{base}/workers", g(self.workers), methods=["GET"]),
-            Route(f"{base}/jobs_overview", g(self.jobs_overview), methods=["GET"]),
-            Route("/healthz", g(self.healthz), methods=["GET"]),
-            Route("/metrics", metrics_endpoint(self.service.metrics.registry)),  # type: ignore[arg-type]
-            *ui_routes(),
-        ]
         return Starlette(routes=routes)

@@ -226,7 +226,7 @@ ROUTES: tuple[ApiRoute, ...] = (
              "The web page's job list: counts by state, recent jobs with their progress",
              params=(Param("state", "query", _any_case([s.value for s in JobState], empty=True)),
                      Param("type", "query", _any_case([t.value for t in JobType], empty=True)),
-                     Param("limit", "query", {"type": "string", "pattern": "^[0-9]{1,6}$"},
+                     Param("limit", "query", {"type": "string", "pattern": "^[0-9]{0,6}$"},
                            description="At most this many jobs (up to 200)")),
              answer={"type": "object", "required": ["counts", "jobs"]}, errors=(400, 503)),
     ApiRoute("GET", f"{BASE}/report", "report",
