@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter as Tally
 from pathlib import Path
@@ -15,10 +16,11 @@ from alluxiojob.config import Config, ConfigError, Keys
 from alluxiojob.coordinator.api import CoordinatorApi
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.scheduler import Scheduler, jittered
+from alluxiojob.coordinator.ui import UI_PUBLIC_PATHS
 from alluxiojob.coordinator.workers import Membership, WorkerClient
 from alluxiojob.core.errors import describe_error
 from alluxiojob.core.states import JobState
-from alluxiojob.security import Security
+from alluxiojob.security import PUBLIC_PATHS, Security
 from alluxiojob.security.access import protected_mode_warning
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.jobs import JobStore
@@ -226,7 +228,8 @@ class CoordinatorService:
                     log.warning(warning)
                 if self.security.protected_mode:
                     log.warning(protected_mode_warning("coordinator"))
-                binds = await nursery.start(serve_app, CoordinatorApi(self).app(), self.host,
+                serve = functools.partial(serve_app, public=PUBLIC_PATHS | UI_PUBLIC_PATHS)
+                binds = await nursery.start(serve, CoordinatorApi(self).app(), self.host,
                                             self.port, self.security)
                 log.info("coordinator ready", coordinator=self.coordinator_id,
                          rest=binds, store=self.store_type,
