@@ -12,6 +12,7 @@ import typer
 
 from alluxiojob.cli.common import (
     EXIT_UNAVAILABLE,
+    EXIT_USAGE,
     ConfOption,
     DefineOption,
     coordinator,
@@ -21,7 +22,7 @@ from alluxiojob.cli.common import (
 from alluxiojob.cli.fs import fs_app
 from alluxiojob.cli.jobs import job_app
 from alluxiojob.cli.render import report_text
-from alluxiojob.core.errors import JobServiceError, describe_error
+from alluxiojob.core.errors import InvalidArgument, JobServiceError, describe_error, leaves
 from alluxiojob.logs import configure_logging
 
 app = typer.Typer(
@@ -61,10 +62,15 @@ def _run_service(kind: str, conf: Path | None, defines: list[str] | None,
 
             service_run = WorkerService(config).run
         trio.run(_serve_until_signal, service_run)
+    except InvalidArgument as exc:
+        fail(f"{kind} cannot start: {describe_error(exc)}", EXIT_USAGE)
     except (JobServiceError, ValueError, OSError) as exc:
         fail(f"{kind} cannot start: {describe_error(exc)}", EXIT_UNAVAILABLE)
     except BaseExceptionGroup as group:
-        fail(f"{kind} stopped: {describe_error(group)}", EXIT_UNAVAILABLE)
+        # A refused setting (e.g. a coordinator id already in use) is a usage error.
+        usage = any(isinstance(leaf, InvalidArgument) for leaf in leaves(group))
+        fail(f"{kind} stopped: {describe_error(group)}",
+             EXIT_USAGE if usage else EXIT_UNAVAILABLE)
 
 
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]

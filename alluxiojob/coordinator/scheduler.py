@@ -35,8 +35,11 @@ class Scheduler:
         membership: Membership,
         config: Config,
         metrics: CoordinatorMetrics,
+        *,
+        ready: trio.Event | None = None,
     ) -> None:
         self.coordinator_id = coordinator_id
+        self.ready = ready  # claims wait for it (HA: until this process holds its id)
         self.store = store
         self.membership = membership
         self.config = config
@@ -60,6 +63,8 @@ class Scheduler:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             task_status.started()
+            if self.ready is not None:
+                await self.ready.wait()
             while True:
                 await self.claim_once(nursery)
                 with trio.move_on_after(jittered(self.poll_interval)):
