@@ -257,8 +257,13 @@ class CoordinatorApi:
         return JSONResponse(await self.service.report())
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "coordinator": self.service.coordinator_id,
-                             "store": self.service.store_type})
+        """200 while the job store takes writes; 503 naming the store and its error."""
+        health = await self.service.store_health()
+        ok = health["store_ok"]
+        return JSONResponse({"status": "ok" if ok else "unavailable",
+                             "coordinator": self.service.coordinator_id,
+                             "store": self.service.store_type, **health},
+                            status_code=200 if ok else 503)
 
     def app(self) -> Starlette:
         g = guarded
