@@ -65,9 +65,9 @@ from alluxiojob.store.kv import Compare, Delete, Entry, KVStore, Op, Put, Txn
 _CAS_ATTEMPTS = 16
 _SUBMIT_PATIENCE = 10.0  # seconds a submission keeps retrying against concurrent ones
 _MAX_TXN_OPS = 100  # below etcd's default --max-txn-ops of 128
-_CLAIM_BATCH = 32  # claims per transaction (each is a nested txn of 2 compares, 2 ops)
+_CLAIM_BATCH = 50  # claims per transaction (each a nested txn; etcd allows 128 per level)
 _CLAIM_WINDOW = 4  # the window read per round, in batches
-_CLAIM_ROUNDS = 8  # rounds per claim_waiting call before the scheduler polls again
+_CLAIM_ROUNDS = 16  # rounds per claim_waiting call before the scheduler polls again
 _CONTENDED_FOR = 5.0  # seconds to keep spreading after a claim lost to a peer
 
 
@@ -83,6 +83,22 @@ class OwnedJob:
 
     job: JobRecord
     revision: int
+
+
+@dataclass(frozen=True)
+class _Admission:
+    """A count of the queue, and the compare that keeps it true until the write."""
+
+    compare: Compare
+    waiting: int
+    capacity: int
+
+    def check(self) -> None:
+        if self.waiting >= self.capacity:
+            raise CapacityExceeded(
+                f"the waiting queue is full: {self.waiting} jobs waiting, "
+                f"alluxio.coordinator.scheduler.waiting.job.capacity={self.capacity}"
+            )
 
 
 @dataclass(frozen=True)
@@ -236,48 +252,78 @@ class JobStore:
                 await _backoff(attempt)
             attempt += 1
             now = self._clock()
-            pointer = await self.kv.get(identity_key)
-            current: Entry | None = None
-            if pointer is not None:
-                current = await self.kv.get(self._job_key(pointer.value.decode()))
+            pointer, current, room = await self._read_for_submit(identity_key)
+            admission = _Admission(*room, waiting_capacity)
             if current is not None:
                 job = self._decode_job(current)
                 if job.state in ACTIVE_STATES:
                     return job, SubmitOutcome.ALREADY_RUNNING
                 if job.state is JobState.STOPPED:
-                    added = await self._admit(waiting_capacity)
+                    admission.check()
                     resumed = replace(job.apply(JobEvent.RESUME, now), seq=time.time_ns())
                     ok = await self.kv.txn(
-                        [Compare(current.key, current.revision), added],
+                        [Compare(current.key, current.revision), admission.compare],
                         self._enqueue(resumed, pack_record(resumed.to_wire())),
                     )
                     if ok is not None:
                         return resumed, SubmitOutcome.RESUMED
                     continue
-            added = await self._admit(waiting_capacity)
+            admission.check()
             job = replace(JobRecord.new(job_type, path, dst, options, now), seq=time.time_ns())
             ok = await self.kv.txn(
-                [Compare(identity_key, 0 if pointer is None else pointer.revision), added],
+                [Compare(identity_key, 0 if pointer is None else pointer.revision),
+                 admission.compare],
                 [*self._enqueue(job, pack_record(job.to_wire())),
                  Put(identity_key, job.id.encode())],
             )
             if ok is not None:
                 return job, SubmitOutcome.CREATED
 
-    async def _admit(self, waiting_capacity: int) -> Compare:
-        """Check room in the queue; the compare that keeps the check true until the write.
+    async def _read_for_submit(
+        self, identity_key: bytes
+    ) -> tuple[Entry | None, Entry | None, tuple[Compare, int]]:
+        """The identity pointer, its job, and the room in the queue, read side by side.
+
+        Errors are raised as themselves (the store's own family), not as a group.
+        """
+        pointer: Entry | None = None
+        current: Entry | None = None
+        room: tuple[Compare, int] | None = None
+        errors: list[Exception] = []
+
+        async def read_current() -> None:
+            nonlocal current, pointer
+            try:
+                pointer = await self.kv.get(identity_key)
+                if pointer is not None:
+                    current = await self.kv.get(self._job_key(pointer.value.decode()))
+            except Exception as exc:
+                errors.append(exc)
+
+        async def read_room() -> None:
+            nonlocal room
+            try:
+                room = await self._room()
+            except Exception as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_current)
+            nursery.start_soon(read_room)
+        if errors:
+            raise errors[0]
+        assert room is not None
+        return pointer, current, room
+
+    async def _room(self) -> tuple[Compare, int]:
+        """(the compare that keeps a count true until the write, the count).
 
         ``meta/waiting-added`` is read before counting: if anything is queued after that
         read, the submission's compare on it fails and it counts again.
         """
         added = await self.kv.get(self._added_key())
         waiting = await self.waiting_count()
-        if waiting >= waiting_capacity:
-            raise CapacityExceeded(
-                f"the waiting queue is full: {waiting} jobs waiting, "
-                f"alluxio.coordinator.scheduler.waiting.job.capacity={waiting_capacity}"
-            )
-        return Compare(self._added_key(), 0 if added is None else added.revision)
+        return Compare(self._added_key(), 0 if added is None else added.revision), waiting
 
     async def stop(self, job_type: JobType, path: str, dst: str = "") -> JobRecord:
         for _ in range(_CAS_ATTEMPTS):
