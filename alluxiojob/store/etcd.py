@@ -42,7 +42,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from alluxiojob.core.errors import InvalidArgument, JobServiceError, NotFound, Unavailable
+from alluxiojob.core.errors import (
+    InvalidArgument,
+    JobServiceError,
+    NotFound,
+    Unavailable,
+    describe_error,
+)
 from alluxiojob.store.etcd_rpc import EtcdEndpoint, EtcdMember, EtcdRpcError, KeyValue
 from alluxiojob.store.kv import Compare, Delete, Entry, Op, Put, Txn, prefix_end
 
@@ -187,7 +193,14 @@ class EtcdKVStore:
                         )
                     if scope.cancelled_caught:
                         raise EtcdRpcError("DEADLINE_EXCEEDED", "no answer")
-                except EtcdRpcError as exc:
+                except JobServiceError:
+                    raise
+                except Exception as exc:
+                    if not isinstance(exc, EtcdRpcError):
+                        # A request the client could not even build: not etcd's answer.
+                        raise JobServiceError(
+                            f"etcd {kind} request failed: {describe_error(exc)}"
+                        ) from None
                     if self._closed:
                         raise Unavailable("the etcd job store is closed") from None
                     if exc.code not in _RETRYABLE:

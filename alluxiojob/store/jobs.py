@@ -172,7 +172,7 @@ class JobStore:
         pointer = await self.kv.get(self._identity_key(identity))
         if pointer is None:
             raise NotFound(f"no {job_type.value} job for {path}" + (f" -> {dst}" if dst else ""))
-        return await self.get(pointer.value.decode())
+        return await self.get(_job_id(pointer))
 
     async def list_jobs(
         self,
@@ -222,7 +222,7 @@ class JobStore:
                                       f"{exc}") from None
             out.append(
                 FailureRecord(
-                    path=entry.key[len(prefix) :].decode(),
+                    path=entry.key[len(prefix) :].decode("utf-8", "surrogateescape"),
                     reason=str(data.get("reason", "")),
                     message=str(data.get("message", "")),
                     time=float(data.get("time", 0.0)),
@@ -296,7 +296,7 @@ class JobStore:
             try:
                 pointer = await self.kv.get(identity_key)
                 if pointer is not None:
-                    current = await self.kv.get(self._job_key(pointer.value.decode()))
+                    current = await self.kv.get(self._job_key(_job_id(pointer)))
             except Exception as exc:
                 errors.append(exc)
 
@@ -348,9 +348,9 @@ class JobStore:
             owned = await self.get(job_id)
             job = owned.job
             pointer = await self.kv.get(self._identity_key(job.identity))
-            if pointer is not None and pointer.value.decode() != job.id:
+            if pointer is not None and _job_id(pointer) != job.id:
                 raise InvalidArgument(
-                    f"job {job.id} was superseded by job {pointer.value.decode()} for "
+                    f"job {job.id} was superseded by job {_job_id(pointer)} for "
                     f"the same {job.type.value} path; rerun that one instead"
                 )
             rerun = replace(job.apply(JobEvent.RERUN, self._clock()), seq=time.time_ns())
@@ -424,7 +424,8 @@ class JobStore:
                 continue
             # An entry without the record (written before records were kept in the index),
             # or one whose claim already failed unchanged: read the job itself.
-            entry = await self.kv.get(self._job_key(waiting.key.rsplit(b"/", 1)[-1].decode()))
+            job_id = _job_id(waiting, waiting.key.rsplit(b"/", 1)[-1])
+            entry = await self.kv.get(self._job_key(job_id))
             job = self._decode_job(entry) if entry is not None else None
             if job is None or job.state is not JobState.WAITING or (
                     job.seq and self._waiting_key(job) != waiting.key):
@@ -473,7 +474,7 @@ class JobStore:
         """
         changes: dict[bytes, Op] = {}
         for failure in failures:
-            key = self._failures_prefix(owned.job.id) + failure.path.encode()
+            key = self._failures_prefix(owned.job.id) + _path_bytes(failure.path)
             changes[key] = Put(
                 key,
                 pack_record(
@@ -481,7 +482,7 @@ class JobStore:
                 ),
             )
         for path in cleared:
-            key = self._failures_prefix(owned.job.id) + path.encode()
+            key = self._failures_prefix(owned.job.id) + _path_bytes(path)
             changes[key] = Delete(key)
         ops = list(changes.values())
         fence = [Compare(self._job_key(owned.job.id), owned.revision)]
@@ -539,12 +540,25 @@ class JobStore:
             ]
             compares = [Compare(entry.key, entry.revision)]
             pointer = await self.kv.get(self._identity_key(job.identity))
-            if pointer is not None and pointer.value.decode() == job.id:
+            if pointer is not None and _job_id(pointer) == job.id:
                 ops.append(Delete(pointer.key))
                 compares.append(Compare(pointer.key, pointer.revision))
             if await self.kv.txn(compares, ops) is not None:
                 removed += 1
         return removed
+
+
+def _job_id(entry: Entry, raw: bytes | None = None) -> str:
+    """The job id an identity pointer (or a waiting key's last part) holds."""
+    try:
+        return (entry.value if raw is None else raw).decode("ascii")
+    except UnicodeDecodeError:
+        raise JobServiceError(f"the job store entry {entry.key!r} is unreadable") from None
+
+
+def _path_bytes(path: str) -> bytes:
+    """A file path as a key part; names that are not UTF-8 round-trip as they came."""
+    return path.encode("utf-8", "surrogateescape")
 
 
 def claim_order(keys: Sequence[bytes], owner: str, spread: int) -> list[int]:

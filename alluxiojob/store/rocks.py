@@ -54,12 +54,12 @@ class RocksKVStore:
         self._db: Rdict | None = None
         try:
             self._db = self._open()
+            self._revision = self._stored_revision(self._db)
         except Exception as exc:
             raise Unavailable(
                 f"cannot open the RocksDB job store at {path}: {exc}. "
                 "Is another coordinator using this alluxio.coordinator.job.meta.store.dir?"
             ) from None
-        self._revision = self._stored_revision(self._db)
         self._broken = ""  # why the last write failed, until one succeeds again
         self._next_heal = 0.0
         self._closed = False
@@ -207,21 +207,31 @@ class RocksKVStore:
         with self._lock:
             self._heal_locked()
             db = self._current()
-            holds = [self._holds(db, compares) for compares, _ in txns]
-            if not any(holds):
-                return [None] * len(txns)
-            if not any(ops for (_, ops), ok in zip(txns, holds, strict=True) if ok):
-                return [self._revision if ok else None for ok in holds]
-            revision = self._revision + 1
-            header = _HEADER.pack(revision)
-            batch = WriteBatch(raw_mode=True)
-            for (_, ops), ok in zip(txns, holds, strict=True):
-                if ok:
-                    self._apply_locked(db, batch, ops, header)
-            batch.put(_REVISION_KEY, header)
-            self._write_locked(db, batch)
-            self._revision = revision
-            return [revision if ok else None for ok in holds]
+            try:
+                return self._txn_each_locked(db, txns)
+            except JobServiceError:
+                raise
+            except Exception as exc:
+                raise Unavailable(
+                    f"the RocksDB job store at {self.path} cannot read: {exc}"
+                ) from None
+
+    def _txn_each_locked(self, db: Rdict, txns: Sequence[Txn]) -> list[int | None]:
+        holds = [self._holds(db, compares) for compares, _ in txns]
+        if not any(holds):
+            return [None] * len(txns)
+        if not any(ops for (_, ops), ok in zip(txns, holds, strict=True) if ok):
+            return [self._revision if ok else None for ok in holds]
+        revision = self._revision + 1
+        header = _HEADER.pack(revision)
+        batch = WriteBatch(raw_mode=True)
+        for (_, ops), ok in zip(txns, holds, strict=True):
+            if ok:
+                self._apply_locked(db, batch, ops, header)
+        batch.put(_REVISION_KEY, header)
+        self._write_locked(db, batch)
+        self._revision = revision
+        return [revision if ok else None for ok in holds]
 
     def _probe_sync(self) -> None:
         with self._lock:

@@ -512,6 +512,18 @@ async def test_progress_and_failures_roundtrip(jobs: JobStore) -> None:
         assert [f.path for f in await jobs.list_failures(job_id)] == ["/data/m", "/data/z/ü.bin"]
 
 
+async def test_failure_of_a_name_that_is_not_utf8(jobs: JobStore) -> None:
+    """A file name that is not UTF-8 (a lone surrogate after decoding) is stored as is."""
+    with trio.fail_after(TEST_TIMEOUT):
+        job_id, _ = await submit(jobs, "/data")
+        owned = await claim_one(jobs, "coord-a")
+        odd = FailureRecord("/data/bad-\udcff.bin", "INVALID_PATH", "not UTF-8", 1.0)
+        await jobs.save_progress(owned, Progress(), [odd])
+        assert await jobs.list_failures(job_id) == [odd]
+        await jobs.save_progress(owned, Progress(), cleared=[odd.path])
+        assert await jobs.list_failures(job_id) == []
+
+
 async def test_many_failures_in_one_save(jobs: JobStore) -> None:
     """alluxio.job.failure.list.max (1000) failures may be saved at once; etcd allows
     only 128 operations per transaction by default."""
