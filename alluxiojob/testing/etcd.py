@@ -73,6 +73,16 @@ def free_port() -> int:
         return port
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is in the stopped state (Linux ``/proc``)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in tasks]
+    except (OSError, IndexError):
+        return True  # no /proc, or the process is gone: nothing more to wait for
+    return all(state in ("T", "t") for state in states)
+
+
 def _reap(process: subprocess.Popen[bytes]) -> None:
     """Last resort at garbage collection or interpreter exit: no orphaned etcd."""
     if process.poll() is None:
@@ -251,9 +261,17 @@ class EtcdServer:
         self._paused = False
 
     def pause(self) -> None:
-        """SIGSTOP: the process stays, its sockets accept, but nothing is answered."""
+        """SIGSTOP: the process stays, its sockets accept, but nothing is answered.
+
+        Returns once every thread of etcd has stopped: the signal alone is asynchronous,
+        and a request sent right after it could still be answered.
+        """
         self._signal(signal.SIGSTOP)
         self._paused = self.running
+        if self._paused and self.pid is not None:
+            deadline = time.monotonic() + 5
+            while not _all_threads_stopped(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.005)
 
     def resume(self) -> None:
         if self._paused:
