@@ -93,6 +93,8 @@ class Scheduler:
             self.runners[owned.job.id] = scope
             nursery.start_soon(self._run_job, owned, scope)
         self.metrics.running_jobs.set(len(self.runners))
+        if claimed and len(self.runners) < self.capacity:
+            self.notify()  # there may be more waiting than one call claims: look again now
         return len(claimed)
 
     async def _run_job(self, owned: OwnedJob, scope: trio.CancelScope) -> None:
