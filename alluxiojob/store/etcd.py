@@ -376,7 +376,8 @@ class EtcdKVStore:
         if self._closed:
             return
         self._closed = True
-        # Let calls in flight end on their own before their channels close under them.
+        # Let calls in flight end on their own before their channels close under them
+        # (etcd3's close() cancels them with "Channel closed!"; see etcd_rpc).
         await trio.to_thread.run_sync(self._wait_idle, _CLOSE_GRACE)
         for member in self._members:
             member.close()

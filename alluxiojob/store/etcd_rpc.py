@@ -283,6 +283,9 @@ class EtcdMember:
         return [str(etcdrpc.AlarmType.Name(a.alarm)) for a in answer.alarms]
 
     def close(self) -> None:
+        # etcd3's close() also closes its watcher, whose thread would die on the missing
+        # ``six`` import; we never start one. Calls still in flight end with CANCELLED
+        # "Channel closed!", which _call turns into an EtcdRpcError in their own thread.
         self._closed.set()
         self._client.close()
 
