@@ -15,10 +15,10 @@ out, too many requests) moves on to the next member; the member that answered la
 tried first next time. A channel that failed to connect fails calls at once until its
 reconnect backoff (at most 250 ms) ends; the pause between passes is longer than that,
 so a member that is just restarting is tried again for real. After ``max_retries``
-further passes the call raises
-``Unavailable`` naming the members and the last error. Errors etcd reports about the
-request itself (a lease that no longer exists, too many operations in one
-transaction) are not retried. No ``grpc`` or ``etcd3`` exception escapes this module.
+further passes the call raises ``Unavailable`` naming the members and each one's
+error. Errors etcd reports about the request itself (a lease that no longer exists,
+too many operations in one transaction) are not retried. No ``grpc`` or ``etcd3``
+exception escapes this module.
 
 Retried writes: a transaction whose answer was lost (a timeout, a connection dropped
 after the request was sent) may nevertheless have been applied, and it is sent again.
