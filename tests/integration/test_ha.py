@@ -245,8 +245,8 @@ def test_quick_restart_under_the_same_id_takes_its_jobs_back(
             "alluxio.coordinator.failure.detection.timeout": "15s"}
     first = ha.add_coordinator(**same)
     src = tmp_path / "data"
-    sizes = make_tree(src, 400)
-    job = ha.submit("load", str(src), batch_size=20, bandwidth=1024 * 1024)
+    sizes = make_tree(src, 400)  # about 1.8 MB: some 7 s at this bandwidth on 2 workers
+    job = ha.submit("load", str(src), batch_size=20, bandwidth=128 * 1024)
     wait_for(lambda: ha.progress(job["id"])["progress"]["committed"]["files_processed"] > 50,
              60, "the job to make progress")
     first.kill()
