@@ -12,22 +12,41 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
+from alluxiojob.security import Security
+from alluxiojob.security.http import HttpGuard
+
+# hypercorn's idle timer (keep_alive_timeout) runs from the connection's start, and after
+# each response, until a request's headers are complete: it is the header timeout. A
+# request body has its own deadline in HttpGuard. read_timeout bounds each socket read
+# (a peer that sends nothing at all); a response already streaming still completes.
+HEADER_TIMEOUT = 5.0
+READ_TIMEOUT = 10
+MAX_HEADER_BYTES = 16 * 1024
+
 
 async def serve_app(
     app: Starlette,
     host: str,
     port: int,
+    security: Security,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` until cancelled; ``task_status.started`` gets the bound URLs."""
+    """Serve ``app`` behind the HttpGuard until cancelled; ``started`` gets the bound URLs."""
     config = HypercornConfig()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 2.0
-    config.keep_alive_timeout = 30.0
-    await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+    config.keep_alive_timeout = HEADER_TIMEOUT
+    config.read_timeout = READ_TIMEOUT
+    config.h11_max_incomplete_size = MAX_HEADER_BYTES
+    config.ssl_handshake_timeout = HEADER_TIMEOUT
+    if security.tls.serving:
+        config.certfile = security.tls.cert_file
+        config.keyfile = security.tls.key_file
+    guarded = HttpGuard(app, security.token)
+    await serve(guarded, config, task_status=task_status)  # type: ignore[arg-type]
 
 
 def metrics_endpoint(registry: CollectorRegistry) -> object:

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from alluxiojob.config import Config, Keys
+from alluxiojob.security import Security
 
 
 class ApiError(Exception):
@@ -17,11 +18,16 @@ class ApiError(Exception):
 
 
 class CoordinatorClient:
-    def __init__(self, config: Config, timeout: float = 30.0) -> None:
+    """Speaks to the coordinator with the cluster token and TLS of the same site file."""
+
+    def __init__(self, config: Config, security: Security, timeout: float = 30.0) -> None:
         host = config[Keys.COORDINATOR_HOSTNAME]
         port = config[Keys.COORDINATOR_REST_PORT]
-        self.base = f"http://{host}:{port}"
-        self._http = httpx.Client(base_url=self.base, timeout=timeout)
+        self.security = security
+        self.base = f"{security.tls.http_scheme}://{host}:{port}"
+        self._http = httpx.Client(base_url=self.base, timeout=timeout,
+                                  headers=security.token.authorization(),
+                                  verify=security.tls.client_context() or True)
 
     def close(self) -> None:
         self._http.close()

@@ -12,6 +12,9 @@ import typer
 
 from alluxiojob.cli.client import ApiError, CoordinatorClient
 from alluxiojob.config import Config, ConfigError, load_config
+from alluxiojob.security import Security
+from alluxiojob.security.paths import ALLOWLIST_KEY
+from alluxiojob.security.token import TOKEN_FILE_KEY, TOKEN_KEY
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -19,6 +22,7 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_JOB_FAILED = 4
 EXIT_UNAVAILABLE = 5
+EXIT_WRONG_STATE = 6
 
 ConfOption = Annotated[
     Path | None,
@@ -47,23 +51,52 @@ def get_config(conf: Path | None, defines: list[str] | None) -> Config:
     return config
 
 
+def get_security(config: Config) -> Security:
+    """The client's side of the cluster token and TLS; a bad setting is exit code 2."""
+    try:
+        security = Security.from_config(config, serving=False)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    for warning in security.warnings:
+        typer.echo(f"Warning: {warning}", err=True)
+    return security
+
+
+def access_hint(error: ApiError) -> str:
+    """What to set when the coordinator refused us (401, or 403 in protected mode)."""
+    if error.status == 401:
+        return (f"\nSet {TOKEN_FILE_KEY} (or {TOKEN_KEY}) to the cluster's token, in the "
+                "site file or with -D.")
+    if error.status == 403 and "protected mode" in str(error):
+        return (f"\nSet {TOKEN_FILE_KEY} (or {TOKEN_KEY}) on the coordinator and here, or "
+                "run this command on the coordinator's host.")
+    if error.status == 403:
+        return f"\nThe coordinator confines jobs to {ALLOWLIST_KEY}."
+    return ""
+
+
 def exit_code_for(error: ApiError) -> int:
+    if error.status in (401, 403):
+        return EXIT_USAGE
     if error.code in ("NOT_FOUND", "UFS_NOT_FOUND"):
         return EXIT_NOT_FOUND
     if error.code in ("UNAVAILABLE", "RESOURCE_EXHAUSTED"):
         return EXIT_UNAVAILABLE
     if error.code in ("INVALID_ARGUMENT", "INVALID_PATH"):
         return EXIT_USAGE
+    if error.code == "FAILED_PRECONDITION":
+        return EXIT_WRONG_STATE
     return EXIT_ERROR
 
 
 @contextmanager
 def coordinator(conf: Path | None, defines: list[str] | None) -> Iterator[CoordinatorClient]:
-    client = CoordinatorClient(get_config(conf, defines))
+    config = get_config(conf, defines)
+    client = CoordinatorClient(config, get_security(config))
     try:
         yield client
     except ApiError as exc:
-        fail(str(exc), exit_code_for(exc))
+        fail(str(exc) + access_hint(exc), exit_code_for(exc))
     finally:
         client.close()
 

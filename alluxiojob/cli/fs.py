@@ -20,26 +20,21 @@ from alluxiojob.cli.common import (
     DefineOption,
     coordinator,
     fail,
-    get_config,
 )
-from alluxiojob.config import Keys, format_size
-from alluxiojob.protocol.codec import TOKEN_HEADER
+from alluxiojob.config import format_size
 
 fs_app = typer.Typer(help="Inspect and read the cache.", no_args_is_help=True)
 
 PathArg = Annotated[str, typer.Option("--path", help="UFS path.")]
 
 
-def _token_header(conf: ConfOption, define: DefineOption) -> dict[str, str]:
-    return {TOKEN_HEADER: get_config(conf, define)[Keys.CLUSTER_TOKEN]}
-
-
 @fs_app.command("location")
 def location(path: PathArg, conf: ConfOption = None, define: DefineOption = None) -> None:
     """Which workers hold a path (a file or a directory), and how much of it."""
-    headers = _token_header(conf, define)
     with coordinator(conf, define) as client:
         answer = client.workers(path)
+        headers = client.security.token.authorization()
+        verify = client.security.tls.client_context() or True
     owners = answer.get("owners", [])
     typer.echo(f"Path: {answer['path']}")
     typer.echo(f"Ring owners: {', '.join(owners[:3]) or '-'}")
@@ -48,8 +43,12 @@ def location(path: PathArg, conf: ConfOption = None, define: DefineOption = None
             typer.echo(f"Worker: {worker['worker']}\tnot connected")
             continue
         try:
-            data = httpx.get(f"{worker['web']}/api/v1/location", headers=headers,
-                             params={"path": answer["path"]}, timeout=10).json()
+            reply = httpx.get(f"{worker['web']}/api/v1/location", headers=headers,
+                              params={"path": answer["path"]}, timeout=10, verify=verify)
+            data = reply.json()
+            if reply.status_code >= 400:
+                typer.echo(f"Worker: {worker['worker']}\trefused: {data.get('message')}")
+                continue
             typer.echo(f"Worker: {worker['worker']}\tFiles: {data['files']}\t"
                        f"Bytes: {format_size(data['bytes'])}")
         except (httpx.HTTPError, ValueError, KeyError) as exc:
@@ -62,9 +61,10 @@ def cat(path: PathArg, conf: ConfOption = None, define: DefineOption = None,
             "--read-through", help="Read from the UFS on a cache miss.")] = False,
         ) -> None:
     """Write a file to stdout, read from the first worker on the ring that serves it."""
-    headers = _token_header(conf, define)
     with coordinator(conf, define) as client:
         answer = client.workers(path)
+        headers = client.security.token.authorization()
+        verify = client.security.tls.client_context() or True
     web = {w["worker"]: w["web"] for w in answer["workers"] if w["web"]}
     owners = [o for o in answer.get("owners", []) if o in web]
     if not owners:
@@ -76,14 +76,18 @@ def cat(path: PathArg, conf: ConfOption = None, define: DefineOption = None,
         params = {"path": answer["path"], "read_through": str(through).lower()}
         try:
             with httpx.stream("GET", f"{web[owner]}/api/v1/files", params=params,
-                              headers=headers, timeout=30) as response:
+                              headers=headers, timeout=30, verify=verify) as response:
                 if response.status_code == 404:
                     response.read()
                     last_miss = str(response.json().get("message", "not cached"))
                     continue
                 if response.status_code >= 400:
                     response.read()
-                    fail(response.text, EXIT_USAGE)
+                    try:
+                        message = str(response.json().get("message", response.text))
+                    except ValueError:
+                        message = response.text
+                    fail(f"worker {owner} refused the read: {message}", EXIT_USAGE)
                 for chunk in response.iter_bytes():
                     sys.stdout.buffer.write(chunk)
                 sys.stdout.buffer.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +23,7 @@ from alluxiojob.cli.common import (
 from alluxiojob.cli.fs import fs_app
 from alluxiojob.cli.jobs import job_app
 from alluxiojob.cli.render import report_text
+from alluxiojob.config import ConfigError
 from alluxiojob.core.errors import InvalidArgument, JobServiceError, describe_error, leaves
 from alluxiojob.logs import configure_logging
 
@@ -62,15 +64,17 @@ def _run_service(kind: str, conf: Path | None, defines: list[str] | None,
 
             service_run = WorkerService(config).run
         trio.run(_serve_until_signal, service_run)
-    except InvalidArgument as exc:
-        fail(f"{kind} cannot start: {describe_error(exc)}", EXIT_USAGE)
-    except (JobServiceError, ValueError, OSError) as exc:
-        fail(f"{kind} cannot start: {describe_error(exc)}", EXIT_UNAVAILABLE)
-    except BaseExceptionGroup as group:
-        # A refused setting (e.g. a coordinator id already in use) is a usage error.
-        usage = any(isinstance(leaf, InvalidArgument) for leaf in leaves(group))
-        fail(f"{kind} stopped: {describe_error(group)}",
-             EXIT_USAGE if usage else EXIT_UNAVAILABLE)
+    except BaseException as exc:  # noqa: B036 - every way out gets a message and a code
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        errors = leaves(exc)
+        if any(isinstance(e, ConfigError | InvalidArgument) for e in errors):
+            # A configuration a service cannot run with (a bad value, a coordinator id
+            # already in use) is a usage error, not an outage.
+            fail(f"{kind} cannot start: {describe_error(exc)}", EXIT_USAGE)
+        if not all(isinstance(e, JobServiceError | ValueError | OSError) for e in errors):
+            logging.getLogger("alluxiojob").exception("%s stopped by an unexpected error", kind)
+        fail(f"{kind} stopped: {describe_error(exc)}", EXIT_UNAVAILABLE)
 
 
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]

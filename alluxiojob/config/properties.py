@@ -86,6 +86,17 @@ def _positive_size(text: str) -> int:
     return value
 
 
+MIN_PARTITION_SIZE = 1 << 20
+
+
+def _partition_size(text: str) -> int:
+    """A shard is at least 1 MiB: tiny partitions mean millions of shards for one file."""
+    value = parse_size(text)
+    if value < MIN_PARTITION_SIZE:
+        raise ValueError(f"must be at least 1MiB, got {text!r}")
+    return value
+
+
 def _parse_duration_allow_zero(text: str) -> float:
     value = parse_duration(text)
     if value < 0:
@@ -283,7 +294,36 @@ class Keys:
         "alluxio.job.cluster.token",
         _parse_str,
         "",
-        "Shared secret coordinators present to workers; empty disables the check.",
+        "The cluster secret every client presents (prefer .token.file); unset: loopback "
+        "peers only.",
+    )
+    CLUSTER_TOKEN_FILE = _key(
+        "alluxio.job.cluster.token.file",
+        _parse_str,
+        "",
+        "File holding the cluster secret, readable by the service user only.",
+    )
+    TLS_CERT_FILE = _key(
+        "alluxio.job.tls.cert.file",
+        _parse_str,
+        "",
+        "PEM certificate (chain) served on the REST API, worker HTTP and websocket ports.",
+    )
+    TLS_KEY_FILE = _key(
+        "alluxio.job.tls.key.file", _parse_str, "", "PEM private key of the certificate."
+    )
+    TLS_CA_FILE = _key(
+        "alluxio.job.tls.ca.file",
+        _parse_str,
+        "",
+        "PEM CA bundle clients verify the services' certificates against.",
+    )
+    PATH_ALLOWLIST = _key(
+        "alluxio.job.path.allowlist",
+        _parse_list,
+        "${alluxio.dora.client.ufs.root}",
+        "URI prefixes every job source, destination and read-through must lie under; "
+        "empty: no confinement.",
     )
     UFS_ROOT = _key(
         "alluxio.dora.client.ufs.root",
@@ -319,7 +359,7 @@ class Keys:
     )
     PARTITION_SIZE = _key(
         "alluxio.worker.load.file.partition.size",
-        _positive_size,
+        _partition_size,
         "256MiB",
         "Shard size for splitting work across the worker's process pool.",
     )
@@ -375,6 +415,12 @@ def read_properties_file(path: Path) -> dict[str, str]:
         raise ConfigError(f"property file not found: {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read property file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        bad_line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"property file {path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} "
+            f"at line {bad_line}"
+        ) from None
     result: dict[str, str] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()

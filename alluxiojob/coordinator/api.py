@@ -1,8 +1,9 @@
 """The coordinator's REST API (JSON), modelled on Alluxio's ``/api/v1/master/*_job`` routes.
 
 Errors are ``{"error": CODE, "message": text}`` with an HTTP status that matches the
-code (404 not found, 400 bad argument, 429 queue full, 503 store unavailable), so the
-CLI can map them to exit codes and users always see the message that names the problem.
+code (400 bad argument, 404 not found, 409 wrong state, 429 queue full, 500 a bug,
+503 store unavailable), so the CLI can map them to exit codes and users always see the
+message that names the problem.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import structlog
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,14 +22,17 @@ from starlette.routing import Route
 from alluxiojob.config import Keys
 from alluxiojob.core.errors import (
     InvalidArgument,
+    InvalidPath,
     JobServiceError,
     NotFound,
-    Unavailable,
+    PermissionDenied,
+    WrongState,
     describe_error,
 )
 from alluxiojob.core.job import JobOptions, JobRecord, JobType
 from alluxiojob.core.progress import average_rate, eta_seconds, failure_ratio
 from alluxiojob.core.states import JobState
+from alluxiojob.security.paths import PathNotAllowed, transfer_overlap
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.ufs import resolve_path, ufs_for
 from alluxiojob.ufs.base import UfsError, printable
@@ -36,16 +41,30 @@ from alluxiojob.web import metrics_endpoint
 if TYPE_CHECKING:  # avoids an import cycle at runtime
     from alluxiojob.coordinator.service import CoordinatorService
 
+log = structlog.get_logger("alluxiojob.coordinator")
+
 Handler = Callable[[Request], Awaitable[Response]]
 SUCCESS_LIST_MAX = 1000
 
 
+def _printable(text: str) -> str:
+    """Error text that JSON can always carry (a lone surrogate is shown escaped)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _error(code: str, message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": code, "message": _printable(message)}, status_code=status)
+
+
 def error_response(exc: JobServiceError) -> JSONResponse:
-    return JSONResponse({"error": exc.code, "message": str(exc)}, status_code=exc.http_status)
+    return _error(exc.code, str(exc), exc.http_status)
 
 
 def guarded(handler: Handler) -> Handler:
-    """Map the error family to JSON; anything unexpected becomes a 500 that says what."""
+    """Map the error family to JSON: bad input 400, wrong state 409, a dependency down 503.
+
+    Anything unexpected is a bug: a 500 that says what, logged with its traceback.
+    """
 
     async def wrapper(request: Request) -> Response:
         try:
@@ -53,19 +72,24 @@ def guarded(handler: Handler) -> Handler:
         except JobServiceError as exc:
             return error_response(exc)
         except UfsError as exc:
-            status = 404 if exc.reason == "UFS_NOT_FOUND" else 400
-            return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=status)
+            status = {"UFS_NOT_FOUND": 404, "PERMISSION_DENIED": 403}.get(exc.reason, 400)
+            return _error(exc.reason, str(exc), status)
         except (ValueError, TypeError, KeyError) as exc:
-            return JSONResponse({"error": "INVALID_ARGUMENT", "message": describe_error(exc)},
-                                status_code=400)
+            return _error("INVALID_ARGUMENT", describe_error(exc), 400)
         except Exception as exc:
-            return JSONResponse({"error": "UNAVAILABLE", "message": describe_error(exc)},
-                                status_code=503)
+            log.exception("unexpected error in a REST handler", path=request.url.path)
+            return _error("INTERNAL", describe_error(exc), 500)
 
     return wrapper
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
+    # A browser sends a cross-site form or text/plain POST without asking first; it must
+    # ask (a CORS preflight, which nothing here answers) before it may send JSON.
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        raise InvalidArgument("the request body must be JSON, sent with "
+                              "Content-Type: application/json")
     try:
         body = await request.json()
     except Exception:
@@ -135,10 +159,24 @@ class CoordinatorApi:
         self.config = service.config
 
     # ------------------------------------------------------------------ helpers
-    async def _resolve(self, raw: Any, *, must_exist: bool) -> str:
+    async def _resolve(self, raw: Any, *, must_exist: bool, confine: bool = False,
+                       what: str = "path") -> str:
         if not isinstance(raw, str) or not raw:
             raise InvalidArgument("missing path")
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgument(
+                f"path {_printable(raw)!r} is not valid UTF-8 (it holds a lone surrogate)"
+            ) from None
         uri = resolve_path(raw, self.config[Keys.UFS_ROOT])
+        if confine:
+            # Before the existence check: outside the allowlist, even that is not told.
+            allowlist = self.service.security.allowlist
+            try:
+                await trio.to_thread.run_sync(allowlist.check, uri, what)
+            except PathNotAllowed as exc:
+                raise PermissionDenied(str(exc)) from None
         if must_exist:
             exists = await trio.to_thread.run_sync(ufs_for(uri).exists, uri)
             if not exists:
@@ -156,14 +194,17 @@ class CoordinatorApi:
     async def submit(self, request: Request) -> Response:
         job_type = JobType.parse(request.path_params["type"])
         body = await _json_body(request)
-        path = await self._resolve(body.get("path"), must_exist=True)
+        path = await self._resolve(body.get("path"), must_exist=True, confine=True,
+                                   what="source")
         dst = ""
         if job_type in (JobType.COPY, JobType.MOVE):
             if not body.get("dst"):
                 raise InvalidArgument(f"a {job_type.value} job needs a destination (dst)")
-            dst = await self._resolve(body.get("dst"), must_exist=False)
-            if dst == path or dst.startswith(path.rstrip("/") + "/"):
-                raise InvalidArgument(f"destination {dst} lies inside the source {path}")
+            dst = await self._resolve(body.get("dst"), must_exist=False, confine=True,
+                                      what="destination")
+            overlap = await trio.to_thread.run_sync(transfer_overlap, path, dst)
+            if overlap is not None:
+                raise InvalidPath(f"{overlap}; nothing was submitted")
         options = _options(body.get("options"))
         job, outcome = await self.store.submit(
             job_type, path, dst, options, self.config[Keys.WAITING_JOB_CAPACITY]
@@ -206,7 +247,7 @@ class CoordinatorApi:
 
     async def rerun(self, request: Request) -> Response:
         if not self.service.ha:
-            raise Unavailable("UnavailableException: Job ETCD is not enabled")
+            raise WrongState("UnavailableException: Job ETCD is not enabled")
         body = await _json_body(request)
         if body.get("id"):
             job_id = str(body["id"])

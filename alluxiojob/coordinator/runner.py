@@ -37,6 +37,7 @@ from alluxiojob.core.progress import Counters, Progress, RateWindow, should_fail
 from alluxiojob.core.reasons import Reason
 from alluxiojob.core.states import JobEvent, JobState
 from alluxiojob.protocol.codec import FileEntry, FileStatus, Op, TaskOptions
+from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.store.jobs import FailureRecord, JobStore, OwnedJob
 from alluxiojob.ufs import ufs_for
 from alluxiojob.ufs.base import UfsError, UfsFile, printable
@@ -305,7 +306,18 @@ class JobRunner:
 
     async def _listing(self, after: tuple[str, ...]) -> AsyncIterator[list[UfsFile]]:
         ufs = ufs_for(self.job.path)
-        walker: Iterator[UfsFile] = ufs.walk(self.job.path, after)
+        allowlist = PathAllowlist.from_config(self.config)
+
+        def follow_link(path: str) -> bool:
+            """Walks never follow a symlink out of alluxio.job.path.allowlist."""
+            if allowlist.admits(path):
+                return True
+            log.warning("not following a symlink that leads outside the allowlist",
+                        path=path, allowlist=allowlist.describe())
+            return False
+
+        walker: Iterator[UfsFile] = ufs.walk(
+            self.job.path, after, follow_link if allowlist.enabled else None)
 
         def next_chunk() -> list[UfsFile]:
             out: list[UfsFile] = []

@@ -18,7 +18,8 @@ from alluxiojob.coordinator.scheduler import Scheduler, jittered
 from alluxiojob.coordinator.workers import Membership, WorkerClient
 from alluxiojob.core.errors import describe_error
 from alluxiojob.core.states import JobState
-from alluxiojob.protocol.codec import TOKEN_HEADER
+from alluxiojob.security import Security
+from alluxiojob.security.access import protected_mode_warning
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.store.kv import KVStore
@@ -50,6 +51,7 @@ def open_kv(config: Config, metrics: CoordinatorMetrics) -> KVStore:
 class CoordinatorService:
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.security = Security.from_config(config, serving=True)
         host = config[Keys.COORDINATOR_HOSTNAME]
         port = config[Keys.COORDINATOR_REST_PORT]
         self.host, self.port = host, port
@@ -89,10 +91,11 @@ class CoordinatorService:
         return WorkerClient(
             worker_id,
             worker_id,
-            self.config[Keys.CLUSTER_TOKEN],
+            self.security.token,
             self.coordinator_id,
             self.config[Keys.MAX_TASKS_PER_WORKER],
             self.config[Keys.FAILURE_DETECTION_TIMEOUT],
+            self.security.tls,
         )
 
     async def report(self) -> dict[str, Any]:
@@ -150,14 +153,16 @@ class CoordinatorService:
     async def cached_under(self, path: str, limit: int) -> list[dict[str, Any]]:
         """Files under ``path`` present in the workers' caches (``--file-status SUCCESS``)."""
         found: list[dict[str, Any]] = []
-        headers = {TOKEN_HEADER: self.config[Keys.CLUSTER_TOKEN]}
-        async with httpx.AsyncClient(timeout=10, headers=headers) as http:
+        headers = self.security.token.authorization()
+        verify = self.security.tls.client_context() or True
+        async with httpx.AsyncClient(timeout=10, headers=headers, verify=verify) as http:
             for worker_id, client in sorted(self.membership.clients.items()):
                 if not client.web_url or len(found) >= limit:
                     continue
                 try:
                     answer = await http.get(f"{client.web_url}/api/v1/location",
                                             params={"path": path, "list": limit - len(found)})
+                    answer.raise_for_status()
                     for item in answer.json().get("list", []):
                         found.append({"path": item["path"], "bytes": item["bytes"],
                                       "worker": worker_id})
@@ -245,8 +250,12 @@ class CoordinatorService:
                 await nursery.start(self.membership.run)
                 await nursery.start(self._housekeeping)
                 await nursery.start(self.scheduler.run)
+                for warning in self.security.warnings:
+                    log.warning(warning)
+                if self.security.protected_mode:
+                    log.warning(protected_mode_warning("coordinator"))
                 binds = await nursery.start(serve_app, CoordinatorApi(self).app(), self.host,
-                                            self.port)
+                                            self.port, self.security)
                 log.info("coordinator ready", coordinator=self.coordinator_id,
                          rest=binds, store=self.store_type,
                          workers=sorted(self.membership.clients))

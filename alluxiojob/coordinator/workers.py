@@ -39,6 +39,8 @@ from alluxiojob.protocol.codec import (
     decode,
     encode,
 )
+from alluxiojob.security.tls import TlsSettings
+from alluxiojob.security.token import ClusterToken
 from alluxiojob.store.kv import KVStore
 from alluxiojob.store.liveness import live_ids
 
@@ -73,13 +75,15 @@ class WorkerClient:
         self,
         worker_id: str,
         address: str,
-        token: str,
+        token: ClusterToken,
         coordinator_id: str,
         max_tasks: int,
         liveness_timeout: float,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.worker_id = worker_id
-        self.url = f"ws://{address}/"
+        self.tls = tls or TlsSettings()
+        self.url = f"{self.tls.ws_scheme}://{address}/"
         self.token = token
         self.coordinator_id = coordinator_id
         self.slots = trio.Semaphore(max_tasks)
@@ -101,7 +105,8 @@ class WorkerClient:
         """The worker's HTTP address, once it has told us its web port."""
         if not self.web_port:
             return ""
-        return f"http://{self.worker_id.rsplit(':', 1)[0]}:{self.web_port}"
+        host = self.worker_id.rsplit(":", 1)[0]
+        return f"{self.tls.http_scheme}://{host}:{self.web_port}"
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep a connection up until cancelled."""
@@ -120,14 +125,19 @@ class WorkerClient:
             backoff = min(backoff * 2, 1.0)
 
     async def _session(self) -> None:
+        # The token also goes in the upgrade request: the worker checks it before it
+        # accepts the websocket, so a stranger never gets to send a message at all.
         async with open_websocket_url(
             self.url,
+            ssl_context=self.tls.client_context(),
+            extra_headers=[(k.lower().encode(), v.encode())
+                           for k, v in self.token.authorization().items()],
             max_message_size=MAX_MESSAGE_SIZE,
             receive_buffer_size=65536,
             connect_timeout=5,
             disconnect_timeout=2,
         ) as ws:
-            await ws.send_message(encode(Hello(self.token, self.coordinator_id)))
+            await ws.send_message(encode(Hello(self.token.value, self.coordinator_id)))
             with trio.fail_after(10):
                 reply = decode(await ws.get_message())
             if isinstance(reply, ErrorMessage):

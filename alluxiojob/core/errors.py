@@ -22,6 +22,26 @@ class InvalidArgument(JobServiceError):
     http_status = 400
 
 
+class WrongState(JobServiceError):
+    """The request is well formed, but the job (or the service) is not in a state for it."""
+
+    code = "FAILED_PRECONDITION"
+    http_status = 409
+
+
+class InvalidPath(InvalidArgument):
+    """A path the job cannot use as given, e.g. a destination inside its own source."""
+
+    code = "INVALID_PATH"
+
+
+class PermissionDenied(JobServiceError):
+    """A path outside ``alluxio.job.path.allowlist``."""
+
+    code = "PERMISSION_DENIED"
+    http_status = 403
+
+
 class CapacityExceeded(JobServiceError):
     code = "RESOURCE_EXHAUSTED"
     http_status = 429

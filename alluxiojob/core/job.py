@@ -26,6 +26,11 @@ class JobType(enum.StrEnum):
             raise InvalidArgument(f"unknown job type {text!r}; expected one of {choices}") from None
 
 
+MAX_BATCH_SIZE = 100_000  # files per task: a task's message must stay well under 64 MiB
+MAX_REPLICAS = 1_000
+MAX_BANDWIDTH = (1 << 63) - 1  # what the wire and the stores can hold
+
+
 @dataclass(frozen=True)
 class JobOptions:
     batch_size: int = 0  # 0: use alluxio.job.batch.size
@@ -44,12 +49,16 @@ class JobOptions:
         return options
 
     def validate(self) -> None:
-        if self.batch_size < 0:
-            raise InvalidArgument(f"batch size must be positive, got {self.batch_size}")
-        if self.replicas < 1:
-            raise InvalidArgument(f"replicas must be at least 1, got {self.replicas}")
-        if self.bandwidth < 0:
-            raise InvalidArgument(f"bandwidth must be positive, got {self.bandwidth}")
+        if not 0 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise InvalidArgument(
+                f"batch size must be between 1 and {MAX_BATCH_SIZE}, got {self.batch_size}")
+        if not 1 <= self.replicas <= MAX_REPLICAS:
+            raise InvalidArgument(
+                f"replicas must be between 1 and {MAX_REPLICAS}, got {self.replicas}")
+        if not 0 <= self.bandwidth <= MAX_BANDWIDTH:
+            raise InvalidArgument(
+                f"bandwidth must be between 0 (unlimited) and {MAX_BANDWIDTH} bytes/s, "
+                f"got {self.bandwidth}")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import enum
 
+from alluxiojob.core.errors import WrongState
+
 
 class JobState(enum.StrEnum):
     WAITING = "WAITING"
@@ -38,7 +40,7 @@ class JobEvent(enum.StrEnum):
     RERUN = "RERUN"  # an operator re-queues a stuck, failed or stopped job
 
 
-class IllegalTransition(Exception):
+class IllegalTransition(WrongState):
     """An event that the state table does not allow from the job's current state."""
 
     def __init__(self, state: JobState, event: JobEvent) -> None:

@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 import msgpack
 
 PROTOCOL_VERSION = 1
-TOKEN_HEADER = "X-Alluxio-Token"  # the cluster token on the workers' HTTP reads
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
 

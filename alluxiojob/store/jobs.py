@@ -51,10 +51,10 @@ import trio
 from alluxiojob.core.errors import (
     CapacityExceeded,
     Fenced,
-    InvalidArgument,
     JobServiceError,
     NotFound,
     Unavailable,
+    WrongState,
 )
 from alluxiojob.core.job import JobOptions, JobRecord, JobType, job_identity
 from alluxiojob.core.progress import Progress
@@ -330,7 +330,7 @@ class JobStore:
             owned = await self.find(job_type, path, dst)
             job = owned.job
             if job.state not in ACTIVE_STATES:
-                raise InvalidArgument(
+                raise WrongState(
                     f"job {job.id} is {job.state.value}; only WAITING, RUNNING or VERIFYING "
                     "jobs can be stopped"
                 )
@@ -349,7 +349,7 @@ class JobStore:
             job = owned.job
             pointer = await self.kv.get(self._identity_key(job.identity))
             if pointer is not None and _job_id(pointer) != job.id:
-                raise InvalidArgument(
+                raise WrongState(
                     f"job {job.id} was superseded by job {_job_id(pointer)} for "
                     f"the same {job.type.value} path; rerun that one instead"
                 )

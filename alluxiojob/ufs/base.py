@@ -8,7 +8,7 @@ the beginning, and so that memory stays flat whatever the file count.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,9 +43,16 @@ class UnderFileSystem(Protocol):
 
     def exists(self, uri: str) -> bool: ...
 
-    def walk(self, uri: str, after: tuple[str, ...] = ()) -> Iterator[UfsFile]:
+    def walk(
+        self,
+        uri: str,
+        after: tuple[str, ...] = (),
+        follow_link: Callable[[str], bool] | None = None,
+    ) -> Iterator[UfsFile]:
         """Files under ``uri`` (or ``uri`` itself if a file) in order, strictly after ``after``.
 
-        Blocking: call it from a worker thread.
+        A symlink met on the way is followed only if ``follow_link(its path)`` says so
+        (path confinement); stores without symlinks ignore it. Blocking: call it from a
+        worker thread.
         """
         ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from alluxiojob.ufs.base import UfsError, UfsFile
 
@@ -54,7 +54,12 @@ class LocalUfs:
     def exists(self, uri: str) -> bool:
         return os.path.lexists(to_local_path(uri))
 
-    def walk(self, uri: str, after: tuple[str, ...] = ()) -> Iterator[UfsFile]:
+    def walk(
+        self,
+        uri: str,
+        after: tuple[str, ...] = (),
+        follow_link: Callable[[str], bool] | None = None,
+    ) -> Iterator[UfsFile]:
         root = to_local_path(uri)
         try:
             info = os.stat(root)
@@ -65,7 +70,8 @@ class LocalUfs:
             if not after:
                 yield UfsFile(uri, (), info.st_size, info.st_mtime_ns)
             return
-        yield from self._walk_dir(root, base, (), after, {(info.st_dev, info.st_ino)})
+        yield from self._walk_dir(root, base, (), after, {(info.st_dev, info.st_ino)},
+                                  follow_link)
 
     def _walk_dir(
         self,
@@ -74,6 +80,7 @@ class LocalUfs:
         prefix: tuple[str, ...],
         after: tuple[str, ...],
         ancestors: set[tuple[int, int]],
+        follow_link: Callable[[str], bool] | None,
     ) -> Iterator[UfsFile]:
         try:
             with os.scandir(path) as it:
@@ -82,6 +89,8 @@ class LocalUfs:
             raise UfsError(reason_for(exc), f"cannot list {path}: {exc.strerror}") from None
         for entry in entries:
             parts = (*prefix, entry.name)
+            if follow_link is not None and entry.is_symlink() and not follow_link(entry.path):
+                continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=True)
             except OSError:
@@ -97,7 +106,8 @@ class LocalUfs:
                 key = (dir_info.st_dev, dir_info.st_ino)
                 if key in ancestors:
                     continue  # a symlink back up the tree: do not loop
-                yield from self._walk_dir(entry.path, base, parts, after, ancestors | {key})
+                yield from self._walk_dir(entry.path, base, parts, after, ancestors | {key},
+                                          follow_link)
                 continue
             if after and parts <= after:
                 continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import threading
 import time
 import zlib
@@ -81,8 +82,15 @@ class CacheDir:
         self.lru: OrderedDict[str, tuple[int, str]] = OrderedDict()  # uri -> (length, job)
 
     # --- startup (blocking) ----------------------------------------------------------
-    def recover(self) -> tuple[int, int]:
-        """Load the index, drop tmp debris and unindexed files; returns (files, removed)."""
+    def recover(self) -> tuple[int, int, list[str]]:
+        """Load the index, drop tmp debris, symlinks and unindexed files.
+
+        Returns (files, unindexed files removed, symlinks removed). A symlink in
+        ``data/`` or ``tmp/`` was not made by us: served, it would hand out whatever it
+        points at; written through, it would overwrite it. So it goes, with its index
+        entry if it had one.
+        """
+        links = self._remove_symlinks()
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         entries: list[tuple[str, IndexEntry]] = []
@@ -90,10 +98,18 @@ class CacheDir:
             entries.append((cast(bytes, key).decode(), IndexEntry.unpack(raw)))
         entries.sort(key=lambda item: item[1].last_access)
         known: set[str] = set()
+        dropped = WriteBatch(raw_mode=True)
+        removed_links = set(links)
         for uri, entry in entries:
+            path = os.path.join(str(self.data), cache_relpath(uri))
+            if path in removed_links:
+                dropped.delete(uri.encode())
+                continue
             self.lru[uri] = (entry.length, entry.job_id)
             self.used += entry.length
-            known.add(os.path.join(str(self.data), cache_relpath(uri)))
+            known.add(path)
+        if removed_links:
+            self._index.write(dropped)
         removed = 0
         for dirpath, _dirs, files in os.walk(self.data):
             for name in files:
@@ -101,7 +117,44 @@ class CacheDir:
                 if full not in known:
                     os.unlink(full)
                     removed += 1
-        return len(entries), removed
+        return len(self.lru), removed, links
+
+    def _remove_symlinks(self) -> list[str]:
+        """Blocking: unlink every symlink in data/ and tmp/ (and those dirs, if links)."""
+        removed: list[str] = []
+        for sub in (self.data, self.tmp):
+            if sub.is_symlink():
+                sub.unlink()
+                removed.append(str(sub))
+                sub.mkdir(parents=True, exist_ok=True)
+            for dirpath, dirs, files in os.walk(sub):  # never descends into a link
+                for name in [*dirs, *files]:
+                    full = os.path.join(dirpath, name)
+                    if os.path.islink(full):
+                        os.unlink(full)
+                        removed.append(full)
+        return removed
+
+    def open_cached(self, uri: str) -> tuple[int, int]:
+        """Blocking: (fd, size) of a cached file, opened only from inside ``data/``.
+
+        The resolved path must lie in ``data/`` (no symlinked directory on the way) and
+        the file itself is opened with ``O_NOFOLLOW``.
+        """
+        path = self.data_path(uri)
+        data = os.path.realpath(self.data)
+        if not os.path.realpath(path).startswith(data + os.sep):
+            raise UfsError("PERMISSION_DENIED",
+                           f"{uri}: its cache file resolves outside {self.data}")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise UfsError("INVALID_PATH", f"{uri}: its cache file is not a regular file")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, info.st_size
 
     # --- paths -----------------------------------------------------------------------
     def data_path(self, uri: str) -> str:
@@ -217,12 +270,15 @@ class Cache:
     def files(self) -> int:
         return sum(len(d.lru) for d in self.dirs)
 
-    async def recover(self) -> tuple[int, int]:
+    async def recover(self) -> tuple[int, int, list[str]]:
+        """(files, unindexed files removed, symlinks removed) over every cache dir."""
         files = removed = 0
+        links: list[str] = []
         for d in self.dirs:
-            f, r = await trio.to_thread.run_sync(d.recover)
+            f, r, found = await trio.to_thread.run_sync(d.recover)
             files, removed = files + f, removed + r
-        return files, removed
+            links.extend(found)
+        return files, removed, links
 
     async def reserve(self, uri: str, length: int, pinned_jobs: set[str]) -> bool:
         """Make room for ``length`` bytes, evicting LRU files if needed; False if impossible."""

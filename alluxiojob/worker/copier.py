@@ -13,8 +13,8 @@ This module must stay cheap to import: it is loaded by every pool process.
 from __future__ import annotations
 
 import errno
-import filecmp
 import os
+import stat
 import time
 from dataclasses import dataclass, replace
 
@@ -33,6 +33,7 @@ class CopyJob:
     length: int = -1  # -1: the whole file
     expect_length: int = -1  # listing's view; -1 skips the check
     expect_mtime_ns: int = -1
+    durable: bool = False  # fsync the copy before it is renamed into place (COPY/MOVE)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class CopyOutcome:
     mtime_ns: int = 0  # the source's mtime when read
     reason: str = ""
     message: str = ""
+    written: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file we wrote
 
 
 def _ensure_parent(path: str) -> None:
@@ -96,6 +98,9 @@ def copy_one(job: CopyJob, rate: int = 0) -> CopyOutcome:
             fd_out = os.open(job.tmp, os.O_WRONLY)
         copied = _copy_range(fd_in, fd_out, job.offset, length, rate)
         after = os.fstat(fd_in)
+        if job.durable:
+            os.fsync(fd_out)
+        out = os.fstat(fd_out)
         os.close(fd_out)
         fd_out = -1
         if (
@@ -107,7 +112,8 @@ def copy_one(job: CopyJob, rate: int = 0) -> CopyOutcome:
         if job.final:
             _ensure_parent(job.final)
             os.rename(job.tmp, job.final)
-        return CopyOutcome(True, copied, before.st_size, before.st_mtime_ns)
+        return CopyOutcome(True, copied, before.st_size, before.st_mtime_ns,
+                           written=(out.st_dev, out.st_ino))
     except _Changed as exc:
         _discard(job)
         return CopyOutcome(False, reason="UFS_CHANGED", message=str(exc))
@@ -139,9 +145,14 @@ def copy_shard(jobs: list[CopyJob], rate: int = 0) -> list[CopyOutcome]:
 
 
 def transfer_shard(jobs: list[CopyJob], move: bool, overwrite: bool) -> list[CopyOutcome]:
-    """COPY/MOVE between UFS locations: write beside the target, rename, then (MOVE) unlink.
+    """COPY/MOVE between UFS locations: write beside the target, fsync, rename, then
+    (MOVE) unlink the source once ``safe_to_remove_source`` agrees.
 
-    An existing target is kept, and reported as skipped, unless ``overwrite``.
+    An existing target is kept, and reported as skipped, unless ``overwrite``. Killed at
+    any point, a MOVE loses nothing: before the rename the source is untouched (a
+    hidden tmp file may be left beside the target); after it, the target is a complete,
+    fsynced copy, and a rerun finds it, compares it byte for byte and only then removes
+    the source.
     """
     outcomes: list[CopyOutcome] = []
     for job in jobs:
@@ -150,18 +161,90 @@ def transfer_shard(jobs: list[CopyJob], move: bool, overwrite: bool) -> list[Cop
             final = os.path.join(job.final, os.path.basename(job.src))
             job = replace(job, final=final,
                           tmp=os.path.join(job.final, os.path.basename(job.tmp)))
-        if not overwrite and os.path.lexists(job.final):
-            if move and _same_content(job.src, job.final):
-                # An earlier MOVE copied it but did not get to remove the source.
-                outcomes.append(_remove_source(job, CopyOutcome(
-                    True, os.path.getsize(job.final))))
-            else:
-                outcomes.append(CopyOutcome(False, reason="EXISTS",
-                                            message=f"{job.final} exists; use --overwrite"))
-            continue
-        outcome = copy_one(job)
-        outcomes.append(_remove_source(job, outcome) if outcome.ok and move else outcome)
+        outcomes.append(_transfer_one(replace(job, durable=True), move, overwrite))
     return outcomes
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def _transfer_one(job: CopyJob, move: bool, overwrite: bool) -> CopyOutcome:
+    try:
+        source = os.stat(job.src)
+    except OSError as exc:
+        return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
+    if not stat.S_ISREG(source.st_mode):
+        return CopyOutcome(False, reason="INVALID_PATH", message=f"{job.src} is not a file")
+    try:
+        target: os.stat_result | None = os.stat(job.final)
+    except FileNotFoundError:
+        target = None  # absent, or a dangling symlink
+    except OSError as exc:
+        return CopyOutcome(False, reason=reason_for(exc),
+                           message=f"{job.final}: {exc.strerror}")
+    if target is not None and _identity(target) == _identity(source):
+        return CopyOutcome(False, reason="INVALID_PATH",
+                           message=f"{job.final} is {job.src} itself under another name "
+                                   "(a symlink or a hard link): nothing was copied or removed")
+    if not overwrite and os.path.lexists(job.final):
+        if not move:
+            return CopyOutcome(False, reason="EXISTS",
+                               message=f"{job.final} exists; use --overwrite")
+        # An earlier MOVE may have copied it and stopped before removing the source.
+        refusal = safe_to_remove_source(job.src, job.final, source, written=None)
+        if refusal is not None:
+            return CopyOutcome(False, reason="EXISTS",
+                               message=f"{job.final} exists and {refusal}; use --overwrite")
+        return _remove_source(job, CopyOutcome(True, source.st_size, source.st_size,
+                                               source.st_mtime_ns))
+    outcome = copy_one(job)
+    if not outcome.ok:
+        return outcome
+    try:
+        _fsync_dir(os.path.dirname(job.final))
+    except OSError as exc:
+        return CopyOutcome(False, reason=reason_for(exc),
+                           message=f"cannot sync {os.path.dirname(job.final)}: {exc.strerror}")
+    if not move:
+        return outcome
+    refusal = safe_to_remove_source(job.src, job.final, source, written=outcome.written)
+    if refusal is not None:
+        return CopyOutcome(False, reason="UFS_CHANGED",
+                           message=f"copied to {job.final}, but kept {job.src}: {refusal}")
+    return _remove_source(job, outcome)
+
+
+def safe_to_remove_source(
+    src: str, dst: str, source: os.stat_result, written: tuple[int, int] | None
+) -> str | None:
+    """Why a MOVE must keep ``src``, or None when ``dst`` verifiably holds its data.
+
+    ``dst`` must be a regular file (not a symlink) and a different object than ``src``
+    (``(st_dev, st_ino)``; two names for one inode are never "already moved"), and
+    ``src`` must still be the file that was copied. Its content is verified: either
+    ``dst`` is the file this process just wrote and fsynced (``written``), or, for a
+    file found already there, it compares equal byte for byte.
+    """
+    try:
+        now = os.stat(src)
+        there = os.lstat(dst)
+    except OSError as exc:
+        return f"cannot check it: {exc.strerror}"
+    if not stat.S_ISREG(there.st_mode):
+        return f"{dst} is not a regular file"
+    if _identity(there) == _identity(now):
+        return f"{dst} and {src} are the same file"
+    if (_identity(now), now.st_size, now.st_mtime_ns) != (
+            _identity(source), source.st_size, source.st_mtime_ns):
+        return f"{src} changed after it was copied"
+    if written is not None:
+        if _identity(there) != written:
+            return f"{dst} was replaced after it was written"
+        return None
+    if there.st_size != now.st_size or not _same_bytes(src, dst):
+        return "its content differs from the source"
+    return None
 
 
 def _remove_source(job: CopyJob, outcome: CopyOutcome) -> CopyOutcome:
@@ -173,9 +256,24 @@ def _remove_source(job: CopyJob, outcome: CopyOutcome) -> CopyOutcome:
     return outcome
 
 
-def _same_content(a: str, b: str) -> bool:
+def _fsync_dir(path: str) -> None:
+    """Make a rename in ``path`` durable before a MOVE removes the source."""
+    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return filecmp.cmp(a, b, shallow=False)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _same_bytes(a: str, b: str) -> bool:
+    try:
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                left, right = fa.read(_CHUNK), fb.read(_CHUNK)
+                if left != right:
+                    return False
+                if not left:
+                    return True
     except OSError:
         return False
 

@@ -13,13 +13,15 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 import trio
 import trio_parallel
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus, Op, TaskBatch, TaskResult
+from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import reason_for, to_local_path
 from alluxiojob.worker.cache import Cache, IndexEntry, cache_relpath
@@ -63,8 +65,10 @@ class TaskExecutor:
         pool_size: int,
         pin_seconds: float = 600.0,
         clock: Callable[[], float] = time.time,
+        allowlist: PathAllowlist | None = None,
     ) -> None:
         self.pin_seconds = pin_seconds
+        self.allowlist = allowlist or PathAllowlist(())
         self.cache = cache
         self.partition_size = partition_size
         self.pool_size = pool_size
@@ -91,7 +95,13 @@ class TaskExecutor:
         self.stats.unfinished_tasks += 1
         self._job_seen[batch.job_id] = self._clock()
         try:
-            if batch.op is Op.FREE:
+            refused = await self._outside_allowlist(batch)
+            if refused:
+                batch = replace(batch, files=tuple(f for f in batch.files
+                                                   if f.path not in refused))
+            if not batch.files:
+                results = []
+            elif batch.op is Op.FREE:
                 results = await self._free(batch)
             elif batch.op is Op.LOAD:
                 results = await self._load(batch)
@@ -105,7 +115,33 @@ class TaskExecutor:
                 ]
         finally:
             self.stats.unfinished_tasks -= 1
-        return TaskResult(batch.task_id, tuple(results))
+        return TaskResult(batch.task_id, (*refused.values(), *results))
+
+    async def _outside_allowlist(self, batch: TaskBatch) -> dict[str, FileResult]:
+        """Files whose source or destination lies outside ``alluxio.job.path.allowlist``.
+
+        The coordinator checked the job's paths at submit; the worker checks every file
+        again against its own configuration, because anyone holding the token can send
+        tasks. FREE only touches the cache, so it is not confined.
+        """
+        if not self.allowlist.enabled or batch.op is Op.FREE:
+            return {}
+
+        def check() -> dict[str, FileResult]:
+            refused: dict[str, FileResult] = {}
+            for f in batch.files:
+                for uri, what in ((f.path, "source"), (f.dst, "destination")):
+                    if not uri and what == "destination":
+                        continue
+                    try:
+                        self.allowlist.check(uri, what)
+                    except UfsError as exc:
+                        refused[f.path] = FileResult(f.path, FileStatus.FAILED, 0,
+                                                     Reason.PERMISSION_DENIED, str(exc))
+                        break
+            return refused
+
+        return await trio.to_thread.run_sync(check)
 
     # ------------------------------------------------------------------ FREE
     async def _free(self, batch: TaskBatch) -> list[FileResult]:

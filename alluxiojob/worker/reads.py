@@ -1,21 +1,26 @@
 """Reading the cache over HTTP: ``GET /api/v1/files?path=URI`` with Range support.
 
 A miss is a 404 naming the path, or, with ``read_through=true``, is served from the
-UFS directly (without caching it: loading is the job service's business). When the
-cluster has a token (``alluxio.job.cluster.token``), every read must present it.
+UFS directly (without caching it: loading is the job service's business), if the path
+lies inside ``alluxio.job.path.allowlist``. Who may read at all is the HttpGuard's
+decision (the cluster token, or loopback peers only). A cached file is opened without
+following symlinks, and only from inside ``data/``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
+from collections.abc import Callable
+from functools import partial
 
 import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from alluxiojob.protocol.codec import TOKEN_HEADER
+from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.ufs import resolve_path
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import to_local_path
@@ -46,70 +51,80 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-async def _stream(path: str, start: int, end: int):  # type: ignore[no-untyped-def]
-    f = await trio.open_file(path, "rb")
+async def _stream(open_file: Callable[[], tuple[int, int]], start: int, end: int):  # type: ignore[no-untyped-def]
+    """Stream ``[start, end]`` of a file, opened (with every check) here, where the
+    ``finally`` that closes it is sure to run."""
+    fd, _size = await trio.to_thread.run_sync(open_file)
     try:
-        await f.seek(start)
-        remaining = end - start + 1
+        position, remaining = start, end - start + 1
         while remaining > 0:
-            chunk = await f.read(min(_CHUNK, remaining))
+            chunk = await trio.to_thread.run_sync(os.pread, fd, min(_CHUNK, remaining),
+                                                  position)
             if not chunk:
                 break
+            position += len(chunk)
             remaining -= len(chunk)
             yield chunk
     finally:
-        await f.aclose()
+        os.close(fd)
 
 
+def _open_read_through(path: str, allowlist: PathAllowlist, uri: str) -> tuple[int, int]:
+    """Blocking: (fd, size) of a UFS file inside the allowlist."""
+    allowlist.check(uri, "read-through path")
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UfsError("INVALID_PATH", f"{uri} is not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info.st_size
 
-def _forbidden(request: Request, token: str) -> Response | None:
-    """With a cluster token set, reads need it too: a worker serves whole file systems."""
-    if token and request.headers.get(TOKEN_HEADER, "") != token:
-        return JSONResponse(
-            {"error": "PERMISSION_DENIED",
-             "message": f"reading needs the cluster token in the {TOKEN_HEADER} header"},
-            status_code=403,
-        )
-    return None
+
+def _error(exc: UfsError | OSError, uri: str) -> Response:
+    if isinstance(exc, OSError):
+        return JSONResponse({"error": "NOT_FOUND", "message": f"{uri}: {exc.strerror}"},
+                            status_code=404)
+    status = {"PERMISSION_DENIED": 403, "UFS_NOT_FOUND": 404}.get(exc.reason, 400)
+    return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=status)
 
 
-def _checked_uri(request: Request, token: str) -> str | Response:
+def _checked_uri(request: Request) -> str | Response:
     """The request's ``path`` as a URI, or the error response to send instead."""
-    if (denied := _forbidden(request, token)) is not None:
-        return denied
     try:
         return resolve_path(request.query_params.get("path", ""), "")
     except UfsError as exc:
         return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
 
 
-def file_routes(cache: Cache, token: str = "") -> list[Route]:
+def file_routes(cache: Cache, allowlist: PathAllowlist) -> list[Route]:
     async def read_file(request: Request) -> Response:
-        checked = _checked_uri(request, token)
+        checked = _checked_uri(request)
         if isinstance(checked, Response):
             return checked
         uri = checked
         try:
             d = cache.dir_for(uri)
-            data_path = d.data_path(uri)
+            d.data_path(uri)
         except UfsError as exc:
             return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
         entry = await trio.to_thread.run_sync(d.lookup, uri, limiter=cache.limiter)
-        source = data_path
         cached = entry is not None
-        if not cached:
-            if request.query_params.get("read_through", "false").lower() != "true":
-                return JSONResponse(
-                    {"error": "NOT_CACHED", "message": f"{uri} is not cached on this worker"},
-                    status_code=404,
-                )
-            source = to_local_path(uri)
-        try:
-            size = (await trio.to_thread.run_sync(os.stat, source)).st_size
-        except OSError as exc:
+        if not cached and request.query_params.get("read_through", "false").lower() != "true":
             return JSONResponse(
-                {"error": "NOT_FOUND", "message": f"{uri}: {exc.strerror}"}, status_code=404
+                {"error": "NOT_CACHED", "message": f"{uri} is not cached on this worker"},
+                status_code=404,
             )
+        open_file: Callable[[], tuple[int, int]] = (
+            partial(d.open_cached, uri) if cached
+            else partial(_open_read_through, to_local_path(uri), allowlist, uri))
+        try:
+            fd, size = await trio.to_thread.run_sync(open_file)
+            os.close(fd)  # reopened, and checked again, by the response's stream
+        except (UfsError, OSError) as exc:
+            return _error(exc, uri)
         try:
             span = _parse_range(request.headers.get("range"), size)
         except ValueError as exc:
@@ -126,12 +141,12 @@ def file_routes(cache: Cache, token: str = "") -> list[Route]:
         headers["Content-Length"] = str(max(0, end - start + 1))
         if size == 0:
             return Response(b"", status_code=200, headers=headers)
-        return StreamingResponse(_stream(source, start, end), status_code=status,
+        return StreamingResponse(_stream(open_file, start, end), status_code=status,
                                  headers=headers, media_type="application/octet-stream")
 
     async def locate(request: Request) -> Response:
         """What this worker holds under a path: files and bytes."""
-        checked = _checked_uri(request, token)
+        checked = _checked_uri(request)
         if isinstance(checked, Response):
             return checked
         uri = checked

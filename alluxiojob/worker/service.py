@@ -1,6 +1,11 @@
 """The worker process: a websocket task server and an HTTP server, around a TaskExecutor.
 
-Any coordinator may connect. It must open with ``Hello`` carrying the cluster token.
+Any coordinator may connect. Its upgrade request must carry the cluster token
+(``Authorization: Bearer``), checked before the websocket is accepted, or, with no token
+configured, come from a loopback peer (protected mode). Until its ``Hello`` (which
+repeats the token) is accepted, a session may only send messages of ``HELLO_MAX_SIZE``
+bytes, so a stranger cannot make the worker buffer large frames.
+
 After that, every message is decoded on its own: a malformed one is answered with an
 ``ErrorMessage`` naming the problem and the session goes on, so a bad peer can never
 crash the worker or disturb other sessions.
@@ -22,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import Endpoint as WebSocketEndpoint
 
 from alluxiojob.config import Config, ConfigError, Keys
 from alluxiojob.core.errors import describe_error
@@ -38,6 +44,8 @@ from alluxiojob.protocol.codec import (
     decode,
     encode,
 )
+from alluxiojob.security import PathAllowlist, Security, check_peer
+from alluxiojob.security.access import protected_mode_warning
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.liveness import LeaseRegistration, liveness_root
 from alluxiojob.web import metrics_endpoint, serve_app
@@ -48,6 +56,36 @@ from alluxiojob.worker.reads import file_routes
 log = structlog.get_logger("alluxiojob.worker")
 
 HELLO_TIMEOUT = 10.0
+HELLO_MAX_SIZE = 8 * 1024  # a Hello is a token (at most 4 KiB) and a coordinator id
+HANDSHAKE_TIMEOUT = 10.0  # for the websocket upgrade request to arrive
+
+
+def _set_max_message_size(ws: WebSocketConnection, size: int) -> None:
+    """trio-websocket has no public setter for one connection's message limit.
+
+    Its reader compares each message's accumulated size with ``_max_message_size`` as
+    fragments arrive and closes the connection (1009) past it, so lowering it bounds
+    what a peer can make us buffer. Checked, so that a change in the library fails
+    loudly (every coordinator session would fail) rather than silently.
+    """
+    if not isinstance(getattr(ws, "_max_message_size", None), int):
+        raise RuntimeError("this trio-websocket has no per-connection message size limit")
+    ws._max_message_size = size
+
+
+def _host_header(request: WebSocketRequest) -> str:
+    """The upgrade request's ``Host``. wsproto keeps it out of ``headers`` and
+    trio-websocket does not expose its ``host``; without it, the name is treated as not
+    local (protected mode then refuses, which a test would catch)."""
+    host = getattr(getattr(request, "_event", None), "host", None)
+    return host if isinstance(host, str) else ""
+
+
+def _peer_of(remote: WebSocketEndpoint | str) -> tuple[str | None, str]:
+    """(host for the access check, text for logs) of a websocket peer."""
+    if isinstance(remote, str):
+        return None, remote
+    return str(remote.address), f"{remote.address}:{remote.port}"
 
 
 def pool_size_for(config: Config) -> int:
@@ -91,11 +129,13 @@ class WorkerService:
         dirs = [Path(d) for d in config[Keys.PAGE_STORE_DIRS]]
         sizes: tuple[int, ...] = config[Keys.PAGE_STORE_SIZES]
         self.cache = Cache(dirs, list(sizes))
+        self.allowlist = PathAllowlist.from_config(config)
         self.executor = TaskExecutor(
             self.cache, config[Keys.PARTITION_SIZE], pool_size_for(config),
-            pin_seconds=config[Keys.WORKER_PIN_TIME],
+            pin_seconds=config[Keys.WORKER_PIN_TIME], allowlist=self.allowlist,
         )
-        self.token = config[Keys.CLUSTER_TOKEN]
+        self.security = Security.from_config(config, serving=True)
+        self.token = self.security.token
         self.sessions = 0
         self.registry = CollectorRegistry()
         self._metrics()
@@ -136,9 +176,17 @@ class WorkerService:
 
     # ------------------------------------------------------------------ websocket side
     async def handle(self, request: WebSocketRequest) -> None:
+        host, peer = _peer_of(request.remote)
+        headers = {k.lower(): v for k, v in request.headers}
+        denial = check_peer(self.token, host, request.path, headers.get(b"authorization"),
+                            _host_header(request))
+        if denial is not None:
+            log.warning("refused a websocket peer", peer=peer, reason=denial.message)
+            with trio.move_on_after(2):
+                await request.reject(denial.status, body=denial.message.encode())
+            return
         ws = await request.accept()
-        remote = ws.remote
-        peer = str(remote) if isinstance(remote, str) else f"{remote.address}:{remote.port}"
+        _set_max_message_size(ws, HELLO_MAX_SIZE)
         session = Session(ws, peer)
         try:
             if not await self._handshake(session):
@@ -170,10 +218,11 @@ class WorkerService:
             if not isinstance(hello, Hello):
                 await session.send(ErrorMessage("expected a hello message first"))
                 return False
-            if self.token and hello.token != self.token:
+            if self.token and not self.token.matches(hello.token):
                 await session.send(ErrorMessage("authentication failed: wrong cluster token"))
                 log.warning("rejected coordinator: wrong cluster token", peer=session.peer)
                 return False
+            _set_max_message_size(session.ws, MAX_MESSAGE_SIZE)
             await session.send(Welcome(self.identity.worker_id, web_port=self.identity.web_port))
             log.info("coordinator connected", coordinator=hello.coordinator, peer=session.peer)
             return True
@@ -241,7 +290,7 @@ class WorkerService:
             Route("/healthz", healthz),
             Route("/metrics", metrics_endpoint(self.registry)),  # type: ignore[arg-type]
             Route("/api/v1/worker/status", status),
-            *file_routes(self.cache, self.token),
+            *file_routes(self.cache, self.allowlist),
         ]
         return Starlette(routes=routes)
 
@@ -261,9 +310,16 @@ class WorkerService:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         registration = self._registration()
-        files, removed = await self.cache.recover()
+        for warning in self.security.warnings:
+            log.warning(warning)
+        if self.security.protected_mode:
+            log.warning(protected_mode_warning("worker"))
+        files, removed, links = await self.cache.recover()
+        for link in links:
+            log.warning("removed a symlink from the cache directory: the cache holds only "
+                        "files the worker wrote", path=link)
         log.info("cache recovered", files=files, removed_unindexed=removed,
-                 dirs=[str(d.root) for d in self.cache.dirs])
+                 removed_symlinks=len(links), dirs=[str(d.root) for d in self.cache.dirs])
         try:
             # Pool processes live for an hour idle, and are started before the first task,
             # so a job never waits for interpreters to spawn.
@@ -271,16 +327,19 @@ class WorkerService:
                     trio.open_nursery() as nursery:
                 nursery.start_soon(self.executor.warm_up)
                 await nursery.start(serve_app, self.web_app(), self.identity.host,
-                                    self.identity.web_port)
+                                    self.identity.web_port, self.security)
+                ssl_context = (self.security.tls.server_context()
+                               if self.security.tls.serving else None)
                 await nursery.start(
                     lambda task_status: serve_websocket(
                         self.handle,
                         self.identity.host,
                         self.identity.rpc_port,
-                        None,
+                        ssl_context,
                         handler_nursery=None,
-                        max_message_size=MAX_MESSAGE_SIZE,
+                        max_message_size=HELLO_MAX_SIZE,  # raised once the hello is good
                         receive_buffer_size=65536,
+                        connect_timeout=HANDSHAKE_TIMEOUT,
                         task_status=task_status,
                     )
                 )

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -57,6 +58,7 @@ class Service:
     health_url: str
     proc: subprocess.Popen[bytes] | None = None
     prefix: tuple[str, ...] = ()  # e.g. setpriv, to run without some capabilities
+    verify: Any = True  # httpx's verify: an SSLContext with the test CA under TLS
 
     def start(self, wait: bool = True) -> None:
         log = open(self.log_path, "ab")
@@ -75,7 +77,7 @@ class Service:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n"
                                      + self.log_path.read_text(errors="replace")[-3000:])
-            return httpx.get(self.health_url, timeout=1).status_code == 200
+            return httpx.get(self.health_url, timeout=1, verify=self.verify).status_code == 200
 
         wait_for(healthy, timeout, f"{self.name} to be healthy")
 
@@ -128,6 +130,24 @@ class Cluster:
         self.properties = defaults
         self.write_conf()
 
+    # ------------------------------------------------------------------ client side
+    @property
+    def scheme(self) -> str:
+        tls = ("alluxio.job.tls.ca.file", "alluxio.job.tls.cert.file")
+        return "https" if any(self.properties.get(k) for k in tls) else "http"
+
+    def client_options(self) -> dict[str, Any]:
+        """What an HTTP client of this cluster sends: the token, and the CA to verify."""
+        token = self.properties.get("alluxio.job.cluster.token", "")
+        token_file = self.properties.get("alluxio.job.cluster.token.file", "")
+        if token_file:
+            token = Path(token_file).read_text().strip()
+        ca = self.properties.get("alluxio.job.tls.ca.file", "")
+        return {
+            "headers": {"Authorization": f"Bearer {token}"} if token else {},
+            "verify": ssl.create_default_context(cafile=ca) if ca else True,
+        }
+
     def write_conf(self) -> None:
         self.conf.write_text("".join(f"{k}={v}\n" for k, v in self.properties.items()))
 
@@ -144,7 +164,8 @@ class Cluster:
         for key, value in props.items():
             args += ["-D", f"{key}={value}"]
         service = Service("worker", f"worker{index}", args, self.root / f"worker{index}.log",
-                          f"http://127.0.0.1:{web}/healthz", prefix=prefix)
+                          f"{self.scheme}://127.0.0.1:{web}/healthz", prefix=prefix,
+                          verify=self.client_options()["verify"])
         service.rpc_port = rpc  # type: ignore[attr-defined]
         service.web_port = web  # type: ignore[attr-defined]
         service.cache_dir = cache  # type: ignore[attr-defined]
@@ -165,7 +186,8 @@ class Cluster:
             args += ["-D", f"{key}={value}"]
         service = Service("coordinator", f"coordinator{index}", args,
                           self.root / f"coordinator{index}.log",
-                          f"http://127.0.0.1:{port}/healthz")
+                          f"{self.scheme}://127.0.0.1:{port}/healthz",
+                          verify=self.client_options()["verify"])
         service.port = port  # type: ignore[attr-defined]
         self.coordinators.append(service)
         if start:
@@ -183,10 +205,14 @@ class Cluster:
 
     # ------------------------------------------------------------------ REST / CLI
     def url(self, coordinator: int = 0) -> str:
-        return f"http://127.0.0.1:{self.coordinators[coordinator].port}"  # type: ignore[attr-defined]
+        port = self.coordinators[coordinator].port  # type: ignore[attr-defined]
+        return f"{self.scheme}://127.0.0.1:{port}"
 
     def api(self, method: str, path: str, coordinator: int = 0, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, self.url(coordinator) + path, timeout=30, **kwargs)
+        options = self.client_options()
+        options["headers"].update(kwargs.pop("headers", {}))
+        return httpx.request(method, self.url(coordinator) + path, timeout=30,
+                             **{**options, **kwargs})
 
     def submit(self, job_type: str, path: str, coordinator: int = 0,
                **options: Any) -> dict[str, Any]:

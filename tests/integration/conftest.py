@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cluster import Cluster
+from tests.integration.security_fixtures import outside_address  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -24,8 +25,8 @@ def cluster_factory(tmp_path: Path) -> Iterator[object]:
 
 @pytest.fixture
 def cluster(cluster_factory) -> Cluster:  # type: ignore[no-untyped-def]
-    """One coordinator and two workers, partition size lowered to 64KiB."""
-    c: Cluster = cluster_factory(**{"alluxio.worker.load.file.partition.size": "64KiB"})
+    """One coordinator and two workers, partition size lowered to its minimum, 1MiB."""
+    c: Cluster = cluster_factory(**{"alluxio.worker.load.file.partition.size": "1MiB"})
     c.add_worker()
     c.add_worker()
     c.add_coordinator()

@@ -18,7 +18,7 @@ def _tree_digest(root: Path) -> dict[str, str]:
 
 def test_copy_then_move(cluster: Cluster, tmp_path: Path) -> None:
     src = tmp_path / "src"
-    make_tree(src, 300, big_size=200_000)
+    make_tree(src, 300, big_size=2_300_000)
     before = _tree_digest(src)
 
     copied = tmp_path / "copy of src"

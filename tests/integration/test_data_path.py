@@ -509,12 +509,12 @@ def test_bandwidth_limit_paces_the_load(cluster_factory, tmp_path: Path) -> None
 
 # ---------------------------------------------------------------------- 7. sharding
 def test_large_files_are_sharded_and_published_whole(cluster: Cluster, tmp_path: Path) -> None:
-    # The ``cluster`` fixture sets alluxio.worker.load.file.partition.size=64KiB.
+    # The ``cluster`` fixture sets alluxio.worker.load.file.partition.size=1MiB.
     src = tmp_path / "dataset"
     src.mkdir()
     sizes = {}
-    for name, size in [("big file.bin", MiB + 13), ("exact.bin", 64 * KiB),
-                       ("one more.bin", 64 * KiB + 1), ("two parts.bin", 128 * KiB)]:
+    for name, size in [("big file.bin", 4 * MiB + 13), ("exact.bin", MiB),
+                       ("one more.bin", MiB + 1), ("two parts.bin", 2 * MiB)]:
         (src / name).write_bytes(os.urandom(size))
         sizes[str(src / name)] = size
     job = cluster.submit("load", str(src))

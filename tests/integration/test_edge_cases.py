@@ -1,20 +1,13 @@
-"""Odd names, a cluster token, an interrupted MOVE, an HA restart under the same id."""
+"""Odd names, an interrupted MOVE, an HA restart under the same id."""
 
 from __future__ import annotations
 
-import gc
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-import httpx
 import pytest
-import trio
-from trio_websocket import open_websocket_url
 
-from alluxiojob.protocol.codec import ErrorMessage, Hello, Welcome, decode, encode
 from alluxiojob.testing.etcd import EtcdServer
 from tests.integration.cluster import Cluster, cached_files, make_tree, sha256, wait_for
 
@@ -37,53 +30,6 @@ def test_a_name_that_is_not_utf8_fails_alone(cluster: Cluster, tmp_path: Path) -
     assert failure["path"].endswith("bad-\\xff.bin")
     assert all(s.alive for s in [*cluster.coordinators, *cluster.workers])
     assert set(cached_files(cluster)) == set(sizes)
-
-
-# trio-websocket's client side now and then leaves a socket for the GC when the server
-# hangs up first (as the worker does on a wrong token); that is the test client's socket.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_cluster_token(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    cluster: Cluster = cluster_factory(**{"alluxio.job.cluster.token": "s3cret"})
-    worker = cluster.add_worker()
-    cluster.add_coordinator()
-    src = tmp_path / "src"
-    sizes = make_tree(src, 10)
-    cluster.cli("job", "load", "--path", str(src), "--wait")
-    one = next(p for p, size in sizes.items() if size)
-
-    base = f"http://127.0.0.1:{worker.web_port}/api/v1/files"  # type: ignore[attr-defined]
-    denied = httpx.get(base, params={"path": one}, timeout=10)
-    assert denied.status_code == 403
-    assert "cluster token" in denied.json()["message"]
-    through = httpx.get(base, params={"path": "/etc/hostname", "read_through": "true"},
-                        timeout=10)
-    assert through.status_code == 403
-    allowed = httpx.get(base, params={"path": one}, headers={"X-Alluxio-Token": "s3cret"},
-                        timeout=10)
-    assert allowed.status_code == 200
-    assert allowed.content == Path(one).read_bytes()
-    cat = subprocess.run(
-        [sys.executable, "-m", "alluxiojob.cli.main", "fs", "cat", "--path", one,
-         "--conf", str(cluster.conf), "-D", "alluxio.coordinator.hostname=127.0.0.1",
-         "-D", f"alluxio.coordinator.rest.port={cluster.coordinators[0].port}"],  # type: ignore[attr-defined]
-        capture_output=True, timeout=60)
-    assert cat.stdout == Path(one).read_bytes()
-
-    async def wrong_token() -> None:
-        url = f"ws://127.0.0.1:{worker.rpc_port}/"  # type: ignore[attr-defined]
-        with trio.fail_after(30):
-            async with open_websocket_url(url) as ws:
-                await ws.send_message(encode(Hello("guess", "intruder")))
-                reply = decode(await ws.get_message())
-                assert isinstance(reply, ErrorMessage)
-                assert "wrong cluster token" in reply.message
-            async with open_websocket_url(url) as ws:
-                await ws.send_message(encode(Hello("s3cret", "friend")))
-                assert isinstance(decode(await ws.get_message()), Welcome)
-
-    trio.run(wrong_token)
-    gc.collect()  # any socket the client left is collected here, under this test's filter
-    assert worker.alive
 
 
 def test_move_finishes_what_an_interrupted_move_began(cluster: Cluster, tmp_path: Path) -> None:

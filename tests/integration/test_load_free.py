@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(300)
 
 def test_load_then_free_a_tree(cluster: Cluster, tmp_path: Path) -> None:
     src = tmp_path / "dataset"
-    sizes = make_tree(src, 2000, big_size=300 * 1024 + 17)  # > 4 partitions of 64KiB
+    sizes = make_tree(src, 2000, big_size=4 * 1024 * 1024 + 17)  # > 4 partitions of 1MiB
     assert any(size == 0 for size in sizes.values())
 
     result = cluster.cli("job", "load", "--path", str(src), "--wait")

@@ -201,6 +201,8 @@ BAD_VALUES = [
     ("alluxio.coordinator.failure.detection.timeout", "0s"),
     ("alluxio.worker.load.file.partition.size", "huge"),
     ("alluxio.worker.load.file.partition.size", "0"),
+    ("alluxio.worker.load.file.partition.size", "1"),
+    ("alluxio.worker.load.file.partition.size", "1023KiB"),
     ("alluxio.worker.page.store.sizes", "1GiB,lots"),
     ("alluxio.coordinator.job.meta.store.type", "MYSQL"),
     ("alluxio.worker.membership.manager.type", "dynamic"),
@@ -531,3 +533,20 @@ def test_format_size(num_bytes: int, text: str) -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_partition_size_minimum_is_one_mib() -> None:
+    assert _load(None, ["alluxio.worker.load.file.partition.size=1MiB"])[
+        Keys.PARTITION_SIZE] == 1024 * 1024
+    with pytest.raises(ConfigError, match="at least 1MiB"):
+        _load(None, ["alluxio.worker.load.file.partition.size=1"])
+
+
+def test_site_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    conf = tmp_path / "site.properties"
+    conf.write_bytes(b"alluxio.job.batch.size=10\nalluxio.work.dir=/caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        _load(conf)
+    assert str(conf) in str(info.value)
+    assert "not UTF-8" in str(info.value)
+    assert "line 2" in str(info.value)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alluxiojob.core.errors import InvalidArgument
-from alluxiojob.core.job import JobOptions, JobRecord, JobType, job_identity
+from alluxiojob.core.job import MAX_BATCH_SIZE, JobOptions, JobRecord, JobType, job_identity
 from alluxiojob.core.states import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -347,7 +347,7 @@ def test_any_event_sequence_follows_the_table(
 
 job_options = st.builds(
     JobOptions,
-    batch_size=st.integers(0, 10**6),
+    batch_size=st.integers(0, MAX_BATCH_SIZE),
     verify=st.booleans(),
     skip_if_exists=st.booleans(),
     partial_listing=st.booleans(),
