@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 import trio
@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from alluxiojob.config import Keys
+from alluxiojob.coordinator.routes import ROUTES, openapi_document
 from alluxiojob.core.errors import (
     InvalidArgument,
     InvalidPath,
@@ -29,13 +30,14 @@ from alluxiojob.core.errors import (
     WrongState,
     describe_error,
 )
-from alluxiojob.core.job import JobOptions, JobRecord, JobType
+from alluxiojob.core.job import OPTION_ALIASES, JobOptions, JobRecord, JobType
 from alluxiojob.core.progress import average_rate, eta_seconds, failure_ratio
 from alluxiojob.core.states import JobState
 from alluxiojob.security.paths import PathNotAllowed, transfer_overlap
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.ufs import resolve_path, ufs_for
 from alluxiojob.ufs.base import UfsError, printable
+from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.web import metrics_endpoint
 
 if TYPE_CHECKING:  # avoids an import cycle at runtime
@@ -73,6 +75,8 @@ def guarded(handler: Handler) -> Handler:
             return error_response(exc)
         except UfsError as exc:
             status = {"UFS_NOT_FOUND": 404, "PERMISSION_DENIED": 403}.get(exc.reason, 400)
+            if exc.reason in ("UFS_THROTTLED", "IO_ERROR"):
+                status = 503
             return _error(exc.reason, str(exc), status)
         except (ValueError, TypeError, KeyError) as exc:
             return _error("INVALID_ARGUMENT", describe_error(exc), 400)
@@ -99,14 +103,26 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+def _job_id(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise InvalidArgument(f"id must be a string, got {type(raw).__name__}")
+    return raw
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A true/false query parameter; anything else is refused, not read as false."""
+    value = request.query_params.get(name, "").lower()
+    if value not in ("", "true", "false"):
+        raise InvalidArgument(f"{name} must be true or false, got {_printable(value)!r}")
+    return value == "true"
+
+
 def _options(raw: Any) -> JobOptions:
     if raw is None:
         return JobOptions()
     if not isinstance(raw, dict):
         raise InvalidArgument("options must be a JSON object")
-    aliases = {"batchSize": "batch_size", "skipIfExists": "skip_if_exists",
-               "partialListing": "partial_listing"}
-    fields: dict[str, Any] = {str(aliases.get(k, k)): v for k, v in raw.items()}
+    fields: dict[str, Any] = {str(OPTION_ALIASES.get(k, k)): v for k, v in raw.items()}
     known = set(JobOptions.__dataclass_fields__)
     unknown = sorted(set(fields) - known)
     if unknown:
@@ -157,12 +173,15 @@ class CoordinatorApi:
         self.service = service
         self.store: JobStore = service.store
         self.config = service.config
+        self.ufs_settings = UfsSettings.from_config(service.config)
 
     # ------------------------------------------------------------------ helpers
     async def _resolve(self, raw: Any, *, must_exist: bool, confine: bool = False,
-                       what: str = "path") -> str:
-        if not isinstance(raw, str) or not raw:
-            raise InvalidArgument("missing path")
+                       what: str = "path", field: str = "path") -> str:
+        if raw is None or raw == "":
+            raise InvalidArgument(f"missing {field}")
+        if not isinstance(raw, str):
+            raise InvalidArgument(f"{field} must be a string, got {type(raw).__name__}")
         try:
             raw.encode("utf-8")
         except UnicodeEncodeError:
@@ -178,16 +197,17 @@ class CoordinatorApi:
             except PathNotAllowed as exc:
                 raise PermissionDenied(str(exc)) from None
         if must_exist:
-            exists = await trio.to_thread.run_sync(ufs_for(uri).exists, uri)
+            exists = await trio.to_thread.run_sync(ufs_for(uri, self.ufs_settings).exists, uri)
             if not exists:
                 raise NotFound(f"path does not exist: {uri}")
         return uri
 
     async def _find(self, job_type: JobType, params: dict[str, Any]) -> JobRecord:
         if params.get("id"):
-            return (await self.store.get(str(params["id"]))).job
+            return (await self.store.get(_job_id(params["id"]))).job
         path = await self._resolve(params.get("path"), must_exist=False)
-        dst = await self._resolve(params["dst"], must_exist=False) if params.get("dst") else ""
+        dst = (await self._resolve(params["dst"], must_exist=False, field="dst")
+               if params.get("dst") else "")
         return (await self.store.find(job_type, path, dst)).job
 
     # ------------------------------------------------------------------ routes
@@ -201,7 +221,7 @@ class CoordinatorApi:
             if not body.get("dst"):
                 raise InvalidArgument(f"a {job_type.value} job needs a destination (dst)")
             dst = await self._resolve(body.get("dst"), must_exist=False, confine=True,
-                                      what="destination")
+                                      what="destination", field="dst")
             overlap = await trio.to_thread.run_sync(transfer_overlap, path, dst)
             if overlap is not None:
                 raise InvalidPath(f"{overlap}; nothing was submitted")
@@ -224,7 +244,7 @@ class CoordinatorApi:
     async def _progress_of(self, job: JobRecord, request: Request) -> Response:
         report = progress_report(job, await self.store.get_progress(job.id), time.time())
         status = request.query_params.get("file_status", "").upper()
-        verbose = request.query_params.get("verbose", "false").lower() == "true"
+        verbose = _flag(request, "verbose")
         if status == "SUCCESS":
             report["successes"] = await self.service.cached_under(job.path, SUCCESS_LIST_MAX)
         if status == "FAILURE" or verbose:
@@ -249,10 +269,13 @@ class CoordinatorApi:
         if not self.service.ha:
             raise WrongState("UnavailableException: Job ETCD is not enabled")
         body = await _json_body(request)
-        if body.get("id"):
-            job_id = str(body["id"])
-        else:
+        job_type = None
+        if "type" in body or not body.get("id"):  # a type given beside an id must be one too
             job_type = JobType.parse(str(body.get("type", "")))
+        if body.get("id"):
+            job_id = _job_id(body["id"])
+        else:
+            assert job_type is not None
             job_id = (await self._find(job_type, body)).id
         job = await self.store.rerun(job_id)
         self.service.scheduler.notify()
@@ -301,25 +324,23 @@ class CoordinatorApi:
         """200 while the job store takes writes; 503 naming the store and its error."""
         health = await self.service.store_health()
         ok = health["store_ok"]
-        return JSONResponse({"status": "ok" if ok else "unavailable",
-                             "coordinator": self.service.coordinator_id,
-                             "store": self.service.store_type, **health},
-                            status_code=200 if ok else 503)
+        body = {"status": "ok" if ok else "unavailable",
+                "coordinator": self.service.coordinator_id,
+                "store": self.service.store_type, **health}
+        if not ok:  # also the shape of every other error answer
+            body |= {"error": "UNAVAILABLE", "message": health["store_error"]}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(self._openapi)
+
+    async def metrics(self, request: Request) -> Response:
+        return await self._metrics(request)
 
     def app(self) -> Starlette:
-        g = guarded
-        base = "/api/v1/master"
-        routes = [
-            Route(f"{base}/submit_job/{{type}}", g(self.submit), methods=["POST"]),
-            Route(f"{base}/progress_job/{{type}}", g(self.progress), methods=["GET"]),
-            Route(f"{base}/stop_job/{{type}}", g(self.stop), methods=["POST"]),
-            Route(f"{base}/rerun_job", g(self.rerun), methods=["POST"]),
-            Route(f"{base}/list_job", g(self.list_jobs), methods=["GET"]),
-            Route(f"{base}/job/{{id}}", g(self.get_job), methods=["GET"]),
-            Route(f"{base}/job/{{id}}/progress", g(self.job_progress), methods=["GET"]),
-            Route(f"{base}/report", g(self.report), methods=["GET"]),
-            Route(f"{base}/workers", g(self.workers), methods=["GET"]),
-            Route("/healthz", g(self.healthz), methods=["GET"]),
-            Route("/metrics", metrics_endpoint(self.service.metrics.registry)),  # type: ignore[arg-type]
-        ]
+        """The routes of ``routes.ROUTES``, each with its handler, behind ``guarded``."""
+        self._openapi = openapi_document(ROUTES)
+        self._metrics = cast(Handler, metrics_endpoint(self.service.metrics.registry))
+        routes = [Route(r.path, guarded(getattr(self, r.handler)), methods=[r.method])
+                  for r in ROUTES]
         return Starlette(routes=routes)

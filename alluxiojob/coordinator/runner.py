@@ -41,6 +41,7 @@ from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.store.jobs import FailureRecord, JobStore, OwnedJob
 from alluxiojob.ufs import ufs_for
 from alluxiojob.ufs.base import UfsError, UfsFile, printable
+from alluxiojob.ufs.settings import UfsSettings
 
 log = structlog.get_logger("alluxiojob.coordinator")
 
@@ -148,6 +149,10 @@ class JobRunner:
         self._pass_op = Op(self.job.type.value)
         self._pass_skip = self.job.options.skip_if_exists
         self._fenced = False
+        # One store write at a time, each fenced with the revision the last one left: a
+        # checkpoint still in flight when the runner changes the job's state (VERIFY)
+        # would compare a revision the runner itself replaced, and fence it off its job.
+        self._store_writes = trio.Lock()
         self._finished = False
 
     # ================================================================== lifecycle
@@ -247,9 +252,10 @@ class JobRunner:
     async def _verify(self) -> None:
         """Recheck every file on its owners and reload what is missing or stale."""
         if self.owned.job.state is not JobState.VERIFYING:  # not when resumed in place
-            self.owned = await self.store.transition(
-                self.owned, JobEvent.VERIFY, progress=self._snapshot()
-            )
+            async with self._store_writes:
+                self.owned = await self.store.transition(
+                    self.owned, JobEvent.VERIFY, progress=self._snapshot()
+                )
         self._pass_skip = True
         for passes in range(1, MAX_VERIFY_PASSES + 1):
             self._verify_counters = Counters()
@@ -283,7 +289,7 @@ class JobRunner:
                         self._advance()
                     chunk = self._chunks[chunk_id] = Chunk()
                 entry = FileEntry(ufs_file.uri, ufs_file.length, ufs_file.mtime_ns,
-                                  self._destination(ufs_file))
+                                  self._destination(ufs_file), ufs_file.version)
                 chunk.last_parts = ufs_file.parts
                 self._count(chunk, Counters(files_listed=1, bytes_listed=ufs_file.length))
                 if not _is_utf8(entry.path + entry.dst):
@@ -305,7 +311,7 @@ class JobRunner:
                 index += 1
 
     async def _listing(self, after: tuple[str, ...]) -> AsyncIterator[list[UfsFile]]:
-        ufs = ufs_for(self.job.path)
+        ufs = ufs_for(self.job.path, UfsSettings.from_config(self.config))
         allowlist = PathAllowlist.from_config(self.config)
 
         def follow_link(path: str) -> bool:
@@ -533,15 +539,20 @@ class JobRunner:
         )
 
     async def _save(self) -> None:
-        failures, self._unsaved_failures = self._unsaved_failures, []
-        try:
-            await self.store.save_progress(self.owned, self._snapshot(), failures)
-        except Fenced:
-            raise
-        except Exception as exc:
-            # The store is unreachable: keep the failures for the next attempt.
-            self._unsaved_failures = failures + self._unsaved_failures
-            log.warning("cannot save progress; will retry", error=describe_error(exc))
+        async with self._store_writes:
+            failures, self._unsaved_failures = self._unsaved_failures, []
+            try:
+                await self.store.save_progress(self.owned, self._snapshot(), failures)
+            except Fenced:
+                raise
+            except BaseException as exc:
+                # The store is unreachable, or this save was cancelled (the checkpointer
+                # is cancelled when the pass ends): keep the failures for the next save,
+                # which rewrites the same keys if this one landed after all.
+                self._unsaved_failures = failures + self._unsaved_failures
+                if not isinstance(exc, Exception):
+                    raise
+                log.warning("cannot save progress; will retry", error=describe_error(exc))
 
     async def _checkpointer(self) -> None:
         while True:

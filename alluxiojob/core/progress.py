@@ -56,6 +56,9 @@ class Progress:
     verify_passes: int = 0
     files_repaired: int = 0
     workers: tuple[str, ...] = ()  # workers that took part
+    # The coordinator that wrote the record (set by the store from the fenced owner), so
+    # the store's history can be audited. Metadata, not part of the value: not compared.
+    writer: str = field(default="", compare=False)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -68,6 +71,7 @@ class Progress:
             "verify_passes": self.verify_passes,
             "files_repaired": self.files_repaired,
             "workers": list(self.workers),
+            "writer": self.writer,
         }
 
     @classmethod
@@ -82,6 +86,7 @@ class Progress:
             verify_passes=int(data.get("verify_passes", 0)),
             files_repaired=int(data.get("files_repaired", 0)),
             workers=tuple(data.get("workers") or ()),
+            writer=str(data.get("writer", "")),
         )
 
     def resumed(self) -> Progress:

@@ -453,7 +453,7 @@ class JobStore:
             else [Put(self._job_key(job.id), packed)]
         )
         if progress is not None:
-            ops.append(Put(self._progress_key(job.id), pack_record(progress.to_wire())))
+            ops.append(Put(self._progress_key(job.id), self._pack_progress(owned, progress)))
         revision = await self.kv.txn([Compare(self._job_key(job.id), owned.revision)], ops)
         if revision is None:
             raise Fenced(f"job {job.id} changed under its owner; abandoning it")
@@ -490,9 +490,15 @@ class JobStore:
             if await self.kv.txn(fence, ops[:_MAX_TXN_OPS]) is None:
                 raise Fenced(f"job {owned.job.id} changed under its owner; abandoning it")
             ops = ops[_MAX_TXN_OPS:]
-        ops.append(Put(self._progress_key(owned.job.id), pack_record(progress.to_wire())))
+        ops.append(Put(self._progress_key(owned.job.id), self._pack_progress(owned, progress)))
         if await self.kv.txn(fence, ops) is None:
             raise Fenced(f"job {owned.job.id} changed under its owner; abandoning it")
+
+    @staticmethod
+    def _pack_progress(owned: OwnedJob, progress: Progress) -> bytes:
+        """Progress signed with its writer: an audit of the store's history (the chaos
+        run's double-owner check) can then tell whether the writer owned the job."""
+        return pack_record(replace(progress, writer=owned.job.owner).to_wire())
 
     async def clear_failures(self, owned: OwnedJob) -> None:
         """Fenced removal of a job's failure list (a verify pass decides it afresh)."""

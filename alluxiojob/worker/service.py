@@ -48,6 +48,7 @@ from alluxiojob.security import PathAllowlist, Security, check_peer
 from alluxiojob.security.access import protected_mode_warning
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.liveness import LeaseRegistration, liveness_root
+from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.web import metrics_endpoint, serve_app
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
@@ -129,10 +130,13 @@ class WorkerService:
         dirs = [Path(d) for d in config[Keys.PAGE_STORE_DIRS]]
         sizes: tuple[int, ...] = config[Keys.PAGE_STORE_SIZES]
         self.cache = Cache(dirs, list(sizes))
+        pool_size = pool_size_for(config)
+        self.ufs_settings = UfsSettings.from_config(config, pool_size)
         self.allowlist = PathAllowlist.from_config(config)
         self.executor = TaskExecutor(
-            self.cache, config[Keys.PARTITION_SIZE], pool_size_for(config),
+            self.cache, config[Keys.PARTITION_SIZE], pool_size,
             pin_seconds=config[Keys.WORKER_PIN_TIME], allowlist=self.allowlist,
+            ufs_settings=self.ufs_settings,
         )
         self.security = Security.from_config(config, serving=True)
         self.token = self.security.token
@@ -290,7 +294,7 @@ class WorkerService:
             Route("/healthz", healthz),
             Route("/metrics", metrics_endpoint(self.registry)),  # type: ignore[arg-type]
             Route("/api/v1/worker/status", status),
-            *file_routes(self.cache, self.allowlist),
+            *file_routes(self.cache, self.allowlist, self.ufs_settings),
         ]
         return Starlette(routes=routes)
 

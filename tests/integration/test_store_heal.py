@@ -84,6 +84,7 @@ def test_full_store_fails_clearly_and_heals_without_restart(
     assert (body["status"], body["store"], body["store_ok"]) == ("unavailable", "ROCKS", False)
     assert "No space left on device" in body["store_error"]
     assert str(store_dir) in body["store_error"]
+    assert (body["error"], body["message"]) == ("UNAVAILABLE", body["store_error"])
 
     (small_fs / "filler").unlink()
     wait_for(lambda: httpx.get(coordinator.health_url, timeout=10).status_code == 200, 30,

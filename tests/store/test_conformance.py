@@ -453,12 +453,14 @@ async def test_fencing_after_reclaim(jobs: JobStore) -> None:
         assert new.job.claims == 2
         mine = Progress(committed=Counters(files_processed=5), checkpoint=("dir", "f5"))
         await jobs.save_progress(new, mine)
+        assert (await jobs.get_progress(job_id)).writer == "coord-b"  # signed by the owner
 
         with pytest.raises(Fenced):
             await jobs.save_progress(old, Progress(committed=Counters(files_processed=99)))
         with pytest.raises(Fenced):
             await jobs.transition(old, JobEvent.SUCCEED)
         assert await jobs.get_progress(job_id) == mine
+        assert (await jobs.get_progress(job_id)).writer == "coord-b"
         current = (await jobs.get(job_id)).job
         assert (current.state, current.owner) == (JobState.RUNNING, "coord-b")
         # The new owner's writes still go through.
