@@ -406,8 +406,15 @@ class CoordinatorApi:
         return JSONResponse(await self.service.report())
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "coordinator": self.service.coordinator_id,
-                             "store": self.service.store_type})
+        """200 while the job store takes writes; 503 naming the store and its error."""
+        health = await self.service.store_health()
+        ok = health["store_ok"]
+        body = {"status": "ok" if ok else "unavailable",
+                "coordinator": self.service.coordinator_id,
+                "store": self.service.store_type, **health}
+        if not ok:  # also the shape of every other error answer
+            body |= {"error": "UNAVAILABLE", "message": health["store_error"]}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(self._openapi)
