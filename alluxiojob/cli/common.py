@@ -36,6 +36,11 @@ DefineOption = Annotated[
 ]
 
 
+def examples(*commands: str) -> str:
+    """A command's help epilog: its examples, one a paragraph (rich markup)."""
+    return "[bold]Examples[/bold]\n\n" + "\n\n".join(commands)
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     typer.echo(f"Error: {message}", err=True)
     raise typer.Exit(code)

@@ -19,16 +19,24 @@ from alluxiojob.cli.common import (
     ConfOption,
     DefineOption,
     coordinator,
+    examples,
     fail,
 )
 from alluxiojob.config import format_size
 
-fs_app = typer.Typer(help="Inspect and read the cache.", no_args_is_help=True)
+fs_app = typer.Typer(
+    help="Inspect and read the cache; Alluxio 2.x's distributedLoad, distributedCp, "
+    "distributedMv.", no_args_is_help=True,
+    epilog=examples("alluxiojob fs location --path /data/imagenet",
+                    "alluxiojob fs distributedLoad /data/imagenet"))
 
 PathArg = Annotated[str, typer.Option("--path", help="UFS path.")]
 
 
-@fs_app.command("location")
+@fs_app.command("location", epilog=examples(
+    "alluxiojob fs location --path /data/imagenet",
+    "alluxiojob fs location --path /data/imagenet/train/n01440764/img_0001.JPEG",
+))
 def location(path: PathArg, conf: ConfOption = None, define: DefineOption = None) -> None:
     """Which workers hold a path (a file or a directory), and how much of it."""
     with coordinator(conf, define) as client:
@@ -55,7 +63,10 @@ def location(path: PathArg, conf: ConfOption = None, define: DefineOption = None
             typer.echo(f"Worker: {worker['worker']}\tunreachable: {exc}")
 
 
-@fs_app.command("cat")
+@fs_app.command("cat", epilog=examples(
+    "alluxiojob fs cat --path /data/imagenet/labels.txt",
+    "alluxiojob fs cat --path /data/imagenet/labels.txt --read-through | head",
+))
 def cat(path: PathArg, conf: ConfOption = None, define: DefineOption = None,
         read_through: Annotated[bool, typer.Option(
             "--read-through", help="Read from the UFS on a cache miss.")] = False,

@@ -25,6 +25,7 @@ from alluxiojob.cli.common import (
     ConfOption,
     DefineOption,
     coordinator,
+    examples,
     fail,
 )
 from alluxiojob.cli.render import job_list_text, job_stat_text, progress_text
@@ -32,7 +33,9 @@ from alluxiojob.config import parse_size
 from alluxiojob.core.states import SETTLED_STATES
 
 job_app = typer.Typer(help="Submit and follow jobs (load, free, copy, move).",
-                      no_args_is_help=True)
+                      no_args_is_help=True, epilog=examples(
+                          "alluxiojob job load --path /data/imagenet --wait",
+                          "alluxiojob job list --job-state RUNNING"))
 
 SETTLED = {state.value for state in SETTLED_STATES}
 
@@ -98,7 +101,7 @@ def _follow(client: CoordinatorClient, job_type: str, path: str, dst: str) -> di
             time.sleep(0.2)
 
 
-def _run_job_command(
+def run_job_command(
     job_type: str,
     path: str | None,
     dst: str,
@@ -146,7 +149,7 @@ def _run_job_command(
             _emit(answer, output_format, f"Stopped {job_type} job {answer['id']} for {path}")
 
 
-def _options(batch_size: int | None, bandwidth: str | None, verify: bool,
+def options_for(batch_size: int | None, bandwidth: str | None, verify: bool,
              skip_if_exists: bool, partial_listing: bool, replicas: int,
              overwrite: bool = False) -> dict[str, Any]:
     options: dict[str, Any] = {"verify": verify, "skip_if_exists": skip_if_exists,
@@ -166,7 +169,12 @@ def _options(batch_size: int | None, bandwidth: str | None, verify: bool,
     return options
 
 
-@job_app.command("load")
+@job_app.command("load", epilog=examples(
+    "alluxiojob job load --path /data/imagenet --wait",
+    "alluxiojob job load --path s3://bucket/train --replicas 2 --bandwidth 200MiB --verify",
+    "alluxiojob job load --path /data/imagenet --progress --file-status FAILURE",
+    "alluxiojob job load --path /data/imagenet --stop",
+))
 def load(
     path: Path_ = None, submit: Submit = False, progress: ShowProgress = False, stop: Stop = False,
     verify: Verify = False, batch_size: BatchSize = None, bandwidth: Bandwidth = None,
@@ -176,13 +184,16 @@ def load(
     conf: ConfOption = None, define: DefineOption = None,
 ) -> None:
     """Load a UFS path into the workers' caches."""
-    _run_job_command("LOAD", path, "", _action(submit, progress, stop),
-                     _options(batch_size, bandwidth, verify, skip_if_exists, partial_listing,
+    run_job_command("LOAD", path, "", _action(submit, progress, stop),
+                     options_for(batch_size, bandwidth, verify, skip_if_exists, partial_listing,
                               replicas),
                      output_format, verbose, file_status, wait, conf, define)
 
 
-@job_app.command("free")
+@job_app.command("free", epilog=examples(
+    "alluxiojob job free --path /data/imagenet --wait",
+    "alluxiojob job free --path /data/imagenet --progress --format JSON",
+))
 def free(
     path: Path_ = None, submit: Submit = False, progress: ShowProgress = False, stop: Stop = False,
     batch_size: BatchSize = None, output_format: Format = "TEXT", verbose: Verbose = False,
@@ -190,8 +201,8 @@ def free(
     conf: ConfOption = None, define: DefineOption = None,
 ) -> None:
     """Evict a UFS path from every worker's cache."""
-    _run_job_command("FREE", path, "", _action(submit, progress, stop),
-                     _options(batch_size, None, False, False, False, 1),
+    run_job_command("FREE", path, "", _action(submit, progress, stop),
+                     options_for(batch_size, None, False, False, False, 1),
                      output_format, verbose, file_status, wait, conf, define)
 
 
@@ -206,12 +217,15 @@ def _transfer_command(job_type: str, src: str | None, dst: str | None, submit: b
                       conf: ConfOption, define: DefineOption) -> None:
     if not dst:
         fail("missing --dst", EXIT_USAGE)
-    _run_job_command(job_type, src, dst, _action(submit, progress, stop),
-                     _options(batch_size, None, False, False, False, 1, overwrite),
+    run_job_command(job_type, src, dst, _action(submit, progress, stop),
+                     options_for(batch_size, None, False, False, False, 1, overwrite),
                      output_format, verbose, file_status, wait, conf, define)
 
 
-@job_app.command("copy")
+@job_app.command("copy", epilog=examples(
+    "alluxiojob job copy --src /data/raw --dst /archive/raw --wait",
+    "alluxiojob job copy --src /data/raw --dst /archive/raw --progress",
+))
 def copy(
     src: Src = None, dst: Dst = None, submit: Submit = False, progress: ShowProgress = False,
     stop: Stop = False, batch_size: BatchSize = None, overwrite: Overwrite = False,
@@ -224,7 +238,10 @@ def copy(
                       output_format, verbose, file_status, wait, conf, define)
 
 
-@job_app.command("move")
+@job_app.command("move", epilog=examples(
+    "alluxiojob job move --src /data/incoming --dst /data/ready --wait",
+    "alluxiojob job move --src /data/incoming --dst /data/ready --overwrite",
+))
 def move(
     src: Src = None, dst: Dst = None, submit: Submit = False, progress: ShowProgress = False,
     stop: Stop = False, batch_size: BatchSize = None, overwrite: Overwrite = False,
@@ -237,7 +254,10 @@ def move(
                       output_format, verbose, file_status, wait, conf, define)
 
 
-@job_app.command("list")
+@job_app.command("list", epilog=examples(
+    "alluxiojob job list",
+    "alluxiojob job list --job-state FAILED --job-type LOAD --format JSON",
+))
 def list_jobs(
     job_state: Annotated[str | None, typer.Option("--job-state", help="Filter by state.")] = None,
     job_type: Annotated[str | None, typer.Option("--job-type", help="Filter by type.")] = None,
@@ -252,7 +272,7 @@ def list_jobs(
     _emit({"jobs": jobs}, output_format, job_list_text(jobs))
 
 
-@job_app.command("ls")
+@job_app.command("ls", epilog=examples("alluxiojob job ls"))
 def ls(conf: ConfOption = None, define: DefineOption = None) -> None:
     """List jobs, one line each: id, type, state (the 2.x command)."""
     with coordinator(conf, define) as client:
@@ -260,7 +280,10 @@ def ls(conf: ConfOption = None, define: DefineOption = None) -> None:
             typer.echo(f"{job['id']}\t{job['type']}\t{job['state']}")
 
 
-@job_app.command("stat")
+@job_app.command("stat", epilog=examples(
+    "alluxiojob job stat 0f9c3d52-6f4e-4d55-9a0e-2b1f1f6c8a11",
+    "alluxiojob job stat -v 0f9c3d52-6f4e-4d55-9a0e-2b1f1f6c8a11",
+))
 def stat(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     verbose: Verbose = False,
@@ -273,7 +296,10 @@ def stat(
     typer.echo(job_stat_text(job, report, verbose))
 
 
-@job_app.command("rerun")
+@job_app.command("rerun", epilog=examples(
+    "alluxiojob job rerun --id 0f9c3d52-6f4e-4d55-9a0e-2b1f1f6c8a11",
+    "alluxiojob job rerun --path /data/imagenet --type LOAD",
+))
 def rerun(
     path: Path_ = None,
     job_type: Annotated[str | None, typer.Option("--type", help="Job type, with --path.")] = None,

@@ -11,12 +11,14 @@ from typing import Annotated
 import trio
 import typer
 
+from alluxiojob.cli.alluxio2 import add_alluxio2_commands
 from alluxiojob.cli.common import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     ConfOption,
     DefineOption,
     coordinator,
+    examples,
     fail,
     get_config,
 )
@@ -24,7 +26,7 @@ from alluxiojob.cli.fs import fs_app
 from alluxiojob.cli.jobs import job_app
 from alluxiojob.cli.render import report_text
 from alluxiojob.config import ConfigError
-from alluxiojob.core.errors import JobServiceError, describe_error, leaves
+from alluxiojob.core.errors import InvalidArgument, JobServiceError, describe_error, leaves
 from alluxiojob.logs import configure_logging
 
 app = typer.Typer(
@@ -32,13 +34,25 @@ app = typer.Typer(
     help="A job service that loads datasets into worker caches, frees them, "
     "and copies or moves data between storage systems.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    epilog=examples(
+        "alluxiojob coordinator --conf alluxio-site.properties",
+        "alluxiojob job load --path /data/imagenet --wait",
+        "alluxiojob --install-completion        (tab completion for bash, zsh, fish)",
+    ),
 )
 app.add_typer(job_app, name="job")
 app.add_typer(fs_app, name="fs")
-report_app = typer.Typer(help="Reports about the job service.", no_args_is_help=True)
+report_app = typer.Typer(help="Reports about the job service.", no_args_is_help=True,
+                         epilog=examples("alluxiojob report jobservice"))
 app.add_typer(report_app, name="report")
+fsadmin_app = typer.Typer(help="Alluxio 2.x's admin commands (fsadmin report jobservice).",
+                          no_args_is_help=True,
+                          epilog=examples("alluxiojob fsadmin report jobservice"))
+fsadmin_report_app = typer.Typer(help="Reports about the job service.", no_args_is_help=True,
+                                 epilog=examples("alluxiojob fsadmin report jobservice"))
+fsadmin_app.add_typer(fsadmin_report_app, name="report")
+app.add_typer(fsadmin_app, name="fsadmin")
 
 
 async def _serve_until_signal(service_run: object) -> None:
@@ -68,8 +82,9 @@ def _run_service(kind: str, conf: Path | None, defines: list[str] | None,
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         errors = leaves(exc)
-        if any(isinstance(e, ConfigError) for e in errors):
-            # A configuration a service cannot run with is a usage error, not an outage.
+        if any(isinstance(e, ConfigError | InvalidArgument) for e in errors):
+            # A configuration a service cannot run with (a bad value, a coordinator id
+            # already in use) is a usage error, not an outage.
             fail(f"{kind} cannot start: {describe_error(exc)}", EXIT_USAGE)
         if not all(isinstance(e, JobServiceError | ValueError | OSError) for e in errors):
             logging.getLogger("alluxiojob").exception("%s stopped by an unexpected error", kind)
@@ -79,21 +94,30 @@ def _run_service(kind: str, conf: Path | None, defines: list[str] | None,
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
 
 
-@app.command("coordinator")
+@app.command("coordinator", epilog=examples(
+    "alluxiojob coordinator --conf /etc/alluxio/alluxio-site.properties",
+    "alluxiojob coordinator -D alluxio.coordinator.rest.port=29998 --log-level DEBUG",
+))
 def coordinator_command(conf: ConfOption = None, define: DefineOption = None,
                         log_level: LogLevel = "INFO") -> None:
     """Run a coordinator: the REST API, the scheduler and the job store."""
     _run_service("coordinator", conf, define, log_level)
 
 
-@app.command("worker")
+@app.command("worker", epilog=examples(
+    "alluxiojob worker --conf /etc/alluxio/alluxio-site.properties",
+    "alluxiojob worker -D alluxio.worker.page.store.dirs=/mnt/nvme0/cache",
+))
 def worker_command(conf: ConfOption = None, define: DefineOption = None,
                    log_level: LogLevel = "INFO") -> None:
     """Run a worker: the task server, the process pool and the cache."""
     _run_service("worker", conf, define, log_level)
 
 
-@report_app.command("jobservice")
+@report_app.command("jobservice", epilog=examples(
+    "alluxiojob report jobservice",
+    "alluxiojob report jobservice --format JSON",
+))
 def report_jobservice(
     conf: ConfOption = None,
     define: DefineOption = None,
@@ -104,6 +128,9 @@ def report_jobservice(
         report = client.report()
     typer.echo(json.dumps(report, indent=2) if output_format.upper() == "JSON"
                else report_text(report))
+
+
+add_alluxio2_commands(fs_app, fsadmin_report_app, report_jobservice)
 
 
 def main() -> None:

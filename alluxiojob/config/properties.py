@@ -338,6 +338,34 @@ class Keys:
         "",
         "Root UFS that relative job paths resolve under.",
     )
+    # --- under file systems ------------------------------------------------------------
+    S3_ACCESS_KEY = _key(
+        "s3a.accessKeyId", _parse_str, "",
+        "S3 access key id; empty: the AWS environment variables, profile or instance role.",
+    )
+    S3_SECRET_KEY = _key(
+        "s3a.secretKey", _parse_str, "", "S3 secret key (never logged or returned).",
+    )
+    S3_ENDPOINT = _key(
+        "alluxio.underfs.s3.endpoint", _parse_str, "",
+        "S3 endpoint URL (http:// is allowed); empty: AWS for the region.",
+    )
+    S3_REGION = _key(
+        "alluxio.underfs.s3.region", _parse_str, "",
+        "S3 region; empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.",
+    )
+    S3_DISABLE_DNS_BUCKETS = _key(
+        "alluxio.underfs.s3.disable.dns.buckets", _parse_bool, "false",
+        "Path-style requests (endpoint/bucket/key) instead of virtual-hosted bucket names.",
+    )
+    UFS_MAX_RETRIES = _key(
+        "alluxio.underfs.s3.max.error.retry", _parse_int, "10",
+        "Retries (with exponential backoff) of a failed object-store request, any store.",
+    )
+    WORKER_UFS_REQUESTS_MAX = _key(
+        "alluxio.worker.job.ufs.requests.max", _parse_positive_int, "256",
+        "Object-store requests a worker keeps in flight, split over its pool processes.",
+    )
     # --- worker ----------------------------------------------------------------------
     WORKER_HOSTNAME = _key("alluxio.worker.hostname", _parse_str, "localhost", "Worker host.")
     WORKER_RPC_PORT = _key(

@@ -9,6 +9,7 @@ message that names the problem.
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -17,11 +18,14 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from alluxiojob.config import Config, Keys
+from alluxiojob.cli.render import progress_text
+from alluxiojob.config import Config, Keys, parse_size
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
+from alluxiojob.coordinator.routes import ROUTES, openapi_document
+from alluxiojob.coordinator.ui import FinalSummaries, ui_routes
 from alluxiojob.coordinator.workers import Membership
 from alluxiojob.core.errors import (
     InvalidArgument,
@@ -32,19 +36,21 @@ from alluxiojob.core.errors import (
     WrongState,
     describe_error,
 )
-from alluxiojob.core.job import JobOptions, JobRecord, JobType
+from alluxiojob.core.job import OPTION_ALIASES, JobOptions, JobRecord, JobType
 from alluxiojob.core.progress import Progress, average_rate, eta_seconds, failure_ratio
-from alluxiojob.core.states import OWNED_STATES, JobState
+from alluxiojob.core.states import COMPLETED_STATES, OWNED_STATES, JobState
 from alluxiojob.security import Security
 from alluxiojob.security.paths import PathNotAllowed, transfer_overlap
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.ufs import resolve_path, ufs_for
 from alluxiojob.ufs.base import UfsError, printable
+from alluxiojob.ufs.settings import UfsSettings
 
 log = structlog.get_logger("alluxiojob.coordinator")
 
 Handler = Callable[[Request], Awaitable[Response]]
 SUCCESS_LIST_MAX = 1000
+OVERVIEW_LIMIT = 200  # jobs in one jobs_overview answer, most recently updated first
 
 
 class SchedulerControl(Protocol):
@@ -83,6 +89,8 @@ class CoordinatorView(Protocol):
 
     async def refresh_metrics(self) -> None: ...
 
+    async def store_health(self) -> dict[str, Any]: ...
+
 
 def _printable(text: str) -> str:
     """Error text that JSON can always carry (a lone surrogate is shown escaped)."""
@@ -110,6 +118,8 @@ def guarded(handler: Handler) -> Handler:
             return error_response(exc)
         except UfsError as exc:
             status = {"UFS_NOT_FOUND": 404, "PERMISSION_DENIED": 403}.get(exc.reason, 400)
+            if exc.reason in ("UFS_THROTTLED", "IO_ERROR"):
+                status = 503
             return _error(exc.reason, str(exc), status)
         except (ValueError, TypeError, KeyError) as exc:
             return _error("INVALID_ARGUMENT", describe_error(exc), 400)
@@ -136,23 +146,70 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+def _job_id(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise InvalidArgument(f"id must be a string, got {type(raw).__name__}")
+    return raw
+
+
+TRUE_WORDS = {"true": True, "false": False}
+
+
+def _option_value(name: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default``; Alluxio sends every value as a string."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in TRUE_WORDS:
+            return TRUE_WORDS[value.strip().lower()]
+        raise InvalidArgument(f"option {name} must be true or false, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        if name == "bandwidth":
+            try:
+                return parse_size(text)
+            except ValueError as exc:
+                raise InvalidArgument(f"option bandwidth: {exc}") from None
+        if text.isascii() and text.isdigit() and len(text) <= 18:
+            return int(text)
+    kind = "a size (e.g. 100MiB) or a number of bytes" if name == "bandwidth" else "a whole number"
+    raise InvalidArgument(f"option {name} must be {kind}, got {value!r}")
+
+
 def _options(raw: Any) -> JobOptions:
+    """Job options from a request, in our spelling or Alluxio's (``"batchSize": "10"``)."""
     if raw is None:
         return JobOptions()
     if not isinstance(raw, dict):
         raise InvalidArgument("options must be a JSON object")
-    aliases = {"batchSize": "batch_size", "skipIfExists": "skip_if_exists",
-               "partialListing": "partial_listing"}
-    fields: dict[str, Any] = {str(aliases.get(k, k)): v for k, v in raw.items()}
-    known = set(JobOptions.__dataclass_fields__)
-    unknown = sorted(set(fields) - known)
+    fields: dict[str, Any] = {str(OPTION_ALIASES.get(k, k)): v for k, v in raw.items()}
+    defaults = JobOptions()
+    unknown = sorted(set(fields) - set(JobOptions.__dataclass_fields__))
     if unknown:
         raise InvalidArgument(f"unknown job option(s): {', '.join(unknown)}")
     for name, value in fields.items():
-        expected = type(getattr(JobOptions(), name))
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise InvalidArgument(f"option {name} must be {expected.__name__}")
+        fields[name] = _option_value(name, value, getattr(defaults, name))
     return JobOptions.from_wire(fields)
+
+
+async def _query(request: Request) -> dict[str, Any]:
+    """A GET's parameters: the query string, or a JSON body as Alluxio's clients send.
+
+    ``curl -X GET .../progress_job/load -d '{"path": "/data", "format": "TEXT"}'`` works
+    as well as ``?path=/data&format=TEXT``; the query string wins where both give a name.
+    """
+    params: dict[str, Any] = {}
+    if await request.body():
+        params.update(await _json_body(request))
+    params.update(request.query_params)
+    return params
+
+
+def _flag(params: dict[str, Any], name: str) -> bool:
+    value = params.get(name, False)
+    return _option_value(name, value, False) if value != "" else False
 
 
 def progress_report(job: JobRecord, progress: Progress, now: float) -> dict[str, Any]:
@@ -197,12 +254,16 @@ class CoordinatorApi:
         self.service = service
         self.store: JobStore = service.store
         self.config = service.config
+        self.ufs_settings = UfsSettings.from_config(service.config)
+        self.summaries = FinalSummaries()
 
     # ------------------------------------------------------------------ helpers
     async def _resolve(self, raw: Any, *, must_exist: bool, confine: bool = False,
-                       what: str = "path") -> str:
-        if not isinstance(raw, str) or not raw:
-            raise InvalidArgument("missing path")
+                       what: str = "path", field: str = "path") -> str:
+        if raw is None or raw == "":
+            raise InvalidArgument(f"missing {field}")
+        if not isinstance(raw, str):
+            raise InvalidArgument(f"{field} must be a string, got {type(raw).__name__}")
         try:
             raw.encode("utf-8")
         except UnicodeEncodeError:
@@ -218,16 +279,17 @@ class CoordinatorApi:
             except PathNotAllowed as exc:
                 raise PermissionDenied(str(exc)) from None
         if must_exist:
-            exists = await trio.to_thread.run_sync(ufs_for(uri).exists, uri)
+            exists = await trio.to_thread.run_sync(ufs_for(uri, self.ufs_settings).exists, uri)
             if not exists:
                 raise NotFound(f"path does not exist: {uri}")
         return uri
 
     async def _find(self, job_type: JobType, params: dict[str, Any]) -> JobRecord:
         if params.get("id"):
-            return (await self.store.get(str(params["id"]))).job
+            return (await self.store.get(_job_id(params["id"]))).job
         path = await self._resolve(params.get("path"), must_exist=False)
-        dst = await self._resolve(params["dst"], must_exist=False) if params.get("dst") else ""
+        dst = (await self._resolve(params["dst"], must_exist=False, field="dst")
+               if params.get("dst") else "")
         return (await self.store.find(job_type, path, dst)).job
 
     # ------------------------------------------------------------------ routes
@@ -241,7 +303,7 @@ class CoordinatorApi:
             if not body.get("dst"):
                 raise InvalidArgument(f"a {job_type.value} job needs a destination (dst)")
             dst = await self._resolve(body.get("dst"), must_exist=False, confine=True,
-                                      what="destination")
+                                      what="destination", field="dst")
             overlap = await trio.to_thread.run_sync(transfer_overlap, path, dst)
             if overlap is not None:
                 raise InvalidPath(f"{overlap}; nothing was submitted")
@@ -254,17 +316,24 @@ class CoordinatorApi:
 
     async def progress(self, request: Request) -> Response:
         job_type = JobType.parse(request.path_params["type"])
-        job = await self._find(job_type, dict(request.query_params))
-        return await self._progress_of(job, request)
+        params = await _query(request)
+        job = await self._find(job_type, params)
+        return await self._progress_of(job, params)
 
     async def job_progress(self, request: Request) -> Response:
         job = (await self.store.get(request.path_params["id"])).job
-        return await self._progress_of(job, request)
+        return await self._progress_of(job, await _query(request))
 
-    async def _progress_of(self, job: JobRecord, request: Request) -> Response:
+    async def _progress_of(self, job: JobRecord, params: dict[str, Any]) -> Response:
+        """The progress report as JSON, or with ``format=TEXT`` as the CLI prints it."""
+        output = str(params.get("format") or "JSON").upper()
+        if output not in ("JSON", "TEXT"):
+            raise InvalidArgument(f"format must be TEXT or JSON, got {params['format']!r}")
+        status = str(params.get("file_status") or params.get("fileStatus") or "").upper()
+        if status and status not in ("SUCCESS", "FAILURE"):
+            raise InvalidArgument(f"file status must be FAILURE or SUCCESS, got {status!r}")
+        verbose = _flag(params, "verbose")
         report = progress_report(job, await self.store.get_progress(job.id), time.time())
-        status = request.query_params.get("file_status", "").upper()
-        verbose = request.query_params.get("verbose", "false").lower() == "true"
         if status == "SUCCESS":
             report["successes"] = await self.service.cached_under(job.path, SUCCESS_LIST_MAX)
         if status == "FAILURE" or verbose:
@@ -273,8 +342,8 @@ class CoordinatorApi:
                 {"path": f.path, "reason": f.reason, "message": f.message, "time": f.time}
                 for f in await self.store.list_failures(job.id, limit)
             ]
-        if status and status not in ("SUCCESS", "FAILURE"):
-            raise InvalidArgument(f"file status must be FAILURE or SUCCESS, got {status!r}")
+        if output == "TEXT":
+            return PlainTextResponse(progress_text(report, verbose) + "\n")
         return JSONResponse(report)
 
     async def stop(self, request: Request) -> Response:
@@ -289,10 +358,13 @@ class CoordinatorApi:
         if not self.service.ha:
             raise WrongState("UnavailableException: Job ETCD is not enabled")
         body = await _json_body(request)
-        if body.get("id"):
-            job_id = str(body["id"])
-        else:
+        job_type = None
+        if "type" in body or not body.get("id"):  # a type given beside an id must be one too
             job_type = JobType.parse(str(body.get("type", "")))
+        if body.get("id"):
+            job_id = _job_id(body["id"])
+        else:
+            assert job_type is not None
             job_id = (await self._find(job_type, body)).id
         job = await self.store.rerun(job_id)
         self.service.scheduler.notify()
@@ -316,6 +388,44 @@ class CoordinatorApi:
             owner=owner,
         )
         return JSONResponse({"jobs": [job.to_wire() for job in jobs]})
+
+    async def jobs_overview(self, request: Request) -> Response:
+        """The web page's job list: counts by state and recent jobs with their progress."""
+        params = request.query_params
+        state, job_type = params.get("state"), params.get("type")
+        try:
+            state_filter = JobState(state.upper()) if state else None
+            limit = int(params.get("limit") or OVERVIEW_LIMIT)
+        except ValueError:
+            raise InvalidArgument(f"bad state {state!r} or limit {params.get('limit')!r}; "
+                                  "states: " + ", ".join(s.value for s in JobState)) from None
+        jobs = await self.store.list_jobs(job_type=JobType.parse(job_type) if job_type
+                                          else None)
+        counts = Tally(job.state.value for job in jobs)
+        shown = [job for job in jobs if state_filter is None or job.state is state_filter]
+        shown.sort(key=lambda job: job.updated_at, reverse=True)
+        now = time.time()
+        summaries = [await self._summary(job, now)
+                     for job in shown[:max(1, min(limit, OVERVIEW_LIMIT))]]
+        return JSONResponse({
+            "coordinator": self.service.coordinator_id,
+            "store": self.service.store_type,
+            "counts": {s.value: counts.get(s.value, 0) for s in JobState},
+            "matching": len(shown),
+            "jobs": summaries,
+        })
+
+    async def _summary(self, job: JobRecord, now: float) -> dict[str, Any]:
+        cached = self.summaries.get(job.id, job.updated_at)
+        if cached is not None:
+            return cached
+        report = progress_report(job, await self.store.get_progress(job.id), now)
+        summary = {key: report[key] for key in (
+            "job", "files", "bytes", "total_known", "elapsed_seconds", "throughput_avg",
+            "throughput_recent", "eta_seconds")}
+        if job.state in COMPLETED_STATES:
+            self.summaries.put(job.id, job.updated_at, summary)
+        return summary
 
     async def get_job(self, request: Request) -> Response:
         owned = await self.store.get(request.path_params["id"])
@@ -343,23 +453,23 @@ class CoordinatorApi:
                         media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "coordinator": self.service.coordinator_id,
-                             "store": self.service.store_type})
+        """200 while the job store takes writes; 503 naming the store and its error."""
+        health = await self.service.store_health()
+        ok = health["store_ok"]
+        body = {"status": "ok" if ok else "unavailable",
+                "coordinator": self.service.coordinator_id,
+                "store": self.service.store_type, **health}
+        if not ok:  # also the shape of every other error answer
+            body |= {"error": "UNAVAILABLE", "message": health["store_error"]}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(self._openapi)
 
     def app(self) -> Starlette:
-        g = guarded
-        base = "/api/v1/master"
-        routes = [
-            Route(f"{base}/submit_job/{{type}}", g(self.submit), methods=["POST"]),
-            Route(f"{base}/progress_job/{{type}}", g(self.progress), methods=["GET"]),
-            Route(f"{base}/stop_job/{{type}}", g(self.stop), methods=["POST"]),
-            Route(f"{base}/rerun_job", g(self.rerun), methods=["POST"]),
-            Route(f"{base}/list_job", g(self.list_jobs), methods=["GET"]),
-            Route(f"{base}/job/{{id}}", g(self.get_job), methods=["GET"]),
-            Route(f"{base}/job/{{id}}/progress", g(self.job_progress), methods=["GET"]),
-            Route(f"{base}/report", g(self.report), methods=["GET"]),
-            Route(f"{base}/workers", g(self.workers), methods=["GET"]),
-            Route("/healthz", g(self.healthz), methods=["GET"]),
-            Route("/metrics", g(self.metrics), methods=["GET"]),
-        ]
+        """The routes of ``routes.ROUTES``, each with its handler, behind ``guarded``."""
+        self._openapi = openapi_document(ROUTES)
+        routes = [Route(r.path, guarded(getattr(self, r.handler)), methods=[r.method])
+                  for r in ROUTES]
+        routes += ui_routes()
         return Starlette(routes=routes)

@@ -79,7 +79,10 @@ class Reconciler:
 
     async def _step(self) -> None:
         try:
-            if not self._requeued_own:
+            # In HA, only once this process holds its id: its jobs are its own, not
+            # those of a live coordinator running under the same id.
+            holds_id = self.liveness is None or self.liveness.acquired.is_set()
+            if not self._requeued_own and holds_id:
                 await self._requeue_own_jobs()
                 self._requeued_own = True
             await self._reclaim_from_dead_peers()

@@ -32,6 +32,7 @@ import structlog
 import trio
 
 from alluxiojob.config import Config, Keys
+from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.workers import Membership, WorkerClient, WorkerError
 from alluxiojob.core.errors import Fenced, describe_error, leaves
 from alluxiojob.core.job import JobType
@@ -56,6 +57,7 @@ from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.store.jobs import JobStore, OwnedJob
 from alluxiojob.ufs import ufs_for
 from alluxiojob.ufs.base import UfsError, UfsFile, printable
+from alluxiojob.ufs.settings import UfsSettings
 
 log = structlog.get_logger("alluxiojob.coordinator")
 
@@ -90,8 +92,10 @@ class JobRunner:
         store: JobStore,
         membership: Membership,
         config: Config,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         self.owned = owned
+        self.metrics = metrics
         self.job = owned.job
         self.store = store
         self.membership = membership
@@ -105,6 +109,10 @@ class JobRunner:
         self._started = 0.0
         self._wall_at_start = 0.0
         self._fenced = False
+        # One store write at a time, each fenced with the revision the last one left: a
+        # checkpoint still in flight when the runner changes the job's state (VERIFY)
+        # would compare a revision the runner itself replaced, and fence it off its job.
+        self._store_writes = trio.Lock()
         self._finished = False
         # per pass
         self._nursery: trio.Nursery | None = None
@@ -197,6 +205,8 @@ class JobRunner:
         )
         self._finished = True
         shown = self.ledger.shown
+        if self.metrics is not None:
+            self.metrics.job_finished(self.job.type.value, self.owned.job.state.value)
         log.info("job finished", state=self.owned.job.state.value, error=error or None,
                  files=shown.files_processed, bytes=shown.bytes_processed,
                  skipped=shown.files_skipped, failed=self.ledger.live.files_failed,
@@ -219,9 +229,10 @@ class JobRunner:
     async def _verify(self) -> None:
         """Recheck every file on its owners and reload what is missing or stale."""
         if self.owned.job.state is not JobState.VERIFYING:  # not when resumed in place
-            self.owned = await self.store.transition(
-                self.owned, JobEvent.VERIFY, progress=self._snapshot()
-            )
+            async with self._store_writes:
+                self.owned = await self.store.transition(
+                    self.owned, JobEvent.VERIFY, progress=self._snapshot()
+                )
         for passes in range(1, MAX_VERIFY_PASSES + 1):
             await self._save()  # what the previous pass found is stored first
             self.ledger.begin_pass(PassKind.VERIFY)
@@ -246,6 +257,8 @@ class JobRunner:
             elif isinstance(decision, PassFinished):
                 self._pass_done.set()
             elif isinstance(decision, FileFailed):
+                if self.metrics is not None:
+                    self.metrics.file_failed(self.job.type.value, decision.reason.value)
                 log.warning("file failed", path=printable(decision.path),
                             reason=decision.reason.value, message=decision.message,
                             attempts=decision.attempts, worker=decision.worker or None)
@@ -291,7 +304,7 @@ class JobRunner:
         async for files in self._listing(after):
             for ufs_file in files:
                 entry = FileEntry(ufs_file.uri, ufs_file.length, ufs_file.mtime_ns,
-                                  self._destination(ufs_file))
+                                  self._destination(ufs_file), ufs_file.version)
                 placement = await self._placement()
                 self._apply(self.ledger.file_listed(ufs_file.parts, entry, placement,
                                                     self._now()))
@@ -300,7 +313,7 @@ class JobRunner:
                     await self._room.wait()
 
     async def _listing(self, after: tuple[str, ...]) -> AsyncIterator[list[UfsFile]]:
-        ufs = ufs_for(self.job.path)
+        ufs = ufs_for(self.job.path, UfsSettings.from_config(self.config))
         allowlist = PathAllowlist.from_config(self.config)
 
         def follow_link(path: str) -> bool:
@@ -392,16 +405,21 @@ class JobRunner:
                                     recent_rate=self.rate.rate())
 
     async def _save(self) -> None:
-        failures = self.ledger.take_failures()
-        try:
-            await self.store.save_progress(self.owned, self._snapshot(),
-                                           [_storable(f) for f in failures])
-        except Fenced:
-            raise
-        except Exception as exc:
-            # The store is unreachable: keep the failures for the next attempt.
-            self.ledger.return_failures(failures)
-            log.warning("cannot save progress; will retry", error=describe_error(exc))
+        async with self._store_writes:
+            failures = self.ledger.take_failures()
+            try:
+                await self.store.save_progress(self.owned, self._snapshot(),
+                                               [_storable(f) for f in failures])
+            except Fenced:
+                raise
+            except BaseException as exc:
+                # The store is unreachable, or this save was cancelled (the checkpointer
+                # is cancelled when the pass ends): keep the failures for the next save,
+                # which rewrites the same keys if this one landed after all.
+                self.ledger.return_failures(failures)
+                if not isinstance(exc, Exception):
+                    raise
+                log.warning("cannot save progress; will retry", error=describe_error(exc))
 
     async def _checkpointer(self) -> None:
         while True:

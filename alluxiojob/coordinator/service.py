@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter as Tally
 from collections.abc import Callable
@@ -16,19 +17,21 @@ from alluxiojob.config import Config, ConfigError, Keys
 from alluxiojob.coordinator.api import CoordinatorApi
 from alluxiojob.coordinator.housekeeping import JobStateGauges, Reconciler, RetentionService
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
-from alluxiojob.coordinator.scheduler import Scheduler
+from alluxiojob.coordinator.scheduler import Scheduler, jittered
+from alluxiojob.coordinator.ui import UI_PUBLIC_PATHS
 from alluxiojob.coordinator.workers import Membership, WorkerClient
 from alluxiojob.core.errors import describe_error
 from alluxiojob.core.states import JobState
-from alluxiojob.security import Security
+from alluxiojob.security import PUBLIC_PATHS, Security
 from alluxiojob.security.access import protected_mode_warning
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.store.kv import KVStore
-from alluxiojob.store.liveness import LeaseRegistration, liveness_root
+from alluxiojob.store.liveness import LeaseRegistration, instance_value, liveness_root
 from alluxiojob.web import serve_app
 
 log = structlog.get_logger("alluxiojob.coordinator")
+STORE_PROBE_TIMEOUT = 3.0
 
 
 def open_kv(config: Config, metrics: CoordinatorMetrics) -> KVStore:
@@ -55,6 +58,8 @@ class CoordinatorService:
         self.store_type = config[Keys.META_STORE_TYPE]
         self.ha = self.store_type == "ETCD"
         self.metrics = CoordinatorMetrics()
+        self.metrics.running_capacity.set(config[Keys.RUNNING_JOB_CAPACITY])
+        self.metrics.waiting_capacity.set(config[Keys.WAITING_JOB_CAPACITY])
         self.kv = open_kv(config, self.metrics)
         self.store = JobStore(self.kv, prefix=config[Keys.JOB_ETCD_PATH])
         static_file = (
@@ -74,12 +79,13 @@ class CoordinatorService:
         )
         self.liveness = (
             LeaseRegistration(self.kv, self.root + "coordinators/" + self.coordinator_id,
-                              self.coordinator_id.encode(),
-                              config[Keys.FAILURE_DETECTION_TIMEOUT])
+                              instance_value(self.coordinator_id),
+                              config[Keys.FAILURE_DETECTION_TIMEOUT], exclusive=True)
             if self.ha else None
         )
         self.scheduler = Scheduler(
-            self.coordinator_id, self.store, self.membership, config, self.metrics
+            self.coordinator_id, self.store, self.membership, config, self.metrics,
+            ready=None if self.liveness is None else self.liveness.acquired,
         )
         self.reconciler = Reconciler(
             self.store, self.coordinator_id, config[Keys.SCHEDULER_INTERVAL], self.metrics,
@@ -144,6 +150,22 @@ class CoordinatorService:
             "longest_running": [j.to_wire() for j in running[:10]],
         }
 
+    async def store_health(self) -> dict[str, Any]:
+        """Probe the job store (a small write, or an etcd quorum round trip), bounded."""
+        started = time.monotonic()
+        error = ""
+        with trio.move_on_after(STORE_PROBE_TIMEOUT) as scope:
+            try:
+                await self.kv.probe()
+            except Exception as exc:
+                error = str(exc) or describe_error(exc)
+        if scope.cancelled_caught:
+            error = f"the {self.store_type} job store did not answer within " \
+                    f"{STORE_PROBE_TIMEOUT:g}s"
+        self.metrics.store_healthy.set(0 if error else 1)
+        return {"store_ok": not error, "store_error": error,
+                "store_latency_ms": round((time.monotonic() - started) * 1000, 3)}
+
     async def cached_under(self, path: str, limit: int) -> list[dict[str, Any]]:
         """Files under ``path`` present in the workers' caches (``--file-status SUCCESS``)."""
         found: list[dict[str, Any]] = []
@@ -168,6 +190,16 @@ class CoordinatorService:
     async def refresh_metrics(self) -> None:
         await self.job_gauges.refresh()
 
+    async def _watch_store(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Probe the job store every interval: the health gauge, and a RocksDB store
+        that lost its directory heals here."""
+        task_status.started()
+        while True:
+            await self.store_health()
+            await trio.sleep(jittered(self.config[Keys.SCHEDULER_INTERVAL]))
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
@@ -176,12 +208,14 @@ class CoordinatorService:
                 await nursery.start(self.membership.run)
                 await nursery.start(self.reconciler.run)
                 await nursery.start(self.retention.run)
+                await nursery.start(self._watch_store)
                 await nursery.start(self.scheduler.run)
                 for warning in self.security.warnings:
                     log.warning(warning)
                 if self.security.protected_mode:
                     log.warning(protected_mode_warning("coordinator"))
-                binds = await nursery.start(serve_app, CoordinatorApi(self).app(), self.host,
+                serve = functools.partial(serve_app, public=PUBLIC_PATHS | UI_PUBLIC_PATHS)
+                binds = await nursery.start(serve, CoordinatorApi(self).app(), self.host,
                                             self.port, self.security)
                 log.info("coordinator ready", coordinator=self.coordinator_id,
                          rest=binds, store=self.store_type,

@@ -29,6 +29,13 @@ class JobType(enum.StrEnum):
 MAX_BATCH_SIZE = 100_000  # files per task: a task's message must stay well under 64 MiB
 MAX_REPLICAS = 1_000
 MAX_BANDWIDTH = (1 << 63) - 1  # what the wire and the stores can hold
+OPTION_BOUNDS = {  # inclusive; the REST API's OpenAPI document shows the same bounds
+    "batch_size": (0, MAX_BATCH_SIZE),
+    "replicas": (1, MAX_REPLICAS),
+    "bandwidth": (0, MAX_BANDWIDTH),
+}
+OPTION_ALIASES = {"batchSize": "batch_size", "skipIfExists": "skip_if_exists",
+                  "partialListing": "partial_listing"}  # Alluxio's REST spellings
 
 
 @dataclass(frozen=True)
@@ -49,13 +56,15 @@ class JobOptions:
         return options
 
     def validate(self) -> None:
-        if not 0 <= self.batch_size <= MAX_BATCH_SIZE:
+        low, high = OPTION_BOUNDS["batch_size"]
+        if not low <= self.batch_size <= high:
             raise InvalidArgument(
-                f"batch size must be between 1 and {MAX_BATCH_SIZE}, got {self.batch_size}")
-        if not 1 <= self.replicas <= MAX_REPLICAS:
-            raise InvalidArgument(
-                f"replicas must be between 1 and {MAX_REPLICAS}, got {self.replicas}")
-        if not 0 <= self.bandwidth <= MAX_BANDWIDTH:
+                f"batch size must be between 1 and {high}, got {self.batch_size}")
+        low, high = OPTION_BOUNDS["replicas"]
+        if not low <= self.replicas <= high:
+            raise InvalidArgument(f"replicas must be between {low} and {high}, got {self.replicas}")
+        low, high = OPTION_BOUNDS["bandwidth"]
+        if not low <= self.bandwidth <= high:
             raise InvalidArgument(
                 f"bandwidth must be between 0 (unlimited) and {MAX_BANDWIDTH} bytes/s, "
                 f"got {self.bandwidth}")

@@ -145,6 +145,9 @@ class Progress:
     files_repaired: int = 0
     workers: tuple[str, ...] = ()  # workers that took part
     tasks: tuple[TaskRecord, ...] = ()  # the most recent ones, oldest first
+    # The coordinator that wrote the record (set by the store from the fenced owner), so
+    # the store's history can be audited. Metadata, not part of the value: not compared.
+    writer: str = field(default="", compare=False)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -158,6 +161,7 @@ class Progress:
             "files_repaired": self.files_repaired,
             "workers": list(self.workers),
             "tasks": [task.to_wire() for task in self.tasks],
+            "writer": self.writer,
         }
 
     @classmethod
@@ -174,6 +178,7 @@ class Progress:
             workers=tuple(data.get("workers") or ()),
             tasks=tuple(TaskRecord.from_wire(t) for t in data.get("tasks") or ()
                         if isinstance(t, dict)),
+            writer=str(data.get("writer", "")),
         )
 
     def settled(self) -> Progress:

@@ -56,6 +56,7 @@ class FileEntry:
     length: int
     mtime_ns: int
     dst: str = ""
+    version: str = ""  # an object's ETag as listed; "" for local files
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def _encode_body(message: Message) -> dict[str, Any]:
             "id": message.task_id,
             "job": message.job_id,
             "op": message.op.value,
-            "f": [[f.path, f.length, f.mtime_ns, f.dst] for f in message.files],
+            "f": [[f.path, f.length, f.mtime_ns, f.dst, f.version] for f in message.files],
             "o": {
                 "skip": message.options.skip_if_exists,
                 "bw": message.options.bandwidth,
@@ -252,7 +253,7 @@ def _decode_welcome(body: dict[str, Any]) -> Message:
 def _decode_task(body: dict[str, Any]) -> Message:
     rows = _field(body, "f", list)
     files = tuple(
-        FileEntry(*_row(row, (str, int, int, str), "file")) for row in rows
+        FileEntry(*_row(row, (str, int, int, str, str), "file")) for row in rows
     )
     opts = _field(body, "o", dict)
     return TaskBatch(

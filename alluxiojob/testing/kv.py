@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import trio
 
 from alluxiojob.core.errors import InvalidArgument, Unavailable
-from alluxiojob.store.kv import Compare, Delete, Entry, Op, Put
+from alluxiojob.store.kv import Compare, Delete, Entry, Op, Put, Txn
 
 
 @dataclass
@@ -105,16 +105,47 @@ class MemoryKVStore:
 
     async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> int | None:
         data = await self._enter()
+        if not self._holds(data, compares):
+            return None
+        if not ops:
+            return data.revision
+        self._check_leases(data, ops)
+        data.revision += 1
+        self._apply(data, ops)
+        return data.revision
+
+    async def txn_each(self, txns: Sequence[Txn]) -> list[int | None]:
+        data = await self._enter()
+        holds = [self._holds(data, compares) for compares, _ in txns]
+        for ok, (_, ops) in zip(holds, txns, strict=True):
+            if ok:
+                self._check_leases(data, ops)
+        if any(holds):
+            data.revision += 1
+        for ok, (_, ops) in zip(holds, txns, strict=True):
+            if ok:
+                self._apply(data, ops)
+        return [data.revision if ok else None for ok in holds]
+
+    async def probe(self) -> None:
+        await self._enter()
+
+    @staticmethod
+    def _holds(data: _Data, compares: Sequence[Compare]) -> bool:
         for compare in compares:
             found = data.values.get(compare.key)
             if (0 if found is None else found[1]) != compare.revision:
-                return None
-        if not ops:
-            return data.revision
+                return False
+        return True
+
+    @staticmethod
+    def _check_leases(data: _Data, ops: Sequence[Op]) -> None:
         for op in ops:
             if isinstance(op, Put) and op.lease and op.lease not in data.leases:
                 raise InvalidArgument(f"lease {op.lease} not found")
-        data.revision += 1
+
+    @staticmethod
+    def _apply(data: _Data, ops: Sequence[Op]) -> None:
         for op in ops:
             if isinstance(op, Put):
                 data.values[op.key] = (op.value, data.revision, op.lease)
@@ -125,7 +156,6 @@ class MemoryKVStore:
                     del data.values[key]
             else:
                 data.values.pop(op.key, None)
-        return data.revision
 
     async def grant_lease(self, ttl: float) -> int:
         data = await self._enter()

@@ -1,18 +1,48 @@
-"""Under file systems. ``ufs_for`` picks the implementation for a URI."""
+"""Under file systems. ``ufs_for`` picks the implementation for a URI.
+
+Handles are cached per process and per settings, so that an object store's client (its
+connection pool, its credentials) is built once and reused by every call.
+"""
 
 from __future__ import annotations
 
-from alluxiojob.ufs.base import UfsError, UfsFile, UnderFileSystem
+import threading
+
+from alluxiojob.ufs.base import UfsError, UfsFile, UfsStat, UnderFileSystem
 from alluxiojob.ufs.local import LocalUfs
+from alluxiojob.ufs.objects import OBJECT_SCHEMES, ObjectStoreUfs
+from alluxiojob.ufs.settings import UfsSettings
+
+_LOCAL = LocalUfs()
+_handles: dict[tuple[str, UfsSettings], ObjectStoreUfs] = {}
+_lock = threading.Lock()
 
 
-def ufs_for(path: str) -> UnderFileSystem:
+def scheme_of(path: str) -> str:
     if path.startswith("/") or path.startswith("file://"):
-        return LocalUfs()
-    scheme = path.split("://", 1)[0] if "://" in path else ""
+        return "file"
+    return path.split("://", 1)[0].lower() if "://" in path else ""
+
+
+def is_local(uri: str) -> bool:
+    return scheme_of(uri) == "file"
+
+
+def ufs_for(path: str, settings: UfsSettings | None = None) -> UnderFileSystem:
+    scheme = scheme_of(path)
+    if scheme == "file":
+        return _LOCAL
+    if scheme in OBJECT_SCHEMES:
+        key = (scheme, settings or UfsSettings())
+        with _lock:
+            handle = _handles.get(key)
+            if handle is None:
+                handle = _handles[key] = ObjectStoreUfs(scheme, key[1])
+            return handle
     raise UfsError(
         "INVALID_PATH",
-        f"unsupported UFS scheme {scheme!r} in {path!r}; supported: local paths and file://",
+        f"unsupported UFS scheme {scheme!r} in {path!r}; supported: local paths, file://, "
+        + ", ".join(f"{s}://" for s in OBJECT_SCHEMES),
     )
 
 
@@ -30,4 +60,5 @@ def resolve_path(path: str, ufs_root: str) -> str:
     return ufs_for(path).normalize(path)
 
 
-__all__ = ["LocalUfs", "UfsError", "UfsFile", "UnderFileSystem", "resolve_path", "ufs_for"]
+__all__ = ["LocalUfs", "ObjectStoreUfs", "UfsError", "UfsFile", "UfsSettings", "UfsStat",
+           "UnderFileSystem", "is_local", "resolve_path", "scheme_of", "ufs_for"]

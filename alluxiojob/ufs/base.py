@@ -1,24 +1,44 @@
-"""The under-file-system interface: what the coordinator lists and workers read.
+"""The under-file-system interface: what the coordinator lists and workers read and write.
 
-A UFS is addressed by URI (``file:///data/x``, later ``s3://bucket/key``). Listing is a
-stream in a total order (path components compared as tuples, i.e. a sorted depth-first
-walk), so that a job can resume after the last file it committed without listing from
-the beginning, and so that memory stays flat whatever the file count.
+A UFS is addressed by URI (``file:///data/x``, ``s3://bucket/key``, ``gs://…``, ``az://…``).
+Each UFS lists as a stream in its own total order, so that a job can resume after the
+last file it committed without listing from the beginning, and memory stays flat
+whatever the file count:
+
+* a local tree is a sorted depth-first walk; ``UfsFile.parts`` are the path components
+  under the listed root, compared as tuples;
+* an object store lists in byte order of the full key; ``parts`` is the one-element
+  tuple ``(key relative to the listed root,)``, so the same tuple comparison is key
+  order and a resumed listing starts after the checkpoint key (S3's ``start-after``).
+
+Workers read through ``stat`` and ``read`` (whole or ranged, streamed in bounded
+chunks), write with ``write`` (atomic: a temporary name renamed, or an object that
+appears only once complete) and remove with ``delete``. They never assume a local source.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
+
+READ_CHUNK = 1 << 20  # what a read yields at a time: memory is bounded by chunks in flight
 
 
 @dataclass(frozen=True)
 class UfsFile:
     uri: str
-    parts: tuple[str, ...]  # path components relative to the listed root, for ordering
+    parts: tuple[str, ...]  # ordering key relative to the listed root (see the module doc)
     length: int
     mtime_ns: int
+    version: str = ""  # an object's ETag; "" for local files (their mtime is the version)
+
+
+@dataclass(frozen=True)
+class UfsStat:
+    length: int
+    mtime_ns: int
+    version: str = ""
 
 
 def printable(text: str) -> str:
@@ -31,7 +51,7 @@ class UfsError(Exception):
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.reason = reason  # a ``Reason`` value
 
 
 class UnderFileSystem(Protocol):
@@ -41,7 +61,9 @@ class UnderFileSystem(Protocol):
         """Canonical URI of ``path``; raises ``UfsError`` for a malformed path."""
         ...
 
-    def exists(self, uri: str) -> bool: ...
+    def exists(self, uri: str) -> bool:
+        """Blocking. A missing bucket or refused credentials raise ``UfsError``."""
+        ...
 
     def walk(
         self,
@@ -56,3 +78,21 @@ class UnderFileSystem(Protocol):
         worker thread.
         """
         ...
+
+    def stat(self, uri: str) -> UfsStat: ...
+
+    def read(self, uri: str, offset: int = 0, length: int = -1,
+             version: str = "") -> Iterator[bytes]:
+        """The bytes of ``uri`` from ``offset`` (``length`` -1: to the end), in chunks of at
+        most ``READ_CHUNK``. With ``version``, a changed source raises ``UFS_CHANGED``."""
+        ...
+
+    def write(self, uri: str, chunks: Iterable[bytes], length: int,
+              overwrite: bool) -> UfsStat:
+        """Write ``uri`` atomically: it appears only once complete. Returns what was written.
+
+        Without ``overwrite``, an existing ``uri`` raises ``UfsError(EXISTS)``.
+        """
+        ...
+
+    def delete(self, uri: str) -> None: ...

@@ -5,9 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-from alluxiojob.ufs.base import UfsError, UfsFile
+from alluxiojob.ufs.base import READ_CHUNK, UfsError, UfsFile, UfsStat
 
 SCHEME = "file"
 
@@ -37,6 +37,24 @@ def reason_for(exc: OSError) -> str:
     return "IO_ERROR"
 
 
+def write_reason_for(exc: OSError) -> str:
+    """Writing: a file in the way of a directory is a path this tree cannot hold."""
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENAMETOOLONG):
+        return "INVALID_PATH"
+    return reason_for(exc)
+
+
+def fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalUfs:
     scheme = SCHEME
 
@@ -53,6 +71,82 @@ class LocalUfs:
 
     def exists(self, uri: str) -> bool:
         return os.path.lexists(to_local_path(uri))
+
+    def stat(self, uri: str) -> UfsStat:
+        try:
+            info = os.stat(to_local_path(uri))
+        except OSError as exc:
+            raise UfsError(reason_for(exc), f"{uri}: {exc.strerror}") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise UfsError("INVALID_PATH", f"{uri} is not a regular file")
+        return UfsStat(info.st_size, info.st_mtime_ns)
+
+    def read(self, uri: str, offset: int = 0, length: int = -1,
+             version: str = "") -> Iterator[bytes]:
+        path = to_local_path(uri)
+        try:
+            f = open(path, "rb")
+        except OSError as exc:
+            raise UfsError(reason_for(exc), f"{uri}: {exc.strerror}") from None
+        with f:
+            before = os.fstat(f.fileno())
+            f.seek(offset)
+            left = before.st_size - offset if length < 0 else length
+            while left > 0:
+                chunk = f.read(min(READ_CHUNK, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                yield chunk
+            after = os.fstat(f.fileno())
+            if left > 0 or (after.st_size, after.st_mtime_ns) != (before.st_size,
+                                                                   before.st_mtime_ns):
+                raise UfsError("UFS_CHANGED", f"{uri} changed while it was read")
+
+    def write(self, uri: str, chunks: Iterable[bytes], length: int,
+              overwrite: bool) -> UfsStat:
+        """A tmp file beside the target, fsynced, then renamed over it (then the dir fsynced)."""
+        path = to_local_path(uri)
+        if not overwrite and os.path.lexists(path):
+            raise UfsError("EXISTS", f"{uri} exists; use --overwrite")
+        head, tail = os.path.split(path)
+        tmp = os.path.join(head, f".{tail}.alluxiojob-{os.getpid()}-{id(chunks):x}")
+        try:
+            os.makedirs(head, exist_ok=True)
+            written = 0
+            with open(tmp, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                    written += len(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            if written != length:
+                raise UfsError("UFS_CHANGED",
+                               f"the source of {uri} gave {written} bytes, not {length}")
+            os.rename(tmp, path)
+            fsync_dir(head)
+            info = os.stat(path)
+        except OSError as exc:
+            reason = write_reason_for(exc)
+            why = (" (a local tree cannot hold a file and a directory of the same name, "
+                   "as an object store can)" if reason == "INVALID_PATH" else "")
+            raise UfsError(reason, f"cannot write {uri}: {exc.strerror}{why}") from None
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        return UfsStat(info.st_size, info.st_mtime_ns)
+
+    def delete(self, uri: str) -> None:
+        path = to_local_path(uri)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise UfsError(reason_for(exc), f"cannot remove {uri}: {exc.strerror}") from None
+        fsync_dir(os.path.dirname(path))
 
     def walk(
         self,

@@ -2,14 +2,29 @@
 
 Layout of each cache dir::
 
-    data/   one file per cached UFS file, byte-identical to it (``data/<ufs path>``)
+    data/   one file per cached UFS file, byte-identical to it (sha256sum agrees)
     tmp/    partial writes; emptied at startup
-    index/  rocksdict: UFS URI -> [length, mtime_ns, last_access, job_id]
+    index/  rocksdict: UFS URI -> [length, mtime_ns, last_access, job_id, version]
+
+Where a file lives under ``data/``:
+
+* a local file keeps its path: ``/a/b`` is ``data/a/b`` (a top directory named like an
+  object-store scheme, ``s3``, ``gs`` or ``az``, followed by any ``%``, gets one more
+  ``%``: ``/s3/x`` is ``data/s3%/x``, so it never meets an object);
+* an object is ``data/<scheme>/<bucket>/<key>``, its key encoded component by component
+  so that a file system can hold what an object store allows, a key ``a`` beside keys
+  under ``a/``: in every component ``%`` becomes ``%25``; a component that is a
+  directory gets a trailing ``%`` (which no encoded leaf ends with); a leaf ``.`` or
+  ``..`` becomes ``%2E`` or ``%2E%2E``. So ``s3://b/a`` is ``data/s3/b/a`` and
+  ``s3://b/a/x%y`` is ``data/s3/b/a%/x%25y``. The encoding is deterministic and one to
+  one. A component longer than the file system allows fails that file (``INVALID_PATH``).
 
 The index is written only after a file was renamed into ``data/``, so an index entry
 always means a complete file. A crash between the rename and the index write leaves a
 complete but unindexed file, which startup removes, so ``data/`` never holds anything
-the index does not know.
+the index does not know. ``version`` is an object's ETag (empty for local files, whose
+mtime is their version): ``--skip-if-exists`` and ``--verify`` compare it with the
+listing's, with the length.
 """
 
 from __future__ import annotations
@@ -39,27 +54,62 @@ class IndexEntry:
     mtime_ns: int
     last_access: float
     job_id: str
+    version: str = ""  # an object's ETag
 
     def pack(self) -> bytes:
-        packed: bytes = msgpack.packb([self.length, self.mtime_ns, self.last_access, self.job_id])
+        packed: bytes = msgpack.packb([self.length, self.mtime_ns, self.last_access,
+                                       self.job_id, self.version])
         return packed
 
     @classmethod
     def unpack(cls, raw: bytes) -> IndexEntry:
-        length, mtime_ns, last_access, job_id = msgpack.unpackb(raw)
-        return cls(int(length), int(mtime_ns), float(last_access), str(job_id))
+        fields = msgpack.unpackb(raw)
+        version = str(fields[4]) if len(fields) > 4 else ""
+        return cls(int(fields[0]), int(fields[1]), float(fields[2]), str(fields[3]), version)
+
+    def matches(self, length: int, mtime_ns: int, version: str) -> bool:
+        """Still the listed file: same length, and same ETag (objects) or mtime (local)."""
+        if self.length != length:
+            return False
+        return self.version == version if version else self.mtime_ns == mtime_ns
+
+
+OBJECT_SCHEME_DIRS = ("s3", "gs", "az")
+NAME_MAX = 255
+
+
+def _encode_key(key: str, uri: str) -> list[str]:
+    components = key.split("/")
+    encoded = []
+    for i, component in enumerate(components):
+        name = component.replace("%", "%25").replace("\x00", "%00")
+        if i < len(components) - 1:
+            name += "%"  # a directory: never equal to a leaf's name
+        elif name in (".", ".."):
+            name = name.replace(".", "%2E")
+        if len(os.fsencode(name)) > NAME_MAX:
+            raise UfsError("INVALID_PATH", f"a component of the key {key!r} of {uri} is "
+                           f"longer than the {NAME_MAX} bytes a cache file name can hold")
+        encoded.append(name)
+    return encoded
 
 
 def cache_relpath(uri: str) -> str:
-    """Where ``uri`` lives under ``data/``; rejects paths that could escape it."""
+    """Where ``uri`` lives under ``data/`` (see the module doc); rejects escapes."""
     scheme, sep, rest = uri.partition("://")
     if not sep:
         scheme, rest = "file", uri
+    if scheme != "file":
+        bucket, _, key = rest.partition("/")
+        if (not bucket or not key or key.endswith("/") or bucket in (".", "..")
+                or "\x00" in bucket):
+            raise UfsError("INVALID_PATH", f"not a cacheable object: {uri!r}")
+        return "/".join([scheme, bucket, *_encode_key(key, uri)])
     parts = [p for p in rest.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts) or "\x00" in rest:
         raise UfsError("INVALID_PATH", f"not a cacheable path: {uri!r}")
-    if scheme != "file":
-        parts.insert(0, scheme)
+    if parts[0].rstrip("%") in OBJECT_SCHEME_DIRS:
+        parts[0] += "%"
     return "/".join(parts)
 
 

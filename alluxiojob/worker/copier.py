@@ -44,10 +44,11 @@ class CopyOutcome:
     mtime_ns: int = 0  # the source's mtime when read
     reason: str = ""
     message: str = ""
+    version: str = ""  # an object's ETag when read
     written: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file we wrote
 
 
-def _ensure_parent(path: str) -> None:
+def ensure_parent(path: str) -> None:
     parent = os.path.dirname(path)
     if parent not in _made_dirs:
         os.makedirs(parent, exist_ok=True)
@@ -91,7 +92,7 @@ def copy_one(job: CopyJob, rate: int = 0) -> CopyOutcome:
         before = os.fstat(fd_in)
         if job.final:
             length = before.st_size
-            _ensure_parent(job.tmp)
+            ensure_parent(job.tmp)
             fd_out = os.open(job.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         else:
             length = job.length
@@ -110,7 +111,7 @@ def copy_one(job: CopyJob, rate: int = 0) -> CopyOutcome:
         ):
             raise _Changed(f"{job.src} changed while it was read; it will be retried")
         if job.final:
-            _ensure_parent(job.final)
+            ensure_parent(job.final)
             os.rename(job.tmp, job.final)
         return CopyOutcome(True, copied, before.st_size, before.st_mtime_ns,
                            written=(out.st_dev, out.st_ino))

@@ -1,10 +1,12 @@
 """Turns one TaskBatch into file copies on the process pool and index updates.
 
-Small files are grouped into shards of at most ``partition_size`` bytes (and split
+Each file is resolved once: its UFS (local or an object store), its cache path. Local
+small files are grouped into shards of at most ``partition_size`` bytes (and split
 further so every pool process gets work); a file larger than ``partition_size`` is
-preallocated in ``tmp/`` and each of its partitions is a shard of its own, written in
-place at its offset. Shards run in parallel on the pool; index entries for a batch are
-written in one WriteBatch.
+preallocated in ``tmp/`` and each of its partitions is a job of its own, written in
+place at its offset. Objects are split evenly over the pool processes, each of which
+keeps many requests in flight (``fetch.py``); a large object is first HEADed for the
+ETag its ranges are pinned to. Index entries for a batch are written in one WriteBatch.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from alluxiojob.protocol.codec import (
     TaskResult,
 )
 from alluxiojob.security.paths import PathAllowlist
+from alluxiojob.ufs import is_local, ufs_for
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import reason_for, to_local_path
+from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.worker.cache import Cache, IndexEntry, cache_relpath
 from alluxiojob.worker.copier import (
     CopyJob,
@@ -39,6 +43,10 @@ from alluxiojob.worker.copier import (
     preallocate,
     transfer_shard,
 )
+from alluxiojob.worker.fetch import FetchJob, fetch_shard
+from alluxiojob.worker.transfer import TransferJob, transfer_objects_shard
+
+Job = CopyJob | FetchJob
 
 log = structlog.get_logger("alluxiojob.worker")
 
@@ -47,10 +55,12 @@ log = structlog.get_logger("alluxiojob.worker")
 @dataclass
 class _Planned:
     entry: FileEntry
-    src: str
+    src: str  # a local path, or the object's URI
     final: str
-    jobs: list[CopyJob] = field(default_factory=list)
+    local: bool
+    jobs: list[Job] = field(default_factory=list)
     tmp: str = ""  # large files: the shared tmp file
+    version: str = ""  # large objects: the ETag their ranges are pinned to
     reserved: int = 0
 
 
@@ -73,7 +83,9 @@ class TaskExecutor:
         pin_seconds: float = 600.0,
         clock: Callable[[], float] = time.time,
         allowlist: PathAllowlist | None = None,
+        ufs_settings: UfsSettings | None = None,
     ) -> None:
+        self.ufs_settings = ufs_settings or UfsSettings()
         self.pin_seconds = pin_seconds
         self.allowlist = allowlist or PathAllowlist(())
         self.cache = cache
@@ -181,33 +193,48 @@ class TaskExecutor:
     # ------------------------------------------------------------------ COPY / MOVE
     async def _transfer(self, batch: TaskBatch) -> list[FileResult]:
         results: dict[str, FileResult] = {}
-        jobs: list[tuple[FileEntry, CopyJob]] = []
+        jobs: list[tuple[FileEntry, CopyJob | TransferJob]] = []
         for f in batch.files:
-            try:
-                src = to_local_path(f.path)
-                dst = to_local_path(f.dst)
-                cache_relpath(f.dst)  # rejects '..' and empty components
-            except UfsError as exc:
-                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
-                                             str(exc))
-                continue
             if not f.dst:
                 results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason.INVALID_PATH,
                                              "no destination given")
                 continue
-            head, tail = os.path.split(dst)
-            tmp = os.path.join(head, f".{tail}.alluxiojob-{os.getpid()}-{batch.task_id}")
-            jobs.append((f, CopyJob(src, tmp, dst)))
-        per_shard = max(1, math.ceil(len(jobs) / max(1, min(self.pool_size, len(jobs) or 1))))
-        shards = [jobs[i:i + per_shard] for i in range(0, len(jobs), per_shard)]
+            try:
+                cache_relpath(f.dst)  # rejects '..' and empty components
+                if is_local(f.path) and is_local(f.dst):
+                    src, dst = to_local_path(f.path), to_local_path(f.dst)
+                    head, tail = os.path.split(dst)
+                    tmp = os.path.join(head,
+                                       f".{tail}.alluxiojob-{os.getpid()}-{batch.task_id}")
+                    jobs.append((f, CopyJob(src, tmp, dst)))
+                else:
+                    ufs_for(f.path).normalize(f.path)
+                    ufs_for(f.dst).normalize(f.dst)
+                    jobs.append((f, TransferJob(f.path, f.dst)))
+            except UfsError as exc:
+                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
+                                             str(exc))
+        local = [pair for pair in jobs if isinstance(pair[1], CopyJob)]
+        remote = [pair for pair in jobs if not isinstance(pair[1], CopyJob)]
+        shards: list[list[tuple[FileEntry, CopyJob | TransferJob]]] = []
+        for group in (local, remote):
+            per_shard = max(1, math.ceil(len(group) / max(1, min(self.pool_size,
+                                                                  len(group) or 1))))
+            shards += [group[i:i + per_shard] for i in range(0, len(group), per_shard)]
         move = batch.op is TaskOp.MOVE
+        overwrite = batch.options.overwrite
 
-        async def run_shard(shard: list[tuple[FileEntry, CopyJob]]) -> None:
+        async def run_shard(shard: list[tuple[FileEntry, CopyJob | TransferJob]]) -> None:
             self.stats.active_shards += 1
             try:
-                done = await trio_parallel.run_sync(
-                    transfer_shard, [job for _, job in shard], move,
-                    batch.options.overwrite, kill_on_cancel=True, limiter=self.limiter)
+                if isinstance(shard[0][1], CopyJob):
+                    done = await trio_parallel.run_sync(
+                        transfer_shard, [job for _, job in shard], move, overwrite,
+                        kill_on_cancel=True, limiter=self.limiter)
+                else:
+                    done = await trio_parallel.run_sync(
+                        transfer_objects_shard, [job for _, job in shard], move, overwrite,
+                        self.ufs_settings, kill_on_cancel=True, limiter=self.limiter)
             except trio_parallel.BrokenWorkerError as exc:
                 done = [CopyOutcome(False, reason="IO_ERROR", message=f"pool process died: {exc}")
                         for _ in shard]
@@ -235,7 +262,7 @@ class TaskExecutor:
         for f in files:
             d = self.cache.dir_for(f.path)
             entry = d.lookup(f.path)
-            if entry is None or entry.length != f.length or entry.mtime_ns != f.mtime_ns:
+            if entry is None or not entry.matches(f.length, f.mtime_ns, f.version):
                 continue
             try:
                 if os.stat(d.data_path(f.path)).st_size == f.length:
@@ -251,14 +278,15 @@ class TaskExecutor:
         candidates: list[FileEntry] = []
         for f in batch.files:
             try:
-                src = to_local_path(f.path)
+                local = is_local(f.path)
+                src = to_local_path(f.path) if local else ufs_for(f.path).normalize(f.path)
                 final = self.cache.dir_for(f.path).data_path(f.path)
             except UfsError as exc:
                 results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
                                              str(exc))
                 continue
             candidates.append(f)
-            todo.append(_Planned(f, src, final))
+            todo.append(_Planned(f, src, final, local))
         if batch.options.skip_if_exists and candidates:
             hits = await trio.to_thread.run_sync(
                 self._check_cached, candidates, limiter=self.cache.limiter
@@ -291,12 +319,12 @@ class TaskExecutor:
                     self.cache.release(planned.entry.path, planned.reserved)
         return [results[f.path] for f in batch.files if f.path in results]
 
-    def _plan_shards(self, ready: list[_Planned]) -> list[list[CopyJob]]:
-        shards: list[list[CopyJob]] = []
-        small = [p for p in ready if p.entry.length <= self.partition_size]
+    def _plan_shards(self, ready: list[_Planned]) -> list[list[Job]]:
+        shards: list[list[Job]] = []
+        small = [p for p in ready if p.local and p.entry.length <= self.partition_size]
         if small:
             per_shard = max(1, math.ceil(len(small) / max(1, min(self.pool_size, len(small)))))
-            current: list[CopyJob] = []
+            current: list[Job] = []
             current_bytes = 0
             for planned in small:
                 d = self.cache.dir_for(planned.entry.path)
@@ -311,50 +339,82 @@ class TaskExecutor:
                     current, current_bytes = [], 0
             if current:
                 shards.append(current)
+        fetches: list[Job] = []
         for planned in ready:
             length = planned.entry.length
             if length <= self.partition_size:
+                if not planned.local:
+                    d = self.cache.dir_for(planned.entry.path)
+                    fetch = FetchJob(planned.src, d.tmp_path(planned.entry.path), planned.final)
+                    planned.jobs.append(fetch)
+                    fetches.append(fetch)
                 continue
             for offset in range(0, length, self.partition_size):
-                job = CopyJob(planned.src, planned.tmp, "", offset,
-                              min(self.partition_size, length - offset))
-                planned.jobs.append(job)
-                shards.append([job])
+                span = min(self.partition_size, length - offset)
+                if planned.local:
+                    job = CopyJob(planned.src, planned.tmp, "", offset, span)
+                    planned.jobs.append(job)
+                    shards.append([job])
+                else:
+                    fetch = FetchJob(planned.src, planned.tmp, "", offset, span,
+                                     planned.version)
+                    planned.jobs.append(fetch)
+                    fetches.append(fetch)
+        if fetches:
+            # Objects are latency-bound: spread them evenly, every process keeps many
+            # requests in flight whatever their sizes.
+            count = min(self.pool_size, len(fetches))
+            shards += [fetches[i::count] for i in range(count)]
         return shards
+
+    def _head(self, planned: _Planned) -> CopyOutcome | None:
+        """Blocking: a large object's current ETag, which its ranges are pinned to."""
+        try:
+            info = ufs_for(planned.src, self.ufs_settings).stat(planned.src)
+        except UfsError as exc:
+            return CopyOutcome(False, reason=exc.reason, message=str(exc))
+        if info.length != planned.entry.length:
+            return CopyOutcome(False, reason="UFS_CHANGED", message=(
+                f"{planned.src} is {info.length} bytes, not the {planned.entry.length} "
+                "listed; it changed since the listing"))
+        planned.version = info.version
+        return None
 
     async def _copy(
         self, batch: TaskBatch, ready: list[_Planned], results: dict[str, FileResult]
-    ) -> dict[CopyJob, CopyOutcome]:
+    ) -> dict[Job, CopyOutcome]:
         large = [p for p in ready if p.entry.length > self.partition_size]
+        outcomes: dict[Job, CopyOutcome] = {}
+        failed: set[str] = set()
         for planned in large:
             planned.tmp = self.cache.dir_for(planned.entry.path).tmp_path(planned.entry.path)
-        shards = self._plan_shards(ready)
-        outcomes: dict[CopyJob, CopyOutcome] = {}
-        for planned in large:
+            if not planned.local:
+                problem = await trio.to_thread.run_sync(self._head, planned)
+                if problem is not None:
+                    results[planned.entry.path] = FileResult(
+                        planned.entry.path, FileStatus.FAILED, 0, Reason(problem.reason),
+                        problem.message)
+                    failed.add(planned.entry.path)
+                    continue
             try:
                 await trio.to_thread.run_sync(preallocate, planned.tmp, planned.entry.length)
             except OSError as exc:
                 results[planned.entry.path] = FileResult(
                     planned.entry.path, FileStatus.FAILED, 0, Reason(reason_for(exc)),
                     f"{planned.tmp}: {exc.strerror}")
-                for job in planned.jobs:
-                    outcomes[job] = CopyOutcome(False, reason=reason_for(exc))
+                failed.add(planned.entry.path)
+        shards = self._plan_shards([p for p in ready if p.entry.path not in failed])
         rate = batch.options.bandwidth
         lock = self._bandwidth_locks.setdefault(batch.job_id, trio.Lock()) if rate else None
 
-        async def run_shard(jobs: list[CopyJob]) -> None:
-            jobs = [j for j in jobs if j not in outcomes]
-            if not jobs:
-                return
+        async def run_shard(jobs: list[Job]) -> None:
             self.stats.active_shards += 1
             try:
                 if lock is not None:
                     async with lock:
-                        done = await trio_parallel.run_sync(
-                            copy_shard, jobs, rate, kill_on_cancel=True, limiter=self.limiter)
+                        done = await self._run_jobs(jobs, rate)
                 else:
-                    done = await trio_parallel.run_sync(
-                        copy_shard, jobs, rate, kill_on_cancel=True, limiter=self.limiter)
+                    done = await self._run_jobs(jobs, rate)
             except trio_parallel.BrokenWorkerError as exc:
                 done = [CopyOutcome(False, reason="IO_ERROR", message=f"pool process died: {exc}")
                         for _ in jobs]
@@ -367,11 +427,23 @@ class TaskExecutor:
                 nursery.start_soon(run_shard, shard)
         return outcomes
 
+    async def _run_jobs(self, jobs: list[Job], rate: int) -> list[CopyOutcome]:
+        if isinstance(jobs[0], FetchJob):
+            fetches = [j for j in jobs if isinstance(j, FetchJob)]
+            done: list[CopyOutcome] = await trio_parallel.run_sync(
+                fetch_shard, fetches, self.ufs_settings, rate, kill_on_cancel=True,
+                limiter=self.limiter)
+            return done
+        copies = [j for j in jobs if isinstance(j, CopyJob)]
+        done = await trio_parallel.run_sync(copy_shard, copies, rate, kill_on_cancel=True,
+                                            limiter=self.limiter)
+        return done
+
     async def _commit(
         self,
         job_id: str,
         ready: list[_Planned],
-        outcomes: dict[CopyJob, CopyOutcome],
+        outcomes: dict[Job, CopyOutcome],
         results: dict[str, FileResult],
     ) -> None:
         now = self._clock()
@@ -383,9 +455,10 @@ class TaskExecutor:
             done = [outcomes[j] for j in planned.jobs]
             failed = next((o for o in done if not o.ok), None)
             entry_mtime = done[0].mtime_ns if done else 0
+            version = done[0].version if done else ""
             if failed is None and planned.tmp:
                 failed = await trio.to_thread.run_sync(self._finish_large, planned)
-                entry_mtime = planned.entry.mtime_ns
+                entry_mtime, version = planned.entry.mtime_ns, planned.version
             if failed is not None:
                 if planned.tmp:
                     await trio.to_thread.run_sync(_unlink_quiet, planned.tmp)
@@ -397,7 +470,7 @@ class TaskExecutor:
             index = self.cache.dirs.index(self.cache.dir_for(path))
             reserved = planned.reserved if self.cache.dirs[index].capacity else 0
             commits.setdefault(index, []).append(
-                (path, IndexEntry(length, entry_mtime, now, job_id), reserved)
+                (path, IndexEntry(length, entry_mtime, now, job_id, version), reserved)
             )
             results[path] = FileResult(path, FileStatus.OK, length)
             self.stats.files_loaded += 1
@@ -417,14 +490,19 @@ class TaskExecutor:
 
     @staticmethod
     def _finish_large(planned: _Planned) -> CopyOutcome | None:
-        """All ranges of a large file are written: check the source, then publish it."""
-        try:
-            info = os.stat(planned.src)
-        except OSError as exc:
-            return CopyOutcome(False, reason=reason_for(exc), message=str(exc))
-        if info.st_size != planned.entry.length or info.st_mtime_ns != planned.entry.mtime_ns:
-            return CopyOutcome(False, reason="UFS_CHANGED",
-                               message=f"{planned.src} changed while it was loaded")
+        """All ranges of a large file are written: check the source, then publish it.
+
+        An object needs no check here: every range was pinned to its ETag.
+        """
+        if planned.local:
+            try:
+                info = os.stat(planned.src)
+            except OSError as exc:
+                return CopyOutcome(False, reason=reason_for(exc), message=str(exc))
+            if (info.st_size != planned.entry.length
+                    or info.st_mtime_ns != planned.entry.mtime_ns):
+                return CopyOutcome(False, reason="UFS_CHANGED",
+                                   message=f"{planned.src} changed while it was loaded")
         try:
             os.makedirs(os.path.dirname(planned.final), exist_ok=True)
             os.rename(planned.tmp, planned.final)

@@ -21,9 +21,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from alluxiojob.security.paths import PathAllowlist
-from alluxiojob.ufs import resolve_path
-from alluxiojob.ufs.base import UfsError
+from alluxiojob.ufs import is_local, resolve_path, ufs_for
+from alluxiojob.ufs.base import UfsError, UfsStat, UnderFileSystem
 from alluxiojob.ufs.local import to_local_path
+from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.worker.cache import Cache
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -83,6 +84,23 @@ def _open_read_through(path: str, allowlist: PathAllowlist, uri: str) -> tuple[i
     return fd, info.st_size
 
 
+async def _stream_ufs(ufs: UnderFileSystem, uri: str, start: int, end: int,  # type: ignore[no-untyped-def]
+                      version: str):
+    """Object read-through: the store's blocking reader, one bounded chunk per thread call."""
+    chunks = ufs.read(uri, start, end - start + 1, version)
+    while True:
+        chunk = await trio.to_thread.run_sync(next, chunks, None)
+        if chunk is None:
+            return
+        yield bytes(chunk)  # a plain copy of the client's buffer for the HTTP layer
+
+
+def _stat_object(ufs: UnderFileSystem, allowlist: PathAllowlist, uri: str) -> UfsStat:
+    """Blocking: an object inside the allowlist, as it is now."""
+    allowlist.check(uri, "read-through path")
+    return ufs.stat(uri)
+
+
 def _error(exc: UfsError | OSError, uri: str) -> Response:
     if isinstance(exc, OSError):
         return JSONResponse({"error": "NOT_FOUND", "message": f"{uri}: {exc.strerror}"},
@@ -99,7 +117,8 @@ def _checked_uri(request: Request) -> str | Response:
         return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
 
 
-def file_routes(cache: Cache, allowlist: PathAllowlist) -> list[Route]:
+def file_routes(cache: Cache, allowlist: PathAllowlist,
+                settings: UfsSettings | None = None) -> list[Route]:
     async def read_file(request: Request) -> Response:
         checked = _checked_uri(request)
         if isinstance(checked, Response):
@@ -117,6 +136,8 @@ def file_routes(cache: Cache, allowlist: PathAllowlist) -> list[Route]:
                 {"error": "NOT_CACHED", "message": f"{uri} is not cached on this worker"},
                 status_code=404,
             )
+        if not cached and not is_local(uri):
+            return await _read_object(request, uri)
         open_file: Callable[[], tuple[int, int]] = (
             partial(d.open_cached, uri) if cached
             else partial(_open_read_through, to_local_path(uri), allowlist, uri))
@@ -143,6 +164,30 @@ def file_routes(cache: Cache, allowlist: PathAllowlist) -> list[Route]:
             return Response(b"", status_code=200, headers=headers)
         return StreamingResponse(_stream(open_file, start, end), status_code=status,
                                  headers=headers, media_type="application/octet-stream")
+
+    async def _read_object(request: Request, uri: str) -> Response:
+        """Read-through of an object: HEAD it once, then stream the range pinned to its ETag."""
+        ufs = ufs_for(uri, settings)
+        try:
+            info = await trio.to_thread.run_sync(_stat_object, ufs, allowlist, uri)
+        except UfsError as exc:
+            return _error(exc, uri)
+        size = info.length
+        try:
+            span = _parse_range(request.headers.get("range"), size)
+        except ValueError as exc:
+            return JSONResponse({"error": "BAD_RANGE", "message": str(exc)}, status_code=416,
+                                headers={"Content-Range": f"bytes */{size}"})
+        headers = {"Accept-Ranges": "bytes", "X-Alluxio-Cached": "false"}
+        start, end, status = (0, size - 1, 200) if span is None else (span[0], span[1], 206)
+        if span is not None:
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        headers["Content-Length"] = str(max(0, end - start + 1))
+        if size == 0:
+            return Response(b"", status_code=200, headers=headers)
+        return StreamingResponse(_stream_ufs(ufs, uri, start, end, info.version),
+                                 status_code=status, headers=headers,
+                                 media_type="application/octet-stream")
 
     async def locate(request: Request) -> Response:
         """What this worker holds under a path: files and bytes."""

@@ -29,7 +29,6 @@ from pathlib import Path
 import structlog
 import trio
 import trio_parallel
-from prometheus_client import CollectorRegistry, Gauge
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -61,9 +60,11 @@ from alluxiojob.security import PathAllowlist, Security, check_peer
 from alluxiojob.security.access import protected_mode_warning
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.liveness import LeaseRegistration, liveness_root
+from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.web import metrics_endpoint, serve_app
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
+from alluxiojob.worker.metrics import WorkerMetrics
 from alluxiojob.worker.reads import file_routes
 
 log = structlog.get_logger("alluxiojob.worker")
@@ -161,35 +162,20 @@ class WorkerService:
         dirs = [Path(d) for d in config[Keys.PAGE_STORE_DIRS]]
         sizes: tuple[int, ...] = config[Keys.PAGE_STORE_SIZES]
         self.cache = Cache(dirs, list(sizes))
+        pool_size = pool_size_for(config)
+        self.ufs_settings = UfsSettings.from_config(config, pool_size)
         self.allowlist = PathAllowlist.from_config(config)
         self.executor = TaskExecutor(
-            self.cache, config[Keys.PARTITION_SIZE], pool_size_for(config),
+            self.cache, config[Keys.PARTITION_SIZE], pool_size,
             pin_seconds=config[Keys.WORKER_PIN_TIME], allowlist=self.allowlist,
+            ufs_settings=self.ufs_settings,
         )
         self.run_task: RunTask = run_task or self.executor.run
         self.task_timeout = config[Keys.JOB_TASK_TIMEOUT]
         self.security = Security.from_config(config, serving=True)
         self.token = self.security.token
         self.sessions = 0
-        self.registry = CollectorRegistry()
-        self._metrics()
-
-    def _metrics(self) -> None:
-        stats = self.executor.stats
-        gauges = {
-            "alluxio_worker_job_tasks_unfinished": lambda: stats.unfinished_tasks,
-            "alluxio_worker_job_shards_active": lambda: stats.active_shards,
-            "alluxio_worker_job_files_loaded": lambda: stats.files_loaded,
-            "alluxio_worker_job_bytes_loaded": lambda: stats.bytes_loaded,
-            "alluxio_worker_job_files_failed": lambda: stats.files_failed,
-            "alluxio_worker_job_files_freed": lambda: stats.files_freed,
-            "alluxio_worker_cache_bytes_used": lambda: self.cache.used,
-            "alluxio_worker_cache_bytes_capacity": lambda: self.cache.capacity,
-            "alluxio_worker_cache_files": lambda: self.cache.files,
-            "alluxio_worker_job_pool_size": lambda: self.executor.pool_size,
-        }
-        for name, fn in gauges.items():
-            Gauge(name, name.replace("_", " "), registry=self.registry).set_function(fn)
+        self.metrics = WorkerMetrics(self.executor, self.cache)
 
     def status(self, request_id: int) -> StatusReply:
         try:
@@ -213,7 +199,7 @@ class WorkerService:
         host, peer = _peer_of(request.remote)
         headers = {k.lower(): v for k, v in request.headers}
         denial = check_peer(self.token, host, request.path, headers.get(b"authorization"),
-                            _host_header(request))
+                            _host_header(request), public=frozenset())
         if denial is not None:
             log.warning("refused a websocket peer", peer=peer, reason=denial.message)
             with trio.move_on_after(2):
@@ -322,6 +308,7 @@ class WorkerService:
                     result = failed_task(
                         batch, Reason.TASK_TIMEOUT,
                         f"the task passed alluxio.job.task.timeout={self.task_timeout:g}s")
+            self.metrics.record_task(batch.op, result)
             try:
                 await session.send(result)
             except ConnectionClosed:
@@ -347,9 +334,9 @@ class WorkerService:
 
         routes = [
             Route("/healthz", healthz),
-            Route("/metrics", metrics_endpoint(self.registry)),  # type: ignore[arg-type]
+            Route("/metrics", metrics_endpoint(self.metrics.registry)),  # type: ignore[arg-type]
             Route("/api/v1/worker/status", status),
-            *file_routes(self.cache, self.allowlist),
+            *file_routes(self.cache, self.allowlist, self.ufs_settings),
         ]
         return Starlette(routes=routes)
 

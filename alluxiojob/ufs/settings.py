@@ -1,0 +1,51 @@
+"""What a process needs to reach the object stores, read from its own configuration.
+
+Every process (the coordinator that lists, a worker and each of its pool processes that
+read and write) builds its store handles from these settings; credentials never travel
+in tasks. The secret is kept out of ``repr`` so that it cannot reach a log line by
+accident, and ``redact`` scrubs it from any message that leaves the process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from alluxiojob.config import Config, Keys
+
+# Environment variables whose values are secrets, whichever store reads them.
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY",
+               "AZURE_STORAGE_SAS_KEY", "AZURE_CLIENT_SECRET")
+
+
+@dataclass(frozen=True)
+class UfsSettings:
+    s3_endpoint: str = ""
+    s3_region: str = ""
+    s3_path_style: bool = False
+    s3_access_key: str = field(default="", repr=False)
+    s3_secret_key: str = field(default="", repr=False)
+    max_retries: int = 10
+    requests_per_process: int = 64  # object-store requests a pool process keeps in flight
+
+    @classmethod
+    def from_config(cls, config: Config, pool_size: int = 1) -> UfsSettings:
+        in_flight = config[Keys.WORKER_UFS_REQUESTS_MAX]
+        return cls(
+            s3_endpoint=config[Keys.S3_ENDPOINT],
+            s3_region=config[Keys.S3_REGION],
+            s3_path_style=config[Keys.S3_DISABLE_DNS_BUCKETS],
+            s3_access_key=config[Keys.S3_ACCESS_KEY],
+            s3_secret_key=config[Keys.S3_SECRET_KEY],
+            max_retries=config[Keys.UFS_MAX_RETRIES],
+            requests_per_process=max(1, -(-in_flight // max(1, pool_size))),
+        )
+
+    def secrets(self) -> list[str]:
+        found = [self.s3_secret_key] + [os.environ.get(name, "") for name in _SECRET_ENV]
+        return [s for s in found if len(s) >= 4]
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets():
+            text = text.replace(secret, "***")
+        return text

@@ -1,0 +1,129 @@
+"""Loading objects into the cache: runs inside the worker's pool processes.
+
+An object store is latency-bound, so each pool process keeps many requests in flight: a
+shard's jobs run on a thread pool of ``UfsSettings.requests_per_process`` threads (the
+store client releases the GIL while it waits). A job is a whole small object, written to
+``tmp/`` and renamed into ``data/`` here, or one range of a large object, written in
+place at its offset in the preallocated tmp file that the parent renames once every
+range is done. Ranges are pinned to the ETag the parent read with HEAD (``If-Match``),
+so a change mid-read is ``UFS_CHANGED``, never a mixed file. Bytes are streamed in
+bounded chunks: memory is bounded by the chunks in flight, not by object sizes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from alluxiojob.ufs import ufs_for
+from alluxiojob.ufs.base import UfsError
+from alluxiojob.ufs.local import reason_for
+from alluxiojob.ufs.objects import ObjectStoreUfs
+from alluxiojob.ufs.settings import UfsSettings
+from alluxiojob.worker.copier import CopyOutcome, ensure_parent
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def thread_pool(size: int) -> ThreadPoolExecutor:
+    """This process's request threads, made once (and again only if the size changes)."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size != size:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(size, thread_name_prefix="ufs")
+            _pool_size = size
+        return _pool
+
+
+class Pacer:
+    """Shared by a shard's threads: keeps their total rate under ``rate`` bytes/s."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.started = time.monotonic()
+        self.sent = 0
+        self.lock = threading.Lock()
+
+    def account(self, nbytes: int) -> None:
+        if not self.rate:
+            return
+        with self.lock:
+            self.sent += nbytes
+            ahead = self.sent / self.rate - (time.monotonic() - self.started)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+@dataclass(frozen=True)
+class FetchJob:
+    uri: str  # the object
+    tmp: str  # tmp path to write
+    final: str  # data/ path; "" for a range of a large object (the parent renames)
+    offset: int = 0
+    length: int = -1  # -1: the whole object
+    version: str = ""  # ranges: the ETag they must match
+
+
+def _object_ufs(uri: str, settings: UfsSettings) -> ObjectStoreUfs:
+    ufs = ufs_for(uri, settings)
+    assert isinstance(ufs, ObjectStoreUfs)
+    return ufs
+
+
+def fetch_one(job: FetchJob, settings: UfsSettings, pacer: Pacer) -> CopyOutcome:
+    ufs = _object_ufs(job.uri, settings)
+    try:
+        if job.final:
+            ensure_parent(job.tmp)
+            info, chunks = ufs.open(job.uri)
+            written = 0
+            with open(job.tmp, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                    written += len(chunk)
+                    pacer.account(len(chunk))
+            if written != info.length:
+                raise UfsError("UFS_CHANGED", f"{job.uri} gave {written} bytes, not "
+                               f"{info.length}; it will be retried")
+            ensure_parent(job.final)
+            os.rename(job.tmp, job.final)
+            return CopyOutcome(True, written, info.length, info.mtime_ns, version=info.version)
+        fd = os.open(job.tmp, os.O_WRONLY)
+        try:
+            position = job.offset
+            for chunk in ufs.read(job.uri, job.offset, job.length, job.version):
+                os.pwrite(fd, chunk, position)
+                position += len(chunk)
+                pacer.account(len(chunk))
+        finally:
+            os.close(fd)
+        return CopyOutcome(True, position - job.offset, version=job.version)
+    except UfsError as exc:
+        _discard(job)
+        return CopyOutcome(False, reason=exc.reason, message=str(exc))
+    except OSError as exc:
+        _discard(job)
+        return CopyOutcome(False, reason=reason_for(exc),
+                           message=f"caching {job.uri}: {job.tmp}: {exc.strerror}")
+
+
+def _discard(job: FetchJob) -> None:
+    if job.final:
+        try:
+            os.unlink(job.tmp)
+        except OSError:
+            pass
+
+
+def fetch_shard(jobs: list[FetchJob], settings: UfsSettings, rate: int = 0) -> list[CopyOutcome]:
+    """Run in a pool process: fetch every job, many at a time; never raises for one file."""
+    pool = thread_pool(settings.requests_per_process)
+    pacer = Pacer(rate)
+    return list(pool.map(lambda job: fetch_one(job, settings, pacer), jobs))

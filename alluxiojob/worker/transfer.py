@@ -1,0 +1,130 @@
+"""COPY and MOVE between any two UFSes (s3→local, local→s3, s3→s3): runs in pool processes.
+
+Local→local keeps its own path (``copier.transfer_shard``: copy_file_range beside the
+target, then rename). Every other pair streams the source through the destination's
+atomic ``write``: a local file is written beside its target, fsynced and renamed; an
+object is one PUT, or a multipart upload completed at the end, so it appears only when
+complete. Threads keep many requests in flight, as for loading.
+
+MOVE deletes a source only once the destination is a different object holding exactly
+the bytes just read: the write counted them, the destination's length was checked after
+it, and the source still has the version that was read (so a source rewritten meanwhile
+is kept). A destination found already in place from an interrupted MOVE is compared
+byte for byte before its source goes. At any point of an interruption, every file is in
+the source, the destination, or both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from alluxiojob.ufs import ufs_for
+from alluxiojob.ufs.base import UfsError, UfsStat, UnderFileSystem
+from alluxiojob.ufs.local import LocalUfs, to_local_path
+from alluxiojob.ufs.objects import ObjectStoreUfs
+from alluxiojob.ufs.settings import UfsSettings
+from alluxiojob.worker.copier import CopyOutcome
+from alluxiojob.worker.fetch import thread_pool
+
+
+@dataclass(frozen=True)
+class TransferJob:
+    src: str  # URI
+    dst: str  # URI
+
+
+def _open(ufs: UnderFileSystem, uri: str) -> tuple[UfsStat, Iterator[bytes]]:
+    if isinstance(ufs, ObjectStoreUfs):
+        return ufs.open(uri)
+    info = ufs.stat(uri)
+    return info, ufs.read(uri, 0, info.length)
+
+
+def _exists(ufs: UnderFileSystem, uri: str) -> bool:
+    """The destination file or object itself (keys under it are no conflict)."""
+    if not isinstance(ufs, ObjectStoreUfs):
+        return ufs.exists(uri)
+    try:
+        ufs.stat(uri)
+        return True
+    except UfsError as exc:
+        if exc.reason == "UFS_NOT_FOUND":
+            return False
+        raise
+
+
+def _same_content(src_ufs: UnderFileSystem, src: str, dst_ufs: UnderFileSystem,
+                  dst: str) -> bool:
+    """Byte for byte, in bounded chunks."""
+    try:
+        a_info, a = _open(src_ufs, src)
+        b_info, b = _open(dst_ufs, dst)
+    except UfsError:
+        return False
+    if a_info.length != b_info.length:
+        return False
+    left, right = b"", b""
+    a_done = b_done = False
+    while True:
+        while len(left) < 1 << 20 and not a_done:
+            try:
+                left += next(a)
+            except StopIteration:
+                a_done = True
+        while len(right) < len(left) and not b_done:
+            try:
+                right += next(b)
+            except StopIteration:
+                b_done = True
+        n = min(len(left), len(right))
+        if left[:n] != right[:n]:
+            return False
+        left, right = left[n:], right[n:]
+        if a_done and b_done:
+            return not left and not right
+        if n == 0 and (a_done or b_done):
+            return False
+
+
+def transfer_one(job: TransferJob, move: bool, overwrite: bool,
+                 settings: UfsSettings) -> CopyOutcome:
+    src_ufs, dst_ufs = ufs_for(job.src, settings), ufs_for(job.dst, settings)
+    try:
+        if isinstance(dst_ufs, LocalUfs) and os.path.isdir(to_local_path(job.dst)):
+            return CopyOutcome(False, reason="INVALID_PATH", message=(
+                f"cannot write {job.dst}: a directory of that name is in the way (a local "
+                "tree cannot hold a file and a directory of the same name, as an object "
+                "store can)"))
+        if not overwrite and _exists(dst_ufs, job.dst):
+            if move and _same_content(src_ufs, job.src, dst_ufs, job.dst):
+                # An earlier MOVE wrote it but did not get to remove the source.
+                length = dst_ufs.stat(job.dst).length
+                src_ufs.delete(job.src)
+                return CopyOutcome(True, length)
+            return CopyOutcome(False, reason="EXISTS", message=f"{job.dst} exists; use "
+                               "--overwrite")
+        info, chunks = _open(src_ufs, job.src)
+        written = dst_ufs.write(job.dst, chunks, info.length, overwrite=True)
+        if written.length != info.length:
+            return CopyOutcome(False, reason="IO_ERROR", message=f"{job.dst} holds "
+                               f"{written.length} bytes, the source {info.length}")
+        if move:
+            now = src_ufs.stat(job.src)
+            if (now.length, now.version or now.mtime_ns) != (info.length,
+                                                             info.version or info.mtime_ns):
+                return CopyOutcome(False, reason="UFS_CHANGED", message=f"{job.src} changed "
+                                   "while it was moved; it is kept and will be retried")
+            src_ufs.delete(job.src)
+        return CopyOutcome(True, info.length, info.length, info.mtime_ns,
+                           version=info.version)
+    except UfsError as exc:
+        return CopyOutcome(False, reason=exc.reason, message=str(exc))
+
+
+def transfer_objects_shard(jobs: list[TransferJob], move: bool, overwrite: bool,
+                           settings: UfsSettings) -> list[CopyOutcome]:
+    """Run in a pool process: every job, many at a time; never raises for one file."""
+    pool = thread_pool(settings.requests_per_process)
+    return list(pool.map(lambda job: transfer_one(job, move, overwrite, settings), jobs))

@@ -1,0 +1,352 @@
+"""Benchmark alluxiojob LOAD from S3 against ``rclone copy --transfers 32`` from the same bucket.
+
+Run it through ``scripts/bench`` (its S3 part; ``--s3-only`` runs just this). In one run,
+on one S3 API server (moto, in its own process, ``alluxiojob.testing.s3``) and the same
+data:
+
+* uploads (a) 20,000 x 4 KiB objects in 100 prefixes and (b) 4 x 256 MiB objects;
+* starts 1 coordinator + 2 workers (partition size 64 MiB, so a large object is 4 ranged
+  reads) pointed at the server by the ``alluxio.underfs.s3.*`` properties;
+* for an added latency of 0 ms and then 20 ms per request (a sleep in the server's
+  request thread), times per dataset (after one untimed warm-up for (b); every run's
+  output is checked) N paired repetitions in rotating order of:
+  ``alluxiojob job load --path s3://... --wait`` (FREE before each,
+  untimed; wall time and submit-to-SUCCEEDED as the coordinator recorded it) and
+  ``rclone copy --transfers 32 remote:bucket/prefix DIR`` (rclone configured only by
+  environment variables; its output removed and ``sync`` run between timings);
+* samples the VmRSS of the workers and of the S3 server every 0.2 s during each LOAD,
+  and the CPU time of the server and of the client side (rclone; or the coordinator and
+  the workers with their pool processes) per run;
+* prints medians, objects/s, MiB/s and the ratios rclone_time / alluxiojob_time.
+
+``--quick``: 2,000 small objects and 4 x 64 MiB (16 MiB partitions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench  # noqa: E402
+from bench import KIB, MIB, BenchError, Cluster, log, run_timed, sync  # noqa: E402
+
+from alluxiojob.testing.s3 import S3Server  # noqa: E402
+
+BUCKET = "alluxiojob-bench"
+LATENCIES = (0.0, 0.02)
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def session_cpu_seconds(sid: int) -> float:
+    """CPU time of every live process in session ``sid`` (a service and its pool)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # fields[3] is the session id (field 6 of stat)
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def session_rss_kib(sid: int) -> int:
+    """VmRSS summed over session ``sid``: a worker and its pool processes, which fetch."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:
+                total += bench.vm_rss_kib(int(entry))
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+class SessionRssSampler(threading.Thread):
+    """Peak summed RSS of each session (the "s3" entry: of that one process), every 0.2 s."""
+
+    def __init__(self, sids: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.sids = sids
+        self.peak_kib = dict.fromkeys(sids, 0)
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            for name, sid in self.sids.items():
+                rss = bench.vm_rss_kib(sid) if name == "s3" else session_rss_kib(sid)
+                self.peak_kib[name] = max(self.peak_kib[name], rss)
+            self._stop_event.wait(0.2)
+
+    def __enter__(self) -> SessionRssSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def upload(server: S3Server, prefix: str, count: int, size: int, dirs: int) -> None:
+    log(f"uploading {count:,} objects of {size // KIB:,} KiB to s3://{BUCKET}/{prefix}")
+    started = time.monotonic()
+    if size >= 64 * MIB:
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB,
+                                max_concurrency=8)
+        for i in range(count):
+            server.client().upload_fileobj(io.BytesIO(os.urandom(size)), BUCKET,
+                                           f"{prefix}/large-{i}.bin", Config=config)
+    else:
+        per_dir = -(-count // dirs)
+        objects = {f"{prefix}/dir-{i // per_dir:03d}/file-{i % per_dir:05d}.bin":
+                   os.urandom(size) for i in range(count)}
+        server.put_many(BUCKET, objects, threads=16)
+    log(f"uploaded in {time.monotonic() - started:.0f}s")
+
+
+class S3Load:
+    """LOAD and FREE of one S3 prefix on the bench cluster, checked against the caches."""
+
+    def __init__(self, cluster: Cluster, uri: str, files: int, nbytes: int) -> None:
+        self.cluster, self.uri, self.files, self.nbytes = cluster, uri, files, nbytes
+
+    def cached(self) -> tuple[int, int]:
+        _, _, rest = self.uri.partition("://")
+        bucket, _, prefix = rest.partition("/")
+        files = nbytes = 0
+        for cache in self.cluster.cache_dirs:
+            f, b = bench.tree_stats(cache / "data" / "s3" / bucket / (prefix + "%"))
+            files, nbytes = files + f, nbytes + b
+        return files, nbytes
+
+    def load(self) -> tuple[float, float]:
+        started = time.perf_counter()
+        result = self.cluster.cli("job", "load", "--path", self.uri, "--wait", check=False)
+        wall = time.perf_counter() - started
+        if result.returncode != 0:
+            self.cluster.check_alive()
+            raise BenchError(f"LOAD of {self.uri} exited {result.returncode}:\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
+        report = json.loads(self.cluster.cli("job", "load", "--path", self.uri, "--progress",
+                                             "--format", "JSON").stdout)
+        job = report["job"]
+        if job["state"] != "SUCCEEDED" or self.cached() != (self.files, self.nbytes):
+            raise BenchError(f"LOAD of {self.uri}: {job['state']}, cached {self.cached()}, "
+                             f"expected {(self.files, self.nbytes)}")
+        return wall, float(job["finished_at"]) - float(job["created_at"])
+
+    def free(self) -> None:
+        self.cluster.cli("job", "free", "--path", self.uri, "--wait")
+        if self.cached()[0]:
+            raise BenchError(f"FREE of {self.uri} left {self.cached()[0]} files cached")
+
+
+def bench_prefix(name: str, load: S3Load, server: S3Server, out: Path, reps: int,
+                 rclone: str | None, warm_up: bool) -> dict[str, object]:
+    # rclone's AWS SDK refuses a custom CA bundle with its own HTTP transport; the
+    # server is plain http anyway.
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    env.update({"RCLONE_CONFIG": "/dev/null", **server.rclone_env("bench")})
+    prefix = load.uri.split(f"{BUCKET}/", 1)[1]
+    times: dict[str, list[float]] = {"alluxiojob": [], "job": []}
+    if rclone:
+        times["rclone"] = []
+    server_cpu: dict[str, list[float]] = {k: [] for k in times if k != "job"}
+    client_cpu: dict[str, list[float]] = {k: [] for k in times if k != "job"}
+    peaks: list[int] = []
+    server_peaks: list[int] = []
+
+    def run_rclone(timed: bool) -> None:
+        assert rclone is not None
+        dst = out / "rclone"
+        shutil.rmtree(dst, ignore_errors=True)
+        sync()
+        cpu = cpu_seconds(server.pid or 0)
+        mine = children_cpu_seconds()
+        took = run_timed([rclone, "copy", "--transfers", "32", f"bench:{BUCKET}/{prefix}",
+                          os.fspath(dst)], env)
+        cpu = cpu_seconds(server.pid or 0) - cpu
+        mine = children_cpu_seconds() - mine
+        got = bench.tree_stats(dst)
+        if got != (load.files, load.nbytes):
+            raise BenchError(f"rclone copied {got}, expected {(load.files, load.nbytes)}")
+        shutil.rmtree(dst, ignore_errors=True)
+        sync()
+        if timed:
+            times["rclone"].append(took)
+            server_cpu["rclone"].append(cpu)
+            client_cpu["rclone"].append(mine)
+
+    def run_alluxiojob(timed: bool) -> None:
+        if load.cached()[0]:
+            load.free()
+        sync()
+        cpu = cpu_seconds(server.pid or 0)
+        pids = {n: load.cluster.pid(n) for n in ("worker1", "worker2")}
+        mine = sum(session_cpu_seconds(pid) for pid in [*pids.values(),
+                                                        load.cluster.pid("coordinator")])
+        pids["s3"] = server.pid or 0
+        with SessionRssSampler(pids) as sampler:
+            wall, elapsed = load.load()
+        cpu = cpu_seconds(server.pid or 0) - cpu
+        mine = sum(session_cpu_seconds(load.cluster.pid(n))
+                   for n in ("worker1", "worker2", "coordinator")) - mine
+        load.free()
+        sync()
+        if timed:
+            times["alluxiojob"].append(wall)
+            times["job"].append(elapsed)
+            server_cpu["alluxiojob"].append(cpu)
+            client_cpu["alluxiojob"].append(mine)
+            peaks.append(max(sampler.peak_kib["worker1"], sampler.peak_kib["worker2"]))
+            server_peaks.append(sampler.peak_kib["s3"])
+
+    tools = {"alluxiojob": run_alluxiojob}
+    if rclone:
+        tools["rclone"] = run_rclone
+    if warm_up:
+        log(f"[{name}] warm-up")
+        for run in tools.values():
+            run(False)
+    order = list(tools)
+    for rep in range(reps):
+        for tool in order[rep % len(order):] + order[:rep % len(order)]:
+            tools[tool](True)
+        log(f"[{name}] rep {rep + 1}/{reps}: "
+            + ", ".join(f"{t} {times[t][-1]:.2f}s" for t in order)
+            + f", job {times['job'][-1]:.2f}s")
+    return {"name": name, "files": load.files, "bytes": load.nbytes, "times": times,
+            "server_cpu": server_cpu, "client_cpu": client_cpu, "worker_peak_kib": peaks,
+            "server_peak_kib": server_peaks}
+
+
+def print_table(result: dict[str, object], latency: float, reps: int) -> None:
+    times: dict[str, list[float]] = result["times"]  # type: ignore[assignment]
+    cpu: dict[str, list[float]] = result["server_cpu"]  # type: ignore[assignment]
+    client: dict[str, list[float]] = result["client_cpu"]  # type: ignore[assignment]
+    files, nbytes = int(result["files"]), int(result["bytes"])  # type: ignore[call-overload]
+    mib = nbytes / MIB
+    print()
+    print(f"S3 {result['name']}: {files:,} objects, {mib:,.0f} MiB, +{latency * 1000:.0f} ms "
+          f"per request, median of {reps}")
+    header = (f"{'tool':<34} {'median s':>9} {'min s':>8} {'max s':>8} {'objects/s':>10} "
+              f"{'MiB/s':>8} {'server CPU s':>13} {'client CPU s':>13}")
+    print(header)
+    print("-" * len(header))
+    rows = [("alluxiojob load --wait (wall)", "alluxiojob"), ("alluxiojob submit→SUCCEEDED", "job")]
+    if "rclone" in times:
+        rows.insert(0, ("rclone copy --transfers 32", "rclone"))
+    for label, key in rows:
+        values = times[key]
+        med = statistics.median(values)
+        server = statistics.median(cpu[key]) if key in cpu else float("nan")
+        mine = statistics.median(client[key]) if key in client else float("nan")
+        print(f"{label:<34} {med:>9.2f} {min(values):>8.2f} {max(values):>8.2f} "
+              f"{files / med:>10,.0f} {mib / med:>8.1f} {server:>13.1f} {mine:>13.1f}")
+    if "rclone" in times:
+        ratio_wall = statistics.median(r / a for r, a in zip(times["rclone"], times["alluxiojob"],
+                                                             strict=True))
+        ratio_job = statistics.median(r / a for r, a in zip(times["rclone"], times["job"],
+                                                            strict=True))
+        print(f"  ratio rclone_time / alluxiojob_time: wall {ratio_wall:.2f}, "
+              f"submit→SUCCEEDED {ratio_job:.2f}")
+    peaks: list[int] = result["worker_peak_kib"]  # type: ignore[assignment]
+    server_peaks: list[int] = result["server_peak_kib"]  # type: ignore[assignment]
+    if peaks:
+        print(f"  worker peak RSS during LOAD (a worker and its pool processes): "
+              f"{max(peaks) / KIB:.0f} MiB; S3 server peak RSS {max(server_peaks) / KIB:.0f} MiB")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench --s3-only")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args, _ = parser.parse_known_args(argv)
+    small_count, large_size, partition = ((2_000, 64 * MIB, "16MiB") if args.quick
+                                          else (20_000, 256 * MIB, "64MiB"))
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    base = Path(tempfile.mkdtemp(prefix="alluxiojob-bench-s3."))
+    rclone = shutil.which("rclone")
+    server = S3Server(log_path=os.fspath(base / "s3.log"))
+    cluster: Cluster | None = None
+    results = []
+    try:
+        server.start()
+        server.create_bucket(BUCKET)
+        upload(server, "small", small_count, 4 * KIB, 100)
+        upload(server, "large", 4, large_size, 1)
+        props = [f"{k}={v}" for k, v in server.properties().items()]
+        cluster = Cluster(base / "cluster", [f"alluxio.worker.load.file.partition.size={partition}",
+                                             *props])
+        cluster.start()
+        print(f"\nS3: moto S3 server in its own process on 127.0.0.1 (pid {server.pid}); "
+              f"1 coordinator + 2 workers, partition size {partition}, "
+              "alluxio.worker.job.ufs.requests.max default (256 per worker)")
+        loads = [("small", S3Load(cluster, f"s3://{BUCKET}/small", small_count,
+                                  small_count * 4 * KIB)),
+                 ("large", S3Load(cluster, f"s3://{BUCKET}/large", 4, 4 * large_size))]
+        for latency in LATENCIES:
+            server.set_latency(latency)
+            for name, load in loads:
+                # Every run is checked; the small set is long enough not to need a
+                # warm-up (the worker pools start with the workers).
+                result = bench_prefix(name, load, server, base / "out", args.reps, rclone,
+                                      warm_up=name == "large")
+                result["latency"] = latency
+                results.append(result)
+                print_table(result, latency, args.reps)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return 0
+    except BenchError as exc:
+        print(f"bench S3: FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""etcd's history of the job keys, and the audit of who wrote what.
+
+The chaos run reads etcd through its own JSON gateway, independently of the job store's
+client, and replays every change under the job prefix since revision 1 (the run never
+compacts). ``audit_owner_writes`` is pure: events in, problems out.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from alluxiojob.protocol.codec import unpack_record
+
+OWNED = {"RUNNING", "VERIFYING"}
+JOB_PREFIX = "/alluxio/jobs/"
+SENTINEL = JOB_PREFIX + "~chaos-history-end"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+class EtcdGateway:
+    """etcd's own JSON gateway, read by the checker independently of the job store."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def put(self, key: str, value: bytes) -> None:
+        body = {"key": _b64(key.encode()), "value": _b64(value)}
+        httpx.post(f"{self.url}/v3/kv/put", json=body, timeout=5).raise_for_status()
+
+    def scan(self, prefix: str, timeout: float = 2.0) -> list[tuple[str, bytes, int]]:
+        raw = prefix.encode()
+        body = {"key": _b64(raw), "range_end": _b64(_prefix_end(raw))}
+        answer = httpx.post(f"{self.url}/v3/kv/range", json=body, timeout=timeout)
+        answer.raise_for_status()
+        return [(base64.b64decode(kv["key"]).decode(), base64.b64decode(kv.get("value", "")),
+                 int(kv.get("mod_revision", 0))) for kv in answer.json().get("kvs", ())]
+
+    def history(self, prefix: str, timeout: float = 120.0) -> list[HistoryEvent]:
+        """Every change under ``prefix`` since revision 1, in order (needs no compaction).
+
+        A sentinel key is written first, with a value of its own; the watch replays
+        history up to that write.
+        """
+        nonce = os.urandom(16)
+        self.put(SENTINEL, nonce)
+        raw = prefix.encode()
+        body = {"create_request": {"key": _b64(raw), "range_end": _b64(_prefix_end(raw)),
+                                   "start_revision": "1"}}
+        events: list[HistoryEvent] = []
+        deadline = time.monotonic() + timeout
+        with httpx.stream("POST", f"{self.url}/v3/watch", json=body,
+                          timeout=httpx.Timeout(10, read=30)) as answer:
+            answer.raise_for_status()
+            for line in answer.iter_lines():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"etcd history not read within {timeout}s")
+                if not line.strip():
+                    continue
+                result = json.loads(line).get("result", {})
+                if result.get("compact_revision") not in (None, "0"):
+                    raise RuntimeError("etcd history was compacted; cannot audit it")
+                for event in result.get("events", ()):
+                    kv = event["kv"]
+                    key = base64.b64decode(kv["key"]).decode(errors="replace")
+                    if key == SENTINEL:
+                        if base64.b64decode(kv.get("value", "")) == nonce:
+                            return events
+                        continue
+                    events.append(HistoryEvent(
+                        int(kv.get("mod_revision", 0)), event.get("type", "PUT"), key,
+                        base64.b64decode(kv.get("value", ""))))
+        raise RuntimeError("etcd's watch ended before the end of its history")
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    revision: int
+    type: str  # PUT or DELETE
+    key: str
+    value: bytes
+
+
+def audit_owner_writes(events: Iterable[HistoryEvent], prefix: str = JOB_PREFIX) -> list[str]:
+    """Writes to a job's records accepted from a coordinator that did not own the job.
+
+    A ``progress/<id>`` write must come from the owner the job record names just before
+    it (its ``writer``); a ``failures/<id>/…`` write must happen while the job is owned;
+    a job's move from RUNNING/VERIFYING to SUCCEEDED/FAILED must carry its owner's
+    progress in the same transaction (revision).
+    """
+    jobs: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    by_revision: dict[int, list[HistoryEvent]] = {}
+    for event in events:
+        by_revision.setdefault(event.revision, []).append(event)
+    for revision in sorted(by_revision):
+        batch = by_revision[revision]
+        before = dict(jobs)  # the job records as they were just before this transaction
+        progress_writers: dict[str, str] = {}
+        for event in batch:
+            kind, _, rest = event.key[len(prefix):].partition("/")
+            job_id = rest.split("/", 1)[0]
+            if event.type == "DELETE":
+                if kind == "job":
+                    jobs.pop(job_id, None)
+                continue
+            if kind == "job":
+                jobs[job_id] = unpack_record(event.value)
+            elif kind == "progress":
+                writer = str(unpack_record(event.value).get("writer", ""))
+                progress_writers[job_id] = writer
+                prior = before.get(job_id)
+                if prior is None or prior["state"] not in OWNED or prior["owner"] != writer:
+                    held = "no record" if prior is None else \
+                        f"{prior['state']} owned by {prior['owner'] or 'nobody'}"
+                    problems.append(f"revision {revision}: progress of job {job_id} written "
+                                    f"by {writer or 'an unnamed writer'} while the job was "
+                                    f"{held}")
+            elif kind == "failures":
+                prior = before.get(job_id)
+                if prior is None or prior["state"] not in OWNED:
+                    state = "gone" if prior is None else prior["state"]
+                    problems.append(f"revision {revision}: failure record of job {job_id} "
+                                    f"written while the job was {state}")
+        for job_id, record in jobs.items():
+            prior = before.get(job_id)
+            if (prior is not None and prior is not record and prior["state"] in OWNED
+                    and record["state"] in ("SUCCEEDED", "FAILED")
+                    and progress_writers.get(job_id) != prior["owner"]):
+                problems.append(f"revision {revision}: job {job_id} became {record['state']} "
+                                f"without the progress of its owner {prior['owner']}")
+    return problems
+
+
+__all__ = ["JOB_PREFIX", "OWNED", "EtcdGateway", "HistoryEvent", "audit_owner_writes"]

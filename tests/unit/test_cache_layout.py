@@ -1,0 +1,65 @@
+"""Where a UFS file lives under a cache's ``data/``: deterministic, one to one, contained."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alluxiojob.ufs.base import UfsError
+from alluxiojob.worker.cache import IndexEntry, cache_relpath
+
+
+def test_documented_examples() -> None:
+    assert cache_relpath("s3://b/a") == "s3/b/a"
+    assert cache_relpath("s3://b/a/x") == "s3/b/a%/x"
+    assert cache_relpath("s3://b/a/x%y") == "s3/b/a%/x%25y"
+    assert cache_relpath("s3://b/d/..") == "s3/b/d%/%2E%2E"
+    assert cache_relpath("gs://b/.") == "gs/b/%2E"
+    assert cache_relpath("file:///data/x") == "data/x"
+    assert cache_relpath("/s3/x") == "s3%/x", "a local /s3 never meets the objects"
+    assert cache_relpath("/s3%/x") == "s3%%/x"
+
+
+def test_a_key_beside_keys_under_it() -> None:
+    leaf, under = cache_relpath("s3://b/a"), cache_relpath("s3://b/a/b")
+    assert not under.startswith(leaf + "/"), "the leaf 'a' is not the directory of 'a/b'"
+
+
+def test_markers_and_escapes_are_refused() -> None:
+    for uri in ("s3://b/a/", "s3://b", "s3:///k", "/a/../b", "file:///", "s3://../k"):
+        with pytest.raises(UfsError) as caught:
+            cache_relpath(uri)
+        assert caught.value.reason == "INVALID_PATH"
+
+
+def test_a_component_too_long_names_the_key() -> None:
+    key = "d/" + "x" * 256
+    with pytest.raises(UfsError) as caught:
+        cache_relpath(f"s3://b/{key}")
+    assert caught.value.reason == "INVALID_PATH"
+    assert key in str(caught.value)
+
+
+keys = st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/"),
+                        min_size=1, max_size=8), min_size=1, max_size=4).map("/".join)
+
+
+@given(keys, keys)
+def test_distinct_keys_get_distinct_paths_and_never_nest_in_a_leaf(a: str, b: str) -> None:
+    path_a, path_b = cache_relpath(f"s3://bk/{a}"), cache_relpath(f"s3://bk/{b}")
+    assert (path_a == path_b) == (a == b)
+    assert not path_b.startswith(path_a + "/"), "a cached file is never a directory"
+    for part in path_a.split("/"):
+        assert part not in ("", ".", "..")
+
+
+def test_index_entries_compare_etag_for_objects_and_mtime_for_files() -> None:
+    obj = IndexEntry(10, 1, 0.0, "job", '"etag"')
+    assert obj.matches(10, 999, '"etag"'), "an object's mtime does not matter"
+    assert not obj.matches(10, 1, '"other"')
+    assert not obj.matches(11, 1, '"etag"')
+    local = IndexEntry(10, 5, 0.0, "job")
+    assert local.matches(10, 5, "")
+    assert not local.matches(10, 6, "")
+    assert IndexEntry.unpack(obj.pack()) == obj
