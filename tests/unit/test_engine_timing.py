@@ -113,6 +113,18 @@ def make_tree(root: Path, count: int) -> list[str]:
 
 
 @pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    """An autojump clock that jumps only after 50 ms of real idleness.
+
+    The runner lists the UFS and the workers read files in threads. A clock that jumps
+    the instant every task waits skips trio time while such a thread works (every
+    periodic timer fires in turn), and the deadlines of a test pass before the thread
+    returns. pytest-trio runs a test on the clock any of its fixtures returns.
+    """
+    return trio.testing.MockClock(autojump_threshold=0.05)
+
+
+@pytest.fixture
 async def engine_factory(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     made: list[InProcessWorker] = []
     async with trio.open_nursery() as nursery:
@@ -325,7 +337,8 @@ async def test_lease_expiry_lets_a_peer_reclaim_the_job(
         return await reclaim_orphans(is_alive)  # type: ignore[return-value]
 
     store.reclaim_orphans = counting  # type: ignore[assignment,method-assign]
-    dead = LeaseRegistration(kv.reopen(), "/alluxio/coordinators/a", b"a", ttl)
+    dead_kv = kv.reopen()
+    dead = LeaseRegistration(dead_kv, "/alluxio/coordinators/a", b"a", ttl)
     live = LeaseRegistration(kv.reopen(), "/alluxio/coordinators/b", b"b", ttl)
     reconciler = Reconciler(store, "b", interval, metrics,
                             lambda: requeued.append(trio.current_time()),
@@ -349,7 +362,10 @@ async def test_lease_expiry_lets_a_peer_reclaim_the_job(
             await trio.sleep(10 * interval)
             assert scans == scans_while_all_live, "no job scan while no peer disappears"
 
-            scope.cancel()  # coordinator a dies: its lease is no longer refreshed
+            # Coordinator a dies: its lease is no longer refreshed, nor revoked (a clean
+            # stop revokes it; a crash cannot).
+            await dead_kv.aclose()
+            scope.cancel()
             died = trio.current_time()
             await until(lambda: bool(requeued))
             nursery.cancel_scope.cancel()
