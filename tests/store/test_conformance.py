@@ -520,7 +520,7 @@ async def test_failure_of_a_name_that_is_not_utf8(jobs: JobStore) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         job_id, _ = await submit(jobs, "/data")
         owned = await claim_one(jobs, "coord-a")
-        odd = FailureRecord("/data/bad-\udcff.bin", "INVALID_PATH", "not UTF-8", 1.0)
+        odd = FailureRecord("/data/bad-\udcff.bin", Reason.INVALID_PATH, "not UTF-8", 1.0)
         await jobs.save_progress(owned, Progress(), [odd])
         assert await jobs.list_failures(job_id) == [odd]
         await jobs.save_progress(owned, Progress(), cleared=[odd.path])
