@@ -390,7 +390,7 @@ class Membership:
         self._scopes: dict[str, trio.CancelScope] = {}
         self.ring = HashRing([])
         self.live_ring = self.ring
-        self._placement = Placement(self.live_ring, self.ring.workers)
+        self._placement = Placement(self.live_ring, self.ring.workers, self.ring)
         self.changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -403,7 +403,7 @@ class Membership:
 
     def placement(self) -> Placement:
         if self._placement.ring is not self.live_ring or self._placement.members != self.members:
-            self._placement = Placement(self.live_ring, self.ring.workers)
+            self._placement = Placement(self.live_ring, self.ring.workers, self.ring)
         return self._placement
 
     def down_changed(self) -> None:

@@ -96,13 +96,24 @@ class Placement:
 
     ring: HashRing
     members: tuple[str, ...]
+    everyone: HashRing | None = None  # every member, live or down (None: ``ring`` is it)
 
     def targets(self, op: TaskOp, path: str, replicas: int) -> list[str]:
         if op is TaskOp.FREE:
             return list(self.members)
         if op in (TaskOp.COPY, TaskOp.MOVE):
             return self.ring.owners(path, 1)  # any worker will do; the ring spreads them
-        return self.ring.owners(path, replicas)
+        owners = self.ring.owners(path, replicas)
+        if len(owners) < replicas and self.everyone is not None:
+            # Fewer live workers than replicas: the missing replicas go to down owners,
+            # where they wait (and fail as unreachable if the owner stays down). A
+            # replica is never dropped, nor put beside another replica of its file.
+            for worker in self.everyone.owners(path, replicas):
+                if len(owners) == replicas:
+                    break
+                if worker not in owners:
+                    owners.append(worker)
+        return owners
 
 
 # ------------------------------------------------------------------------------ decisions
@@ -622,15 +633,18 @@ class Ledger:
         return self._enqueue(assignment)
 
     def _place(self, assignment: Assignment, placement: Placement) -> None:
-        """Move ``assignment`` to the next live owner of its file on the ring (one that
-        holds no other replica of it, if there is one) when its worker is not live."""
+        """Move ``assignment`` to the next live owner of its file on the ring that holds
+        no other replica of it, when its worker is not live. With no such worker it
+        stays where it is: two replicas on one worker would be one copy counted twice."""
         if assignment.worker in placement.ring.workers or not len(placement.ring):
             return
         listed = assignment.file
         others = {w for r, w in enumerate(listed.workers) if r != assignment.replica}
         owners = placement.ring.owners(listed.entry.path, len(placement.ring))
         free = [w for w in owners if w not in others]
-        assignment.worker = free[0] if free else owners[0]
+        if not free:
+            return
+        assignment.worker = free[0]
         listed.workers[assignment.replica] = assignment.worker
 
     def placement_changed(self, placement: Placement, now: float) -> list[Decision]:

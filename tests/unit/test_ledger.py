@@ -48,7 +48,8 @@ WORKERS = ("w0", "w1", "w2")
 
 @functools.cache
 def _placement(live: frozenset[str], members: tuple[str, ...]) -> Placement:
-    return Placement(HashRing(live or members, virtual_nodes=50), members)
+    return Placement(HashRing(live or members, virtual_nodes=50), members,
+                     HashRing(members, virtual_nodes=50))
 
 
 def placement(live: set[str], members: tuple[str, ...] = WORKERS) -> Placement:
@@ -157,13 +158,18 @@ def test_a_moved_replica_avoids_the_worker_of_the_other_replica() -> None:
     ledger.placement_changed(placement(set(WORKERS) - {first}), now=0.0)
     assert ledger.queued(second) == 1
     assert ledger.queued(third) == 1, "not a second copy on the other replica's worker"
-    # With a single live worker both replicas share it, in separate tasks.
+    # With a single live worker, the other replica waits for its own worker: two
+    # replicas on one worker would be one copy counted twice.
     ledger.placement_changed(placement({second}), now=0.0)
-    assert ledger.queued(second) == 2
-    one, two = ledger.take_task(second, now=0.0), ledger.take_task(second, now=0.0)
-    assert one is not None
-    assert two is not None
-    assert len(one.assignments) == len(two.assignments) == 1
+    assert ledger.queued(second) == 1
+    assert ledger.queued(third) == 1
+
+
+def test_replicas_are_not_dropped_when_fewer_workers_are_live() -> None:
+    ledger = Ledger(LedgerPolicy(TaskOp.LOAD, segment_size=10, replicas=2))
+    ledger.file_listed(*entry(0), placement({"w1"}), now=0.0)
+    assert ledger.queued("w1") == 1
+    assert sum(ledger.queued(w) for w in WORKERS) == 2, "the second replica waits on a down owner"
 
 
 def test_a_retry_goes_to_the_live_owner() -> None:
@@ -491,7 +497,11 @@ class LedgerMachine(RuleBasedStateMachine):
         self.apply(self.ledger.placement_changed(self.where(), now=self.clock))
         if self.policy.op is not TaskOp.FREE:
             live = set(self.where().ring.workers)
-            assert {a.worker for a in self.ledger.queued_assignments()} <= live
+            for a in self.ledger.queued_assignments():
+                # Work follows live owners, except a replica with no live worker free of
+                # its file's other replicas: it waits for its own.
+                others = {w for r, w in enumerate(a.file.workers) if r != a.replica}
+                assert a.worker in live or live <= others, (a.worker, live, others)
 
     @precondition(lambda self: self.ledger.pass_finished and not self.failed_early)
     @rule()
