@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import aclosing
 from dataclasses import replace
 
 import structlog
@@ -66,6 +67,7 @@ LIST_PAGE = 1000  # files listed per call into the listing thread
 MAX_VERIFY_PASSES = 5
 FILL_WAIT = 0.02  # how long a dispatcher waits to fill a task while listing goes on
 ABANDON_TIMEOUT = 2.0
+CLAIM_FRESHNESS = 3.0  # HA: seconds after a confirmed claim in which tasks may be sent
 
 
 class JobFailed(Exception):
@@ -109,6 +111,14 @@ class JobRunner:
         self._started = 0.0
         self._wall_at_start = 0.0
         self._fenced = False
+        # HA: a task goes out only while the claim was confirmed (a fenced store write
+        # succeeded) within this many seconds. A coordinator paused past its lease (a
+        # SIGSTOP, a frozen VM) may have lost the job to a peer, and its tasks would
+        # then run beside the new owner's, or after a FREE of the same files.
+        self.claim_freshness: float | None = (
+            min(CLAIM_FRESHNESS, self.connect_wait / 2)
+            if config[Keys.META_STORE_TYPE] == "ETCD" else None)
+        self._confirmed_at = 0.0
         # One store write at a time, each fenced with the revision the last one left: a
         # checkpoint still in flight when the runner changes the job's state (VERIFY)
         # would compare a revision the runner itself replaced, and fence it off its job.
@@ -132,6 +142,7 @@ class JobRunner:
     async def run(self) -> None:
         self._started = trio.current_time()
         self._wall_at_start = time.time()
+        self._confirmed_at = self._started  # the claim has just been made
         with structlog.contextvars.bound_contextvars(job_id=self.job.id,
                                                      job=self.job.identity):
             try:
@@ -230,9 +241,11 @@ class JobRunner:
         """Recheck every file on its owners and reload what is missing or stale."""
         if self.owned.job.state is not JobState.VERIFYING:  # not when resumed in place
             async with self._store_writes:
+                started = trio.current_time()
                 self.owned = await self.store.transition(
                     self.owned, JobEvent.VERIFY, progress=self._snapshot()
                 )
+                self._confirmed_at = max(self._confirmed_at, started)
         for passes in range(1, MAX_VERIFY_PASSES + 1):
             await self._save()  # what the previous pass found is stored first
             self.ledger.begin_pass(PassKind.VERIFY)
@@ -301,16 +314,19 @@ class JobRunner:
 
     # ================================================================== listing
     async def _list(self, after: tuple[str, ...]) -> None:
-        async for files in self._listing(after):
-            for ufs_file in files:
-                entry = FileEntry(ufs_file.uri, ufs_file.length, ufs_file.mtime_ns,
-                                  self._destination(ufs_file), ufs_file.version)
-                placement = await self._placement()
-                self._apply(self.ledger.file_listed(ufs_file.parts, entry, placement,
-                                                    self._now()))
-                while self.ledger.backlogged():
-                    self._room = trio.Event()
-                    await self._room.wait()
+        # aclosing: a pass cancelled mid-listing (stopped, fenced) closes the walk now,
+        # not whenever the garbage collector finds it.
+        async with aclosing(self._listing(after)) as pages:
+            async for files in pages:
+                for ufs_file in files:
+                    entry = FileEntry(ufs_file.uri, ufs_file.length, ufs_file.mtime_ns,
+                                      self._destination(ufs_file), ufs_file.version)
+                    placement = await self._placement()
+                    self._apply(self.ledger.file_listed(ufs_file.parts, entry, placement,
+                                                        self._now()))
+                    while self.ledger.backlogged():
+                        self._room = trio.Event()
+                        await self._room.wait()
 
     async def _listing(self, after: tuple[str, ...]) -> AsyncIterator[list[UfsFile]]:
         ufs = ufs_for(self.job.path, UfsSettings.from_config(self.config))
@@ -386,6 +402,7 @@ class JobRunner:
                 bandwidth=self.job.options.bandwidth,
                 overwrite=self.job.options.overwrite,
             )
+            await self._claim_confirmed()
             result = await client.call(self.job.id, self.policy.op, task.entries, options,
                                        self.connect_wait)
         except WorkerError as exc:
@@ -395,6 +412,20 @@ class JobRunner:
         finally:
             client.slots.release()
         self._apply(decisions)
+
+    async def _claim_confirmed(self) -> None:
+        """HA: return once the claim was confirmed lately; raise ``Fenced`` if it is lost.
+
+        Normally the checkpointer's writes (every second) keep it fresh and this costs
+        nothing. After a pause, the first write tells the runner whether the job is
+        still its own, before it sends any more work.
+        """
+        if self.claim_freshness is None:
+            return
+        while trio.current_time() - self._confirmed_at > self.claim_freshness:
+            await self._save()  # raises Fenced when a peer owns the job now
+            if trio.current_time() - self._confirmed_at > self.claim_freshness:
+                await trio.sleep(self.claim_freshness / 4)  # the store did not answer
 
     # ================================================================== progress
     def _active_seconds(self) -> float:
@@ -407,9 +438,11 @@ class JobRunner:
     async def _save(self) -> None:
         async with self._store_writes:
             failures = self.ledger.take_failures()
+            started = trio.current_time()
             try:
                 await self.store.save_progress(self.owned, self._snapshot(),
                                                [_storable(f) for f in failures])
+                self._confirmed_at = max(self._confirmed_at, started)
             except Fenced:
                 raise
             except BaseException as exc:

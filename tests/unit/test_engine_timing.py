@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -428,3 +429,46 @@ def test_memory_leases_expire_on_the_trio_clock() -> None:
         assert not await kv.keep_alive(lease)
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+# ------------------------------------------------------------------------ fencing of tasks
+
+
+async def test_a_runner_paused_past_its_claim_sends_no_task_until_it_confirms_the_job(
+    autojump_clock: trio.testing.MockClock, engine_factory: Callable[..., object], tmp_path: Path
+) -> None:
+    """A coordinator paused past its lease (here: trio's clock jumps 10 s at once) may
+    have lost its job to a peer. Before it sends another task it confirms the claim with
+    a fenced write, which tells it the job is gone; it sends nothing after the pause."""
+    make_tree(tmp_path / "data", 60)
+    script = Script()
+    engine: Engine = await engine_factory(  # type: ignore[operator]
+        {"127.0.0.1:1": script},
+        coordinator_config(**{"alluxio.coordinator.job.meta.store.type": "ETCD"}))
+    job, _ = await engine.store.submit(JobType.LOAD, f"file://{tmp_path / 'data'}", "",
+                                       JobOptions(batch_size=1), 100)
+    [owned] = await engine.store.claim_waiting("coordinator-a", 1)
+    runner = JobRunner(owned, engine.store, engine.membership, engine.config)
+    client = engine.membership.client("127.0.0.1:1")
+    assert client is not None
+    sent: list[float] = []
+    call = client.call
+
+    async def recording_call(*args: Any, **kwargs: Any) -> TaskResult:
+        sent.append(trio.current_time())
+        return await call(*args, **kwargs)
+
+    client.call = recording_call  # type: ignore[method-assign]
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runner.run)
+            await until(lambda: script.served >= 5)
+            # Meanwhile its lease ran out: a peer took the job over.
+            await engine.store.reclaim_orphans(lambda owner: owner != "coordinator-a")
+            [taken] = await engine.store.claim_waiting("coordinator-b", 1)
+            autojump_clock.jump(10)  # the pause ends now, 10 s later
+            resumed = trio.current_time()
+    assert taken.job.id == job.id
+    assert [t for t in sent if t >= resumed] == [], "no task sent after the pause"
+    assert script.served < 60
+    assert (await engine.store.get(job.id)).job.owner == "coordinator-b"
