@@ -25,7 +25,7 @@ users) as the wall time at start plus trio time elapsed since.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 
@@ -328,7 +328,7 @@ class JobRunner:
                         self._room = trio.Event()
                         await self._room.wait()
 
-    async def _listing(self, after: tuple[str, ...]) -> AsyncIterator[list[UfsFile]]:
+    async def _listing(self, after: tuple[str, ...]) -> AsyncGenerator[list[UfsFile], None]:
         ufs = ufs_for(self.job.path, UfsSettings.from_config(self.config))
         allowlist = PathAllowlist.from_config(self.config)
 
