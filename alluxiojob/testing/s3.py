@@ -175,11 +175,7 @@ def wrap(app: WsgiApp, faults: _Faults) -> WsgiApp:
 
 def serve(port: int, latency: float, access_key: str) -> None:
     """Run the server in this process until SIGTERM."""
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
+    from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
     class QuietHandler(MotoRequestHandler):
@@ -189,7 +185,11 @@ def serve(port: int, latency: float, access_key: str) -> None:
             pass
 
     faults = _Faults(latency, access_key)
-    app = wrap(DomainDispatcherApplication(create_backend_app), faults)
+    # moto's S3 app itself, not moto's dispatcher: the dispatcher picks a service for
+    # every request under one global lock, and lists moto's package directory on the way
+    # (a stat per service), so with many requests in flight its threads convoy on that
+    # lock and the GIL. This server speaks only S3.
+    app = wrap(create_backend_app("s3"), faults)
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=QuietHandler)
     server.daemon_threads = True  # type: ignore[attr-defined]
     server.request_queue_size = 1024
