@@ -5,15 +5,19 @@ on one S3 API server (moto, in its own process, ``alluxiojob.testing.s3``) and t
 data:
 
 * uploads (a) 20,000 x 4 KiB objects in 100 prefixes and (b) 4 x 256 MiB objects;
-* starts 1 coordinator + 2 workers (partition size 64 MiB, so a large object is 4 ranged
-  reads) pointed at the server by the ``alluxio.underfs.s3.*`` properties;
+* starts 1 coordinator + 2 workers (partition size 64 MiB as in the local part; objects
+  are read in GETs of ``alluxio.underfs.object.store.multi.range.chunk.size``, 256 MiB by
+  default, so a 256 MiB object is one GET) pointed at the server by the
+  ``alluxio.underfs.s3.*`` properties, plus ``--s3-define`` properties; each
+  ``--s3-variant`` starts one more such cluster with its own properties;
 * for an added latency of 0 ms and then 20 ms per request (a sleep in the server's
-  request thread), times per dataset (after one untimed warm-up for (b); every run's
-  output is checked) N paired repetitions in rotating order of:
-  ``alluxiojob job load --path s3://... --wait`` (FREE before each,
+  request thread; ``--s3-latency``), times per dataset (after one untimed warm-up for
+  (b); every run's output is checked) N paired repetitions in rotating order of:
+  ``alluxiojob job load --path s3://... --wait`` on each cluster (FREE before each,
   untimed; wall time and submit-to-SUCCEEDED as the coordinator recorded it) and
   ``rclone copy --transfers 32 remote:bucket/prefix DIR`` (rclone configured only by
-  environment variables; its output removed and ``sync`` run between timings);
+  environment variables; its output removed and ``sync`` run between timings), with the
+  1-minute load average at the start of each repetition;
 * samples the VmRSS of the workers and of the S3 server every 0.2 s during each LOAD,
   and the CPU time of the server and of the client side (rclone; or the coordinator and
   the workers with their pool processes) per run;
