@@ -34,7 +34,6 @@ only this part.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import os
@@ -52,6 +51,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import bench_args
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -649,29 +650,7 @@ def print_rss_table(rows: list[dict[str, float]]) -> None:
 
 # ============================================================================ main
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="scripts/bench",
-        description="alluxiojob LOAD vs cp -r and rclone copy, and coordinator RSS.")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 2,000 small files, 4 x 64 MiB, RSS 20k and 100k")
-    rss_default = os.environ.get("BENCH_RSS", "1") != "0"
-    parser.add_argument("--rss", dest="rss", action="store_true", default=rss_default,
-                        help="run (c), coordinator RSS for 100k/300k/1M files (the default; "
-                             "about 5 minutes on 2 CPUs)")
-    parser.add_argument("--no-rss", dest="rss", action="store_false",
-                        help="skip (c) (or BENCH_RSS=0)")
-    parser.add_argument("--rss-only", action="store_true", help="run only (c)")
-    parser.add_argument("--reps", type=int, default=3, help="paired repetitions (min 3)")
-    parser.add_argument("--workdir", type=Path,
-                        help="keep datasets here between runs (default: a new temp dir, "
-                             "removed at the end)")
-    parser.add_argument("--keep", action="store_true", help="do not remove the temp dir")
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    args = parser.parse_args(argv)
-    if args.reps < 3:
-        parser.error("--reps must be at least 3")
-    if args.rss_only:
-        args.rss = True
+    args = bench_args.parse(argv)  # every part's flags; this part uses its own
 
     if args.quick:
         small_files, large_size, partition, rss_sizes = 2_000, 64 * MIB, "16MiB", [20_000, 100_000]

@@ -2,13 +2,12 @@
 the same etcd server's raw transaction rate, measured side by side in one run.
 
 Run by ``scripts/bench`` after the speed part (``--ha-only`` for this part alone), or
-directly: ``python scripts/bench_ha.py``. It starts
+directly: ``python scripts/bench_ha.py`` (the flags of ``scripts/bench --help``). It starts
 its own etcd (fsync on, as in production) and coordinators on loopback, and stops them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_args
 import httpx
 import trio
 
@@ -151,11 +151,8 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=600, help="jobs claimed by 3 coordinators")
-    parser.add_argument("--latency-samples", type=int, default=30)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
+    options = bench_args.parse()  # every part's flags; this part uses its own
+    jobs_wanted = options.ha_jobs or (100 if options.quick else 600)
 
     root = Path(tempfile.mkdtemp(prefix="alluxiojob-bench-ha."))
     procs: list[subprocess.Popen[bytes]] = []
@@ -168,7 +165,7 @@ def main() -> None:
             # empty dirs are queued, and the coordinators resume together (SIGCONT), all
             # polling the same full queue.
             dirs = []
-            for i in range(args.jobs):
+            for i in range(jobs_wanted):
                 d = root / "empty" / f"d{i}"
                 d.mkdir(parents=True)
                 dirs.append(d)
@@ -213,7 +210,7 @@ def main() -> None:
             procs = [proc]
             wait_healthy(root, 9, port)
             latencies = []
-            for i in range(args.latency_samples):
+            for i in range(options.ha_latency_samples):
                 d = root / "latency" / f"d{i}"
                 d.mkdir(parents=True)
                 answer = httpx.post(f"http://127.0.0.1:{port}/api/v1/master/submit_job/load",
@@ -254,8 +251,8 @@ def main() -> None:
         print(f"  jobs run by each coordinator          {sorted(by_owner.values())}")
         median, p95 = figures["submit_to_running_ms_median"], figures["submit_to_running_ms_p95"]
         print(f"  submit → RUNNING, median / p95        {median:6.1f} ms / {p95:.1f} ms")
-        if args.json:
-            args.json.write_text(json.dumps(figures, indent=2))
+        if options.ha_json:
+            options.ha_json.write_text(json.dumps(figures, indent=2))
     finally:
         stop(procs)
         if os.environ.get("KEEP") != "1":

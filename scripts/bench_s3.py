@@ -5,15 +5,19 @@ on one S3 API server (moto, in its own process, ``alluxiojob.testing.s3``) and t
 data:
 
 * uploads (a) 20,000 x 4 KiB objects in 100 prefixes and (b) 4 x 256 MiB objects;
-* starts 1 coordinator + 2 workers (partition size 64 MiB, so a large object is 4 ranged
-  reads) pointed at the server by the ``alluxio.underfs.s3.*`` properties;
+* starts 1 coordinator + 2 workers (partition size 64 MiB as in the local part; objects
+  are read in GETs of ``alluxio.underfs.object.store.multi.range.chunk.size``, 256 MiB by
+  default, so a 256 MiB object is one GET) pointed at the server by the
+  ``alluxio.underfs.s3.*`` properties, plus ``--s3-define`` properties; each
+  ``--s3-variant`` starts one more such cluster with its own properties;
 * for an added latency of 0 ms and then 20 ms per request (a sleep in the server's
-  request thread), times per dataset (after one untimed warm-up for (b); every run's
-  output is checked) N paired repetitions in rotating order of:
-  ``alluxiojob job load --path s3://... --wait`` (FREE before each,
+  request thread; ``--s3-latency``), times per dataset (after one untimed warm-up for
+  (b); every run's output is checked) N paired repetitions in rotating order of:
+  ``alluxiojob job load --path s3://... --wait`` on each cluster (FREE before each,
   untimed; wall time and submit-to-SUCCEEDED as the coordinator recorded it) and
   ``rclone copy --transfers 32 remote:bucket/prefix DIR`` (rclone configured only by
-  environment variables; its output removed and ``sync`` run between timings);
+  environment variables; its output removed and ``sync`` run between timings), with the
+  1-minute load average at the start of each repetition;
 * samples the VmRSS of the workers and of the S3 server every 0.2 s during each LOAD,
   and the CPU time of the server and of the client side (rclone; or the coordinator and
   the workers with their pool processes) per run;
@@ -24,7 +28,6 @@ data:
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -36,11 +39,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench  # noqa: E402
+import bench_args  # noqa: E402
 from bench import KIB, MIB, BenchError, Cluster, log, run_timed, sync  # noqa: E402
 
 from alluxiojob.testing.s3 import S3Server  # noqa: E402
@@ -173,20 +178,21 @@ class S3Load:
             raise BenchError(f"FREE of {self.uri} left {self.cached()[0]} files cached")
 
 
-def bench_prefix(name: str, load: S3Load, server: S3Server, out: Path, reps: int,
+def bench_prefix(name: str, loads: dict[str, S3Load], server: S3Server, out: Path, reps: int,
                  rclone: str | None, warm_up: bool) -> dict[str, object]:
+    """Paired runs of rclone and of each cluster's LOAD (the first is "alluxiojob")."""
     # rclone's AWS SDK refuses a custom CA bundle with its own HTTP transport; the
     # server is plain http anyway.
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     env.update({"RCLONE_CONFIG": "/dev/null", **server.rclone_env("bench")})
-    prefix = load.uri.split(f"{BUCKET}/", 1)[1]
-    times: dict[str, list[float]] = {"alluxiojob": [], "job": []}
-    if rclone:
-        times["rclone"] = []
-    server_cpu: dict[str, list[float]] = {k: [] for k in times if k != "job"}
-    client_cpu: dict[str, list[float]] = {k: [] for k in times if k != "job"}
-    peaks: list[int] = []
+    first = next(iter(loads.values()))
+    prefix = first.uri.split(f"{BUCKET}/", 1)[1]
+    times: dict[str, list[float]] = {}
+    server_cpu: dict[str, list[float]] = {}
+    client_cpu: dict[str, list[float]] = {}
+    peaks: dict[str, list[int]] = {}
     server_peaks: list[int] = []
+    loadavg: list[float] = []
 
     def run_rclone(timed: bool) -> None:
         assert rclone is not None
@@ -200,40 +206,43 @@ def bench_prefix(name: str, load: S3Load, server: S3Server, out: Path, reps: int
         cpu = cpu_seconds(server.pid or 0) - cpu
         mine = children_cpu_seconds() - mine
         got = bench.tree_stats(dst)
-        if got != (load.files, load.nbytes):
-            raise BenchError(f"rclone copied {got}, expected {(load.files, load.nbytes)}")
+        if got != (first.files, first.nbytes):
+            raise BenchError(f"rclone copied {got}, expected {(first.files, first.nbytes)}")
         shutil.rmtree(dst, ignore_errors=True)
         sync()
         if timed:
-            times["rclone"].append(took)
-            server_cpu["rclone"].append(cpu)
-            client_cpu["rclone"].append(mine)
+            times.setdefault("rclone", []).append(took)
+            server_cpu.setdefault("rclone", []).append(cpu)
+            client_cpu.setdefault("rclone", []).append(mine)
 
-    def run_alluxiojob(timed: bool) -> None:
-        if load.cached()[0]:
+    def alluxiojob_run(tool: str, load: S3Load) -> Callable[[bool], None]:
+        def run(timed: bool) -> None:
+            if load.cached()[0]:
+                load.free()
+            sync()
+            names = ("worker1", "worker2", "coordinator")
+            cpu = cpu_seconds(server.pid or 0)
+            mine = sum(session_cpu_seconds(load.cluster.pid(n)) for n in names)
+            pids = {n: load.cluster.pid(n) for n in ("worker1", "worker2")}
+            pids["s3"] = server.pid or 0
+            with SessionRssSampler(pids) as sampler:
+                wall, elapsed = load.load()
+            cpu = cpu_seconds(server.pid or 0) - cpu
+            mine = sum(session_cpu_seconds(load.cluster.pid(n)) for n in names) - mine
             load.free()
-        sync()
-        cpu = cpu_seconds(server.pid or 0)
-        pids = {n: load.cluster.pid(n) for n in ("worker1", "worker2")}
-        mine = sum(session_cpu_seconds(pid) for pid in [*pids.values(),
-                                                        load.cluster.pid("coordinator")])
-        pids["s3"] = server.pid or 0
-        with SessionRssSampler(pids) as sampler:
-            wall, elapsed = load.load()
-        cpu = cpu_seconds(server.pid or 0) - cpu
-        mine = sum(session_cpu_seconds(load.cluster.pid(n))
-                   for n in ("worker1", "worker2", "coordinator")) - mine
-        load.free()
-        sync()
-        if timed:
-            times["alluxiojob"].append(wall)
-            times["job"].append(elapsed)
-            server_cpu["alluxiojob"].append(cpu)
-            client_cpu["alluxiojob"].append(mine)
-            peaks.append(max(sampler.peak_kib["worker1"], sampler.peak_kib["worker2"]))
-            server_peaks.append(sampler.peak_kib["s3"])
+            sync()
+            if timed:
+                times.setdefault(tool, []).append(wall)
+                times.setdefault(f"{tool} job", []).append(elapsed)
+                server_cpu.setdefault(tool, []).append(cpu)
+                client_cpu.setdefault(tool, []).append(mine)
+                peaks.setdefault(tool, []).append(max(sampler.peak_kib["worker1"],
+                                                      sampler.peak_kib["worker2"]))
+                server_peaks.append(sampler.peak_kib["s3"])
+        return run
 
-    tools = {"alluxiojob": run_alluxiojob}
+    tools: dict[str, Callable[[bool], None]] = {
+        tool: alluxiojob_run(tool, load) for tool, load in loads.items()}
     if rclone:
         tools["rclone"] = run_rclone
     if warm_up:
@@ -242,32 +251,37 @@ def bench_prefix(name: str, load: S3Load, server: S3Server, out: Path, reps: int
             run(False)
     order = list(tools)
     for rep in range(reps):
+        loadavg.append(os.getloadavg()[0])
         for tool in order[rep % len(order):] + order[:rep % len(order)]:
             tools[tool](True)
-        log(f"[{name}] rep {rep + 1}/{reps}: "
+        log(f"[{name}] rep {rep + 1}/{reps} (load average {loadavg[-1]:.1f}): "
             + ", ".join(f"{t} {times[t][-1]:.2f}s" for t in order)
-            + f", job {times['job'][-1]:.2f}s")
-    return {"name": name, "files": load.files, "bytes": load.nbytes, "times": times,
-            "server_cpu": server_cpu, "client_cpu": client_cpu, "worker_peak_kib": peaks,
-            "server_peak_kib": server_peaks}
+            + "".join(f", {t} job {times[f'{t} job'][-1]:.2f}s" for t in loads))
+    return {"name": name, "files": first.files, "bytes": first.nbytes, "times": times,
+            "clusters": list(loads), "server_cpu": server_cpu, "client_cpu": client_cpu,
+            "worker_peak_kib": peaks, "server_peak_kib": server_peaks,
+            "loadavg_1min": loadavg}
 
 
 def print_table(result: dict[str, object], latency: float, reps: int) -> None:
     times: dict[str, list[float]] = result["times"]  # type: ignore[assignment]
     cpu: dict[str, list[float]] = result["server_cpu"]  # type: ignore[assignment]
     client: dict[str, list[float]] = result["client_cpu"]  # type: ignore[assignment]
+    clusters: list[str] = result["clusters"]  # type: ignore[assignment]
+    loadavg: list[float] = result["loadavg_1min"]  # type: ignore[assignment]
     files, nbytes = int(result["files"]), int(result["bytes"])  # type: ignore[call-overload]
     mib = nbytes / MIB
     print()
     print(f"S3 {result['name']}: {files:,} objects, {mib:,.0f} MiB, +{latency * 1000:.0f} ms "
-          f"per request, median of {reps}")
+          f"per request, median of {reps}; 1-minute load average at each repetition: "
+          + ", ".join(f"{v:.1f}" for v in loadavg))
     header = (f"{'tool':<34} {'median s':>9} {'min s':>8} {'max s':>8} {'objects/s':>10} "
               f"{'MiB/s':>8} {'server CPU s':>13} {'client CPU s':>13}")
     print(header)
     print("-" * len(header))
-    rows = [("alluxiojob load --wait (wall)", "alluxiojob"), ("alluxiojob submit→SUCCEEDED", "job")]
-    if "rclone" in times:
-        rows.insert(0, ("rclone copy --transfers 32", "rclone"))
+    rows = [("rclone copy --transfers 32", "rclone")] if "rclone" in times else []
+    for tool in clusters:
+        rows += [(f"{tool} load --wait (wall)", tool), (f"{tool} submit→SUCCEEDED", f"{tool} job")]
     for label, key in rows:
         values = times[key]
         med = statistics.median(values)
@@ -275,66 +289,80 @@ def print_table(result: dict[str, object], latency: float, reps: int) -> None:
         mine = statistics.median(client[key]) if key in client else float("nan")
         print(f"{label:<34} {med:>9.2f} {min(values):>8.2f} {max(values):>8.2f} "
               f"{files / med:>10,.0f} {mib / med:>8.1f} {server:>13.1f} {mine:>13.1f}")
-    if "rclone" in times:
-        ratio_wall = statistics.median(r / a for r, a in zip(times["rclone"], times["alluxiojob"],
-                                                             strict=True))
-        ratio_job = statistics.median(r / a for r, a in zip(times["rclone"], times["job"],
-                                                            strict=True))
-        print(f"  ratio rclone_time / alluxiojob_time: wall {ratio_wall:.2f}, "
-              f"submit→SUCCEEDED {ratio_job:.2f}")
-    peaks: list[int] = result["worker_peak_kib"]  # type: ignore[assignment]
+
+    def ratio(other: str, mine: str) -> float:
+        return statistics.median(o / m for o, m in zip(times[other], times[mine], strict=True))
+
+    for tool in clusters:
+        if "rclone" in times:
+            print(f"  ratio rclone_time / {tool}_time: wall {ratio('rclone', tool):.2f}, "
+                  f"submit→SUCCEEDED {ratio('rclone', f'{tool} job'):.2f}")
+        if tool != clusters[0]:
+            base = clusters[0]
+            print(f"  ratio {base}_time / {tool}_time: wall {ratio(base, tool):.2f}, "
+                  f"submit→SUCCEEDED {ratio(f'{base} job', f'{tool} job'):.2f}")
+    peaks: dict[str, list[int]] = result["worker_peak_kib"]  # type: ignore[assignment]
     server_peaks: list[int] = result["server_peak_kib"]  # type: ignore[assignment]
-    if peaks:
-        print(f"  worker peak RSS during LOAD (a worker and its pool processes): "
-              f"{max(peaks) / KIB:.0f} MiB; S3 server peak RSS {max(server_peaks) / KIB:.0f} MiB")
+    for tool, values in peaks.items():
+        print(f"  {tool}: worker peak RSS during LOAD (a worker and its pool processes): "
+              f"{max(values) / KIB:.0f} MiB")
+    if server_peaks:
+        print(f"  S3 server peak RSS {max(server_peaks) / KIB:.0f} MiB")
     sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/bench --s3-only")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--json", type=Path)
-    args, _ = parser.parse_known_args(argv)
+    args = bench_args.parse(argv)  # every part's flags; this part uses its own
     small_count, large_size, partition = ((2_000, 64 * MIB, "16MiB") if args.quick
                                           else (20_000, 256 * MIB, "64MiB"))
+    latencies = [ms / 1000 for ms in args.s3_latency] if args.s3_latency else list(LATENCIES)
+    datasets = args.s3_dataset or ["small", "large"]
+
     def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     base = Path(tempfile.mkdtemp(prefix="alluxiojob-bench-s3."))
-    rclone = shutil.which("rclone")
+    rclone = None if args.s3_no_rclone else shutil.which("rclone")
     server = S3Server(log_path=os.fspath(base / "s3.log"))
-    cluster: Cluster | None = None
+    clusters: dict[str, Cluster] = {}
     results = []
     try:
         server.start()
         server.create_bucket(BUCKET)
-        upload(server, "small", small_count, 4 * KIB, 100)
-        upload(server, "large", 4, large_size, 1)
+        if "small" in datasets:
+            upload(server, "small", small_count, 4 * KIB, 100)
+        if "large" in datasets:
+            upload(server, "large", 4, large_size, 1)
         props = [f"{k}={v}" for k, v in server.properties().items()]
-        cluster = Cluster(base / "cluster", [f"alluxio.worker.load.file.partition.size={partition}",
-                                             *props])
-        cluster.start()
+        defines = [f"alluxio.worker.load.file.partition.size={partition}", *props,
+                   *args.s3_define]
+        for name, extra in [("alluxiojob", []), *args.s3_variant]:
+            clusters[name] = Cluster(base / f"cluster-{name}", [*defines, *extra])
+            clusters[name].start()
         print(f"\nS3: moto S3 server in its own process on 127.0.0.1 (pid {server.pid}); "
-              f"1 coordinator + 2 workers, partition size {partition}, "
-              "alluxio.worker.job.ufs.requests.max default (256 per worker)")
-        loads = [("small", S3Load(cluster, f"s3://{BUCKET}/small", small_count,
-                                  small_count * 4 * KIB)),
-                 ("large", S3Load(cluster, f"s3://{BUCKET}/large", 4, 4 * large_size))]
-        for latency in LATENCIES:
+              f"1 coordinator + 2 workers, partition size {partition}"
+              + "".join(f", {d}" for d in args.s3_define)
+              + " (other properties default)"
+              + "".join(f"; variant {name}: {', '.join(extra)}"
+                        for name, extra in args.s3_variant))
+        sets = {"small": (small_count, small_count * 4 * KIB), "large": (4, 4 * large_size)}
+        for latency in latencies:
             server.set_latency(latency)
-            for name, load in loads:
+            for name in datasets:
+                files, nbytes = sets[name]
+                loads = {c: S3Load(cluster, f"s3://{BUCKET}/{name}", files, nbytes)
+                         for c, cluster in clusters.items()}
                 # Every run is checked; the small set is long enough not to need a
                 # warm-up (the worker pools start with the workers).
-                result = bench_prefix(name, load, server, base / "out", args.reps, rclone,
+                result = bench_prefix(name, loads, server, base / "out", args.reps, rclone,
                                       warm_up=name == "large")
                 result["latency"] = latency
                 results.append(result)
                 print_table(result, latency, args.reps)
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2))
+        if args.s3_json:
+            args.s3_json.write_text(json.dumps(results, indent=2))
         return 0
     except BenchError as exc:
         print(f"bench S3: FAILED: {exc}", file=sys.stderr)
@@ -342,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        if cluster is not None:
+        for cluster in clusters.values():
             cluster.stop()
         server.stop()
         shutil.rmtree(base, ignore_errors=True)

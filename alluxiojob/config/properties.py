@@ -362,6 +362,11 @@ class Keys:
         "alluxio.underfs.s3.max.error.retry", _parse_int, "10",
         "Retries (with exponential backoff) of a failed object-store request, any store.",
     )
+    UFS_READ_SIZE = _key(
+        "alluxio.underfs.object.store.multi.range.chunk.size", _partition_size, "256MiB",
+        "Bytes one GET reads: a larger object is fetched as ranged GETs of this size, in "
+        "parallel; a smaller one in one GET.",
+    )
     WORKER_UFS_REQUESTS_MAX = _key(
         "alluxio.worker.job.ufs.requests.max", _parse_positive_int, "256",
         "Object-store requests a worker keeps in flight, split over its pool processes.",

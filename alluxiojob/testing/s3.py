@@ -72,6 +72,7 @@ class _Faults:
         self.deny_lists: list[str] = []  # buckets whose listings are refused
         self.rewrites: dict[str, tuple[int, bytes]] = {}  # "/bucket/key" -> (gets left, data)
         self.requests = 0
+        self.object_gets = 0  # GETs of an object (not listings)
 
     def update(self, body: dict[str, Any]) -> None:
         with self.lock:
@@ -131,9 +132,12 @@ def wrap(app: WsgiApp, faults: _Faults) -> WsgiApp:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             faults.update(json.loads(environ["wsgi.input"].read(length) or b"{}"))
             start_response("200 OK", [("Content-Type", "application/json")])
-            return [json.dumps({"requests": faults.requests}).encode()]
+            return [json.dumps({"requests": faults.requests,
+                                "object_gets": faults.object_gets}).encode()]
         with faults.lock:
             faults.requests += 1
+            if method == "GET" and "list-type" not in str(environ.get("QUERY_STRING", "")):
+                faults.object_gets += 1
             latency = faults.latency
             throttled = (faults.throttle > 0
                          and (not faults.throttle_method or faults.throttle_method == method)
@@ -171,11 +175,7 @@ def wrap(app: WsgiApp, faults: _Faults) -> WsgiApp:
 
 def serve(port: int, latency: float, access_key: str) -> None:
     """Run the server in this process until SIGTERM."""
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
+    from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
     class QuietHandler(MotoRequestHandler):
@@ -185,7 +185,11 @@ def serve(port: int, latency: float, access_key: str) -> None:
             pass
 
     faults = _Faults(latency, access_key)
-    app = wrap(DomainDispatcherApplication(create_backend_app), faults)
+    # moto's S3 app itself, not moto's dispatcher: the dispatcher picks a service for
+    # every request under one global lock, and lists moto's package directory on the way
+    # (a stat per service), so with many requests in flight its threads convoy on that
+    # lock and the GIL. This server speaks only S3.
+    app = wrap(create_backend_app("s3"), faults)
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=QuietHandler)
     server.daemon_threads = True  # type: ignore[attr-defined]
     server.request_queue_size = 1024
@@ -309,6 +313,10 @@ class S3Server:
 
     def request_count(self) -> int:
         return int(self._control({})["requests"])
+
+    def object_get_count(self) -> int:
+        """GET requests of objects so far (listings are not counted)."""
+        return int(self._control({})["object_gets"])
 
     # ------------------------------------------------------------------ configuration
     def properties(self) -> dict[str, str]:

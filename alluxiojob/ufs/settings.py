@@ -27,6 +27,7 @@ class UfsSettings:
     s3_secret_key: str = field(default="", repr=False)
     max_retries: int = 10
     requests_per_process: int = 64  # object-store requests a pool process keeps in flight
+    read_size: int = 256 << 20  # bytes one GET reads; larger objects are ranged GETs
 
     @classmethod
     def from_config(cls, config: Config, pool_size: int = 1) -> UfsSettings:
@@ -39,6 +40,7 @@ class UfsSettings:
             s3_secret_key=config[Keys.S3_SECRET_KEY],
             max_retries=config[Keys.UFS_MAX_RETRIES],
             requests_per_process=max(1, -(-in_flight // max(1, pool_size))),
+            read_size=config[Keys.UFS_READ_SIZE],
         )
 
     def secrets(self) -> list[str]:

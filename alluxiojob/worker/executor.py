@@ -5,8 +5,9 @@ small files are grouped into shards of at most ``partition_size`` bytes (and spl
 further so every pool process gets work); a file larger than ``partition_size`` is
 preallocated in ``tmp/`` and each of its partitions is a job of its own, written in
 place at its offset. Objects are split evenly over the pool processes, each of which
-keeps many requests in flight (``fetch.py``); a large object is first HEADed for the
-ETag its ranges are pinned to. Index entries for a batch are written in one WriteBatch.
+keeps many requests in flight (``fetch.py``); an object larger than one GET's read size
+(``UfsSettings.read_size``, not the partition size) is first HEADed for the ETag its
+ranges are pinned to. Index entries for a batch are written in one WriteBatch.
 """
 
 from __future__ import annotations
@@ -342,15 +343,16 @@ class TaskExecutor:
         fetches: list[Job] = []
         for planned in ready:
             length = planned.entry.length
-            if length <= self.partition_size:
+            piece = self._piece(planned)
+            if length <= piece:
                 if not planned.local:
                     d = self.cache.dir_for(planned.entry.path)
                     fetch = FetchJob(planned.src, d.tmp_path(planned.entry.path), planned.final)
                     planned.jobs.append(fetch)
                     fetches.append(fetch)
                 continue
-            for offset in range(0, length, self.partition_size):
-                span = min(self.partition_size, length - offset)
+            for offset in range(0, length, piece):
+                span = min(piece, length - offset)
                 if planned.local:
                     job = CopyJob(planned.src, planned.tmp, "", offset, span)
                     planned.jobs.append(job)
@@ -366,6 +368,10 @@ class TaskExecutor:
             count = min(self.pool_size, len(fetches))
             shards += [fetches[i::count] for i in range(count)]
         return shards
+
+    def _piece(self, planned: _Planned) -> int:
+        """Largest piece of a file copied as one: a partition, or one GET of an object."""
+        return self.partition_size if planned.local else self.ufs_settings.read_size
 
     def _head(self, planned: _Planned) -> CopyOutcome | None:
         """Blocking: a large object's current ETag, which its ranges are pinned to."""
@@ -383,7 +389,7 @@ class TaskExecutor:
     async def _copy(
         self, batch: TaskBatch, ready: list[_Planned], results: dict[str, FileResult]
     ) -> dict[Job, CopyOutcome]:
-        large = [p for p in ready if p.entry.length > self.partition_size]
+        large = [p for p in ready if p.entry.length > self._piece(p)]
         outcomes: dict[Job, CopyOutcome] = {}
         failed: set[str] = set()
         for planned in large:

@@ -35,6 +35,7 @@ def s3_cluster(cluster_factory, s3: S3Server) -> Cluster:  # type: ignore[no-unt
     cluster: Cluster = cluster_factory(**{
         **s3.properties(),
         "alluxio.worker.load.file.partition.size": "1MiB",
+        "alluxio.underfs.object.store.multi.range.chunk.size": "1MiB",
         "alluxio.underfs.s3.max.error.retry": "2",
     })
     cluster.add_worker()
@@ -237,6 +238,7 @@ def test_throttled_then_changed_mid_read(cluster_factory, s3: S3Server) -> None:
     cluster: Cluster = cluster_factory(**{
         **s3.properties(),
         "alluxio.worker.load.file.partition.size": "1MiB",
+        "alluxio.underfs.object.store.multi.range.chunk.size": "1MiB",
         "alluxio.underfs.s3.max.error.retry": "1",
         "alluxio.job.retry.max.attempts": "2",
     })
@@ -262,6 +264,29 @@ def test_throttled_then_changed_mid_read(cluster_factory, s3: S3Server) -> None:
     assert report["subtask_failures"] >= 1, "the first attempt saw the ETag change"
     cached = cached_objects(cluster, "faults")
     assert sha256(cached[encoded("changing/big")][0]) == digest(second)
+
+
+def test_object_read_size_is_not_the_partition_size(cluster_factory, s3: S3Server) -> None:  # type: ignore[no-untyped-def]
+    """An object up to the read size is one GET whatever the partition size; a larger
+    one is ranged GETs of the read size, written in place into one cached file."""
+    cluster: Cluster = cluster_factory(**{
+        **s3.properties(),
+        "alluxio.worker.load.file.partition.size": "1MiB",
+        "alluxio.underfs.object.store.multi.range.chunk.size": "4MiB",
+    })
+    cluster.add_worker()
+    cluster.add_coordinator()
+    s3.create_bucket("read-size")
+    whole, ranged = os.urandom(4 * PARTITION), os.urandom(9 * PARTITION + 5)
+    s3.put("read-size", "whole/obj", whole)
+    s3.put("read-size", "ranged/obj", ranged)
+    for prefix, data, gets in (("whole", whole, 1), ("ranged", ranged, 3)):
+        before = s3.object_get_count()
+        job = cluster.submit("load", f"s3://read-size/{prefix}")
+        cluster.wait_state(job["id"], "SUCCEEDED")
+        assert s3.object_get_count() - before == gets, f"{prefix}: GETs of the object"
+        copies = cached_objects(cluster, "read-size")[encoded(f"{prefix}/obj")]
+        assert [sha256(c) for c in copies] == [digest(data)]
 
 
 def test_secrets_never_leave_the_process(cluster_factory, s3: S3Server) -> None:  # type: ignore[no-untyped-def]

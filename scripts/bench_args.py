@@ -1,0 +1,180 @@
+"""The command line of ``scripts/bench``, shared by all of its parts.
+
+One parser knows every flag of every part (the local speed and RSS part ``bench.py``,
+the S3 part ``bench_s3.py``, the HA part ``bench_ha.py``), so that ``scripts/bench``
+checks the whole command line before it starts anything: ``--help`` prints the usage of
+every part and exits 0, an unknown flag or a bad value exits 2 naming it. Each part
+parses the same command line again with the same parser and uses its own flags.
+
+Standard library only: the wrapper runs it with the system Python, before it makes
+.venv, so that neither ``--help`` nor a typo installs or starts anything.
+
+Run as a script (what the wrapper does), it prints the parts to run, one word each
+(``speed``, ``s3``, ``ha``), to the file descriptor given by ``--parts-fd``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+PARTS = ("speed", "s3", "ha")
+
+DESCRIPTION = """\
+Benchmarks of alluxiojob, each against a reference tool on the same data and machine:
+  speed  LOAD of local files against `cp -r` and `rclone copy`, and the coordinator's
+         memory on 100k/300k/1M-file jobs (scripts/bench.py);
+  s3     LOAD from a loopback S3 server (moto) against `rclone copy --transfers 32`,
+         at 0 and 20 ms added latency per request (scripts/bench_s3.py);
+  ha     the HA scheduler on a real etcd: claims/s with 3 coordinators against the same
+         etcd's raw txn/s, and submit-to-RUNNING latency (scripts/bench_ha.py).
+All three run, in that order, unless told otherwise. Everything a part starts is stopped
+when it ends, fails or is interrupted."""
+
+EPILOG = """\
+environment:
+  BENCH_RSS=0        same as --no-rss
+  TMPDIR=DIR         where the temp work dirs go (datasets, copies and caches)
+  PYTHON=python3.12  interpreter used to create .venv when it is missing"""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def _latency_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}") from None
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be 0 to 10000 ms, got {text!r}")
+    return value
+
+
+def _property(text: str) -> str:
+    key, sep, _ = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return text
+
+
+def _variant(text: str) -> tuple[str, list[str]]:
+    """``NAME:KEY=VALUE[,KEY=VALUE...]``: a second cluster with these properties."""
+    name, sep, rest = text.partition(":")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME:KEY=VALUE[,KEY=VALUE...], got {text!r}")
+    props = [p for p in rest.split(",") if p]
+    for prop in props:
+        _property(prop)
+    return name, props
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scripts/bench", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = p.add_argument_group("all parts")
+    common.add_argument("--quick", action="store_true",
+                        help="smoke run: 2,000 small files or objects, 4 x 64 MiB (16 MiB "
+                             "partitions), RSS sizes 20k and 100k, 100 HA jobs")
+    common.add_argument("--reps", type=_positive, default=3,
+                        help="paired repetitions of the speed and S3 parts (at least 3)")
+    which = p.add_argument_group("which parts run")
+    which.add_argument("--no-s3", action="store_true", help="skip the S3 part")
+    which.add_argument("--s3-only", action="store_true", help="run only the S3 part")
+    which.add_argument("--no-ha", action="store_true", help="skip the HA part")
+    which.add_argument("--ha-only", action="store_true", help="run only the HA part")
+    which.add_argument("--rss-only", action="store_true",
+                       help="run only the coordinator-memory half of the speed part")
+
+    speed = p.add_argument_group("speed part (scripts/bench.py)")
+    rss_default = os.environ.get("BENCH_RSS", "1") != "0"
+    speed.add_argument("--rss", dest="rss", action="store_true", default=rss_default,
+                       help="measure the coordinator's RSS on 100k/300k/1M files (the "
+                            "default; about 5 minutes on 2 CPUs)")
+    speed.add_argument("--no-rss", dest="rss", action="store_false",
+                       help="skip the coordinator-memory half (or BENCH_RSS=0)")
+    speed.add_argument("--workdir", type=Path,
+                       help="keep the datasets here between runs (default: a new temp dir, "
+                            "removed at the end)")
+    speed.add_argument("--keep", action="store_true", help="do not remove the temp dir")
+    speed.add_argument("--json", type=Path, help="also write the speed figures to this file")
+
+    s3 = p.add_argument_group("S3 part (scripts/bench_s3.py)")
+    s3.add_argument("--s3-latency", type=_latency_ms, action="append", metavar="MS",
+                    help="added latency per request, repeatable (default: 0 and 20)")
+    s3.add_argument("--s3-dataset", choices=("small", "large"), action="append",
+                    help="only this dataset, repeatable (default: both)")
+    s3.add_argument("--s3-define", type=_property, action="append", default=[],
+                    metavar="KEY=VALUE",
+                    help="an alluxiojob property for the S3 cluster, repeatable")
+    s3.add_argument("--s3-variant", type=_variant, action="append", default=[],
+                    metavar="NAME:KEY=VALUE[,...]",
+                    help="also time a second cluster with these properties, paired with "
+                         "the first in every repetition (an A/B of a setting)")
+    s3.add_argument("--s3-no-rclone", action="store_true",
+                    help="time only alluxiojob (its clusters), not rclone")
+    s3.add_argument("--s3-json", type=Path, help="also write the S3 figures to this file")
+
+    ha = p.add_argument_group("HA part (scripts/bench_ha.py)")
+    ha.add_argument("--ha-jobs", type=_positive,
+                    help="jobs claimed by 3 coordinators (default 600; 100 with --quick)")
+    ha.add_argument("--ha-latency-samples", type=_positive, default=30,
+                    help="submissions timed for submit-to-RUNNING")
+    ha.add_argument("--ha-json", type=Path, help="also write the HA figures to this file")
+    return p
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The whole command line, checked; exits 2 naming what is wrong."""
+    p = parser()
+    args = p.parse_args(argv)
+    only = [flag for flag, on in (("--s3-only", args.s3_only), ("--ha-only", args.ha_only),
+                                  ("--rss-only", args.rss_only)) if on]
+    if len(only) > 1:
+        p.error(f"{' and '.join(only)} exclude each other")
+    if args.s3_only and args.no_s3:
+        p.error("--s3-only and --no-s3 exclude each other")
+    if args.ha_only and args.no_ha:
+        p.error("--ha-only and --no-ha exclude each other")
+    if args.reps < 3:
+        p.error("--reps must be at least 3 (the figures are medians of paired runs)")
+    if args.rss_only:
+        args.rss = True
+    return args
+
+
+def parts(args: argparse.Namespace) -> list[str]:
+    """The parts this command line runs, in order."""
+    if args.s3_only:
+        return ["s3"]
+    if args.ha_only:
+        return ["ha"]
+    if args.rss_only:
+        return ["speed"]
+    return ["speed"] + ([] if args.no_s3 else ["s3"]) + ([] if args.no_ha else ["ha"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fd = 1
+    if argv[:1] == ["--parts-fd"] and len(argv) > 1:
+        fd, argv = int(argv[1]), argv[2:]
+    args = parse(argv)
+    with os.fdopen(fd, "w", closefd=False) as out:
+        out.write(" ".join(parts(args)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
