@@ -404,7 +404,8 @@ class JobRunner:
         try:
             options = TaskOptions(skip_if_exists=self._pass_skip,
                                   bandwidth=self.job.options.bandwidth,
-                                  overwrite=self.job.options.overwrite)
+                                  overwrite=self.job.options.overwrite,
+                                  metadata_only=self.job.options.metadata_only)
             result = await client.call(self.job.id, self._pass_op,
                                        [u.entry for u in units], options, self.connect_wait)
         except WorkerError as exc:

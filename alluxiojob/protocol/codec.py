@@ -68,6 +68,7 @@ class TaskOptions:
     skip_if_exists: bool = False
     bandwidth: int = 0
     overwrite: bool = False
+    metadata_only: bool = False  # LOAD: record each file as listed, copy no data
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ def _encode_body(message: Message) -> dict[str, Any]:
                 "skip": message.options.skip_if_exists,
                 "bw": message.options.bandwidth,
                 "ow": message.options.overwrite,
+                "meta": message.options.metadata_only,
             },
         }
     if isinstance(message, TaskResult):
@@ -247,6 +249,8 @@ def _decode_task(body: dict[str, Any]) -> Message:
         options=TaskOptions(
             skip_if_exists=_bool(opts, "skip"), bandwidth=_int(opts, "bw"),
             overwrite=_bool(opts, "ow"),
+            # Absent from a coordinator that predates the option: a plain LOAD.
+            metadata_only=_bool(opts, "meta") if "meta" in opts else False,
         ),
     )
 

@@ -305,8 +305,10 @@ class WorkerService:
         for link in links:
             log.warning("removed a symlink from the cache directory: the cache holds only "
                         "files the worker wrote", path=link)
+        pins = await self.executor.restore_pins()
         log.info("cache recovered", files=files, removed_unindexed=removed,
-                 removed_symlinks=len(links), dirs=[str(d.root) for d in self.cache.dirs])
+                 removed_symlinks=len(links), pinned_jobs=pins,
+                 dirs=[str(d.root) for d in self.cache.dirs])
         try:
             # Pool processes live for an hour idle, and are started before the first task,
             # so a job never waits for interpreters to spawn.
