@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from alluxiojob.security import Security
+from alluxiojob.security import PUBLIC_PATHS, Security
 from alluxiojob.security.http import HttpGuard
 
 # hypercorn's idle timer (keep_alive_timeout) runs from the connection's start, and after
@@ -30,9 +30,12 @@ async def serve_app(
     port: int,
     security: Security,
     *,
+    public: frozenset[str] = PUBLIC_PATHS,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` behind the HttpGuard until cancelled; ``started`` gets the bound URLs."""
+    """Serve ``app`` behind the HttpGuard until cancelled; ``started`` gets the bound URLs.
+
+    ``public`` are the paths a peer may GET without the cluster token."""
     config = HypercornConfig()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
@@ -45,7 +48,7 @@ async def serve_app(
     if security.tls.serving:
         config.certfile = security.tls.cert_file
         config.keyfile = security.tls.key_file
-    guarded = HttpGuard(app, security.token)
+    guarded = HttpGuard(app, security.token, public=public)
     await serve(guarded, config, task_status=task_status)  # type: ignore[arg-type]
 
 

@@ -9,7 +9,6 @@ its own etcd (fsync on, as in production) and coordinators on loopback, and stop
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import shutil
@@ -28,7 +27,10 @@ import trio
 from alluxiojob.core.job import JobOptions, JobType
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.jobs import JobStore
+from alluxiojob.store.kv import Compare, Put
 from alluxiojob.testing.etcd import EtcdServer
+
+POLL = "100ms"  # queue poll of the claiming coordinators: all three keep trying
 
 
 def free_port() -> int:
@@ -38,31 +40,34 @@ def free_port() -> int:
 
 
 def raw_txn_rate(url: str, count: int, concurrency: int) -> float:
-    """Compare-and-swap txns/s straight through the gateway, with no job logic."""
+    """Compare-and-swap txns/s through the coordinators' own etcd client, no job logic.
 
+    Each of ``concurrency`` clients is its own ``EtcdKVStore`` (its own gRPC channel),
+    as each coordinator is, driven from one trio task.
+    """
     run = time.time_ns()
 
     async def main() -> float:
-        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        stores = [EtcdKVStore([url], read_timeout=10, write_timeout=10, max_retries=2)
+                  for _ in range(concurrency)]
+        try:
             async def one(worker: int) -> None:
-                key = base64.b64encode(f"/bench/raw/{run}/{worker}".encode()).decode()
+                kv = stores[worker]
+                key = f"/bench/raw/{run}/{worker}".encode()
                 revision = 0
                 for i in range(count // concurrency):
-                    body = {
-                        "compare": [{"key": key, "target": "MOD", "result": "EQUAL",
-                                     "mod_revision": str(revision)}],
-                        "success": [{"request_put": {
-                            "key": key, "value": base64.b64encode(str(i).encode()).decode()}}],
-                    }
-                    answer = (await http.post("/v3/kv/txn", json=body)).json()
-                    assert answer.get("succeeded"), answer
-                    revision = int(answer["header"]["revision"])
+                    applied = await kv.txn([Compare(key, revision)], [Put(key, str(i).encode())])
+                    assert applied is not None
+                    revision = applied
 
             started = time.perf_counter()
             async with trio.open_nursery() as nursery:
                 for worker in range(concurrency):
                     nursery.start_soon(one, worker)
             return (count // concurrency) * concurrency / (time.perf_counter() - started)
+        finally:
+            for kv in stores:
+                await kv.aclose()
 
     return trio.run(main)
 
@@ -91,9 +96,10 @@ def list_jobs(url: str, prefix: str) -> list[dict[str, object]]:
     return trio.run(main)
 
 
-def start_coordinator(
-    root: Path, index: int, etcd_url: str, prefix: str
+def launch_coordinator(
+    root: Path, index: int, etcd_url: str, prefix: str, poll: str = "1s"
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a coordinator process without waiting for it (see ``wait_healthy``)."""
     port = free_port()
     log = open(root / f"coordinator{index}.log", "wb")
     workers = root / "workers"
@@ -103,26 +109,39 @@ def start_coordinator(
          "-D", "alluxio.coordinator.job.meta.store.type=ETCD",
          "-D", f"alluxio.etcd.endpoints={etcd_url}",
          "-D", f"alluxio.coordinator.scheduler.job.etcd.path={prefix}",
+         "-D", f"alluxio.coordinator.scheduler.job.etcd.poll.interval={poll}",
          "-D", f"alluxio.coordinator.rest.port={port}",
          "-D", "alluxio.coordinator.hostname=127.0.0.1",
          "-D", f"alluxio.work.dir={root / f'work{index}'}",
          "-D", f"alluxio.worker.static.config.file={workers}",
          "-D", "alluxio.coordinator.scheduler.running.job.capacity=100000"],
         stdout=log, stderr=subprocess.STDOUT)
+    return proc, port
+
+
+def wait_healthy(root: Path, index: int, port: int) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc, port
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
     raise SystemExit(f"coordinator {index} did not start; see {root}/coordinator{index}.log")
 
 
+def etcd_requests(port: int) -> int:
+    """Job-store requests this coordinator made (alluxio_scheduler_job_access_etcd)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return int(sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("alluxio_scheduler_job_access_etcd_total{")))
+
+
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
             proc.send_signal(signal.SIGTERM)
     for proc in procs:
         try:
@@ -145,35 +164,54 @@ def main() -> None:
             raw_1 = statistics.median(raw_txn_rate(etcd.url, 500, 1) for _ in range(3))
             raw_3 = statistics.median(raw_txn_rate(etcd.url, 600, 3) for _ in range(3))
 
-            # Claims/s: seed waiting jobs on empty dirs, then let 3 coordinators drain them.
+            # Claims/s: 3 coordinators are started and paused (SIGSTOP), waiting jobs on
+            # empty dirs are queued, and the coordinators resume together (SIGCONT), all
+            # polling the same full queue.
             dirs = []
             for i in range(args.jobs):
                 d = root / "empty" / f"d{i}"
                 d.mkdir(parents=True)
                 dirs.append(d)
             prefix = "/bench/claims/jobs/"
-            seed_jobs(etcd.url, prefix, dirs)
-            procs = [start_coordinator(root, i, etcd.url, prefix)[0] for i in range(3)]
+            launched = [launch_coordinator(root, i, etcd.url, prefix, POLL)
+                        for i in range(3)]
+            procs = [proc for proc, _ in launched]
+            for i, (_, port) in enumerate(launched):
+                wait_healthy(root, i, port)
+            for proc in procs:
+                proc.send_signal(signal.SIGSTOP)
+            try:
+                seed_jobs(etcd.url, prefix, dirs)
+            finally:
+                for proc in procs:
+                    proc.send_signal(signal.SIGCONT)
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
                 jobs = list_jobs(etcd.url, prefix)
                 if all(j["state"] == "SUCCEEDED" for j in jobs):
                     break
                 time.sleep(0.5)
+            requests = sum(etcd_requests(port) for _, port in launched)
             starts = sorted(float(j["started_at"]) for j in jobs)  # type: ignore[arg-type]
+            ends = sorted(float(j["finished_at"]) for j in jobs)  # type: ignore[arg-type]
             claims_per_s = (len(starts) - 1) / (starts[-1] - starts[0])
-            owners = sorted({str(j["owner"]) for j in jobs})
-            per_owner = {}
+            finished_per_s = len(ends) / (ends[-1] - starts[0])
+            by_owner: dict[str, int] = {}
+            per_claims: dict[str, int] = {}
             for j in jobs:
                 key = str(j["claims"])
-                per_owner[key] = per_owner.get(key, 0) + 1
+                per_claims[key] = per_claims.get(key, 0) + 1
+            for index in range(3):
+                log = (root / f"coordinator{index}.log").read_text(errors="replace")
+                by_owner[f"coordinator{index}"] = log.count('"job started"')
             stop(procs)
             procs = []
 
             # Submit-to-RUNNING: one coordinator idle, submissions through its REST API.
             prefix = "/bench/latency/jobs/"
-            proc, port = start_coordinator(root, 9, etcd.url, prefix)
+            proc, port = launch_coordinator(root, 9, etcd.url, prefix)
             procs = [proc]
+            wait_healthy(root, 9, port)
             latencies = []
             for i in range(args.latency_samples):
                 d = root / "latency" / f"d{i}"
@@ -197,9 +235,11 @@ def main() -> None:
             "etcd_raw_txn_per_s_3_clients": raw_3,
             "claims_per_s_3_coordinators": claims_per_s,
             "claims_to_raw_txn_ratio": claims_per_s / raw_3,
+            "jobs_finished_per_s_3_coordinators": finished_per_s,
+            "etcd_requests_per_job": requests / len(jobs),
             "jobs": len(starts),
-            "claims_per_job": per_owner,
-            "coordinators_that_claimed": len(owners),
+            "claims_per_job": per_claims,
+            "jobs_run_per_coordinator": by_owner,
             "submit_to_running_ms_median": statistics.median(latencies) * 1000,
             "submit_to_running_ms_p95": latencies[int(len(latencies) * 0.95) - 1] * 1000,
         }
@@ -207,8 +247,11 @@ def main() -> None:
         print(f"  etcd raw CAS txn/s, 1 client          {raw_1:8.0f}")
         print(f"  etcd raw CAS txn/s, 3 clients         {raw_3:8.0f}")
         print(f"  job claims/s, 3 coordinators          {claims_per_s:8.1f}   "
-              f"({len(starts)} jobs, claimed once each: {per_owner == {'1': len(starts)}})")
+              f"({len(starts)} jobs, claimed once each: {per_claims == {'1': len(starts)}})")
         print(f"  claims/s ÷ raw txn/s (3 clients)      {claims_per_s / raw_3:8.3f}")
+        print(f"  jobs finished/s (claim to SUCCEEDED)  {finished_per_s:8.1f}")
+        print(f"  etcd requests per job, all included   {requests / len(jobs):8.2f}")
+        print(f"  jobs run by each coordinator          {sorted(by_owner.values())}")
         median, p95 = figures["submit_to_running_ms_median"], figures["submit_to_running_ms_p95"]
         print(f"  submit → RUNNING, median / p95        {median:6.1f} ms / {p95:.1f} ms")
         if args.json:

@@ -26,7 +26,7 @@ from alluxiojob.cli.fs import fs_app
 from alluxiojob.cli.jobs import job_app
 from alluxiojob.cli.render import report_text
 from alluxiojob.config import ConfigError
-from alluxiojob.core.errors import JobServiceError, describe_error, leaves
+from alluxiojob.core.errors import InvalidArgument, JobServiceError, describe_error, leaves
 from alluxiojob.logs import configure_logging
 
 app = typer.Typer(
@@ -82,8 +82,9 @@ def _run_service(kind: str, conf: Path | None, defines: list[str] | None,
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         errors = leaves(exc)
-        if any(isinstance(e, ConfigError) for e in errors):
-            # A configuration a service cannot run with is a usage error, not an outage.
+        if any(isinstance(e, ConfigError | InvalidArgument) for e in errors):
+            # A configuration a service cannot run with (a bad value, a coordinator id
+            # already in use) is a usage error, not an outage.
             fail(f"{kind} cannot start: {describe_error(exc)}", EXIT_USAGE)
         if not all(isinstance(e, JobServiceError | ValueError | OSError) for e in errors):
             logging.getLogger("alluxiojob").exception("%s stopped by an unexpected error", kind)

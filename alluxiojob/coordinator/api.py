@@ -409,8 +409,15 @@ class CoordinatorApi:
         return JSONResponse(await self.service.report())
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "coordinator": self.service.coordinator_id,
-                             "store": self.service.store_type})
+        """200 while the job store takes writes; 503 naming the store and its error."""
+        health = await self.service.store_health()
+        ok = health["store_ok"]
+        body = {"status": "ok" if ok else "unavailable",
+                "coordinator": self.service.coordinator_id,
+                "store": self.service.store_type, **health}
+        if not ok:  # also the shape of every other error answer
+            body |= {"error": "UNAVAILABLE", "message": health["store_error"]}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(self._openapi)
@@ -425,21 +432,4 @@ class CoordinatorApi:
         routes = [Route(r.path, guarded(getattr(self, r.handler)), methods=[r.method])
                   for r in ROUTES]
         routes += ui_routes()
-        g = guarded
-        base = "/api/v1/master"
-        routes = [
-            Route(f"{base}/submit_job/{{type}}", g(self.submit), methods=["POST"]),
-            Route(f"{base}/progress_job/{{type}}", g(self.progress), methods=["GET"]),
-            Route(f"{base}/stop_job/{{type}}", g(self.stop), methods=["POST"]),
-            Route(f"{base}/rerun_job", g(self.rerun), methods=["POST"]),
-            Route(f"{base}/list_job", g(self.list_jobs), methods=["GET"]),
-            Route(f"{base}/job/{{id}}", g(self.get_job), methods=["GET"]),
-            Route(f"{base}/job/{{id}}/progress", g(self.job_progress), methods=["GET"]),
-            Route(f"{base}/report", g(self.report), methods=["GET"]),
-            Route(f"{base}/workers", g(self.workers), methods=["GET"]),
-            Route(f"{base}/jobs_overview", g(self.jobs_overview), methods=["GET"]),
-            Route("/healthz", g(self.healthz), methods=["GET"]),
-            Route("/metrics", metrics_endpoint(self.service.metrics.registry)),  # type: ignore[arg-type]
-            *ui_routes(),
-        ]
         return Starlette(routes=routes)

@@ -47,6 +47,9 @@ class CoordinatorMetrics:
         self.workers_total = Gauge("alluxio_coordinator_workers",
                                    "Workers in the membership.", registry=r)
         self.jobs = Gauge("alluxio_jobs", "Jobs in the store by state.", ["state"], registry=r)
+        self.store_healthy = Gauge("alluxio_coordinator_job_store_healthy",
+                                   "1 if the job store took the last health probe, else 0.",
+                                   registry=r)
         self.files = Counter("alluxio_job_files_processed",
                              "Files processed by this coordinator's jobs.", registry=r)
         self.files_failed = Counter(

@@ -35,8 +35,11 @@ class Scheduler:
         membership: Membership,
         config: Config,
         metrics: CoordinatorMetrics,
+        *,
+        ready: trio.Event | None = None,
     ) -> None:
         self.coordinator_id = coordinator_id
+        self.ready = ready  # claims wait for it (HA: until this process holds its id)
         self.store = store
         self.membership = membership
         self.config = config
@@ -60,6 +63,8 @@ class Scheduler:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             task_status.started()
+            if self.ready is not None:
+                await self.ready.wait()
             while True:
                 await self.claim_once(nursery)
                 with trio.move_on_after(jittered(self.poll_interval)):
@@ -88,6 +93,8 @@ class Scheduler:
             self.runners[owned.job.id] = scope
             nursery.start_soon(self._run_job, owned, scope)
         self.metrics.running_jobs.set(len(self.runners))
+        if claimed and len(self.runners) < self.capacity:
+            self.notify()  # there may be more waiting than one call claims: look again now
         return len(claimed)
 
     async def _run_job(self, owned: OwnedJob, scope: trio.CancelScope) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter as Tally
 from pathlib import Path
@@ -15,18 +16,25 @@ from alluxiojob.config import Config, ConfigError, Keys
 from alluxiojob.coordinator.api import CoordinatorApi
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.scheduler import Scheduler, jittered
+from alluxiojob.coordinator.ui import UI_PUBLIC_PATHS
 from alluxiojob.coordinator.workers import Membership, WorkerClient
 from alluxiojob.core.errors import describe_error
 from alluxiojob.core.states import JobState
-from alluxiojob.security import Security
+from alluxiojob.security import PUBLIC_PATHS, Security
 from alluxiojob.security.access import protected_mode_warning
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.store.kv import KVStore
-from alluxiojob.store.liveness import LeaseRegistration, live_ids, liveness_root
+from alluxiojob.store.liveness import (
+    LeaseRegistration,
+    instance_value,
+    live_ids,
+    liveness_root,
+)
 from alluxiojob.web import serve_app
 
 log = structlog.get_logger("alluxiojob.coordinator")
+STORE_PROBE_TIMEOUT = 3.0
 
 
 def open_kv(config: Config, metrics: CoordinatorMetrics) -> KVStore:
@@ -74,12 +82,13 @@ class CoordinatorService:
         )
         self.liveness = (
             LeaseRegistration(self.kv, self.root + "coordinators/" + self.coordinator_id,
-                              self.coordinator_id.encode(),
-                              config[Keys.FAILURE_DETECTION_TIMEOUT])
+                              instance_value(self.coordinator_id),
+                              config[Keys.FAILURE_DETECTION_TIMEOUT], exclusive=True)
             if self.ha else None
         )
         self.scheduler = Scheduler(
-            self.coordinator_id, self.store, self.membership, config, self.metrics
+            self.coordinator_id, self.store, self.membership, config, self.metrics,
+            ready=None if self.liveness is None else self.liveness.acquired,
         )
 
     def _make_client(self, worker_id: str) -> WorkerClient:
@@ -129,6 +138,22 @@ class CoordinatorService:
             "longest_running": [j.to_wire() for j in running[:10]],
         }
 
+    async def store_health(self) -> dict[str, Any]:
+        """Probe the job store (a small write, or an etcd quorum round trip), bounded."""
+        started = time.monotonic()
+        error = ""
+        with trio.move_on_after(STORE_PROBE_TIMEOUT) as scope:
+            try:
+                await self.kv.probe()
+            except Exception as exc:
+                error = str(exc) or describe_error(exc)
+        if scope.cancelled_caught:
+            error = f"the {self.store_type} job store did not answer within " \
+                    f"{STORE_PROBE_TIMEOUT:g}s"
+        self.metrics.store_healthy.set(0 if error else 1)
+        return {"store_ok": not error, "store_error": error,
+                "store_latency_ms": round((time.monotonic() - started) * 1000, 3)}
+
     async def cached_under(self, path: str, limit: int) -> list[dict[str, Any]]:
         """Files under ``path`` present in the workers' caches (``--file-status SUCCESS``)."""
         found: list[dict[str, Any]] = []
@@ -155,16 +180,22 @@ class CoordinatorService:
     ) -> None:
         """Retention cleanup and job gauges; in RocksDB mode, resume this store's jobs."""
         restarted_jobs_back = False
-        try:  # before the scheduler starts claiming; retried below if the store is down
-            await self._requeue_own_jobs()
-            restarted_jobs_back = True
-        except Exception as exc:
-            log.warning("cannot requeue this coordinator's jobs yet", error=describe_error(exc))
+        # In HA, only once this process holds its id: its jobs are its own, not those of
+        # a live coordinator running under the same id.
+        holds_id = self.liveness is None or self.liveness.acquired.is_set()
+        if holds_id:
+            try:  # before the scheduler starts claiming; retried below if the store is down
+                await self._requeue_own_jobs()
+                restarted_jobs_back = True
+            except Exception as exc:
+                log.warning("cannot requeue this coordinator's jobs yet",
+                            error=describe_error(exc))
         task_status.started()
         next_cleanup = time.monotonic()
         while True:
             try:
-                if not restarted_jobs_back:
+                holds_id = self.liveness is None or self.liveness.acquired.is_set()
+                if not restarted_jobs_back and holds_id:
                     await self._requeue_own_jobs()
                     restarted_jobs_back = True
                 await self._reclaim_from_dead_peers()
@@ -179,6 +210,7 @@ class CoordinatorService:
                     self.metrics.jobs.labels(state=state.value).set(counts.get(state, 0))
             except Exception as exc:
                 log.warning("housekeeping failed; will retry", error=describe_error(exc))
+            await self.store_health()  # the gauge, and a RocksDB store heals here too
             self.metrics.workers_total.set(len(self.membership.clients))
             self.metrics.workers_connected.set(
                 sum(1 for c in self.membership.clients.values() if c.connected)
@@ -226,7 +258,8 @@ class CoordinatorService:
                     log.warning(warning)
                 if self.security.protected_mode:
                     log.warning(protected_mode_warning("coordinator"))
-                binds = await nursery.start(serve_app, CoordinatorApi(self).app(), self.host,
+                serve = functools.partial(serve_app, public=PUBLIC_PATHS | UI_PUBLIC_PATHS)
+                binds = await nursery.start(serve, CoordinatorApi(self).app(), self.host,
                                             self.port, self.security)
                 log.info("coordinator ready", coordinator=self.coordinator_id,
                          rest=binds, store=self.store_type,

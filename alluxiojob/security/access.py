@@ -13,12 +13,12 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from alluxiojob.coordinator.ui import UI_PUBLIC_PATHS
 from alluxiojob.security.token import TOKEN_FILE_KEY, TOKEN_KEY, ClusterToken
 
-# Paths any peer may GET without a token. Extend it for static, data-free pages only:
-# the web page's shell is one (its script asks the user for the token).
-PUBLIC_PATHS: set[str] = {"/healthz", *UI_PUBLIC_PATHS}
+# Paths any peer may GET without a token. A service extends it for static, data-free
+# pages only (the coordinator's web page shell, whose script asks the user for the
+# token); a websocket upgrade is never public, whatever its path.
+PUBLIC_PATHS: frozenset[str] = frozenset({"/healthz"})
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ def check_peer(
     path: str,
     authorization: bytes | str | None,
     host_header: bytes | str | None = None,
+    public: frozenset[str] = PUBLIC_PATHS,
 ) -> Denial | None:
     """None when the peer may go on; else why not.
 
@@ -92,7 +93,7 @@ def check_peer(
                       f"this service has no cluster token, so it accepts loopback peers only "
                       f"(protected mode) and {peer_host or 'an unknown peer'} is not one; set "
                       f"{TOKEN_FILE_KEY} (or {TOKEN_KEY}) on the services and the clients")
-    if path in PUBLIC_PATHS:
+    if path in public:
         return None
     if authorization is None or not authorization:
         return Denial(401, "UNAUTHENTICATED",

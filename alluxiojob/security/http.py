@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from alluxiojob.security.access import Denial, check_peer
+from alluxiojob.security.access import PUBLIC_PATHS, Denial, check_peer
 from alluxiojob.security.token import ClusterToken
 
 Scope = MutableMapping[str, Any]
@@ -53,8 +53,10 @@ async def _respond(send: Send, status: int, code: str, message: str,
 
 class HttpGuard:
     def __init__(self, app: App, token: ClusterToken, *, max_body: int = MAX_BODY,
-                 body_timeout: float = BODY_TIMEOUT) -> None:
+                 body_timeout: float = BODY_TIMEOUT,
+                 public: frozenset[str] = PUBLIC_PATHS) -> None:
         self.app = app
+        self.public = public
         self.token = token
         self.max_body = max_body
         self.body_timeout = body_timeout
@@ -65,8 +67,10 @@ class HttpGuard:
             return
         client = scope.get("client")
         peer = str(client[0]) if client else None
+        public = self.public if scope["type"] == "http" and scope.get("method") in (
+            "GET", "HEAD") else frozenset()
         denial = check_peer(self.token, peer, scope.get("path", ""),
-                            _header(scope, b"authorization"), _header(scope, b"host"))
+                            _header(scope, b"authorization"), _header(scope, b"host"), public)
         if denial is not None:
             await self._deny(scope, send, denial)
             return

@@ -2,112 +2,95 @@
 
 Theory of operation
 -------------------
-The store talks to etcd's HTTP/JSON gateway (``/v3/kv/range``, ``/v3/kv/txn``,
-``/v3/lease/*``) with one pooled ``httpx.AsyncClient``, which runs natively under trio.
-Keys and values travel base64-encoded; etcd's int64 fields come back as strings and
-fields holding their zero value (an empty value, a failed txn's ``succeeded``, a dead
-lease's ``TTL``) are left out of the JSON, so every read of a response has a default.
+The store speaks gRPC to etcd through the ``etcd3`` library (see ``etcd_rpc``). Its
+calls block, so each one runs in a worker thread (``trio.to_thread.run_sync`` under a
+``CapacityLimiter``) and carries a gRPC deadline: the read timeout for ranges, the
+write timeout for transactions and lease calls. When trio stops waiting (a cancel
+scope, the deadline below) the thread is abandoned and keeps running until its own gRPC
+deadline, so no call outlives its timeout and no thread piles up without bound.
 
-Every request has a deadline: the read timeout for ranges, the write timeout for
-transactions and lease calls. A request that cannot connect, times out, or gets an
-"unavailable" answer (no leader, request timed out) moves on to the next endpoint; the
-endpoint that answered last is tried first next time. After ``max_retries`` further
-passes over every endpoint (with a short backoff between passes) the call raises
-``Unavailable`` naming the endpoints and the last error, so no ``httpx`` exception
-escapes. Errors etcd reports about the request itself (a lease that no longer exists,
-a transaction with too many operations or a duplicate key) are not retried.
+Failover: one gRPC channel per configured member. A call that cannot connect, times
+out, or gets etcd's "unavailable" answers (no leader, leader changed, request timed
+out, too many requests) moves on to the next member; the member that answered last is
+tried first next time. A channel that failed to connect fails calls at once until its
+reconnect backoff (at most 250 ms) ends; the pause between passes is longer than that,
+so a member that is just restarting is tried again for real. After ``max_retries``
+further passes the call raises ``Unavailable`` naming the members and each one's
+error. Errors etcd reports about the request itself (a lease that no longer exists,
+too many operations in one transaction) are not retried. No ``grpc`` or ``etcd3``
+exception escapes this module.
 
-Retried writes: a transaction whose answer was lost (a timeout, a dropped connection
-after the request was sent, etcd's own "request timed out") may nevertheless have been
-applied, and it is sent again. This is safe because every transaction the job store
-makes is a compare-and-swap on modification revisions: if the first attempt was
-applied, the second one's compares fail and nothing is written twice. To avoid
-reporting a write that did happen as a lost race, a retried transaction whose compares
-failed is checked once: if every key it puts now holds exactly the value it put, all at
-one revision newer than every compared revision, and every key it deletes is absent,
-the earlier attempt was applied and its revision is returned.
+Retried writes: a transaction whose answer was lost (a timeout, a connection dropped
+after the request was sent) may nevertheless have been applied, and it is sent again.
+This is safe because every transaction the job store makes is a compare-and-swap on
+modification revisions: if the first attempt was applied, the second one's compares
+fail and nothing is written twice. To avoid reporting a write that did happen as a
+lost race, a retried transaction whose compares failed is checked once: if every key
+it puts now holds exactly the value it put, all at one revision newer than every
+compared revision, and every key it deletes is absent, the earlier attempt was applied
+and its revision is returned.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import functools
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
-import httpx
 import trio
 
-from alluxiojob.core.errors import InvalidArgument, JobServiceError, NotFound, Unavailable
-from alluxiojob.store.kv import Compare, Delete, Entry, Op, Put, prefix_end
+from alluxiojob.core.errors import (
+    InvalidArgument,
+    JobServiceError,
+    NotFound,
+    Unavailable,
+    describe_error,
+)
+from alluxiojob.store.etcd_rpc import EtcdEndpoint, EtcdMember, EtcdRpcError, KeyValue
+from alluxiojob.store.kv import Compare, Delete, Entry, Op, Put, Txn, prefix_end
 
 if TYPE_CHECKING:
     from alluxiojob.config.properties import Config
+
+T = TypeVar("T")
 
 RequestHook = Callable[[str, float], None]
 """``on_request(kind, seconds)``: kind is "get", "list", "txn" or "lease"."""
 
 # gRPC status codes that mean "this member cannot serve the request right now": no
-# leader, leader changed, request timed out, too many requests, database space exceeded.
-_GRPC_DEADLINE_EXCEEDED = 4
-_GRPC_NOT_FOUND = 5
-_GRPC_RESOURCE_EXHAUSTED = 8
-_GRPC_UNAVAILABLE = 14
-_RETRYABLE_GRPC_CODES = frozenset(
-    {_GRPC_DEADLINE_EXCEEDED, _GRPC_RESOURCE_EXHAUSTED, _GRPC_UNAVAILABLE}
+# leader, leader changed, request timed out, too many requests, database space exceeded;
+# UNKNOWN and INTERNAL carry errors etcd passes through unmapped, such as a read that
+# found no quorum in time ("context deadline exceeded").
+_RETRYABLE = frozenset(
+    {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNKNOWN", "INTERNAL"}
 )
+_NOT_SENT = ("failed to connect", "connection refused", "name resolution")
 
-_MAX_CONNECT_TIMEOUT = 3.0  # a dead host should not use a whole read timeout
-_BACKOFF_FIRST = 0.05
+_THREADS = 32  # etcd calls in flight per store; each holds a thread until its deadline
+_BACKOFF_FIRST = 0.3  # longer than a channel's reconnect backoff (etcd_rpc)
 _BACKOFF_MAX = 1.0
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text)
+_TRIO_MARGIN = 0.5  # gRPC's own deadline normally ends a call first
+_CLOSE_GRACE = 1.0  # how long aclose waits for calls in flight
 
 
 def normalize_endpoint(endpoint: str) -> str:
     """``host:port`` or ``http://host:port/`` -> ``http://host:port``."""
-    endpoint = endpoint.strip().rstrip("/")
-    if "://" not in endpoint:
-        endpoint = "http://" + endpoint
-    try:
-        url = httpx.URL(endpoint)
-    except httpx.InvalidURL as exc:
-        raise InvalidArgument(f"invalid etcd endpoint {endpoint!r}: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise InvalidArgument(
-            f"invalid etcd endpoint {endpoint!r}: expected http://host:port or host:port"
-        )
-    return endpoint
+    return EtcdEndpoint.parse(endpoint).url
 
 
-@dataclass(frozen=True)
-class _Failure:
-    """One attempt against one endpoint failed in a way another endpoint may not."""
-
-    message: str
-    ambiguous: bool  # the request may have reached etcd (and a write been applied)
-
-
-class _EtcdError(Exception):
+class _Rejected(Exception):
     """etcd answered, and rejected the request itself: retrying will not help."""
 
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    def __init__(self, error: EtcdRpcError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class EtcdKVStore:
-    """``KVStore`` over an etcd v3 cluster's JSON gateway. See the module docstring."""
+    """``KVStore`` over an etcd v3 cluster through ``etcd3``. See the module docstring."""
 
     supports_leases = True
 
@@ -119,29 +102,26 @@ class EtcdKVStore:
         max_retries: int = 2,
         *,
         on_request: RequestHook | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.endpoints: tuple[str, ...] = tuple(
-            normalize_endpoint(e) for e in endpoints if e.strip()
-        )
-        if not self.endpoints:
+        parsed = [EtcdEndpoint.parse(e) for e in endpoints if e.strip()]
+        if not parsed:
             raise InvalidArgument(
                 "no etcd endpoints configured: set alluxio.etcd.endpoints "
                 "(or alluxio.coordinator.scheduler.job.etcd.endpoints), e.g. http://host:2379"
             )
         if read_timeout <= 0 or write_timeout <= 0:
             raise InvalidArgument("etcd read and write timeouts must be positive")
+        self.endpoints: tuple[str, ...] = tuple(e.url for e in parsed)
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
         self.max_retries = max(0, max_retries)
         self._on_request = on_request
+        self._members = [EtcdMember(e) for e in parsed]
+        self._limiter = trio.CapacityLimiter(_THREADS)
         self._preferred = 0
         self._closed = False
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=None,  # deadlines are trio cancel scopes around each attempt
-            headers={"content-type": "application/json"},
-        )
+        self._idle = threading.Condition()
+        self._busy = 0  # calls running in threads, abandoned ones included
 
     @classmethod
     def from_config(
@@ -162,46 +142,37 @@ class EtcdKVStore:
         )
 
     # ------------------------------------------------------------------ transport
-    async def _attempt(
-        self, url: str, body: bytes, limit: float
-    ) -> dict[str, Any] | _Failure:
-        connect = httpx.Timeout(None, connect=min(limit, _MAX_CONNECT_TIMEOUT))
-        response: httpx.Response | None = None
-        with trio.move_on_after(limit):
-            try:
-                response = await self._client.post(url, content=body, timeout=connect)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                return _Failure(f"{type(exc).__name__}: {str(exc) or 'cannot connect'}", False)
-            except httpx.HTTPError as exc:
-                return _Failure(f"{type(exc).__name__}: {str(exc) or 'connection lost'}", True)
-        if response is None:
-            return _Failure(f"no answer within {limit:g}s", True)
-        data = _parse_body(response.text)
-        if response.status_code == 200 and data is not None:
-            error = data.get("error")
-            if error is None:
-                # A streaming call (lease keepalive) wraps its message in "result".
-                result = data.get("result", data)
-                return result if isinstance(result, dict) else {}
-            data = error if isinstance(error, dict) else data
-        code, message = _error_of(data, response)
-        if code is None or code in _RETRYABLE_GRPC_CODES:
-            # etcd cannot serve it now (no leader, request timed out), or this is not an
-            # etcd answer at all (a proxy, another service on that port): try elsewhere.
-            return _Failure(f"HTTP {response.status_code}: {message}", True)
-        raise _EtcdError(code, message)
+    def _run_counted(self, fn: Callable[[], T]) -> T:
+        with self._idle:
+            self._busy += 1
+        try:
+            return fn()
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+
+    def _wait_idle(self, seconds: float) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, seconds)
 
     async def _call(
-        self, kind: str, path: str, payload: dict[str, Any], *, write: bool
-    ) -> tuple[dict[str, Any], bool]:
-        """POST ``payload`` with failover; returns (answer, whether an attempt was lost)."""
+        self,
+        kind: str,
+        call: Callable[[EtcdMember, float], T],
+        *,
+        write: bool,
+    ) -> tuple[T, bool]:
+        """Run ``call(member, timeout)`` with failover.
+
+        Returns (answer, whether an earlier attempt may have been applied).
+        """
         if self._closed:
             raise Unavailable("the etcd job store is closed")
         timeout = self.write_timeout if write else self.read_timeout
-        body = json.dumps(payload, separators=(",", ":")).encode()
         started = time.monotonic()
-        count = len(self.endpoints)
-        last_error = "no attempt made"
+        count = len(self._members)
+        errors: dict[str, str] = {}  # per member, the most telling error
         ambiguous = False
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -209,46 +180,64 @@ class EtcdKVStore:
             first = self._preferred
             for step in range(count):
                 index = (first + step) % count
-                outcome = await self._attempt(self.endpoints[index] + path, body, timeout)
-                if isinstance(outcome, _Failure):
-                    last_error = f"{self.endpoints[index]}: {outcome.message}"
-                    ambiguous = ambiguous or outcome.ambiguous
+                member = self._members[index]
+                try:
+                    # The thread is abandoned if trio stops waiting; its gRPC deadline
+                    # (the same timeout) ends it soon after.
+                    with trio.move_on_after(timeout + _TRIO_MARGIN) as scope:
+                        answer = await trio.to_thread.run_sync(
+                            self._run_counted,
+                            functools.partial(call, member, timeout),
+                            limiter=self._limiter,
+                            abandon_on_cancel=True,
+                        )
+                    if scope.cancelled_caught:
+                        raise EtcdRpcError("DEADLINE_EXCEEDED", "no answer")
+                except JobServiceError:
+                    raise
+                except Exception as exc:
+                    if not isinstance(exc, EtcdRpcError):
+                        # A request the client could not even build: not etcd's answer.
+                        raise JobServiceError(
+                            f"etcd {kind} request failed: {describe_error(exc)}"
+                        ) from None
+                    if self._closed:
+                        raise Unavailable("the etcd job store is closed") from None
+                    if exc.code not in _RETRYABLE:
+                        raise _Rejected(exc) from None
+                    if exc.code != "DEADLINE_EXCEEDED" or member.endpoint.url not in errors:
+                        errors[member.endpoint.url] = _describe(exc, timeout)
+                    sent = not any(s in exc.details.lower() for s in _NOT_SENT)
+                    ambiguous = ambiguous or (write and sent)
                     continue
                 self._preferred = index
                 if self._on_request is not None:
                     self._on_request(kind, time.monotonic() - started)
-                return outcome, ambiguous
+                return answer, ambiguous
         raise Unavailable(
             f"etcd is unavailable at {', '.join(self.endpoints)} "
-            f"({self.max_retries + 1} attempts each): {last_error}"
+            f"({self.max_retries + 1} attempts each): "
+            + "; ".join(f"{url}: {error}" for url, error in errors.items())
         )
 
     async def _request(
-        self, kind: str, path: str, payload: dict[str, Any], *, write: bool
-    ) -> tuple[dict[str, Any], bool]:
+        self, kind: str, call: Callable[[EtcdMember, float], T], *, write: bool
+    ) -> tuple[T, bool]:
         try:
-            return await self._call(kind, path, payload, write=write)
-        except _EtcdError as exc:
-            if exc.code == _GRPC_NOT_FOUND:
-                raise NotFound(f"etcd: {exc.message}") from None
-            raise JobServiceError(f"etcd rejected the {kind} request: {exc.message}") from None
+            return await self._call(kind, call, write=write)
+        except _Rejected as rejected:
+            if rejected.error.code == "NOT_FOUND":
+                raise NotFound(f"etcd: {rejected.error.details}") from None
+            raise JobServiceError(
+                f"etcd rejected the {kind} request: {rejected.error}"
+            ) from None
 
     # ------------------------------------------------------------------ reads
-    @staticmethod
-    def _entries(answer: dict[str, Any]) -> list[Entry]:
-        return [
-            Entry(
-                key=_unb64(kv["key"]),
-                value=_unb64(kv.get("value", "")),
-                revision=int(kv.get("mod_revision", 0)),
-            )
-            for kv in answer.get("kvs", ())
-        ]
-
     async def get(self, key: bytes) -> Entry | None:
-        answer, _ = await self._request("get", "/v3/kv/range", {"key": _b64(key)}, write=False)
-        entries = self._entries(answer)
-        return entries[0] if entries else None
+        answer, _ = await self._request(
+            "get", lambda m, t: m.range(key, timeout=t), write=False
+        )
+        return _entry(answer.kvs[0]) if answer.kvs else None
 
     @staticmethod
     def _range(prefix: bytes, start_after: bytes | None = None) -> tuple[bytes, bytes] | None:
@@ -271,41 +260,27 @@ class EtcdKVStore:
         bounds = self._range(prefix, start_after)
         if bounds is None:
             return []
-        payload: dict[str, Any] = {
-            "key": _b64(bounds[0]),
-            "range_end": _b64(bounds[1]),
-            "sort_order": "ASCEND",
-            "sort_target": "KEY",
-        }
-        if limit > 0:
-            payload["limit"] = limit
-        answer, _ = await self._request("list", "/v3/kv/range", payload, write=False)
-        return self._entries(answer)
+        key, end = bounds
+        answer, _ = await self._request(
+            "list",
+            lambda m, t: m.range(key, end, limit=max(0, limit), timeout=t),
+            write=False,
+        )
+        return [_entry(kv) for kv in answer.kvs]
 
     async def count(self, prefix: bytes) -> int:
         bounds = self._range(prefix)
         if bounds is None:
             return 0
-        payload = {"key": _b64(bounds[0]), "range_end": _b64(bounds[1]), "count_only": True}
-        answer, _ = await self._request("list", "/v3/kv/range", payload, write=False)
-        return int(answer.get("count", 0))
+        key, end = bounds
+        answer, _ = await self._request(
+            "list",
+            lambda m, t: m.range(key, end, count_only=True, timeout=t),
+            write=False,
+        )
+        return answer.count
 
     # ------------------------------------------------------------------ writes
-    @staticmethod
-    def _op(op: Op) -> dict[str, Any]:
-        if isinstance(op, Put):
-            put: dict[str, Any] = {"key": _b64(op.key), "value": _b64(op.value)}
-            if op.lease:
-                put["lease"] = str(op.lease)
-            return {"request_put": put}
-        delete: dict[str, Any] = {"key": _b64(op.key)}
-        if op.prefix:
-            bounds = EtcdKVStore._range(op.key)
-            if bounds is None:
-                raise InvalidArgument("cannot delete an empty key range")
-            delete = {"key": _b64(bounds[0]), "range_end": _b64(bounds[1])}
-        return {"request_delete_range": delete}
-
     async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> int | None:
         """Apply ``ops`` if every compare holds; the new revision, or None.
 
@@ -313,104 +288,124 @@ class EtcdKVStore:
         why that is safe for compare-and-swap transactions and how a lost success is
         recognized.
         """
-        payload = {
-            "compare": [
-                {
-                    "key": _b64(c.key),
-                    "target": "MOD",
-                    "result": "EQUAL",
-                    "mod_revision": str(c.revision),  # 0 matches an absent key
-                }
-                for c in compares
-            ],
-            "success": [self._op(op) for op in ops],
-        }
-        answer, ambiguous = await self._request("txn", "/v3/kv/txn", payload, write=True)
-        if answer.get("succeeded", False):
-            return int(answer.get("header", {}).get("revision", 0))
+        (succeeded, revision), ambiguous = await self._request(
+            "txn", lambda m, t: m.txn(compares, ops, timeout=t), write=True
+        )
+        if succeeded:
+            return revision
         if ambiguous:
-            return await self._applied_revision(compares, ops)
+            return (await self._applied_revisions([(compares, ops)]))[0]
         return None
 
-    async def _applied_revision(
-        self, compares: Sequence[Compare], ops: Sequence[Op]
-    ) -> int | None:
-        """After a lost answer and failed compares: the revision if our write landed."""
-        puts = [op for op in ops if isinstance(op, Put)]
-        deletes = [op for op in ops if isinstance(op, Delete) and not op.prefix]
-        if not puts:
-            return None  # nothing that identifies our write
-        keys = [op.key for op in puts] + [op.key for op in deletes]
-        reads = [{"request_range": {"key": _b64(key)}} for key in keys]
-        answer, _ = await self._request(
-            "get", "/v3/kv/txn", {"success": reads}, write=False
+    async def txn_each(self, txns: Sequence[Txn]) -> list[int | None]:
+        if not txns:
+            return []
+        (applied, revision), ambiguous = await self._request(
+            "txn", lambda m, t: m.txn_each(txns, timeout=t), write=True
         )
-        found: list[list[Entry]] = [
-            self._entries(item.get("response_range", {}))
-            for item in answer.get("responses", ())
-        ]
-        if len(found) != len(reads):
-            return None
-        revisions: set[int] = set()
-        for op, entries in zip(puts, found, strict=False):
-            if not entries or entries[0].value != op.value:
-                return None
-            revisions.add(entries[0].revision)
-        if any(found[len(puts) :]) or len(revisions) != 1:
-            return None
-        revision = revisions.pop()
-        if revision <= max((c.revision for c in compares), default=0):
-            return None
-        return revision
+        results: list[int | None] = [revision if ok else None for ok in applied]
+        missed = [i for i, ok in enumerate(applied) if not ok]
+        if ambiguous and missed:
+            found = await self._applied_revisions([txns[i] for i in missed])
+            for i, landed in zip(missed, found, strict=True):
+                results[i] = landed
+        return results
+
+    async def _applied_revisions(self, txns: Sequence[Txn]) -> list[int | None]:
+        """After a lost answer and failed compares: per txn, its revision if it landed."""
+        checks: list[tuple[list[Put], list[Delete], int]] = []
+        keys: list[bytes] = []
+        for compares, ops in txns:
+            puts = [op for op in ops if isinstance(op, Put)]
+            deletes = [op for op in ops if isinstance(op, Delete) and not op.prefix]
+            checks.append((puts, deletes, max((c.revision for c in compares), default=0)))
+            keys += [op.key for op in puts] + [op.key for op in deletes]
+        if not keys:
+            return [None] * len(txns)
+        found, _ = await self._request(
+            "get", lambda m, t: m.read_keys(keys, timeout=t), write=False
+        )
+        results: list[int | None] = []
+        position = 0
+        for puts, deletes, newest_compared in checks:
+            mine = found[position : position + len(puts) + len(deletes)]
+            position += len(puts) + len(deletes)
+            results.append(_landed(puts, mine, newest_compared))
+        return results
 
     # ------------------------------------------------------------------ leases
     async def grant_lease(self, ttl: float) -> int:
         seconds = max(1, math.ceil(ttl))
-        answer, _ = await self._request("lease", "/v3/lease/grant", {"TTL": seconds}, write=True)
-        lease = int(answer.get("ID", 0))
+        lease, _ = await self._request(
+            "lease", lambda m, t: m.lease_grant(seconds, timeout=t),
+            write=True,
+        )
         if lease == 0:
-            raise JobServiceError(f"etcd did not grant a lease: {answer}")
+            raise JobServiceError("etcd did not grant a lease")
         return lease
 
     async def keep_alive(self, lease: int) -> bool:
-        answer, _ = await self._request(
-            "lease", "/v3/lease/keepalive", {"ID": str(lease)}, write=True
+        ttl, _ = await self._request(
+            "lease", lambda m, t: m.lease_keepalive(lease, timeout=t),
+            write=True,
         )
-        return int(answer.get("TTL", 0)) > 0
+        return ttl > 0
 
     async def revoke(self, lease: int) -> None:
         try:
-            await self._request("lease", "/v3/lease/revoke", {"ID": str(lease)}, write=True)
+            await self._request(
+                "lease", lambda m, t: m.lease_revoke(lease, timeout=t),
+                write=True,
+            )
         except NotFound:
             pass  # already expired or revoked
 
+    # ------------------------------------------------------------------ health
+    async def probe(self) -> None:
+        """A quorum round trip (etcd serves alarm requests through raft) and its alarms."""
+        alarms, _ = await self._request(
+            "get", lambda m, t: m.alarms(timeout=t), write=False
+        )
+        if "NOSPACE" in alarms:
+            raise Unavailable(
+                f"etcd at {', '.join(self.endpoints)} refuses writes: alarm NOSPACE "
+                "(database space exceeded; compact, defragment, then disarm the alarm)"
+            )
+
     async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            await self._client.aclose()
+        if self._closed:
+            return
+        self._closed = True
+        # Let calls in flight end on their own before their channels close under them
+        # (etcd3's close() cancels them with "Channel closed!"; see etcd_rpc).
+        await trio.to_thread.run_sync(self._wait_idle, _CLOSE_GRACE)
+        for member in self._members:
+            member.close()
 
 
-def _parse_body(text: str) -> dict[str, Any] | None:
-    """The JSON object of an answer (the first line of a streamed one), or None."""
-    for line in text.splitlines() or [text]:
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except ValueError:
+def _entry(kv: KeyValue) -> Entry:
+    return Entry(key=kv.key, value=kv.value, revision=kv.mod_revision)
+
+
+def _describe(error: EtcdRpcError, timeout: float) -> str:
+    if error.code == "DEADLINE_EXCEEDED":
+        return f"no answer within {timeout:g}s"
+    return str(error)
+
+
+def _landed(puts: list[Put], found: list[KeyValue | None], newest_compared: int) -> int | None:
+    """The revision at which ``puts`` (then absent deletes) were applied, or None."""
+    if not puts:
+        return None  # nothing that identifies our write
+    revisions: set[int] = set()
+    for op, kv in zip(puts, found, strict=False):
+        if kv is None or kv.value != op.value:
             return None
-        return data if isinstance(data, dict) else None
-    return None
-
-
-def _error_of(data: dict[str, Any] | None, response: httpx.Response) -> tuple[int | None, str]:
-    """(gRPC code, message) of an error answer; code None if it is not etcd's."""
-    if data is None:
-        snippet = response.text.strip().replace("\n", " ")[:200]
-        return None, snippet or response.reason_phrase or "empty answer"
-    code = data.get("code", data.get("grpc_code"))
-    message = str(data.get("message") or data.get("error") or data)
-    return (int(code) if isinstance(code, int | str) and str(code).isdigit() else None), message
+        revisions.add(kv.mod_revision)
+    if any(kv is not None for kv in found[len(puts) :]) or len(revisions) != 1:
+        return None
+    revision = revisions.pop()
+    return revision if revision > newest_compared else None
 
 
 __all__ = ["EtcdKVStore", "RequestHook", "normalize_endpoint"]

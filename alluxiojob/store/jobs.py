@@ -5,7 +5,9 @@ Key layout under the job prefix (``alluxio.coordinator.scheduler.job.etcd.path``
 ==============================  ==========================================================
 ``job/<uuid>``                  msgpack ``JobRecord``
 ``key/<identity>``              uuid of the current job for (type, path)
-``waiting/<seq>/<uuid>``        FIFO index of WAITING jobs (seq: submit time, ns)
+``waiting/<seq>/<uuid>``        FIFO index of WAITING jobs (seq: submit time, ns); its
+                                value is the job record written in the same transaction
+``meta/waiting-added``          rewritten by every transaction that adds to the index
 ``progress/<uuid>``             msgpack ``Progress``: counters and the resume checkpoint
 ``failures/<uuid>/<path>``      msgpack ``{reason, message, time}``, bounded per job
 ==============================  ==========================================================
@@ -13,24 +15,60 @@ Key layout under the job prefix (``alluxio.coordinator.scheduler.job.etcd.path``
 Fencing: an owner holds the job's revision from its claim. Every write it makes (state,
 progress, failures) compares that revision, so after a reclaim, a stop or a rerun has
 changed the job, the old owner's writes fail with ``Fenced`` and it abandons the job.
+
+Claims in one transaction: a waiting entry is always written in the same transaction
+as its job, so while the job is unchanged both keys carry the same modification
+revision and the entry's value is the job's record. A claim is then a single compare
+of both keys at that revision, with no read of the job; a batch of claims is one
+``txn_each``, where a claim lost to a peer fails alone.
+
+Spreading coordinators over the queue: the claim reads the oldest entries (a window a
+few batches long). While no peer takes entries from under it, a coordinator claims
+them strictly oldest first. After a lost claim it orders the window by position plus
+an offset drawn from a hash of (its id, the entry), below two batch sizes: peers then
+mostly pick different entries, and an entry is never passed over by one more than two
+batches younger, so no job starves. That bounded reordering is the FIFO given up.
+
+Exact waiting capacity: a submission reads ``meta/waiting-added``, then counts the
+index, and writes its job only if that key is unchanged, rewriting it in the same
+transaction. Any addition since the count makes the write fail and the submission
+counts again; removals (claims, stops) only lower the count, so they need no
+coordination. Concurrent submissions are therefore serialized, which is what an exact
+limit costs; claims never contend with them.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from alluxiojob.core.errors import CapacityExceeded, Fenced, NotFound, WrongState
+import trio
+
+from alluxiojob.core.errors import (
+    CapacityExceeded,
+    Fenced,
+    JobServiceError,
+    NotFound,
+    Unavailable,
+    WrongState,
+)
 from alluxiojob.core.job import JobOptions, JobRecord, JobType, job_identity
 from alluxiojob.core.progress import Progress
 from alluxiojob.core.states import ACTIVE_STATES, OWNED_STATES, JobEvent, JobState
 from alluxiojob.protocol.codec import pack_record, unpack_record
-from alluxiojob.store.kv import Compare, Delete, Entry, KVStore, Op, Put
+from alluxiojob.store.kv import Compare, Delete, Entry, KVStore, Op, Put, Txn
 
 _CAS_ATTEMPTS = 16
+_SUBMIT_PATIENCE = 10.0  # seconds a submission keeps retrying against concurrent ones
 _MAX_TXN_OPS = 100  # below etcd's default --max-txn-ops of 128
+_CLAIM_BATCH = 50  # claims per transaction (each a nested txn; etcd allows 128 per level)
+_CLAIM_WINDOW = 4  # the window read per round, in batches
+_CLAIM_ROUNDS = 16  # rounds per claim_waiting call before the scheduler polls again
+_CONTENDED_FOR = 5.0  # seconds to keep spreading after a claim lost to a peer
 
 
 class SubmitOutcome(enum.StrEnum):
@@ -45,6 +83,22 @@ class OwnedJob:
 
     job: JobRecord
     revision: int
+
+
+@dataclass(frozen=True)
+class _Admission:
+    """A count of the queue, and the compare that keeps it true until the write."""
+
+    compare: Compare
+    waiting: int
+    capacity: int
+
+    def check(self) -> None:
+        if self.waiting >= self.capacity:
+            raise CapacityExceeded(
+                f"the waiting queue is full: {self.waiting} jobs waiting, "
+                f"alluxio.coordinator.scheduler.waiting.job.capacity={self.capacity}"
+            )
 
 
 @dataclass(frozen=True)
@@ -65,6 +119,7 @@ class JobStore:
         self.kv = kv
         self._prefix = prefix.encode()
         self._clock = clock
+        self._contended_until = 0.0  # spread claims over the queue until then
 
     # ------------------------------------------------------------------ keys
     def _k(self, *parts: str) -> bytes:
@@ -79,6 +134,17 @@ class JobStore:
     def _waiting_key(self, job: JobRecord) -> bytes:
         return self._k("waiting", f"{job.seq:020d}", job.id)
 
+    def _added_key(self) -> bytes:
+        return self._k("meta", "waiting-added")
+
+    def _enqueue(self, job: JobRecord, packed: bytes) -> list[Op]:
+        """The puts that (re)queue ``job`` whose record is ``packed``: see the docstring."""
+        return [
+            Put(self._job_key(job.id), packed),
+            Put(self._waiting_key(job), packed),
+            Put(self._added_key(), job.id.encode()),
+        ]
+
     def _progress_key(self, job_id: str) -> bytes:
         return self._k("progress", job_id)
 
@@ -87,7 +153,12 @@ class JobStore:
 
     @staticmethod
     def _decode_job(entry: Entry) -> JobRecord:
-        return JobRecord.from_wire(unpack_record(entry.value))
+        try:
+            return JobRecord.from_wire(unpack_record(entry.value))
+        except Exception as exc:
+            raise JobServiceError(
+                f"the job record at {entry.key!r} is unreadable: {exc}"
+            ) from None
 
     # ------------------------------------------------------------------ reads
     async def get(self, job_id: str) -> OwnedJob:
@@ -101,7 +172,7 @@ class JobStore:
         pointer = await self.kv.get(self._identity_key(identity))
         if pointer is None:
             raise NotFound(f"no {job_type.value} job for {path}" + (f" -> {dst}" if dst else ""))
-        return await self.get(pointer.value.decode())
+        return await self.get(_job_id(pointer))
 
     async def list_jobs(
         self,
@@ -133,16 +204,25 @@ class JobStore:
 
     async def get_progress(self, job_id: str) -> Progress:
         entry = await self.kv.get(self._progress_key(job_id))
-        return Progress() if entry is None else Progress.from_wire(unpack_record(entry.value))
+        if entry is None:
+            return Progress()
+        try:
+            return Progress.from_wire(unpack_record(entry.value))
+        except Exception as exc:
+            raise JobServiceError(f"the progress of job {job_id} is unreadable: {exc}") from None
 
     async def list_failures(self, job_id: str, limit: int = 0) -> list[FailureRecord]:
         prefix = self._failures_prefix(job_id)
         out: list[FailureRecord] = []
         for entry in await self.kv.scan(prefix, limit=limit):
-            data = unpack_record(entry.value)
+            try:
+                data = unpack_record(entry.value)
+            except Exception as exc:
+                raise JobServiceError(f"a failure record of job {job_id} is unreadable: "
+                                      f"{exc}") from None
             out.append(
                 FailureRecord(
-                    path=entry.key[len(prefix) :].decode(),
+                    path=entry.key[len(prefix) :].decode("utf-8", "surrogateescape"),
                     reason=str(data.get("reason", "")),
                     message=str(data.get("message", "")),
                     time=float(data.get("time", 0.0)),
@@ -162,48 +242,88 @@ class JobStore:
         """Persist a submission before acknowledging it (see the module docstring)."""
         options.validate()
         identity_key = self._identity_key(job_identity(job_type, path, dst))
-        for _ in range(_CAS_ATTEMPTS):
+        deadline = time.monotonic() + _SUBMIT_PATIENCE
+        attempt = 0
+        while True:
+            if attempt:
+                if time.monotonic() > deadline:
+                    raise Unavailable("the job queue is busy with concurrent submissions "
+                                      "for too long; try again")
+                await _backoff(attempt)
+            attempt += 1
             now = self._clock()
-            pointer = await self.kv.get(identity_key)
-            current: Entry | None = None
-            if pointer is not None:
-                current = await self.kv.get(self._job_key(pointer.value.decode()))
+            pointer, current, room = await self._read_for_submit(identity_key)
+            admission = _Admission(*room, waiting_capacity)
             if current is not None:
                 job = self._decode_job(current)
                 if job.state in ACTIVE_STATES:
                     return job, SubmitOutcome.ALREADY_RUNNING
                 if job.state is JobState.STOPPED:
-                    await self._check_capacity(waiting_capacity)
+                    admission.check()
                     resumed = replace(job.apply(JobEvent.RESUME, now), seq=time.time_ns())
                     ok = await self.kv.txn(
-                        [Compare(current.key, current.revision)],
-                        [Put(current.key, pack_record(resumed.to_wire())),
-                         Put(self._waiting_key(resumed), b"")],
+                        [Compare(current.key, current.revision), admission.compare],
+                        self._enqueue(resumed, pack_record(resumed.to_wire())),
                     )
                     if ok is not None:
                         return resumed, SubmitOutcome.RESUMED
                     continue
-            await self._check_capacity(waiting_capacity)
+            admission.check()
             job = replace(JobRecord.new(job_type, path, dst, options, now), seq=time.time_ns())
             ok = await self.kv.txn(
-                [Compare(identity_key, 0 if pointer is None else pointer.revision)],
-                [
-                    Put(self._job_key(job.id), pack_record(job.to_wire())),
-                    Put(identity_key, job.id.encode()),
-                    Put(self._waiting_key(job), b""),
-                ],
+                [Compare(identity_key, 0 if pointer is None else pointer.revision),
+                 admission.compare],
+                [*self._enqueue(job, pack_record(job.to_wire())),
+                 Put(identity_key, job.id.encode())],
             )
             if ok is not None:
                 return job, SubmitOutcome.CREATED
-        raise CapacityExceeded("too many concurrent submissions for this job; try again")
 
-    async def _check_capacity(self, waiting_capacity: int) -> None:
+    async def _read_for_submit(
+        self, identity_key: bytes
+    ) -> tuple[Entry | None, Entry | None, tuple[Compare, int]]:
+        """The identity pointer, its job, and the room in the queue, read side by side.
+
+        Errors are raised as themselves (the store's own family), not as a group.
+        """
+        pointer: Entry | None = None
+        current: Entry | None = None
+        room: tuple[Compare, int] | None = None
+        errors: list[Exception] = []
+
+        async def read_current() -> None:
+            nonlocal current, pointer
+            try:
+                pointer = await self.kv.get(identity_key)
+                if pointer is not None:
+                    current = await self.kv.get(self._job_key(_job_id(pointer)))
+            except Exception as exc:
+                errors.append(exc)
+
+        async def read_room() -> None:
+            nonlocal room
+            try:
+                room = await self._room()
+            except Exception as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_current)
+            nursery.start_soon(read_room)
+        if errors:
+            raise errors[0]
+        assert room is not None
+        return pointer, current, room
+
+    async def _room(self) -> tuple[Compare, int]:
+        """(the compare that keeps a count true until the write, the count).
+
+        ``meta/waiting-added`` is read before counting: if anything is queued after that
+        read, the submission's compare on it fails and it counts again.
+        """
+        added = await self.kv.get(self._added_key())
         waiting = await self.waiting_count()
-        if waiting >= waiting_capacity:
-            raise CapacityExceeded(
-                f"the waiting queue is full: {waiting} jobs waiting, "
-                f"alluxio.coordinator.scheduler.waiting.job.capacity={waiting_capacity}"
-            )
+        return Compare(self._added_key(), 0 if added is None else added.revision), waiting
 
     async def stop(self, job_type: JobType, path: str, dst: str = "") -> JobRecord:
         for _ in range(_CAS_ATTEMPTS):
@@ -228,19 +348,16 @@ class JobStore:
             owned = await self.get(job_id)
             job = owned.job
             pointer = await self.kv.get(self._identity_key(job.identity))
-            if pointer is not None and pointer.value.decode() != job.id:
+            if pointer is not None and _job_id(pointer) != job.id:
                 raise WrongState(
-                    f"job {job.id} was superseded by job {pointer.value.decode()} for "
+                    f"job {job.id} was superseded by job {_job_id(pointer)} for "
                     f"the same {job.type.value} path; rerun that one instead"
                 )
             rerun = replace(job.apply(JobEvent.RERUN, self._clock()), seq=time.time_ns())
             compares = [Compare(self._job_key(job.id), owned.revision)]
             if pointer is not None:  # and no submit replaced it meanwhile
                 compares.append(Compare(pointer.key, pointer.revision))
-            ops: list[Op] = [
-                Put(self._job_key(job.id), pack_record(rerun.to_wire())),
-                Put(self._waiting_key(rerun), b""),
-            ]
+            ops = self._enqueue(rerun, pack_record(rerun.to_wire()))
             if job.state is JobState.FAILED:
                 # A failed job starts over, so that its failed files are tried again.
                 ops += [Delete(self._progress_key(job.id)),
@@ -251,38 +368,74 @@ class JobStore:
 
     # ------------------------------------------------------------------ owner side
     async def claim_waiting(self, owner: str, limit: int) -> list[OwnedJob]:
-        """Claim up to ``limit`` waiting jobs, oldest first; each claim is one CAS."""
-        claimed: list[OwnedJob] = []
-        if limit <= 0:
-            return claimed
-        start: bytes | None = None
-        while len(claimed) < limit:
-            page = await self.kv.scan(self._k("waiting", ""), start_after=start, limit=limit * 2)
+        """Claim up to ``limit`` waiting jobs, oldest first (see the module docstring)."""
+        claimed: list[tuple[bytes, OwnedJob]] = []
+        lost: set[tuple[bytes, int]] = set()  # (entry, job revision) claims that failed
+        for _ in range(_CLAIM_ROUNDS):
+            want = min(limit - len(claimed), _CLAIM_BATCH)
+            if want <= 0:
+                break
+            window = want * _CLAIM_WINDOW
+            page = await self.kv.scan(self._k("waiting", ""), limit=window)
             if not page:
                 break
-            for waiting in page:
-                if len(claimed) >= limit:
-                    break
-                job_id = waiting.key.rsplit(b"/", 1)[-1].decode()
-                entry = await self.kv.get(self._job_key(job_id))
-                if entry is None:
-                    # An index entry whose job is gone: drop it.
-                    await self.kv.txn([Compare(waiting.key, waiting.revision)],
-                                      [Delete(waiting.key)])
-                    continue
-                if self._decode_job(entry).state is not JobState.WAITING:
-                    # Claimed or stopped by someone else since the scan; that same
-                    # transaction removed this index entry.
-                    continue
-                job = self._decode_job(entry).apply(JobEvent.CLAIM, self._clock(), owner=owner)
-                revision = await self.kv.txn(
-                    [Compare(entry.key, entry.revision), Compare(waiting.key, waiting.revision)],
-                    [Put(entry.key, pack_record(job.to_wire())), Delete(waiting.key)],
-                )
-                if revision is not None:
-                    claimed.append(OwnedJob(job, revision))
-            start = page[-1].key
-        return claimed
+            picks = await self._pick(page, owner, want, lost)
+            if not picks:
+                if len(page) < window:
+                    break  # everything in the queue is being taken by peers
+                continue
+            now = self._clock()
+            txns: list[Txn] = []
+            jobs: list[JobRecord] = []
+            for waiting, record, revision in picks:
+                job = record.apply(JobEvent.CLAIM, now, owner=owner)
+                jobs.append(job)
+                txns.append((
+                    [Compare(self._job_key(job.id), revision),
+                     Compare(waiting.key, waiting.revision)],
+                    [Put(self._job_key(job.id), pack_record(job.to_wire())),
+                     Delete(waiting.key)],
+                ))
+            results = await self.kv.txn_each(txns)
+            for (waiting, _, revision), job, applied in zip(picks, jobs, results, strict=True):
+                if applied is None:
+                    lost.add((waiting.key, revision))
+                    self._contended_until = time.monotonic() + _CONTENDED_FOR
+                else:
+                    claimed.append((waiting.key, OwnedJob(job, applied)))
+            if len(page) < window and all(r is not None for r in results):
+                break  # the whole queue was in view and every claim held
+        claimed.sort(key=lambda item: item[0])  # queue order
+        return [owned for _, owned in claimed]
+
+    async def _pick(
+        self, page: list[Entry], owner: str, want: int, lost: set[tuple[bytes, int]]
+    ) -> list[tuple[Entry, JobRecord, int]]:
+        """Up to ``want`` entries of ``page`` to claim: (entry, job, the job's revision)."""
+        spread = 2 * want if time.monotonic() < self._contended_until else 0
+        order = claim_order([entry.key for entry in page], owner, spread)
+        picks: list[tuple[Entry, JobRecord, int]] = []
+        for i in order:
+            if len(picks) >= want:
+                break
+            waiting = page[i]
+            if waiting.value and (waiting.key, waiting.revision) not in lost:
+                picks.append((waiting, self._decode_job(waiting), waiting.revision))
+                continue
+            # An entry without the record (written before records were kept in the index),
+            # or one whose claim already failed unchanged: read the job itself.
+            job_id = _job_id(waiting, waiting.key.rsplit(b"/", 1)[-1])
+            entry = await self.kv.get(self._job_key(job_id))
+            job = self._decode_job(entry) if entry is not None else None
+            if job is None or job.state is not JobState.WAITING or (
+                    job.seq and self._waiting_key(job) != waiting.key):
+                # Its job is gone or no longer waits under this entry: drop the entry.
+                await self.kv.txn([Compare(waiting.key, waiting.revision)],
+                                  [Delete(waiting.key)])
+                continue
+            if entry is not None and (waiting.key, entry.revision) not in lost:
+                picks.append((waiting, job, entry.revision))
+        return picks
 
     async def transition(
         self,
@@ -294,11 +447,13 @@ class JobStore:
     ) -> OwnedJob:
         """A fenced state change by the job's owner, with its final progress if given."""
         job = owned.job.apply(event, self._clock(), owner=owned.job.owner, error=error)
-        ops: list[Op] = [Put(self._job_key(job.id), pack_record(job.to_wire()))]
+        packed = pack_record(job.to_wire())
+        ops: list[Op] = (
+            self._enqueue(job, packed) if job.state is JobState.WAITING
+            else [Put(self._job_key(job.id), packed)]
+        )
         if progress is not None:
             ops.append(Put(self._progress_key(job.id), self._pack_progress(owned, progress)))
-        if job.state is JobState.WAITING:
-            ops.append(Put(self._waiting_key(job), b""))
         revision = await self.kv.txn([Compare(self._job_key(job.id), owned.revision)], ops)
         if revision is None:
             raise Fenced(f"job {job.id} changed under its owner; abandoning it")
@@ -319,7 +474,7 @@ class JobStore:
         """
         changes: dict[bytes, Op] = {}
         for failure in failures:
-            key = self._failures_prefix(owned.job.id) + failure.path.encode()
+            key = self._failures_prefix(owned.job.id) + _path_bytes(failure.path)
             changes[key] = Put(
                 key,
                 pack_record(
@@ -327,7 +482,7 @@ class JobStore:
                 ),
             )
         for path in cleared:
-            key = self._failures_prefix(owned.job.id) + path.encode()
+            key = self._failures_prefix(owned.job.id) + _path_bytes(path)
             changes[key] = Delete(key)
         ops = list(changes.values())
         fence = [Compare(self._job_key(owned.job.id), owned.revision)]
@@ -368,8 +523,7 @@ class JobStore:
                 back = current.apply(JobEvent.RECLAIM, self._clock())
                 ok = await self.kv.txn(
                     [Compare(entry.key, entry.revision)],
-                    [Put(entry.key, pack_record(back.to_wire())),
-                     Put(self._waiting_key(back), b"")],
+                    self._enqueue(back, pack_record(back.to_wire())),
                 )
                 if ok is not None:
                     reclaimed.append(back)
@@ -392,7 +546,7 @@ class JobStore:
             ]
             compares = [Compare(entry.key, entry.revision)]
             pointer = await self.kv.get(self._identity_key(job.identity))
-            if pointer is not None and pointer.value.decode() == job.id:
+            if pointer is not None and _job_id(pointer) == job.id:
                 ops.append(Delete(pointer.key))
                 compares.append(Compare(pointer.key, pointer.revision))
             if await self.kv.txn(compares, ops) is not None:
@@ -400,7 +554,44 @@ class JobStore:
         return removed
 
 
+def _job_id(entry: Entry, raw: bytes | None = None) -> str:
+    """The job id an identity pointer (or a waiting key's last part) holds."""
+    try:
+        return (entry.value if raw is None else raw).decode("ascii")
+    except UnicodeDecodeError:
+        raise JobServiceError(f"the job store entry {entry.key!r} is unreadable") from None
+
+
+def _path_bytes(path: str) -> bytes:
+    """A file path as a key part; names that are not UTF-8 round-trip as they came."""
+    return path.encode("utf-8", "surrogateescape")
+
+
+def claim_order(keys: Sequence[bytes], owner: str, spread: int) -> list[int]:
+    """The order in which ``owner`` tries the waiting entries ``keys`` (oldest first).
+
+    Each entry's position is pushed back by a stable pseudo-random offset in
+    ``[0, spread)`` drawn from (owner, key): coordinators prefer different entries, and
+    no entry is tried after one that is ``spread`` or more positions younger.
+    ``spread`` 0 is strict FIFO.
+    """
+    if spread <= 1:
+        return list(range(len(keys)))
+
+    def offset(key: bytes) -> int:
+        digest = hashlib.blake2b(owner.encode() + b"\0" + key, digest_size=8).digest()
+        return int.from_bytes(digest, "big") % spread
+
+    return sorted(range(len(keys)), key=lambda i: (i + offset(keys[i]), i))
+
+
+async def _backoff(attempt: int) -> None:
+    """Jittered, growing pause between compare-and-swap retries (at most 50 ms)."""
+    await trio.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** min(attempt, 10))))
+
+
 __all__: Sequence[str] = [
+    "claim_order",
     "FailureRecord",
     "JobStore",
     "OwnedJob",

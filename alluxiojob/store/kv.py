@@ -8,6 +8,14 @@ per-key modification revisions, and an atomic transaction of "if these keys stil
 these revisions, apply these puts and deletes". RocksDB emulates revisions with a
 counter kept in the same database. Revision 0 in a ``Compare`` means "the key must not
 exist". Leases (for liveness keys) exist only where several coordinators share a store.
+
+``txn_each`` sends several independent transactions in one atomic step (etcd's nested
+transactions): each applies if its own compares hold, so a batch of claims costs one
+round trip and one fsync, and a claim lost to a peer does not undo the others.
+
+Every backend raises only the ``alluxiojob.core.errors`` family: ``Unavailable`` when
+the store cannot be reached or cannot write, ``NotFound`` for a lease that is gone, a
+plain ``JobServiceError`` for a request the store rejected.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ class Delete:
 
 
 Op = Put | Delete
+Txn = tuple[Sequence[Compare], Sequence[Op]]
+"""``(compares, ops)``: apply ``ops`` if every compare holds."""
 
 
 class KVStore(Protocol):
@@ -63,6 +73,19 @@ class KVStore(Protocol):
 
     async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> int | None:
         """Apply ``ops`` atomically if every compare holds; return the new revision or None."""
+        ...
+
+    async def txn_each(self, txns: Sequence[Txn]) -> list[int | None]:
+        """Apply each transaction whose compares hold, all in one atomic step.
+
+        Compares are evaluated before any of the batch is applied, and the transactions
+        must write disjoint keys. Returns, per transaction, the revision of the batch or
+        None where the compares failed.
+        """
+        ...
+
+    async def probe(self) -> None:
+        """Raise ``Unavailable`` naming the problem if the store cannot take writes now."""
         ...
 
     async def grant_lease(self, ttl: float) -> int: ...

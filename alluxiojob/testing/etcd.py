@@ -1,4 +1,4 @@
-"""A real, single-member etcd server for tests and benchmarks.
+"""Real etcd servers for tests and benchmarks: one member, or a cluster of three.
 
 ``EtcdServer`` runs the ``etcd`` binary as a subprocess on free loopback ports with a
 temporary data directory, and waits until ``/health`` reports a leader. It is plain
@@ -12,6 +12,11 @@ context manager::
         server.start()     # same ports, same data directory: the data is still there
         server.pause()     # SIGSTOP: connections are accepted but never answered
         server.resume()
+
+``EtcdCluster`` starts three members that form one cluster (``cluster.urls`` are their
+client URLs), so a test can take a member away and see the others carry on; with two
+members gone the last one has no quorum and answers nothing but errors. Elections use
+10 ms heartbeats, so a cluster starts and fails over in well under a second.
 
 Writes are fsynced as in production unless ``unsafe_no_fsync=True`` is given, which is
 faster but loses acknowledged writes when the host crashes.
@@ -68,6 +73,16 @@ def free_port() -> int:
         return port
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is in the stopped state (Linux ``/proc``)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in tasks]
+    except (OSError, IndexError):
+        return True  # no /proc, or the process is gone: nothing more to wait for
+    return all(state in ("T", "t") for state in states)
+
+
 def _reap(process: subprocess.Popen[bytes]) -> None:
     """Last resort at garbage collection or interpreter exit: no orphaned etcd."""
     if process.poll() is None:
@@ -90,6 +105,7 @@ class EtcdServer:
         extra_args: Sequence[str] = (),
         startup_timeout: float = 30.0,
         name: str = "test",
+        initial_cluster: str = "",
     ) -> None:
         self.binary = find_etcd(binary)
         self._own_dir = data_dir is None
@@ -104,6 +120,7 @@ class EtcdServer:
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
         self.name = name
+        self.initial_cluster = initial_cluster  # "name=peer_url,..."; empty: this one alone
         self._process: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize[..., EtcdServer] | None = None
         self._paused = False
@@ -141,7 +158,7 @@ class EtcdServer:
             f"--advertise-client-urls={self.url}",
             f"--listen-peer-urls={self.peer_url}",
             f"--initial-advertise-peer-urls={self.peer_url}",
-            f"--initial-cluster={self.name}={self.peer_url}",
+            f"--initial-cluster={self.initial_cluster or f'{self.name}={self.peer_url}'}",
             "--initial-cluster-state=new",
             "--heartbeat-interval=10",
             "--election-timeout=50",
@@ -152,8 +169,12 @@ class EtcdServer:
         return args + list(self.extra_args)
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        """Start etcd (on the same ports and data dir as before) and wait until healthy."""
+    def start(self, wait: bool = True) -> None:
+        """Start etcd (on the same ports and data dir as before) and wait until healthy.
+
+        ``wait=False`` returns at once: a cluster member is healthy only once a quorum
+        of its peers runs too (see ``EtcdCluster``).
+        """
         if self.running:
             return
         self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -166,13 +187,15 @@ class EtcdServer:
             )
         self._paused = False
         self._finalizer = weakref.finalize(self, _reap, self._process)
-        try:
-            self._wait_healthy()
-        except BaseException:
-            self.kill()
-            raise
+        if wait:
+            try:
+                self.wait_healthy()
+            except BaseException:
+                self.kill()
+                raise
 
-    def _wait_healthy(self) -> None:
+    def wait_healthy(self) -> None:
+        """Wait until ``/health`` reports a leader; raises ``EtcdStartError`` otherwise."""
         deadline = time.monotonic() + self.startup_timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
@@ -238,9 +261,17 @@ class EtcdServer:
         self._paused = False
 
     def pause(self) -> None:
-        """SIGSTOP: the process stays, its sockets accept, but nothing is answered."""
+        """SIGSTOP: the process stays, its sockets accept, but nothing is answered.
+
+        Returns once every thread of etcd has stopped: the signal alone is asynchronous,
+        and a request sent right after it could still be answered.
+        """
         self._signal(signal.SIGSTOP)
         self._paused = self.running
+        if self._paused and self.pid is not None:
+            deadline = time.monotonic() + 5
+            while not _all_threads_stopped(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.005)
 
     def resume(self) -> None:
         if self._paused:
@@ -274,4 +305,54 @@ class EtcdServer:
         return f"EtcdServer({self.url}, {state}, data_dir={self.data_dir})"
 
 
-__all__ = ["EtcdNotFound", "EtcdServer", "EtcdStartError", "find_etcd", "free_port"]
+class EtcdCluster:
+    """Three etcd members forming one cluster on loopback. See the module docstring."""
+
+    def __init__(self, size: int = 3, *, binary: str | None = None,
+                 unsafe_no_fsync: bool = False, startup_timeout: float = 30.0) -> None:
+        self.members = [
+            EtcdServer(binary=binary, unsafe_no_fsync=unsafe_no_fsync,
+                       startup_timeout=startup_timeout, name=f"member{i}")
+            for i in range(size)
+        ]
+        peers = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for member in self.members:
+            member.initial_cluster = peers
+            member.extra_args = (*member.extra_args, "--initial-cluster-token=alluxiojob-test")
+
+    @property
+    def urls(self) -> list[str]:
+        return [m.url for m in self.members]
+
+    def start(self) -> None:
+        """Start every member that is not running, then wait until each is healthy."""
+        try:
+            for member in self.members:
+                member.start(wait=False)
+            for member in self.members:
+                if member.running:
+                    member.wait_healthy()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for member in self.members:
+            member.close()
+
+    def __enter__(self) -> EtcdCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+__all__ = [
+    "EtcdCluster", "EtcdNotFound", "EtcdServer", "EtcdStartError", "find_etcd", "free_port",
+]

@@ -165,7 +165,7 @@ class WorkerService:
         host, peer = _peer_of(request.remote)
         headers = {k.lower(): v for k, v in request.headers}
         denial = check_peer(self.token, host, request.path, headers.get(b"authorization"),
-                            _host_header(request))
+                            _host_header(request), public=frozenset())
         if denial is not None:
             log.warning("refused a websocket peer", peer=peer, reason=denial.message)
             with trio.move_on_after(2):

@@ -192,13 +192,71 @@ def test_etcd_outage_mid_job(ha: Cluster, etcd: EtcdServer, tmp_path: Path) -> N
         cli = ha.cli("job", "load", "--path", str(other), check=False)
         assert cli.returncode == 5
         assert "unavailable" in cli.stderr
-        for c in ha.coordinators:
-            assert httpx.get(c.health_url, timeout=5).status_code == 200
+        for c in ha.coordinators:  # alive, and honest about the store
+            health = httpx.get(c.health_url, timeout=10)
+            assert health.status_code == 503
+            body = health.json()
+            assert (body["status"], body["store"], body["store_ok"]) == (
+                "unavailable", "ETCD", False)
+            assert "etcd is unavailable" in body["store_error"]
+            assert etcd.url in body["store_error"]
     finally:
         etcd.start()
     final = ha.wait_state(job["id"], "SUCCEEDED", timeout=240)
     assert final["files"]["processed"] == len(sizes)
     assert all(c.alive for c in ha.coordinators)
+    _all_cached(ha, sizes)
+
+
+def test_second_coordinator_with_the_same_id_is_refused(ha: Cluster, tmp_path: Path) -> None:
+    ha.add_worker()
+    first = ha.add_coordinator(**{"alluxio.coordinator.id": "coordinator-a"})
+    src = tmp_path / "data"
+    sizes = make_tree(src, 200)
+    job = ha.submit("load", str(src), batch_size=5, bandwidth=256 * 1024)
+    ha.wait_state(job["id"], "RUNNING")
+
+    second = ha.add_coordinator(start=False, **{"alluxio.coordinator.id": "coordinator-a"})
+    second.start(wait=False)
+    assert second.proc is not None
+    assert second.proc.wait(timeout=DETECTION + 30) == 2
+    refusal = second.log()
+    assert "alluxio.coordinator.id=coordinator-a" in refusal
+    assert "another coordinator is running" in refusal
+    assert "Traceback" not in refusal
+
+    # The first one was not disturbed: its job was never requeued by the second.
+    final = ha.wait_state(job["id"], "SUCCEEDED", timeout=180)
+    assert final["job"]["claims"] == 1
+    assert final["files"]["processed"] == len(sizes)
+    assert first.alive
+    assert httpx.get(first.health_url, timeout=10).json()["coordinator"] == "coordinator-a"
+
+
+def test_quick_restart_under_the_same_id_takes_its_jobs_back(
+    ha: Cluster, tmp_path: Path
+) -> None:
+    """A SIGKILLed coordinator's key outlives it by up to one TTL; a restart under the same
+    id waits for it to expire, instead of refusing, and resumes its own job."""
+    ha.add_worker()
+    ha.add_worker()
+    # The default 15 s TTL: the restart below comes well within it.
+    same = {"alluxio.coordinator.id": "coordinator-a",
+            "alluxio.coordinator.failure.detection.timeout": "15s"}
+    first = ha.add_coordinator(**same)
+    src = tmp_path / "data"
+    sizes = make_tree(src, 400)  # about 1.8 MB: some 7 s at this bandwidth on 2 workers
+    job = ha.submit("load", str(src), batch_size=20, bandwidth=128 * 1024)
+    wait_for(lambda: ha.progress(job["id"])["progress"]["committed"]["files_processed"] > 50,
+             60, "the job to make progress")
+    first.kill()
+    again = ha.add_coordinator(start=False, **same)
+    again.start(wait=False)
+    again.wait_healthy(timeout=15 + 30)
+    final = ha.wait_state(job["id"], "SUCCEEDED", coordinator=1, timeout=180)
+    assert final["job"]["claims"] == 2
+    assert final["files"]["processed"] == len(sizes)
+    assert "took over an id whose previous holder is gone" in again.log()
     _all_cached(ha, sizes)
 
 

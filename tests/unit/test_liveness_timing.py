@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 import trio
 import trio.testing
 
 from alluxiojob.coordinator.scheduler import jittered
 from alluxiojob.core.errors import Unavailable
 from alluxiojob.store.kv import Compare, Entry, Op, Put
-from alluxiojob.store.liveness import LeaseRegistration, liveness_root
+from alluxiojob.store.liveness import DuplicateId, LeaseRegistration, liveness_root
 
 
 class ScriptedLeases:
@@ -112,3 +113,57 @@ def test_liveness_keys_sit_beside_the_job_prefix() -> None:
     assert liveness_root("/alluxio/jobs/") == "/alluxio/"
     assert liveness_root("/t/abc/jobs") == "/t/abc/"
     assert liveness_root("jobs/") == "/"
+
+
+class HeldKey(ScriptedLeases):
+    """A KV where another instance holds the key until ``released_at`` (None: for ever)."""
+
+    def __init__(self, released_at: float | None) -> None:
+        super().__init__([])
+        self.released_at = released_at
+        self.revoked: list[int] = []
+
+    def _held(self) -> bool:
+        return self.released_at is None or trio.current_time() < self.released_at
+
+    async def get(self, key: bytes) -> Entry | None:
+        if self._held():
+            return Entry(key, b'{"host": "other", "pid": 7}', 5)
+        mine = [put for put in self.puts if put.key == key]
+        return Entry(key, mine[-1].value, 9) if mine else None
+
+    async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> int | None:
+        if self._held() or any(put.key == c.key for c in compares for put in self.puts):
+            return None
+        return await super().txn(compares, ops)
+
+    async def revoke(self, lease: int) -> None:
+        self.revoked.append(lease)
+
+
+async def test_same_id_waits_for_a_dead_holder(autojump_clock: trio.testing.MockClock) -> None:
+    kv = HeldKey(released_at=10.0)  # a crashed process's key, 10 s of its lease left
+    registration = LeaseRegistration(kv, "/alluxio/coordinators/c1", b"me", ttl=15.0,
+                                     exclusive=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registration.run)  # startup waits for the id
+        assert 10.0 <= trio.current_time() < 11.0
+        assert registration.acquired.is_set()
+        assert kv.puts[-1].value == b"me"
+        nursery.cancel_scope.cancel()
+    assert kv.revoked == [1], "a clean stop frees the id at once"
+
+
+async def test_same_id_held_by_a_live_coordinator_is_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    kv = HeldKey(released_at=None)  # refreshed for ever by a live coordinator
+    registration = LeaseRegistration(kv, "/alluxio/coordinators/c1", b"me", ttl=15.0,
+                                     exclusive=True)
+    with pytest.raises(DuplicateId) as info:
+        await registration.run()
+    assert "alluxio.coordinator.id=c1" in str(info.value)
+    assert "pid 7 on other" in str(info.value)
+    assert 15.0 < trio.current_time() < 20.0  # one TTL and a margin, not for ever
+    assert not registration.acquired.is_set()
+    assert kv.puts == []
