@@ -6,7 +6,8 @@ The UFS listing is streamed (in a worker thread) in a total order and numbered. 
 are grouped into *chunks* of ``batch_size`` consecutive files. Each file becomes one
 *unit* per target worker (its ring owners for LOAD, every worker for FREE), queued on
 that worker. A dispatcher per worker takes up to ``batch_size`` units at a time and
-sends them as one task, holding one of the worker's ``max.tasks.per.worker`` slots.
+sends them as one task, holding one of the worker's ``max.tasks.per.worker`` slots
+(a job with ``--bandwidth`` holds slots of its own instead: ``_slots``).
 Queues are bounded, so a slow worker slows the listing instead of filling memory.
 
 A unit that fails for a retryable reason (the worker was lost, the source changed...)
@@ -145,6 +146,7 @@ class JobRunner:
         self._chunks: dict[int, Chunk] = {}
         self._next_commit = 0
         self._queues: dict[str, _WorkerQueue] = {}
+        self._throttled_slots: dict[str, trio.Semaphore] = {}
         self._in_flight = 0
         self._idle = trio.Event()
         self._verify_counters: Counters | None = None
@@ -396,8 +398,22 @@ class JobRunner:
                                      f"worker {worker_id} left the membership")
                 continue
             self._in_flight += 1
-            await client.slots.acquire()
+            await self._slots(client).acquire()
             self._nursery.start_soon(self._run_task, worker_id, client, units)
+
+    def _slots(self, client: WorkerClient) -> trio.Semaphore:
+        """The task slots this job takes on ``client``'s worker.
+
+        A job with ``--bandwidth`` has slots of its own: its tasks wait on the worker
+        for their rate (holding no pool process there), and in the slots every job
+        shares they would keep the others waiting as long as they sleep.
+        """
+        if not self.job.options.bandwidth:
+            return client.slots
+        slots = self._throttled_slots.get(client.worker_id)
+        if slots is None:
+            slots = self._throttled_slots[client.worker_id] = trio.Semaphore(client.max_tasks)
+        return slots
 
     async def _run_task(self, worker_id: str, client: WorkerClient, units: list[Unit]) -> None:
         """Run one task on ``client``, whose slot the dispatcher holds for it."""
@@ -427,7 +443,7 @@ class JobRunner:
                         unit.outcome.ok_bytes += r.bytes
                     self._unit_final(unit)
         finally:
-            client.slots.release()
+            self._slots(client).release()
             self._in_flight -= 1
             self._idle.set()
 

@@ -170,3 +170,29 @@ def test_pins_survive_a_worker_restart(cluster_factory, tmp_path: Path) -> None:
     cached = cached_files(cluster)
     assert set(first_files) <= set(cached), "the pinned job's files were not evicted"
     assert len(set(second_files) & set(cached)) == 10
+
+
+# ---------------------------------------------------------------------- fair slots
+def test_throttled_jobs_do_not_starve_a_third(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = cluster_factory()
+    worker = cluster.add_worker()
+    cluster.add_coordinator()
+    slow = {}
+    for name in ("slow-a", "slow-b"):
+        write_files(tmp_path / name, 40, 4 * KiB)
+        slow[str(tmp_path / name)] = cluster.submit("load", str(tmp_path / name), bandwidth=1,
+                                                 batch_size=5)
+    # At 1 byte/s neither ever finishes; once both hold tasks on the worker (as many as
+    # the coordinator sends one worker at a time), a third job must still get through.
+    wait_for(lambda: int(web(worker, "/api/v1/worker/status").json()["unfinished_tasks"]) >= 3,
+             30, "the throttled jobs to hold tasks on the worker")
+    fast_files = write_files(tmp_path / "fast", 20, 4 * KiB)
+    fast = cluster.submit("load", str(tmp_path / "fast"))
+    report = cluster.wait_state(fast["id"], "SUCCEEDED", timeout=60)
+    assert report["files"]["processed"] == len(fast_files)
+    for path, job in slow.items():
+        assert cluster.progress(job["id"])["job"]["state"] == "RUNNING"
+        cluster.api("POST", "/api/v1/master/stop_job/load",
+                    json={"path": path}).raise_for_status()
+    cached = cached_files(cluster)
+    assert set(fast_files) <= set(cached)
