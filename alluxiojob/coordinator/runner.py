@@ -75,14 +75,15 @@ class FileOutcome:
     ok_bytes: int = 0
     failed: bool = False
 
-    def counters(self, op: Op, length: int) -> Counters:
+    def counters(self, op: Op, length: int, metadata_only: bool = False) -> Counters:
         """One file's contribution, once every target answered."""
         if self.failed:
             return Counters(files_failed=1)
         if self.ok:
-            # FREE reports what was freed on every worker; the others count the listed
-            # length once, however many replicas, so totals match the listing.
-            nbytes = self.ok_bytes if op is Op.FREE else length
+            # FREE reports what was freed on every worker, and a metadata-only LOAD
+            # loads no bytes; the others count the listed length once, however many
+            # replicas, so totals match the listing.
+            nbytes = self.ok_bytes if op is Op.FREE or metadata_only else length
             return Counters(files_processed=1, bytes_processed=nbytes)
         return Counters(files_skipped=1, bytes_skipped=0 if op is Op.FREE else length)
 
@@ -463,7 +464,8 @@ class JobRunner:
         outcome = unit.outcome
         outcome.remaining -= 1
         if outcome.remaining == 0:
-            self._count(chunk, outcome.counters(self._pass_op, unit.entry.length))
+            self._count(chunk, outcome.counters(self._pass_op, unit.entry.length,
+                                                self.job.options.metadata_only))
         chunk.outstanding -= 1
         self._advance()
 
