@@ -103,5 +103,12 @@ class Pacer:
 
     async def pay(self, nbytes: int) -> None:
         start = max(trio.current_time(), self._paid_until)
-        self._paid_until = start + nbytes / self.rate
-        await trio.sleep_until(self._paid_until)
+        until = self._paid_until = start + nbytes / self.rate
+        try:
+            await trio.sleep_until(until)
+        except BaseException:
+            # Cancelled (a stopped job, a task deadline): those bytes are never copied,
+            # so they must not delay the next shard; unless a later one paid after them.
+            if self._paid_until == until:
+                self._paid_until = start
+            raise

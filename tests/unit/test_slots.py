@@ -98,3 +98,12 @@ def test_pieces_are_a_quarter_second_within_bounds() -> None:
     assert piece_size(1, 1 << 20) == MIN_PIECE
     assert piece_size(4 << 20, 256 << 20) == 1 << 20
     assert piece_size(1 << 40, 256 << 20) == 256 << 20
+
+
+async def test_a_cancelled_payment_is_refunded(autojump_clock: trio.testing.MockClock) -> None:
+    pacer = Pacer(rate=1000)
+    start = trio.current_time()
+    with trio.move_on_after(1):
+        await pacer.pay(10_000)  # ten seconds' worth, abandoned after one
+    await pacer.pay(1000)
+    assert trio.current_time() - start == pytest.approx(2.0), "only its own second"
