@@ -249,8 +249,7 @@ def _decode_task(body: dict[str, Any]) -> Message:
         options=TaskOptions(
             skip_if_exists=_bool(opts, "skip"), bandwidth=_int(opts, "bw"),
             overwrite=_bool(opts, "ow"),
-            # Absent from a coordinator that predates the option: a plain LOAD.
-            metadata_only=_bool(opts, "meta") if "meta" in opts else False,
+            metadata_only=_bool(opts, "meta"),
         ),
     )
 
@@ -320,22 +319,3 @@ def decode(data: bytes | bytearray | str) -> Message:
         raise ProtocolError(f"unknown message type {tag!r}")
     return decoder(body)
 
-
-def pack_record(data: dict[str, Any]) -> bytes:
-    """msgpack for stored records (job, progress, failures): the one codec for them too.
-
-    A checkpoint may hold a file name that is not UTF-8; it round-trips as is.
-    """
-    packed: bytes = msgpack.packb(data, use_bin_type=True, unicode_errors="surrogateescape")
-    return packed
-
-
-def unpack_record(data: bytes) -> dict[str, Any]:
-    try:
-        value = msgpack.unpackb(data, raw=False, strict_map_key=False,
-                                unicode_errors="surrogateescape")
-    except Exception as exc:
-        raise ProtocolError(f"corrupt stored record: {exc}") from None
-    if not isinstance(value, dict):
-        raise ProtocolError("corrupt stored record: not a map")
-    return value

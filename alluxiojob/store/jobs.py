@@ -59,8 +59,8 @@ from alluxiojob.core.errors import (
 from alluxiojob.core.job import JobOptions, JobRecord, JobType, job_identity
 from alluxiojob.core.progress import Progress
 from alluxiojob.core.states import ACTIVE_STATES, OWNED_STATES, JobEvent, JobState
-from alluxiojob.protocol.codec import pack_record, unpack_record
 from alluxiojob.store.kv import Compare, Delete, Entry, KVStore, Op, Put, Txn
+from alluxiojob.store.records import pack_record, unpack_record
 
 _CAS_ATTEMPTS = 16
 _SUBMIT_PATIENCE = 10.0  # seconds a submission keeps retrying against concurrent ones

@@ -29,8 +29,6 @@ from alluxiojob.protocol.codec import (
     Welcome,
     decode,
     encode,
-    pack_record,
-    unpack_record,
 )
 
 HYPOTHESIS = settings(
@@ -522,31 +520,6 @@ def test_exotic_field_values_raise_protocol_error(value: Any, field: str) -> Non
 def test_oversized_message_raises_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="exceeds"):
         decode(b"\x00" * (MAX_MESSAGE_SIZE + 1))
-
-
-# ------------------------------------------------------------------------ stored records
-
-
-@FEW
-@given(st.dictionaries(st.text(max_size=10), msgpack_values, max_size=8))
-def test_record_round_trip(record: dict[str, Any]) -> None:
-    unpacked = unpack_record(pack_record(record))
-    assert pack_record(unpacked) == pack_record(record)
-
-
-@HYPOTHESIS
-@given(st.binary(max_size=100))
-def test_corrupt_records_raise_protocol_error(data: bytes) -> None:
-    try:
-        value = unpack_record(data)
-    except ProtocolError:
-        return
-    assert isinstance(value, dict)
-
-
-def test_record_that_is_not_a_map() -> None:
-    with pytest.raises(ProtocolError, match="not a map"):
-        unpack_record(pack([1, 2]))
 
 
 def test_dataclass_fields_all_travel() -> None:
