@@ -1,6 +1,6 @@
 """The data path that runs inside the worker's process pool: plain blocking code.
 
-A shard is a list of ``CopyJob``s: either whole small files, or one byte range of a
+A shard is a list of ``LocalCopy``s: either whole small files, or one byte range of a
 large file. Every write goes to ``tmp/`` first. A whole file is renamed into ``data/``
 here, once complete; the ranges of a large file are written in place at their offsets
 in one preallocated tmp file, and the parent renames it when every range is done. So a
@@ -25,7 +25,11 @@ _made_dirs: set[str] = set()
 
 
 @dataclass(frozen=True)
-class CopyJob:
+class LocalCopy:
+    """A copy of a local file into a file of ours: the whole file (``final`` set: written
+    to ``tmp``, then renamed to ``final``), or one byte range of it (``final`` empty:
+    written in place into the preallocated ``tmp``, which the parent renames)."""
+
     src: str  # local path of the UFS file
     tmp: str  # tmp path to write
     final: str  # data/ path; "" for a range of a large file (the parent renames)
@@ -73,7 +77,7 @@ def _cache_side(exc: OSError, path: str, src: str) -> _Failed:
     return _Failed(reason_for(exc), f"cache file {path}: {exc.strerror} (caching {src})")
 
 
-def _copy_range(fd_in: int, fd_out: int, offset: int, length: int, job: CopyJob) -> int:
+def _copy_range(fd_in: int, fd_out: int, offset: int, length: int, job: LocalCopy) -> int:
     """Copy ``length`` bytes at ``offset`` (same offset in both files); returns bytes copied.
 
     An error names the side it came from: the source, or the cache file.
@@ -96,7 +100,7 @@ def _copy_range(fd_in: int, fd_out: int, offset: int, length: int, job: CopyJob)
     return copied
 
 
-def _copy_chunk(fd_in: int, fd_out: int, size: int, position: int, job: CopyJob) -> int:
+def _copy_chunk(fd_in: int, fd_out: int, size: int, position: int, job: LocalCopy) -> int:
     try:
         data = os.pread(fd_in, size, position)
     except OSError as exc:
@@ -107,7 +111,7 @@ def _copy_chunk(fd_in: int, fd_out: int, size: int, position: int, job: CopyJob)
         raise _cache_side(exc, job.tmp, job.src) from None
 
 
-def copy_one(job: CopyJob) -> CopyOutcome:
+def copy_one(job: LocalCopy) -> CopyOutcome:
     """Copy one whole file (or one range of a large one) into the cache's tmp/, and
     rename a whole file into data/. Never raises for the file's own failure."""
     try:
@@ -165,7 +169,7 @@ def copy_one(job: CopyJob) -> CopyOutcome:
             os.close(fd_out)
 
 
-def _discard(job: CopyJob) -> None:
+def _discard(job: LocalCopy) -> None:
     if job.final:  # a range's tmp file is shared; the parent discards it
         try:
             os.unlink(job.tmp)
@@ -173,12 +177,12 @@ def _discard(job: CopyJob) -> None:
             pass
 
 
-def copy_shard(jobs: list[CopyJob]) -> list[CopyOutcome]:
+def copy_shard(jobs: list[LocalCopy]) -> list[CopyOutcome]:
     """Run in a pool process: copy every job in order; never raises for a single file."""
     return [copy_one(job) for job in jobs]
 
 
-def transfer_shard(jobs: list[CopyJob], move: bool, overwrite: bool) -> list[CopyOutcome]:
+def transfer_shard(jobs: list[LocalCopy], move: bool, overwrite: bool) -> list[CopyOutcome]:
     """COPY/MOVE between UFS locations: write beside the target, fsync, rename, then
     (MOVE) unlink the source once ``safe_to_remove_source`` agrees.
 
@@ -203,7 +207,7 @@ def _identity(info: os.stat_result) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-def _transfer_one(job: CopyJob, move: bool, overwrite: bool) -> CopyOutcome:
+def _transfer_one(job: LocalCopy, move: bool, overwrite: bool) -> CopyOutcome:
     try:
         source = os.stat(job.src)
     except OSError as exc:
@@ -281,7 +285,7 @@ def safe_to_remove_source(
     return None
 
 
-def _remove_source(job: CopyJob, outcome: CopyOutcome) -> CopyOutcome:
+def _remove_source(job: LocalCopy, outcome: CopyOutcome) -> CopyOutcome:
     try:
         os.unlink(job.src)
     except OSError as exc:

@@ -44,28 +44,31 @@ from alluxiojob.ufs.local import reason_for, to_local_path
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.worker.cache import Cache, IndexEntry, MetadataRecord, cache_relpath
 from alluxiojob.worker.copier import (
-    CopyJob,
     CopyOutcome,
+    LocalCopy,
     copy_shard,
     preallocate,
     transfer_shard,
 )
-from alluxiojob.worker.fetch import FetchJob, fetch_shard
+from alluxiojob.worker.fetch import ObjectFetch, fetch_shard
 from alluxiojob.worker.slots import FairSlots, Pacer, piece_size
-from alluxiojob.worker.transfer import TransferJob, transfer_objects_shard
+from alluxiojob.worker.transfer import ObjectTransfer, transfer_objects_shard
 
-Job = CopyJob | FetchJob
+PoolWork = LocalCopy | ObjectFetch  # what a pool process does for a LOAD, one file or range
 
 log = structlog.get_logger("alluxiojob.worker")
 
 
 @dataclass
-class _Planned:
+class _PlannedFile:
+    """One file of a LOAD task on its way into the cache: where it comes from and goes,
+    and the pool work (``pieces``: the whole file, or its byte ranges) that copies it."""
+
     entry: FileEntry
     src: str  # a local path, or the object's URI
     final: str
     local: bool
-    jobs: list[Job] = field(default_factory=list)
+    pieces: list[PoolWork] = field(default_factory=list)
     tmp: str = ""  # large files: the shared tmp file
     version: str = ""  # large objects: the ETag their ranges are pinned to
     reserved: int = 0
@@ -73,9 +76,9 @@ class _Planned:
 
 @dataclass
 class _Shard:
-    """Jobs that run together in one pool process, and the bytes they copy."""
+    """Work that runs together in one pool process, and the bytes it copies."""
 
-    jobs: list[Job]
+    work: list[PoolWork]
     nbytes: int
 
 
@@ -281,7 +284,7 @@ class TaskExecutor:
     # ------------------------------------------------------------------ COPY / MOVE
     async def _transfer(self, batch: TaskBatch) -> list[FileResult]:
         results: dict[str, FileResult] = {}
-        jobs: list[tuple[FileEntry, CopyJob | TransferJob]] = []
+        jobs: list[tuple[FileEntry, LocalCopy | ObjectTransfer]] = []
         for f in batch.files:
             if not f.dst:
                 results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, "INVALID_PATH",
@@ -294,16 +297,16 @@ class TaskExecutor:
                     head, tail = os.path.split(dst)
                     tmp = os.path.join(head,
                                        f".{tail}.alluxiojob-{os.getpid()}-{batch.task_id}")
-                    jobs.append((f, CopyJob(src, tmp, dst)))
+                    jobs.append((f, LocalCopy(src, tmp, dst)))
                 else:
                     ufs_for(f.path).normalize(f.path)
                     ufs_for(f.dst).normalize(f.dst)
-                    jobs.append((f, TransferJob(f.path, f.dst)))
+                    jobs.append((f, ObjectTransfer(f.path, f.dst)))
             except UfsError as exc:
                 results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, exc.reason, str(exc))
-        local = [pair for pair in jobs if isinstance(pair[1], CopyJob)]
-        remote = [pair for pair in jobs if not isinstance(pair[1], CopyJob)]
-        shards: list[list[tuple[FileEntry, CopyJob | TransferJob]]] = []
+        local = [pair for pair in jobs if isinstance(pair[1], LocalCopy)]
+        remote = [pair for pair in jobs if not isinstance(pair[1], LocalCopy)]
+        shards: list[list[tuple[FileEntry, LocalCopy | ObjectTransfer]]] = []
         for group in (local, remote):
             per_shard = max(1, math.ceil(len(group) / max(1, min(self.pool_size,
                                                                   len(group) or 1))))
@@ -311,9 +314,9 @@ class TaskExecutor:
         move = batch.op is Op.MOVE
         overwrite = batch.options.overwrite
 
-        async def run_shard(shard: list[tuple[FileEntry, CopyJob | TransferJob]]) -> None:
+        async def run_shard(shard: list[tuple[FileEntry, LocalCopy | ObjectTransfer]]) -> None:
             try:
-                if isinstance(shard[0][1], CopyJob):
+                if isinstance(shard[0][1], LocalCopy):
                     done = await self._run_in_pool(
                         batch.job_id, transfer_shard, [job for _, job in shard], move,
                         overwrite)
@@ -341,11 +344,11 @@ class TaskExecutor:
         return [results[f.path] for f in batch.files if f.path in results]
 
     @staticmethod
-    def _discard_transfer_tmps(jobs: list[CopyJob | TransferJob]) -> None:
+    def _discard_transfer_tmps(jobs: list[LocalCopy | ObjectTransfer]) -> None:
         """Blocking: the hidden file a dead pool process may have left beside a local
         destination (or inside it, when the destination is a directory)."""
         for job in jobs:
-            if isinstance(job, CopyJob):
+            if isinstance(job, LocalCopy):
                 _unlink_quiet(job.tmp)
                 _unlink_quiet(os.path.join(job.final, os.path.basename(job.tmp)))
 
@@ -370,7 +373,7 @@ class TaskExecutor:
 
     async def _load(self, batch: TaskBatch) -> list[FileResult]:
         results: dict[str, FileResult] = {}
-        todo: list[_Planned] = []
+        todo: list[_PlannedFile] = []
         for f in batch.files:
             try:
                 local = is_local(f.path)
@@ -379,7 +382,7 @@ class TaskExecutor:
             except UfsError as exc:
                 results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, exc.reason, str(exc))
                 continue
-            todo.append(_Planned(f, src, final, local))
+            todo.append(_PlannedFile(f, src, final, local))
         if batch.options.metadata_only:
             await self._record_metadata(batch, todo, results)
             return [results[f.path] for f in batch.files if f.path in results]
@@ -395,7 +398,7 @@ class TaskExecutor:
             todo = [p for p in todo if p.entry.path not in hits]
 
         pinned = self.pinned_jobs()
-        ready: list[_Planned] = []
+        ready: list[_PlannedFile] = []
         try:
             for planned in todo:
                 f = planned.entry
@@ -417,11 +420,11 @@ class TaskExecutor:
                 if not self._writing[planned.final]:
                     del self._writing[planned.final]
                 self._tmp_in_use.discard(planned.tmp)
-                for job in planned.jobs:
+                for job in planned.pieces:
                     self._tmp_in_use.discard(job.tmp)
         return [results[f.path] for f in batch.files if f.path in results]
 
-    async def _record_metadata(self, batch: TaskBatch, todo: list[_Planned],
+    async def _record_metadata(self, batch: TaskBatch, todo: list[_PlannedFile],
                                results: dict[str, FileResult]) -> None:
         """``--metadata-only``: record each file as listed (length, mtime, ETag), copy
         nothing. The records are apart from cached data: no read, skip or eviction
@@ -449,7 +452,7 @@ class TaskExecutor:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(record, limiter=self.cache.limiter)
 
-    def _plan_shards(self, ready: list[_Planned], piece: int) -> list[_Shard]:
+    def _plan_shards(self, ready: list[_PlannedFile], piece: int) -> list[_Shard]:
         """Shards for the pool. ``piece`` (a throttled job): small files are grouped into
         shards of about that many bytes; large files keep their partitions, which the
         runner copies a piece at a time."""
@@ -458,15 +461,15 @@ class TaskExecutor:
         if small:
             per_shard = max(1, math.ceil(len(small) / max(1, min(self.pool_size, len(small)))))
             limit = piece or self.partition_size
-            current: list[Job] = []
+            current: list[PoolWork] = []
             current_bytes = 0
             for planned in small:
                 d = self.cache.dir_for(planned.entry.path)
-                job = CopyJob(planned.src, d.tmp_path(planned.entry.path), planned.final,
+                job = LocalCopy(planned.src, d.tmp_path(planned.entry.path), planned.final,
                               expect_length=planned.entry.length,
                               expect_mtime_ns=planned.entry.mtime_ns)
                 self._tmp_in_use.add(job.tmp)
-                planned.jobs.append(job)
+                planned.pieces.append(job)
                 current.append(job)
                 current_bytes += planned.entry.length
                 if len(current) >= per_shard or current_bytes >= limit:
@@ -474,34 +477,34 @@ class TaskExecutor:
                     current, current_bytes = [], 0
             if current:
                 shards.append(_Shard(current, current_bytes))
-        fetches: list[tuple[FetchJob, int]] = []
+        fetches: list[tuple[ObjectFetch, int]] = []
         for planned in ready:
             length = planned.entry.length
             if length <= self.partition_size:
                 if not planned.local:
                     d = self.cache.dir_for(planned.entry.path)
-                    fetch = FetchJob(planned.src, d.tmp_path(planned.entry.path), planned.final)
+                    fetch = ObjectFetch(planned.src, d.tmp_path(planned.entry.path), planned.final)
                     self._tmp_in_use.add(fetch.tmp)
-                    planned.jobs.append(fetch)
+                    planned.pieces.append(fetch)
                     fetches.append((fetch, length))
                 continue
             for offset in range(0, length, self.partition_size):
                 span = min(self.partition_size, length - offset)
                 if planned.local:
-                    job = CopyJob(planned.src, planned.tmp, "", offset, span)
-                    planned.jobs.append(job)
+                    job = LocalCopy(planned.src, planned.tmp, "", offset, span)
+                    planned.pieces.append(job)
                     shards.append(_Shard([job], span))
                 else:
-                    fetch = FetchJob(planned.src, planned.tmp, "", offset, span,
+                    fetch = ObjectFetch(planned.src, planned.tmp, "", offset, span,
                                      planned.version)
-                    planned.jobs.append(fetch)
+                    planned.pieces.append(fetch)
                     if piece:
                         shards.append(_Shard([fetch], span))
                     else:
                         fetches.append((fetch, span))
         if fetches and piece:
             # Throttled: shards of about a piece each, paid for one by one.
-            current_fetches: list[Job] = []
+            current_fetches: list[PoolWork] = []
             current_bytes = 0
             for fetch, nbytes in fetches:
                 current_fetches.append(fetch)
@@ -520,7 +523,7 @@ class TaskExecutor:
                 shards.append(_Shard([f for f, _ in part], sum(n for _, n in part)))
         return shards
 
-    def _head(self, planned: _Planned) -> CopyOutcome | None:
+    def _head(self, planned: _PlannedFile) -> CopyOutcome | None:
         """Blocking: a large object's current ETag, which its ranges are pinned to."""
         try:
             info = ufs_for(planned.src, self.ufs_settings).stat(planned.src)
@@ -547,10 +550,10 @@ class TaskExecutor:
             self._pacers.pop(job_id, None)
 
     async def _copy(
-        self, batch: TaskBatch, ready: list[_Planned], results: dict[str, FileResult]
-    ) -> dict[Job, CopyOutcome]:
+        self, batch: TaskBatch, ready: list[_PlannedFile], results: dict[str, FileResult]
+    ) -> dict[PoolWork, CopyOutcome]:
         large = [p for p in ready if p.entry.length > self.partition_size]
-        outcomes: dict[Job, CopyOutcome] = {}
+        outcomes: dict[PoolWork, CopyOutcome] = {}
         failed: set[str] = set()
         for planned in large:
             planned.tmp = self.cache.dir_for(planned.entry.path).tmp_path(planned.entry.path)
@@ -580,22 +583,22 @@ class TaskExecutor:
 
         async def run_shard(shard: _Shard) -> None:
             try:
-                if pacer is not None and len(shard.jobs) == 1 and not shard.jobs[0].final \
+                if pacer is not None and len(shard.work) == 1 and not shard.work[0].final \
                         and shard.nbytes > piece:
-                    done = [await self._run_range_in_pieces(batch.job_id, shard.jobs[0], piece,
+                    done = [await self._run_range_in_pieces(batch.job_id, shard.work[0], piece,
                                                             pacer)]
                 else:
                     if pacer is not None:
                         await pacer.pay(shard.nbytes)
-                    done = await self._run_jobs(batch.job_id, shard.jobs)
+                    done = await self._run_work(batch.job_id, shard.work)
             except trio_parallel.BrokenWorkerError as exc:
                 self._sweep_tmp = True
-                shared = {j.final for j in shard.jobs if self._writing[j.final] > 1}
-                await trio.to_thread.run_sync(self._discard_broken, shard.jobs, shared)
-                done = [_pool_died(exc) for _ in shard.jobs]
+                shared = {j.final for j in shard.work if self._writing[j.final] > 1}
+                await trio.to_thread.run_sync(self._discard_broken, shard.work, shared)
+                done = [_pool_died(exc) for _ in shard.work]
             finally:
                 running.release()
-            outcomes.update(zip(shard.jobs, done, strict=True))
+            outcomes.update(zip(shard.work, done, strict=True))
 
         try:
             async with trio.open_nursery() as nursery:
@@ -607,14 +610,14 @@ class TaskExecutor:
                 self._done_with_pacer(batch.job_id, pacer)
         return outcomes
 
-    async def _run_jobs(self, job_id: str, jobs: list[Job]) -> list[CopyOutcome]:
-        if isinstance(jobs[0], FetchJob):
-            fetches = [j for j in jobs if isinstance(j, FetchJob)]
+    async def _run_work(self, job_id: str, jobs: list[PoolWork]) -> list[CopyOutcome]:
+        if isinstance(jobs[0], ObjectFetch):
+            fetches = [j for j in jobs if isinstance(j, ObjectFetch)]
             return await self._run_in_pool(job_id, fetch_shard, fetches, self.ufs_settings)
-        copies = [j for j in jobs if isinstance(j, CopyJob)]
+        copies = [j for j in jobs if isinstance(j, LocalCopy)]
         return await self._run_in_pool(job_id, copy_shard, copies)
 
-    async def _run_range_in_pieces(self, job_id: str, job: Job, piece: int,
+    async def _run_range_in_pieces(self, job_id: str, job: PoolWork, piece: int,
                                    pacer: Pacer) -> CopyOutcome:
         """A throttled job's partition, a paid-for piece at a time."""
         end = job.offset + job.length
@@ -623,13 +626,13 @@ class TaskExecutor:
         for offset in range(job.offset, end, piece):
             part = replace(job, offset=offset, length=min(piece, end - offset))
             await pacer.pay(part.length)
-            [last] = await self._run_jobs(job_id, [part])
+            [last] = await self._run_work(job_id, [part])
             if not last.ok:
                 return last
             copied += last.bytes
         return replace(last, bytes=copied)
 
-    def _discard_broken(self, jobs: list[Job], shared: set[str]) -> None:
+    def _discard_broken(self, jobs: list[PoolWork], shared: set[str]) -> None:
         """Blocking: after a pool process died mid-shard, remove what its whole-file jobs
         may have left: the tmp file, and a file renamed into data/ but never indexed
         (unless another load in flight writes the same path: ``shared``). Ranges share
@@ -638,7 +641,7 @@ class TaskExecutor:
             if not job.final:
                 continue
             _unlink_quiet(job.tmp)
-            uri = job.uri if isinstance(job, FetchJob) else "file://" + job.src
+            uri = job.uri if isinstance(job, ObjectFetch) else "file://" + job.src
             if job.final not in shared and os.path.lexists(job.final) \
                     and self.cache.dir_for(uri).lookup(uri) is None:
                 _unlink_quiet(job.final)
@@ -646,8 +649,8 @@ class TaskExecutor:
     async def _commit(
         self,
         job_id: str,
-        ready: list[_Planned],
-        outcomes: dict[Job, CopyOutcome],
+        ready: list[_PlannedFile],
+        outcomes: dict[PoolWork, CopyOutcome],
         results: dict[str, FileResult],
     ) -> None:
         commits: dict[int, list[tuple[str, IndexEntry, int]]] = {}
@@ -655,7 +658,7 @@ class TaskExecutor:
             path = planned.entry.path
             if path in results:
                 continue
-            done = [outcomes[j] for j in planned.jobs]
+            done = [outcomes[j] for j in planned.pieces]
             failed = next((o for o in done if not o.ok), None)
             entry_mtime = done[0].mtime_ns if done else 0
             version = done[0].version if done else ""
@@ -692,7 +695,7 @@ class TaskExecutor:
                 planned.reserved = 0  # the commit turned the reservation into used space
 
     @staticmethod
-    def _finish_large(planned: _Planned) -> CopyOutcome | None:
+    def _finish_large(planned: _PlannedFile) -> CopyOutcome | None:
         """All ranges of a large file are written: check the source, then publish it.
 
         An object needs no check here: every range was pinned to its ETag.

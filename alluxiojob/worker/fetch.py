@@ -42,7 +42,10 @@ def thread_pool(size: int) -> ThreadPoolExecutor:
 
 
 @dataclass(frozen=True)
-class FetchJob:
+class ObjectFetch:
+    """An object (or one byte range of it) fetched into the cache, as ``LocalCopy`` does
+    for a local file."""
+
     uri: str  # the object
     tmp: str  # tmp path to write
     final: str  # data/ path; "" for a range of a large object (the parent renames)
@@ -57,7 +60,7 @@ def _object_ufs(uri: str, settings: UfsSettings) -> ObjectStoreUfs:
     return ufs
 
 
-def fetch_one(job: FetchJob, settings: UfsSettings) -> CopyOutcome:
+def fetch_one(job: ObjectFetch, settings: UfsSettings) -> CopyOutcome:
     ufs = _object_ufs(job.uri, settings)
     try:
         if job.final:
@@ -92,7 +95,7 @@ def fetch_one(job: FetchJob, settings: UfsSettings) -> CopyOutcome:
                            message=f"cache file {job.tmp}: {exc.strerror} (caching {job.uri})")
 
 
-def _discard(job: FetchJob) -> None:
+def _discard(job: ObjectFetch) -> None:
     if job.final:
         try:
             os.unlink(job.tmp)
@@ -100,7 +103,7 @@ def _discard(job: FetchJob) -> None:
             pass
 
 
-def fetch_shard(jobs: list[FetchJob], settings: UfsSettings) -> list[CopyOutcome]:
+def fetch_shard(jobs: list[ObjectFetch], settings: UfsSettings) -> list[CopyOutcome]:
     """Run in a pool process: fetch every job, many at a time; never raises for one file.
     (A job's bandwidth is paced by the parent, between shards.)"""
     pool = thread_pool(settings.requests_per_process)
