@@ -30,13 +30,14 @@ from alluxiojob.cli.common import (
 )
 from alluxiojob.cli.render import job_list_text, job_stat_text, progress_text
 from alluxiojob.config import parse_size
+from alluxiojob.core.states import SETTLED_STATES
 
 job_app = typer.Typer(help="Submit and follow jobs (load, free, copy, move).",
                       no_args_is_help=True, epilog=examples(
                           "alluxiojob job load --path /data/imagenet --wait",
                           "alluxiojob job list --job-state RUNNING"))
 
-FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+SETTLED = {state.value for state in SETTLED_STATES}
 
 Path_ = Annotated[str | None, typer.Option("--path", help="UFS path of the job.")]
 Submit = Annotated[bool, typer.Option("--submit", help="Submit the job (the default).")]
@@ -98,7 +99,7 @@ def _follow(client: CoordinatorClient, job_type: str, path: str, dst: str) -> di
                        state=state,
                        files=f"{files['done']}/{files['listed']} files"
                        + (f", {files['failed']} failed" if files["failed"] else ""))
-            if state in FINAL:
+            if state in SETTLED:
                 return report
             time.sleep(0.2)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+from collections import Counter
 from typing import Any
 
 from alluxiojob.config import format_duration, format_size
+from alluxiojob.core.reasons import Reason
 
 VERBS = {"LOAD": "loading", "FREE": "freeing", "COPY": "copying", "MOVE": "moving"}
 
@@ -72,11 +74,25 @@ def progress_text(report: dict[str, Any], verbose: bool = False) -> str:
                              f"on {item['worker']}")
     failures = report.get("failures")
     if failures:
+        lines.append(f"\tFailure Reasons: {_reason_counts(failures)}")
         lines.append("\tFailed files:" if not verbose else "\tRecent failures:")
         for failure in failures:
             lines.append(f"\t\t{failure['path']}\tReason: {failure['reason']}, "
                          f"message: {failure['message']}")
     return "\n".join(lines)
+
+
+def _reason_counts(failures: list[dict[str, Any]]) -> str:
+    """``CACHE_FULL 2, IO_ERROR 1 (retried)``: how many of the listed files failed why."""
+    counts = Counter(str(f.get("reason", "")) for f in failures)
+    parts = []
+    for name, count in sorted(counts.items()):
+        try:
+            retried = Reason.parse(name).retryable
+        except ValueError:  # a coordinator newer than this CLI
+            retried = False
+        parts.append(f"{name} {count}" + (" (retried)" if retried else ""))
+    return ", ".join(parts)
 
 
 def _time(ts: float) -> str:
@@ -113,12 +129,34 @@ def job_stat_text(job: dict[str, Any], report: dict[str, Any] | None, verbose: b
     if job.get("error"):
         lines.append(f"Error: {job['error']}")
     if verbose and report is not None:
-        for worker in report.get("workers", []):
-            lines.append(f"Worker: {worker}")
+        if report.get("workers"):
+            lines.append(f"Workers: {', '.join(report['workers'])}")
         files = report["files"]
         lines.append(f"Files: processed {files['processed']}, skipped {files['skipped']}, "
                      f"failed {files['failed']}")
+        lines += _task_lines(report.get("tasks") or [])
     return "\n".join(lines)
+
+
+def _task_lines(tasks: list[dict[str, Any]]) -> list[str]:
+    """Each recent task with its worker and status, as Alluxio 2.x's ``job stat -v``."""
+    lines = []
+    for task in tasks:
+        failed = f" ({task['files_failed']} failed)" if task.get("files_failed") else ""
+        lines += [
+            f"Task {task['task']}",
+            f"\tWorker: {task['worker']}",
+            f"\tStatus: {task['status']}",
+            f"\tFiles: {task['files']}{failed}",
+        ]
+        started, ended = task.get("started_at") or 0.0, task.get("ended_at") or 0.0
+        timing = f"\tStarted: {_time(started)}"
+        if ended:
+            timing += f"  Took: {format_duration(max(0.0, ended - started))}"
+        lines.append(timing)
+        if task.get("error"):
+            lines.append(f"\tError: {task['error']}")
+    return lines
 
 
 def report_text(report: dict[str, Any]) -> str:

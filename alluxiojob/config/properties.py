@@ -290,6 +290,13 @@ class Keys:
         "1000",
         "Failed files kept per job.",
     )
+    JOB_TASK_TIMEOUT = _key(
+        "alluxio.job.task.timeout",
+        _parse_positive_duration,
+        "10min",
+        "Deadline of one task on a worker; past it the task's files fail as TASK_TIMEOUT "
+        "(retried). The coordinator waits a little longer for the answer.",
+    )
     CLUSTER_TOKEN = _key(
         "alluxio.job.cluster.token",
         _parse_str,

@@ -11,19 +11,22 @@ from __future__ import annotations
 import time
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol
 
 import structlog
 import trio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from alluxiojob.cli.render import progress_text
-from alluxiojob.config import Keys, parse_size
+from alluxiojob.config import Config, Keys, parse_size
+from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.routes import ROUTES, openapi_document
 from alluxiojob.coordinator.ui import FinalSummaries, ui_routes
+from alluxiojob.coordinator.workers import Membership
 from alluxiojob.core.errors import (
     InvalidArgument,
     InvalidPath,
@@ -34,23 +37,59 @@ from alluxiojob.core.errors import (
     describe_error,
 )
 from alluxiojob.core.job import OPTION_ALIASES, JobOptions, JobRecord, JobType
-from alluxiojob.core.progress import average_rate, eta_seconds, failure_ratio
-from alluxiojob.core.states import FINAL_STATES, JobState
+from alluxiojob.core.progress import Progress, average_rate, eta_seconds, failure_ratio
+from alluxiojob.core.states import COMPLETED_STATES, OWNED_STATES, JobState
+from alluxiojob.security import Security
 from alluxiojob.security.paths import PathNotAllowed, transfer_overlap
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.ufs import resolve_path, ufs_for
 from alluxiojob.ufs.base import UfsError, printable
 from alluxiojob.ufs.settings import UfsSettings
-from alluxiojob.web import metrics_endpoint
-
-if TYPE_CHECKING:  # avoids an import cycle at runtime
-    from alluxiojob.coordinator.service import CoordinatorService
 
 log = structlog.get_logger("alluxiojob.coordinator")
 
 Handler = Callable[[Request], Awaitable[Response]]
 SUCCESS_LIST_MAX = 1000
 OVERVIEW_LIMIT = 200  # jobs in one jobs_overview answer, most recently updated first
+
+
+class SchedulerControl(Protocol):
+    def notify(self) -> None:
+        """A job was queued: look at the queue now."""
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop running ``job_id`` here, if this coordinator runs it."""
+
+
+class CoordinatorView(Protocol):
+    """What the REST API uses of the coordinator, and nothing more."""
+
+    @property
+    def store(self) -> JobStore: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def ha(self) -> bool: ...
+    @property
+    def coordinator_id(self) -> str: ...
+    @property
+    def store_type(self) -> str: ...
+    @property
+    def metrics(self) -> CoordinatorMetrics: ...
+    @property
+    def membership(self) -> Membership: ...
+    @property
+    def scheduler(self) -> SchedulerControl: ...
+    @property
+    def security(self) -> Security: ...
+
+    async def report(self) -> dict[str, Any]: ...
+
+    async def cached_under(self, path: str, limit: int) -> list[dict[str, Any]]: ...
+
+    async def refresh_metrics(self) -> None: ...
+
+    async def store_health(self) -> dict[str, Any]: ...
 
 
 def _printable(text: str) -> str:
@@ -173,7 +212,9 @@ def _flag(params: dict[str, Any], name: str) -> bool:
     return _option_value(name, value, False) if value != "" else False
 
 
-def progress_report(job: JobRecord, progress: Any, now: float) -> dict[str, Any]:
+def progress_report(job: JobRecord, progress: Progress, now: float) -> dict[str, Any]:
+    if job.state not in OWNED_STATES:
+        progress = progress.settled()  # no owner: nothing of it is running now
     live = progress.live
     eta = eta_seconds(progress) if job.state in (JobState.RUNNING, JobState.VERIFYING) else None
     stored = progress.to_wire()
@@ -203,12 +244,13 @@ def progress_report(job: JobRecord, progress: Any, now: float) -> dict[str, Any]
         "verify_passes": progress.verify_passes,
         "files_repaired": progress.files_repaired,
         "workers": list(progress.workers),
+        "tasks": stored["tasks"],
         "reported_at": now,
     }
 
 
 class CoordinatorApi:
-    def __init__(self, service: CoordinatorService) -> None:
+    def __init__(self, service: CoordinatorView) -> None:
         self.service = service
         self.store: JobStore = service.store
         self.config = service.config
@@ -384,7 +426,7 @@ class CoordinatorApi:
         summary = {key: report[key] for key in (
             "job", "files", "bytes", "total_known", "elapsed_seconds", "throughput_avg",
             "throughput_recent", "eta_seconds")}
-        if job.state in FINAL_STATES:
+        if job.state in COMPLETED_STATES:
             self.summaries.put(job.id, job.updated_at, summary)
         return summary
 
@@ -408,6 +450,11 @@ class CoordinatorApi:
     async def report(self, request: Request) -> Response:
         return JSONResponse(await self.service.report())
 
+    async def metrics(self, request: Request) -> Response:
+        await self.service.refresh_metrics()
+        return Response(generate_latest(self.service.metrics.registry),
+                        media_type=CONTENT_TYPE_LATEST)
+
     async def healthz(self, request: Request) -> Response:
         """200 while the job store takes writes; 503 naming the store and its error."""
         health = await self.service.store_health()
@@ -422,13 +469,9 @@ class CoordinatorApi:
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(self._openapi)
 
-    async def metrics(self, request: Request) -> Response:
-        return await self._metrics(request)
-
     def app(self) -> Starlette:
         """The routes of ``routes.ROUTES``, each with its handler, behind ``guarded``."""
         self._openapi = openapi_document(ROUTES)
-        self._metrics = cast(Handler, metrics_endpoint(self.service.metrics.registry))
         routes = [Route(r.path, guarded(getattr(self, r.handler)), methods=[r.method])
                   for r in ROUTES]
         routes += ui_routes()

@@ -107,7 +107,7 @@ class Scheduler:
                         runner = JobRunner(owned, self.store, self.membership, self.config,
                                            self.metrics)
                         await runner.run()
-                        self.metrics.files.inc(runner.live.files_processed)
+                        self.metrics.files.inc(runner.files_processed)
                         return
                     except Exception as exc:
                         # Typically the store is unreachable at a final write. Resume the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import Counter as Tally
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import trio
 
 from alluxiojob.config import Config, ConfigError, Keys
 from alluxiojob.coordinator.api import CoordinatorApi
+from alluxiojob.coordinator.housekeeping import JobStateGauges, Reconciler, RetentionService
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.scheduler import Scheduler, jittered
 from alluxiojob.coordinator.ui import UI_PUBLIC_PATHS
@@ -25,12 +27,7 @@ from alluxiojob.security.access import protected_mode_warning
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.store.kv import KVStore
-from alluxiojob.store.liveness import (
-    LeaseRegistration,
-    instance_value,
-    live_ids,
-    liveness_root,
-)
+from alluxiojob.store.liveness import LeaseRegistration, instance_value, liveness_root
 from alluxiojob.web import serve_app
 
 log = structlog.get_logger("alluxiojob.coordinator")
@@ -90,8 +87,21 @@ class CoordinatorService:
             self.coordinator_id, self.store, self.membership, config, self.metrics,
             ready=None if self.liveness is None else self.liveness.acquired,
         )
+        self.reconciler = Reconciler(
+            self.store, self.coordinator_id, config[Keys.SCHEDULER_INTERVAL], self.metrics,
+            self.scheduler.notify, liveness=self.liveness, kv=self.kv,
+            peers_prefix=self.root + "coordinators/",
+        )
+        self.retention = RetentionService(
+            self.store, config[Keys.JOB_RETENTION_TIME], config[Keys.JOB_CLEANUP_INTERVAL]
+        )
+        self.job_gauges = JobStateGauges(self.store, self.metrics)
+        membership = self.membership
+        self.metrics.workers_total.set_function(lambda: len(membership.clients))
+        self.metrics.workers_connected.set_function(
+            lambda: sum(1 for client in membership.clients.values() if client.connected))
 
-    def _make_client(self, worker_id: str) -> WorkerClient:
+    def _make_client(self, worker_id: str, on_down_change: Callable[[], None]) -> WorkerClient:
         return WorkerClient(
             worker_id,
             worker_id,
@@ -100,6 +110,8 @@ class CoordinatorService:
             self.config[Keys.MAX_TASKS_PER_WORKER],
             self.config[Keys.FAILURE_DETECTION_TIMEOUT],
             self.security.tls,
+            task_timeout=self.config[Keys.JOB_TASK_TIMEOUT],
+            on_down_change=on_down_change,
         )
 
     async def report(self) -> dict[str, Any]:
@@ -175,76 +187,18 @@ class CoordinatorService:
                                   "error": describe_error(exc)})
         return found
 
-    async def _housekeeping(
+    async def refresh_metrics(self) -> None:
+        await self.job_gauges.refresh()
+
+    async def _watch_store(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Retention cleanup and job gauges; in RocksDB mode, resume this store's jobs."""
-        restarted_jobs_back = False
-        # In HA, only once this process holds its id: its jobs are its own, not those of
-        # a live coordinator running under the same id.
-        holds_id = self.liveness is None or self.liveness.acquired.is_set()
-        if holds_id:
-            try:  # before the scheduler starts claiming; retried below if the store is down
-                await self._requeue_own_jobs()
-                restarted_jobs_back = True
-            except Exception as exc:
-                log.warning("cannot requeue this coordinator's jobs yet",
-                            error=describe_error(exc))
+        """Probe the job store every interval: the health gauge, and a RocksDB store
+        that lost its directory heals here."""
         task_status.started()
-        next_cleanup = time.monotonic()
         while True:
-            try:
-                holds_id = self.liveness is None or self.liveness.acquired.is_set()
-                if not restarted_jobs_back and holds_id:
-                    await self._requeue_own_jobs()
-                    restarted_jobs_back = True
-                await self._reclaim_from_dead_peers()
-                if time.monotonic() >= next_cleanup:
-                    removed = await self.store.delete_expired(self.config[Keys.JOB_RETENTION_TIME])
-                    if removed:
-                        log.info("removed jobs past retention", count=removed)
-                    next_cleanup = time.monotonic() + self.config[Keys.JOB_CLEANUP_INTERVAL]
-                jobs = await self.store.list_jobs()
-                counts = Tally(job.state for job in jobs)
-                for state in JobState:
-                    self.metrics.jobs.labels(state=state.value).set(counts.get(state, 0))
-            except Exception as exc:
-                log.warning("housekeeping failed; will retry", error=describe_error(exc))
-            await self.store_health()  # the gauge, and a RocksDB store heals here too
-            self.metrics.workers_total.set(len(self.membership.clients))
-            self.metrics.workers_connected.set(
-                sum(1 for c in self.membership.clients.values() if c.connected)
-            )
+            await self.store_health()
             await trio.sleep(jittered(self.config[Keys.SCHEDULER_INTERVAL]))
-
-    async def _requeue_own_jobs(self) -> None:
-        """At startup, jobs the store shows as RUNNING under this coordinator go back.
-
-        A starting coordinator has no runner yet, so such a job was its own before a
-        restart: a RocksDB store is only ever one coordinator's (RocksDB's lock sees to
-        it), and in HA a quick restart under the same id lands within its old lease,
-        where no peer would reclaim it. The job resumes from its checkpoint.
-        """
-        mine = self.coordinator_id
-        resumed = await self.store.reclaim_orphans(lambda owner: self.ha and owner != mine)
-        for job in resumed:
-            log.info("resuming job after restart", job_id=job.id, path=job.path)
-        if resumed:
-            self.metrics.reclaim.inc(len(resumed))
-            self.scheduler.notify()
-
-    async def _reclaim_from_dead_peers(self) -> None:
-        """HA: jobs whose owner has no liveness key go back to the queue."""
-        if self.liveness is None or not self.liveness.registered:
-            return  # only a coordinator that is itself live judges its peers
-        live = await live_ids(self.kv, self.root + "coordinators/")
-        live.add(self.coordinator_id)
-        reclaimed = await self.store.reclaim_orphans(lambda owner: owner in live)
-        for job in reclaimed:
-            log.info("reclaimed job from a dead coordinator", job_id=job.id, path=job.path)
-        if reclaimed:
-            self.metrics.reclaim.inc(len(reclaimed))
-            self.scheduler.notify()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -252,7 +206,9 @@ class CoordinatorService:
                 if self.liveness is not None:
                     await nursery.start(self.liveness.run)
                 await nursery.start(self.membership.run)
-                await nursery.start(self._housekeeping)
+                await nursery.start(self.reconciler.run)
+                await nursery.start(self.retention.run)
+                await nursery.start(self._watch_store)
                 await nursery.start(self.scheduler.run)
                 for warning in self.security.warnings:
                     log.warning(warning)

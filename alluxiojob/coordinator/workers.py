@@ -3,10 +3,17 @@
 ``WorkerClient`` keeps one connection per worker, reconnecting with backoff, and
 multiplexes tasks over it by task id. At most ``max.tasks.per.worker`` tasks are in
 flight per worker, across every job of this coordinator (``slots``). A lost connection
-fails every task in flight with ``WorkerLost``; the runner retries those files.
+fails every task in flight with ``WorkerLost``; the runner retries those files. A task
+that has not answered ``alluxio.job.task.timeout`` (plus a margin, as the worker ends
+it at the deadline itself) later fails with ``TASK_TIMEOUT``, so a silent worker cannot
+hold a slot for ever.
+
+A worker whose connection attempts have failed for ``failure.detection.timeout`` is
+*down*: it leaves the ring used for placement (``Membership.placement``), so that its
+share of a job goes to the next live owner, and it rejoins as soon as it answers again.
 
 ``Membership`` reads the worker list (STATIC: a file of ``host:port`` lines, reread when
-it changes; ETCD: registrations under a lease) and rebuilds the hash ring on change.
+it changes; ETCD: registrations under a lease) and rebuilds the rings on change.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import itertools
 import os
 import random
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import structlog
@@ -22,17 +30,20 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from alluxiojob.core.errors import describe_error
+from alluxiojob.core.ledger import Placement
+from alluxiojob.core.reasons import Reason
 from alluxiojob.core.ring import HashRing
 from alluxiojob.protocol.codec import (
     MAX_MESSAGE_SIZE,
+    Cancel,
     ErrorMessage,
     FileEntry,
     Hello,
-    Op,
     ProtocolError,
     StatusReply,
     StatusRequest,
     TaskBatch,
+    TaskOp,
     TaskOptions,
     TaskResult,
     Welcome,
@@ -49,18 +60,33 @@ log = structlog.get_logger("alluxiojob.coordinator")
 PING_INTERVAL = 5.0
 ETCD_POLL_INTERVAL = 1.0
 STATUS_TIMEOUT = 2.0
+CANCEL_TIMEOUT = 1.0
+
+Headers = list[tuple[bytes, bytes]]
+Connector = Callable[[str, Headers], AbstractAsyncContextManager[WebSocketConnection]]
+"""Opens a websocket to a worker's URL with these upgrade headers: the network by
+default, memory streams in tests (``alluxiojob.testing.worker``)."""
+
+
+def answer_deadline(task_timeout: float) -> float:
+    """How long the coordinator waits for a task: the worker's deadline and a margin."""
+    return task_timeout + max(5.0, task_timeout / 10)
 
 
 class WorkerError(Exception):
-    reason = "WORKER_RPC_FAILED"
+    reason = Reason.WORKER_RPC_FAILED
 
 
 class WorkerUnavailable(WorkerError):
-    reason = "WORKER_NOT_REACHABLE"
+    reason = Reason.WORKER_NOT_REACHABLE
 
 
 class WorkerLost(WorkerError):
-    reason = "WORKER_LOST"
+    reason = Reason.WORKER_LOST
+
+
+class WorkerTimeout(WorkerError):
+    reason = Reason.TASK_TIMEOUT
 
 
 class _Pending:
@@ -80,6 +106,9 @@ class WorkerClient:
         max_tasks: int,
         liveness_timeout: float,
         tls: TlsSettings | None = None,
+        task_timeout: float = 600.0,
+        connector: Connector | None = None,
+        on_down_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.worker_id = worker_id
         self.tls = tls or TlsSettings()
@@ -89,8 +118,13 @@ class WorkerClient:
         self.max_tasks = max_tasks
         self.slots = trio.Semaphore(max_tasks)
         self.liveness_timeout = liveness_timeout
+        self.task_timeout = task_timeout
+        self._connector = connector
+        self._on_down_change = on_down_change
+        self.down = False
+        self._unreachable_since: float | None = None
         self._ws: WebSocketConnection | None = None
-        self._connected = trio.Event()
+        self._ready = trio.Event()  # set: connected, or known to be down (stop waiting)
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
         self._send_lock = trio.StrictFIFOLock()
@@ -122,22 +156,54 @@ class WorkerClient:
                 if message != self.last_error:
                     log.warning("worker unreachable", worker=self.worker_id, error=message)
                 self.last_error = message
+            self._attempt_failed()
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
-    async def _session(self) -> None:
+    def _attempt_failed(self) -> None:
+        """No connection now: after ``failure.detection.timeout`` of that, the worker is down."""
+        now = trio.current_time()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        if not self.down and now - self._unreachable_since >= self.liveness_timeout:
+            self.down = True
+            self._ready.set()  # whoever waits for a connection gives up now
+            log.warning("worker is down; its work goes to the next live workers",
+                        worker=self.worker_id,
+                        unreachable_for=round(now - self._unreachable_since, 3))
+            self._on_down_change()
+
+    @property
+    def unreachable_since(self) -> float | None:
+        """Trio time of the first failed connection attempt since the worker last answered."""
+        return self._unreachable_since
+
+    def _answered(self) -> None:
+        self._unreachable_since = None
+        if self.down:
+            self.down = False
+            log.info("worker is up again", worker=self.worker_id)
+            self._on_down_change()
+
+    def _connect(self) -> AbstractAsyncContextManager[WebSocketConnection]:
         # The token also goes in the upgrade request: the worker checks it before it
         # accepts the websocket, so a stranger never gets to send a message at all.
-        async with open_websocket_url(
+        headers = [(k.lower().encode(), v.encode())
+                   for k, v in self.token.authorization().items()]
+        if self._connector is not None:
+            return self._connector(self.url, headers)
+        return open_websocket_url(
             self.url,
             ssl_context=self.tls.client_context(),
-            extra_headers=[(k.lower().encode(), v.encode())
-                           for k, v in self.token.authorization().items()],
+            extra_headers=headers,
             max_message_size=MAX_MESSAGE_SIZE,
             receive_buffer_size=65536,
             connect_timeout=5,
             disconnect_timeout=2,
-        ) as ws:
+        )
+
+    async def _session(self) -> None:
+        async with self._connect() as ws:
             await ws.send_message(encode(Hello(self.token.value, self.coordinator_id)))
             with trio.fail_after(10):
                 reply = decode(await ws.get_message())
@@ -151,9 +217,10 @@ class WorkerClient:
             if self.last_error:
                 log.info("worker reconnected", worker=self.worker_id)
             self.last_error = ""
+            self._answered()
             self.web_port = reply.web_port
             self._ws = ws
-            self._connected.set()
+            self._ready.set()
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pinger, ws, nursery.cancel_scope)
@@ -161,7 +228,7 @@ class WorkerClient:
                     nursery.cancel_scope.cancel()
             finally:
                 self._ws = None
-                self._connected = trio.Event()
+                self._ready = trio.Event()
                 pending, self._pending = self._pending, {}
                 for item in pending.values():
                     item.error = WorkerLost(f"lost connection to worker {self.worker_id}")
@@ -206,8 +273,9 @@ class WorkerClient:
                 return
 
     async def _request(self, request_id: int, payload: bytes, wait: float) -> _Pending:
-        with trio.move_on_after(wait):
-            await self._connected.wait()
+        if not self.down:  # a worker known to be down fails at once
+            with trio.move_on_after(wait):
+                await self._ready.wait()
         ws = self._ws
         if ws is None:
             raise WorkerUnavailable(
@@ -227,7 +295,7 @@ class WorkerClient:
     async def call(
         self,
         job_id: str,
-        op: Op,
+        op: TaskOp,
         files: Sequence[FileEntry],
         options: TaskOptions,
         connect_wait: float,
@@ -235,14 +303,37 @@ class WorkerClient:
         task_id = next(self._ids)
         batch = TaskBatch(task_id, job_id, op, tuple(files), options)
         item = await self._request(task_id, encode(batch), connect_wait)
+        deadline = answer_deadline(self.task_timeout)
         try:
-            await item.done.wait()
+            with trio.move_on_after(deadline):
+                await item.done.wait()
         finally:
             self._pending.pop(task_id, None)
         if item.error is not None:
             raise item.error
+        if item.result is None:
+            raise WorkerTimeout(
+                f"worker {self.worker_id} did not answer a task in {deadline:g}s "
+                f"(alluxio.job.task.timeout={self.task_timeout:g}s)"
+            )
         assert isinstance(item.result, TaskResult)
         return item.result
+
+    async def cancel(self, job_id: str) -> None:
+        """Ask the worker to cancel the tasks of ``job_id`` this coordinator started.
+
+        Best effort: without a connection there is nothing to cancel, as the worker
+        cancels a session's tasks when the session ends.
+        """
+        ws = self._ws
+        if ws is None:
+            return
+        with trio.move_on_after(CANCEL_TIMEOUT):
+            try:
+                async with self._send_lock:
+                    await ws.send_message(encode(Cancel(job_id)))
+            except ConnectionClosed:
+                pass
 
     async def status(self) -> StatusReply:
         timeout = STATUS_TIMEOUT
@@ -279,11 +370,15 @@ def read_static_workers(path: Path) -> list[str]:
 
 
 class Membership:
-    """The current workers, their clients and the hash ring built over them."""
+    """The current workers, their clients, and the hash rings built over them.
+
+    ``ring`` holds every member; ``placement()`` gives the ring of live members (all of
+    them when none is live, so that work fails as unreachable rather than waits).
+    """
 
     def __init__(
         self,
-        make_client: Callable[[str], WorkerClient],
+        make_client: Callable[[str, Callable[[], None]], WorkerClient],
         static_file: Path | None,
         kv: KVStore | None = None,
         etcd_prefix: str = "",
@@ -295,11 +390,39 @@ class Membership:
         self.clients: dict[str, WorkerClient] = {}
         self._scopes: dict[str, trio.CancelScope] = {}
         self.ring = HashRing([])
+        self.live_ring = self.ring
+        self._placement = Placement(self.live_ring, self.ring.workers, self.ring)
         self.changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
     def client(self, worker_id: str) -> WorkerClient | None:
         return self.clients.get(worker_id)
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self.ring.workers
+
+    def placement(self) -> Placement:
+        if self._placement.ring is not self.live_ring or self._placement.members != self.members:
+            self._placement = Placement(self.live_ring, self.ring.workers, self.ring)
+        return self._placement
+
+    def down_changed(self) -> None:
+        """A client went down or came back: rebuild the live ring if its members differ."""
+        live = self._live_ring()
+        if live.workers != self.live_ring.workers:
+            self.live_ring = live
+            self._notify()
+
+    def _live_ring(self) -> HashRing:
+        live = [w for w, client in self.clients.items() if not client.down]
+        if not live or len(live) == len(self.clients):
+            return self.ring
+        return HashRing(live)
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
     async def _run_client(self, client: WorkerClient, scope: trio.CancelScope) -> None:
         with scope:
@@ -318,15 +441,15 @@ class Membership:
             del self.clients[worker_id]
             log.info("worker left", worker=worker_id)
         for worker_id in sorted(wanted - set(self.clients)):
-            client = self._make_client(worker_id)
+            client = self._make_client(worker_id, self.down_changed)
             scope = trio.CancelScope()
             self.clients[worker_id] = client
             self._scopes[worker_id] = scope
             self._nursery.start_soon(self._run_client, client, scope)
             log.info("worker joined", worker=worker_id)
         self.ring = HashRing(self.clients)
-        self.changed.set()
-        self.changed = trio.Event()
+        self.live_ring = self._live_ring()
+        self._notify()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

@@ -29,6 +29,19 @@ class WrongState(JobServiceError):
     http_status = 409
 
 
+class IllegalTransition(WrongState):
+    """An event that the state table does not allow from the job's current state.
+
+    ``state`` and ``event`` are the ``JobState`` and ``JobEvent`` (typed loosely here,
+    because the state table imports this module).
+    """
+
+    def __init__(self, message: str, state: object, event: object) -> None:
+        super().__init__(message)
+        self.state = state
+        self.event = event
+
+
 class InvalidPath(InvalidArgument):
     """A path the job cannot use as given, e.g. a destination inside its own source."""
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from alluxiojob.core.errors import InvalidArgument
-from alluxiojob.core.states import JobEvent, JobState, next_state
+from alluxiojob.core.states import SETTLED_STATES, JobEvent, JobState, next_state
 
 
 class JobType(enum.StrEnum):
@@ -118,7 +118,7 @@ class JobRecord:
                 changes["started_at"] = now
         elif state is JobState.WAITING:
             changes.update(owner="", error="", finished_at=0.0)
-        elif state in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED):
+        elif state in SETTLED_STATES:
             changes.update(owner="", finished_at=now)
         if error:
             changes["error"] = error

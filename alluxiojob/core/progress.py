@@ -1,17 +1,23 @@
 """Job progress counters, the resume checkpoint, and the maths shown to users. No I/O.
 
-``Counters`` is what a batch of results adds. The runner keeps two sums of them:
-``live`` (everything finished so far, shown by ``--progress``) and ``committed`` (only
-files up to the checkpoint, the point before which every file is finished). Only
-``committed`` and the checkpoint survive a coordinator restart: files past the checkpoint
-are loaded again, which is safe because loads are idempotent, and nothing is counted
-twice.
+``Counters`` is what a batch of results adds. The store keeps two sums of them:
+``live`` (shown by ``--progress``) and ``committed`` (only files up to the checkpoint,
+the point before which every file is finished). A coordinator that resumes a job
+counts afresh from ``committed`` and loads the files past the checkpoint again, which
+is safe because loads are idempotent; ``live`` is never lowered by that (see
+``core/ledger.py``): it only moves up, across resumes, failovers and verify passes.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+
+from alluxiojob.core.reasons import Reason
+
+RECENT_TASKS_MAX = 32
+"""Tasks kept per job in its progress record, for ``job stat -v``."""
 
 
 @dataclass(frozen=True)
@@ -25,10 +31,28 @@ class Counters:
     files_failed: int = 0
     subtasks_failed: int = 0  # failed attempts, including ones retried later
 
+    # Spelled out field by field: the runner adds counters for every file it finishes.
     def __add__(self, other: Counters) -> Counters:
         return Counters(
-            *(getattr(self, f.name) + getattr(other, f.name) for f in fields(Counters))
+            self.files_listed + other.files_listed,
+            self.bytes_listed + other.bytes_listed,
+            self.files_processed + other.files_processed,
+            self.bytes_processed + other.bytes_processed,
+            self.files_skipped + other.files_skipped,
+            self.bytes_skipped + other.bytes_skipped,
+            self.files_failed + other.files_failed,
+            self.subtasks_failed + other.subtasks_failed,
         )
+
+    def envelope(self, other: Counters) -> Counters:
+        """Fieldwise maximum: what a user saw before and what is true now, whichever is more."""
+        return Counters(
+            *(max(getattr(self, name), getattr(other, name)) for name in _COUNTER_FIELDS)
+        )
+
+    def covers(self, other: Counters) -> bool:
+        """True when no field of ``self`` is below the same field of ``other``."""
+        return all(getattr(self, name) >= getattr(other, name) for name in _COUNTER_FIELDS)
 
     @property
     def files_done(self) -> int:
@@ -41,6 +65,70 @@ class Counters:
     def from_wire(cls, data: dict[str, Any]) -> Counters:
         known = {f.name for f in fields(cls)}
         return cls(**{k: int(v) for k, v in data.items() if k in known})
+
+
+_COUNTER_FIELDS = tuple(f.name for f in fields(Counters))
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """A file that failed for good: what ``--file-status FAILURE`` lists."""
+
+    path: str
+    reason: Reason
+    message: str
+    time: float  # wall-clock seconds
+
+
+class TaskStatus(enum.StrEnum):
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"  # every file answered, none failed
+    FAILED = "FAILED"  # the worker failed some files, or the whole task
+    CANCELLED = "CANCELLED"  # the job was stopped while it ran
+    INTERRUPTED = "INTERRUPTED"  # its coordinator stopped before it answered
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task of a job (a batch of files on one worker), as ``job stat -v`` lists it."""
+
+    task: int  # numbered per job, from 0
+    worker: str
+    status: TaskStatus
+    files: int
+    started_at: float  # wall-clock seconds
+    ended_at: float = 0.0
+    files_failed: int = 0
+    error: str = ""  # why the whole task failed, when it did
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"task": self.task, "worker": self.worker, "status": self.status.value,
+                "files": self.files, "started_at": self.started_at,
+                "ended_at": self.ended_at, "files_failed": self.files_failed,
+                "error": self.error}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> TaskRecord:
+        try:
+            status = TaskStatus(str(data.get("status", "")))
+        except ValueError:
+            status = TaskStatus.INTERRUPTED
+        return cls(
+            task=int(data.get("task", 0)),
+            worker=str(data.get("worker", "")),
+            status=status,
+            files=int(data.get("files", 0)),
+            started_at=float(data.get("started_at", 0.0)),
+            ended_at=float(data.get("ended_at", 0.0)),
+            files_failed=int(data.get("files_failed", 0)),
+            error=str(data.get("error", "")),
+        )
+
+    def settled(self) -> TaskRecord:
+        """Seen when nobody drives the job any more: a RUNNING task was interrupted."""
+        if self.status is TaskStatus.RUNNING:
+            return replace(self, status=TaskStatus.INTERRUPTED)
+        return self
 
 
 @dataclass(frozen=True)
@@ -56,6 +144,7 @@ class Progress:
     verify_passes: int = 0
     files_repaired: int = 0
     workers: tuple[str, ...] = ()  # workers that took part
+    tasks: tuple[TaskRecord, ...] = ()  # the most recent ones, oldest first
     # The coordinator that wrote the record (set by the store from the fenced owner), so
     # the store's history can be audited. Metadata, not part of the value: not compared.
     writer: str = field(default="", compare=False)
@@ -71,6 +160,7 @@ class Progress:
             "verify_passes": self.verify_passes,
             "files_repaired": self.files_repaired,
             "workers": list(self.workers),
+            "tasks": [task.to_wire() for task in self.tasks],
             "writer": self.writer,
         }
 
@@ -86,12 +176,14 @@ class Progress:
             verify_passes=int(data.get("verify_passes", 0)),
             files_repaired=int(data.get("files_repaired", 0)),
             workers=tuple(data.get("workers") or ()),
+            tasks=tuple(TaskRecord.from_wire(t) for t in data.get("tasks") or ()
+                        if isinstance(t, dict)),
             writer=str(data.get("writer", "")),
         )
 
-    def resumed(self) -> Progress:
-        """The progress a new owner starts from: the committed part only."""
-        return replace(self, live=self.committed, listing_done=False, recent_rate=0.0)
+    def settled(self) -> Progress:
+        """The progress of a job nobody drives now (waiting, stopped, finished)."""
+        return replace(self, tasks=tuple(task.settled() for task in self.tasks))
 
 
 def average_rate(num_bytes: int, seconds: float) -> float:

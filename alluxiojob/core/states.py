@@ -9,15 +9,15 @@ only place that decides it: the stores, the scheduler and the REST API all call
 ``next_state``. Anything not in the table raises ``IllegalTransition``, so a bug or a
 race shows up as an error instead of a silently corrupted job.
 
-STOPPED is not final: submitting the same (type, path) again resumes it. SUCCEEDED and
-FAILED are final for that job; a new submission creates a new job.
+STOPPED is settled but not completed: submitting the same (type, path) again resumes
+it. SUCCEEDED and FAILED complete the job; a new submission creates a new job.
 """
 
 from __future__ import annotations
 
 import enum
 
-from alluxiojob.core.errors import WrongState
+from alluxiojob.core.errors import IllegalTransition
 
 
 class JobState(enum.StrEnum):
@@ -40,47 +40,42 @@ class JobEvent(enum.StrEnum):
     RERUN = "RERUN"  # an operator re-queues a stuck, failed or stopped job
 
 
-class IllegalTransition(WrongState):
-    """An event that the state table does not allow from the job's current state."""
-
-    def __init__(self, state: JobState, event: JobEvent) -> None:
-        super().__init__(f"cannot {event.value} a job in state {state.value}")
-        self.state = state
-        self.event = event
-
-
-W, R, V = JobState.WAITING, JobState.RUNNING, JobState.VERIFYING
-S, F, X = JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED
-
 TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
-    (W, JobEvent.CLAIM): R,
-    (W, JobEvent.STOP): X,
-    (R, JobEvent.VERIFY): V,
-    (R, JobEvent.SUCCEED): S,
-    (R, JobEvent.FAIL): F,
-    (R, JobEvent.STOP): X,
-    (R, JobEvent.RECLAIM): W,
-    (R, JobEvent.RERUN): W,
-    (V, JobEvent.SUCCEED): S,
-    (V, JobEvent.FAIL): F,
-    (V, JobEvent.STOP): X,
-    (V, JobEvent.RECLAIM): W,
-    (V, JobEvent.RERUN): W,
-    (X, JobEvent.RESUME): W,
-    (X, JobEvent.RERUN): W,
-    (F, JobEvent.RERUN): W,
+    (JobState.WAITING, JobEvent.CLAIM): JobState.RUNNING,
+    (JobState.WAITING, JobEvent.STOP): JobState.STOPPED,
+    (JobState.RUNNING, JobEvent.VERIFY): JobState.VERIFYING,
+    (JobState.RUNNING, JobEvent.SUCCEED): JobState.SUCCEEDED,
+    (JobState.RUNNING, JobEvent.FAIL): JobState.FAILED,
+    (JobState.RUNNING, JobEvent.STOP): JobState.STOPPED,
+    (JobState.RUNNING, JobEvent.RECLAIM): JobState.WAITING,
+    (JobState.RUNNING, JobEvent.RERUN): JobState.WAITING,
+    (JobState.VERIFYING, JobEvent.SUCCEED): JobState.SUCCEEDED,
+    (JobState.VERIFYING, JobEvent.FAIL): JobState.FAILED,
+    (JobState.VERIFYING, JobEvent.STOP): JobState.STOPPED,
+    (JobState.VERIFYING, JobEvent.RECLAIM): JobState.WAITING,
+    (JobState.VERIFYING, JobEvent.RERUN): JobState.WAITING,
+    (JobState.STOPPED, JobEvent.RESUME): JobState.WAITING,
+    (JobState.STOPPED, JobEvent.RERUN): JobState.WAITING,
+    (JobState.FAILED, JobEvent.RERUN): JobState.WAITING,
 }
 
-ACTIVE_STATES = frozenset({W, R, V})
-OWNED_STATES = frozenset({R, V})
-FINAL_STATES = frozenset({S, F})
+ACTIVE_STATES = frozenset({JobState.WAITING, JobState.RUNNING, JobState.VERIFYING})
+"""Queued or running: submitting the same (type, path) answers "already running"."""
+OWNED_STATES = frozenset({JobState.RUNNING, JobState.VERIFYING})
+"""A coordinator drives the job; its writes are fenced on the job's revision."""
+SETTLED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED})
+"""Nothing runs and nothing will until a user acts; ``finished_at`` is set."""
+COMPLETED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED})
+"""The job reached an outcome: a new submission creates a new job (STOPPED resumes)."""
 
 
 def next_state(state: JobState, event: JobEvent) -> JobState:
     try:
         return TRANSITIONS[(state, event)]
     except KeyError:
-        raise IllegalTransition(state, event) from None
+        raise IllegalTransition(
+            f"cannot {event.value} a job in state {state.value}", state, event
+        ) from None
 
 
 def allowed_events(state: JobState) -> frozenset[JobEvent]:

@@ -10,7 +10,10 @@ type on the way in, so the services behind the codec never see a malformed value
 A session opens with ``Hello`` (coordinator → worker, with the cluster token) answered by
 ``Welcome``. Then the coordinator sends ``TaskBatch`` and ``StatusRequest``; the worker
 answers each with ``TaskResult`` or ``StatusReply``, and with ``ErrorMessage`` for a
-message it could not use.
+message it could not use. ``Cancel`` (no answer of its own) ends every task of a job
+that this session started; each of them is answered by a ``TaskResult`` whose files
+failed with ``CANCELLED``. A file's failure reason travels as a ``Reason`` name, and a
+name this side does not know is a ``ProtocolError``, like any other malformed field.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from alluxiojob.core.reasons import Reason
+
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
@@ -30,19 +35,19 @@ class ProtocolError(Exception):
     """Bytes from a peer that are not a valid message."""
 
 
-class Op(enum.StrEnum):
+class TaskOp(enum.StrEnum):
+    """What a worker does with the files of a task (a job type's work on one worker)."""
+
     LOAD = "LOAD"
     FREE = "FREE"
     COPY = "COPY"
     MOVE = "MOVE"
-    CHECK = "CHECK"  # report cache status without loading
 
 
 class FileStatus(enum.StrEnum):
     OK = "OK"
     SKIPPED = "SKIPPED"
     FAILED = "FAILED"
-    MISSING = "MISSING"  # CHECK: not (or not correctly) cached
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class FileResult:
     path: str
     status: FileStatus
     bytes: int = 0
-    reason: str = ""
+    reason: Reason | None = None  # set when status is FAILED
     message: str = ""
 
 
@@ -89,7 +94,7 @@ class Welcome:
 class TaskBatch:
     task_id: int
     job_id: str
-    op: Op
+    op: TaskOp
     files: tuple[FileEntry, ...]
     options: TaskOptions = field(default_factory=TaskOptions)
 
@@ -119,12 +124,21 @@ class StatusReply:
 
 
 @dataclass(frozen=True)
+class Cancel:
+    """Stop every task of ``job_id`` that this session started (the job was stopped)."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
 class ErrorMessage:
     message: str
     task_id: int = -1
 
 
-Message = Hello | Welcome | TaskBatch | TaskResult | StatusRequest | StatusReply | ErrorMessage
+Message = (
+    Hello | Welcome | TaskBatch | TaskResult | StatusRequest | StatusReply | Cancel | ErrorMessage
+)
 
 # ------------------------------------------------------------------------------ encode
 
@@ -154,7 +168,8 @@ def _encode_body(message: Message) -> dict[str, Any]:
         return {
             "t": "result",
             "id": message.task_id,
-            "r": [[r.path, r.status.value, r.bytes, r.reason, r.message] for r in message.results],
+            "r": [[r.path, r.status.value, r.bytes, r.reason.value if r.reason else "",
+                   r.message] for r in message.results],
         }
     if isinstance(message, StatusRequest):
         return {"t": "status", "id": message.request_id}
@@ -171,6 +186,8 @@ def _encode_body(message: Message) -> dict[str, Any]:
             "cap": message.cache_capacity,
             "files": message.cached_files,
         }
+    if isinstance(message, Cancel):
+        return {"t": "cancel", "job": message.job_id}
     if isinstance(message, ErrorMessage):
         return {"t": "error", "msg": message.message, "id": message.task_id}
     raise TypeError(f"not a protocol message: {message!r}")
@@ -244,7 +261,7 @@ def _decode_task(body: dict[str, Any]) -> Message:
     return TaskBatch(
         task_id=_int(body, "id"),
         job_id=_str(body, "job"),
-        op=_enum_value(Op, _str(body, "op"), "operation"),
+        op=_enum_value(TaskOp, _str(body, "op"), "operation"),
         files=files,
         options=TaskOptions(
             skip_if_exists=_bool(opts, "skip"), bandwidth=_int(opts, "bw"),
@@ -258,9 +275,10 @@ def _decode_result(body: dict[str, Any]) -> Message:
     results = []
     for row in _field(body, "r", list):
         path, status, nbytes, reason, text = _row(row, (str, str, int, str, str), "result")
-        results.append(
-            FileResult(path, _enum_value(FileStatus, status, "file status"), nbytes, reason, text)
-        )
+        results.append(FileResult(
+            path, _enum_value(FileStatus, status, "file status"), nbytes,
+            _enum_value(Reason.parse, reason, "failure reason") if reason else None, text,
+        ))
     return TaskResult(task_id=_int(body, "id"), results=tuple(results))
 
 
@@ -286,6 +304,10 @@ def _decode_status_reply(body: dict[str, Any]) -> Message:
     )
 
 
+def _decode_cancel(body: dict[str, Any]) -> Message:
+    return Cancel(job_id=_str(body, "job"))
+
+
 def _decode_error(body: dict[str, Any]) -> Message:
     return ErrorMessage(message=_str(body, "msg"), task_id=_int(body, "id"))
 
@@ -297,6 +319,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Message]] = {
     "result": _decode_result,
     "status": _decode_status,
     "status_reply": _decode_status_reply,
+    "cancel": _decode_cancel,
     "error": _decode_error,
 }
 

@@ -57,7 +57,8 @@ from alluxiojob.core.errors import (
     WrongState,
 )
 from alluxiojob.core.job import JobOptions, JobRecord, JobType, job_identity
-from alluxiojob.core.progress import Progress
+from alluxiojob.core.progress import FailureRecord, Progress
+from alluxiojob.core.reasons import Reason
 from alluxiojob.core.states import ACTIVE_STATES, OWNED_STATES, JobEvent, JobState
 from alluxiojob.store.kv import Compare, Delete, Entry, KVStore, Op, Put, Txn
 from alluxiojob.store.records import pack_record, unpack_record
@@ -101,14 +102,6 @@ class _Admission:
             )
 
 
-@dataclass(frozen=True)
-class FailureRecord:
-    path: str
-    reason: str
-    message: str
-    time: float
-
-
 class JobStore:
     def __init__(
         self,
@@ -120,6 +113,10 @@ class JobStore:
         self._prefix = prefix.encode()
         self._clock = clock
         self._contended_until = 0.0  # spread claims over the queue until then
+
+    def _seq(self) -> int:
+        """A waiting job's place in the FIFO: its queueing time in ns, from the clock."""
+        return int(self._clock() * 1e9)
 
     # ------------------------------------------------------------------ keys
     def _k(self, *parts: str) -> bytes:
@@ -220,11 +217,17 @@ class JobStore:
             except Exception as exc:
                 raise JobServiceError(f"a failure record of job {job_id} is unreadable: "
                                       f"{exc}") from None
+            message = str(data.get("message", ""))
+            try:
+                reason = Reason.parse(str(data.get("reason", "")))
+            except ValueError:  # written by a version that knew other reasons
+                reason = Reason.IO_ERROR
+                message = f"{data.get('reason')}: {message}"
             out.append(
                 FailureRecord(
                     path=entry.key[len(prefix) :].decode("utf-8", "surrogateescape"),
-                    reason=str(data.get("reason", "")),
-                    message=str(data.get("message", "")),
+                    reason=reason,
+                    message=message,
                     time=float(data.get("time", 0.0)),
                 )
             )
@@ -260,7 +263,7 @@ class JobStore:
                     return job, SubmitOutcome.ALREADY_RUNNING
                 if job.state is JobState.STOPPED:
                     admission.check()
-                    resumed = replace(job.apply(JobEvent.RESUME, now), seq=time.time_ns())
+                    resumed = replace(job.apply(JobEvent.RESUME, now), seq=self._seq())
                     ok = await self.kv.txn(
                         [Compare(current.key, current.revision), admission.compare],
                         self._enqueue(resumed, pack_record(resumed.to_wire())),
@@ -269,7 +272,7 @@ class JobStore:
                         return resumed, SubmitOutcome.RESUMED
                     continue
             admission.check()
-            job = replace(JobRecord.new(job_type, path, dst, options, now), seq=time.time_ns())
+            job = replace(JobRecord.new(job_type, path, dst, options, now), seq=self._seq())
             ok = await self.kv.txn(
                 [Compare(identity_key, 0 if pointer is None else pointer.revision),
                  admission.compare],
@@ -353,7 +356,7 @@ class JobStore:
                     f"job {job.id} was superseded by job {_job_id(pointer)} for "
                     f"the same {job.type.value} path; rerun that one instead"
                 )
-            rerun = replace(job.apply(JobEvent.RERUN, self._clock()), seq=time.time_ns())
+            rerun = replace(job.apply(JobEvent.RERUN, self._clock()), seq=self._seq())
             compares = [Compare(self._job_key(job.id), owned.revision)]
             if pointer is not None:  # and no submit replaced it meanwhile
                 compares.append(Compare(pointer.key, pointer.revision))
@@ -478,7 +481,8 @@ class JobStore:
             changes[key] = Put(
                 key,
                 pack_record(
-                    {"reason": failure.reason, "message": failure.message, "time": failure.time}
+                    {"reason": failure.reason.value, "message": failure.message,
+                     "time": failure.time}
                 ),
             )
         for path in cleared:

@@ -36,7 +36,14 @@ import trio
 import trio_parallel
 
 from alluxiojob.core.reasons import Reason
-from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus, Op, TaskBatch, TaskResult
+from alluxiojob.protocol.codec import (
+    FileEntry,
+    FileResult,
+    FileStatus,
+    TaskBatch,
+    TaskOp,
+    TaskResult,
+)
 from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.ufs import is_local, ufs_for
 from alluxiojob.ufs.base import UfsError
@@ -181,15 +188,15 @@ class TaskExecutor:
                                                    if f.path not in refused))
             if not batch.files:
                 results = []
-            elif batch.op is Op.FREE:
+            elif batch.op is TaskOp.FREE:
                 results = await self._free(batch)
-            elif batch.op is Op.LOAD:
+            elif batch.op is TaskOp.LOAD:
                 results = await self._load(batch)
-            elif batch.op in (Op.COPY, Op.MOVE):
+            elif batch.op in (TaskOp.COPY, TaskOp.MOVE):
                 results = await self._transfer(batch)
             else:
                 results = [
-                    FileResult(f.path, FileStatus.FAILED, 0, "UNSUPPORTED",
+                    FileResult(f.path, FileStatus.FAILED, 0, Reason.UNSUPPORTED,
                                f"operation {batch.op.value} is not supported by this worker")
                     for f in batch.files
                 ]
@@ -204,7 +211,7 @@ class TaskExecutor:
         again against its own configuration, because anyone holding the token can send
         tasks. FREE only touches the cache, so it is not confined.
         """
-        if not self.allowlist.enabled or batch.op is Op.FREE:
+        if not self.allowlist.enabled or batch.op is TaskOp.FREE:
             return {}
 
         def check() -> dict[str, FileResult]:
@@ -262,7 +269,8 @@ class TaskExecutor:
             try:
                 self.cache.dir_for(f.path).data_path(f.path)
             except UfsError as exc:
-                results.append(FileResult(f.path, FileStatus.FAILED, 0, exc.reason, str(exc)))
+                results.append(FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
+                                          str(exc)))
                 continue
             by_dir.setdefault(self.cache.dirs.index(self.cache.dir_for(f.path)), []).append(
                 f.path
@@ -287,7 +295,7 @@ class TaskExecutor:
         jobs: list[tuple[FileEntry, LocalCopy | ObjectTransfer]] = []
         for f in batch.files:
             if not f.dst:
-                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, "INVALID_PATH",
+                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason.INVALID_PATH,
                                              "no destination given")
                 continue
             try:
@@ -303,7 +311,8 @@ class TaskExecutor:
                     ufs_for(f.dst).normalize(f.dst)
                     jobs.append((f, ObjectTransfer(f.path, f.dst)))
             except UfsError as exc:
-                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, exc.reason, str(exc))
+                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
+                                             str(exc))
         local = [pair for pair in jobs if isinstance(pair[1], LocalCopy)]
         remote = [pair for pair in jobs if not isinstance(pair[1], LocalCopy)]
         shards: list[list[tuple[FileEntry, LocalCopy | ObjectTransfer]]] = []
@@ -311,7 +320,7 @@ class TaskExecutor:
             per_shard = max(1, math.ceil(len(group) / max(1, min(self.pool_size,
                                                                   len(group) or 1))))
             shards += [group[i:i + per_shard] for i in range(0, len(group), per_shard)]
-        move = batch.op is Op.MOVE
+        move = batch.op is TaskOp.MOVE
         overwrite = batch.options.overwrite
 
         async def run_shard(shard: list[tuple[FileEntry, LocalCopy | ObjectTransfer]]) -> None:
@@ -333,10 +342,10 @@ class TaskExecutor:
                     results[entry.path] = FileResult(entry.path, FileStatus.OK, outcome.bytes)
                 elif outcome.reason == "EXISTS":
                     results[entry.path] = FileResult(entry.path, FileStatus.SKIPPED,
-                                                     entry.length, "", outcome.message)
+                                                     entry.length, None, outcome.message)
                 else:
                     results[entry.path] = FileResult(entry.path, FileStatus.FAILED, 0,
-                                                     outcome.reason, outcome.message)
+                                                     Reason(outcome.reason), outcome.message)
 
         async with trio.open_nursery() as nursery:
             for shard in shards:
@@ -380,7 +389,8 @@ class TaskExecutor:
                 src = to_local_path(f.path) if local else ufs_for(f.path).normalize(f.path)
                 final = self.cache.dir_for(f.path).data_path(f.path)
             except UfsError as exc:
-                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, exc.reason, str(exc))
+                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
+                                             str(exc))
                 continue
             todo.append(_PlannedFile(f, src, final, local))
         if batch.options.metadata_only:
@@ -408,8 +418,8 @@ class TaskExecutor:
                     ready.append(planned)
                     self._writing[planned.final] += 1
                 else:
-                    results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, "CACHE_FULL",
-                                                 refusal)
+                    results[f.path] = FileResult(f.path, FileStatus.FAILED, 0,
+                                                 Reason.CACHE_FULL, refusal)
             outcomes = await self._copy(batch, ready, results)
             await self._commit(batch.job_id, ready, outcomes, results)
         finally:
@@ -562,7 +572,7 @@ class TaskExecutor:
                 problem = await trio.to_thread.run_sync(self._head, planned)
                 if problem is not None:
                     results[planned.entry.path] = FileResult(
-                        planned.entry.path, FileStatus.FAILED, 0, problem.reason,
+                        planned.entry.path, FileStatus.FAILED, 0, Reason(problem.reason),
                         problem.message)
                     failed.add(planned.entry.path)
                     continue
@@ -570,7 +580,7 @@ class TaskExecutor:
                 await trio.to_thread.run_sync(preallocate, planned.tmp, planned.entry.length)
             except OSError as exc:
                 results[planned.entry.path] = FileResult(
-                    planned.entry.path, FileStatus.FAILED, 0, reason_for(exc),
+                    planned.entry.path, FileStatus.FAILED, 0, Reason(reason_for(exc)),
                     f"cache file {planned.tmp}: {exc.strerror} (caching {planned.src})")
                 failed.add(planned.entry.path)
         rate = batch.options.bandwidth
@@ -668,7 +678,7 @@ class TaskExecutor:
             if failed is not None:
                 if planned.tmp:
                     await trio.to_thread.run_sync(_unlink_quiet, planned.tmp)
-                results[path] = FileResult(path, FileStatus.FAILED, 0, failed.reason,
+                results[path] = FileResult(path, FileStatus.FAILED, 0, Reason(failed.reason),
                                            failed.message)
                 self.stats.files_failed += 1
                 continue

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from alluxiojob.core.reasons import Reason
-from alluxiojob.protocol.codec import FileStatus, Op, TaskResult
+from alluxiojob.protocol.codec import FileStatus, TaskOp, TaskResult
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
 
@@ -54,7 +54,7 @@ class WorkerMetrics:
             ["op", "reason"], registry=r)
         # Every labelled series exists from the start, at 0, so that rates and
         # increase() see the first file of each kind.
-        for op in (Op.LOAD, Op.FREE, Op.COPY, Op.MOVE):
+        for op in (TaskOp.LOAD, TaskOp.FREE, TaskOp.COPY, TaskOp.MOVE):
             self.tasks.labels(op=op.value)
             self.bytes.labels(op=op.value)
             for status in (FileStatus.OK, FileStatus.SKIPPED, FileStatus.FAILED):
@@ -62,7 +62,7 @@ class WorkerMetrics:
             for reason in Reason:
                 self.failures.labels(op=op.value, reason=reason.value)
 
-    def record_task(self, op: Op, result: TaskResult) -> None:
+    def record_task(self, op: TaskOp, result: TaskResult) -> None:
         """Count one task's file results."""
         self.tasks.labels(op=op.value).inc()
         moved = 0
@@ -71,5 +71,5 @@ class WorkerMetrics:
             if item.status is FileStatus.OK:
                 moved += item.bytes
             elif item.status is FileStatus.FAILED:
-                self.failures.labels(op=op.value, reason=item.reason or "IO_ERROR").inc()
+                self.failures.labels(op=op.value, reason=(item.reason or "IO_ERROR")).inc()
         self.bytes.labels(op=op.value).inc(moved)

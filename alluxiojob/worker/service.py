@@ -9,12 +9,20 @@ bytes, so a stranger cannot make the worker buffer large frames.
 After that, every message is decoded on its own: a malformed one is answered with an
 ``ErrorMessage`` naming the problem and the session goes on, so a bad peer can never
 crash the worker or disturb other sessions.
+
+Every task runs under its own cancel scope, with the deadline
+``alluxio.job.task.timeout``: past it, the task's files fail with ``TASK_TIMEOUT``
+(which the coordinator retries). ``Cancel`` cancels the running tasks of a job that the
+same session started (the job was stopped); they answer with ``CANCELLED``. Cancelling
+a task kills the pool processes copying for it (``kill_on_cancel``), which frees them
+for other jobs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,15 +38,20 @@ from trio_websocket import Endpoint as WebSocketEndpoint
 
 from alluxiojob.config import Config, ConfigError, Keys
 from alluxiojob.core.errors import describe_error
+from alluxiojob.core.reasons import Reason
 from alluxiojob.protocol.codec import (
     MAX_MESSAGE_SIZE,
+    Cancel,
     ErrorMessage,
+    FileResult,
+    FileStatus,
     Hello,
     Message,
     ProtocolError,
     StatusReply,
     StatusRequest,
     TaskBatch,
+    TaskResult,
     Welcome,
     decode,
     encode,
@@ -89,6 +102,9 @@ def _peer_of(remote: WebSocketEndpoint | str) -> tuple[str | None, str]:
     return str(remote.address), f"{remote.address}:{remote.port}"
 
 
+RunTask = Callable[[TaskBatch], Awaitable[TaskResult]]
+
+
 def pool_size_for(config: Config) -> int:
     """The process pool: capped to what the host can use, whatever threads.max says."""
     cpus = os.cpu_count() or 2
@@ -110,14 +126,30 @@ class Session:
         self.ws = ws
         self.peer = peer
         self._send_lock = trio.StrictFIFOLock()
+        self.running: dict[str, dict[int, trio.CancelScope]] = {}  # job id -> task id -> scope
+        self.cancelled: set[trio.CancelScope] = set()
+
+    def cancel_job(self, job_id: str) -> int:
+        """Cancel this session's running tasks of ``job_id``; returns how many."""
+        scopes = self.running.pop(job_id, {})
+        for scope in scopes.values():
+            self.cancelled.add(scope)
+            scope.cancel()
+        return len(scopes)
 
     async def send(self, message: Message) -> None:
         async with self._send_lock:
             await self.ws.send_message(encode(message))
 
 
+def failed_task(batch: TaskBatch, reason: Reason, message: str) -> TaskResult:
+    return TaskResult(batch.task_id, tuple(
+        FileResult(f.path, FileStatus.FAILED, 0, reason, message) for f in batch.files))
+
+
 class WorkerService:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, run_task: RunTask | None = None) -> None:
+        """``run_task`` replaces the executor in tests of the session (no pool, no cache I/O)."""
         self.config = config
         host = config[Keys.WORKER_HOSTNAME]
         rpc_port = config[Keys.WORKER_RPC_PORT]
@@ -138,6 +170,8 @@ class WorkerService:
             pin_seconds=config[Keys.WORKER_PIN_TIME], allowlist=self.allowlist,
             ufs_settings=self.ufs_settings,
         )
+        self.run_task: RunTask = run_task or self.executor.run
+        self.task_timeout = config[Keys.JOB_TASK_TIMEOUT]
         self.security = Security.from_config(config, serving=True)
         self.token = self.security.token
         self.sessions = 0
@@ -231,6 +265,10 @@ class WorkerService:
                         continue
                     if isinstance(message, TaskBatch):
                         nursery.start_soon(self._run_task, session, message)
+                    elif isinstance(message, Cancel):
+                        count = session.cancel_job(message.job_id)
+                        log.info("cancelling a stopped job's tasks", job_id=message.job_id,
+                                 tasks=count, peer=session.peer)
                     elif isinstance(message, StatusRequest):
                         await session.send(self.status(message.request_id))
                     else:
@@ -243,13 +281,34 @@ class WorkerService:
 
     async def _run_task(self, session: Session, batch: TaskBatch) -> None:
         with structlog.contextvars.bound_contextvars(job_id=batch.job_id, task=batch.task_id):
+            scope = trio.CancelScope(deadline=trio.current_time() + self.task_timeout)
+            session.running.setdefault(batch.job_id, {})[batch.task_id] = scope
+            result: TaskResult | None = None
             try:
-                result = await self.executor.run(batch)
-                self.metrics.record_task(batch.op, result)
+                with scope:
+                    result = await self.run_task(batch)
             except Exception as exc:  # a bug must fail the task, not the worker
                 log.exception("task failed")
                 await session.send(ErrorMessage(f"task failed: {exc!r}", batch.task_id))
                 return
+            finally:
+                tasks = session.running.get(batch.job_id, {})
+                if tasks.get(batch.task_id) is scope:
+                    del tasks[batch.task_id]
+                    if not tasks:
+                        session.running.pop(batch.job_id, None)
+                stopped = scope in session.cancelled
+                session.cancelled.discard(scope)
+            if result is None:  # the scope was cancelled: by a Cancel, or at the deadline
+                if stopped:
+                    result = failed_task(batch, Reason.CANCELLED, "the job was stopped")
+                else:
+                    log.warning("task passed its deadline", files=len(batch.files),
+                                timeout=self.task_timeout)
+                    result = failed_task(
+                        batch, Reason.TASK_TIMEOUT,
+                        f"the task passed alluxio.job.task.timeout={self.task_timeout:g}s")
+            self.metrics.record_task(batch.op, result)
             try:
                 await session.send(result)
             except ConnectionClosed:

@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 import httpx
 
 T = TypeVar("T")
-FINAL_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
+SETTLED_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
 def free_port() -> int:
@@ -238,7 +239,7 @@ class Cluster:
             state = report["job"]["state"]
             if state in wanted:
                 return report
-            if state in FINAL_STATES:
+            if state in SETTLED_STATES:
                 raise AssertionError(f"job {job_id} ended {state}: {report['job']['error']}"
                                      f"\n{self.logs()}")
             return None
@@ -314,3 +315,43 @@ def make_tree(root: Path, files: int, big_size: int = 0) -> dict[str, int]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, indent=2, default=str)
+
+
+class ProgressSampler:
+    """Reads a job's progress in a thread, over and over, from whichever coordinator
+    answers; keeps every answer."""
+
+    def __init__(self, cluster: Cluster, job_id: str, coordinators: list[int]) -> None:
+        self.cluster = cluster
+        self.job_id = job_id
+        self.coordinators = coordinators
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ProgressSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for index in self.coordinators:
+                try:
+                    report = self.cluster.progress(self.job_id, coordinator=index)
+                except Exception:  # that coordinator is down right now
+                    continue
+                self.samples.append({**report["files"], **{
+                    f"bytes_{k}": v for k, v in report["bytes"].items()},
+                    "subtasks": report["subtask_failures"], "state": report["job"]["state"]})
+            self._stop.wait(0.05)
+
+    def assert_never_backward(self) -> None:
+        keys = ["listed", "processed", "skipped", "failed", "bytes_listed", "bytes_processed",
+                "bytes_skipped", "subtasks"]
+        for before, after in zip(self.samples, self.samples[1:], strict=False):
+            for key in keys:
+                assert after[key] >= before[key], f"{key} went {before[key]} -> {after[key]}"

@@ -19,7 +19,7 @@ import pytest
 
 from alluxiojob.config import Keys
 from tests.integration.cluster import (
-    FINAL_STATES,
+    SETTLED_STATES,
     Cluster,
     Service,
     cached_files,
@@ -475,7 +475,7 @@ def test_a_listing_error_fails_the_job_with_its_reason(
 
     def settled() -> bool:
         state = cluster.progress(second["id"])["job"]["state"]
-        return state in FINAL_STATES or "job runner interrupted" in coordinator.log()
+        return state in SETTLED_STATES or "job runner interrupted" in coordinator.log()
 
     wait_for(settled, 60, "the second job to end or its runner to crash")
     report = cluster.progress(second["id"])

@@ -16,8 +16,8 @@ from alluxiojob.protocol.codec import (
     ErrorMessage,
     FileEntry,
     Hello,
-    Op,
     TaskBatch,
+    TaskOp,
     TaskResult,
     Welcome,
     decode,
@@ -181,7 +181,7 @@ async def test_malformed_websocket_messages_get_errors(cluster: Cluster, tmp_pat
                 assert isinstance(reply, ErrorMessage)
                 assert reply.message.startswith("malformed message")
             # Path traversal is refused per file, without touching the cache.
-            evil = TaskBatch(7, "job", Op.LOAD, (FileEntry("file:///../../etc/passwd", 1, 1),))
+            evil = TaskBatch(7, "job", TaskOp.LOAD, (FileEntry("file:///../../etc/passwd", 1, 1),))
             await ws.send_message(encode(evil))
             result = decode(await ws.get_message())
             assert isinstance(result, TaskResult)
@@ -190,7 +190,7 @@ async def test_malformed_websocket_messages_get_errors(cluster: Cluster, tmp_pat
             src = tmp_path / "ok.bin"
             src.write_bytes(b"hello")
             stat = src.stat()
-            good = TaskBatch(8, "job", Op.LOAD,
+            good = TaskBatch(8, "job", TaskOp.LOAD,
                              (FileEntry(f"file://{src}", stat.st_size, stat.st_mtime_ns),))
             await ws.send_message(encode(good))
             result = decode(await ws.get_message())

@@ -15,6 +15,7 @@ import pytest
 from alluxiojob.testing.etcd import EtcdServer
 from tests.integration.cluster import (
     Cluster,
+    ProgressSampler,
     Service,
     cached_files,
     make_tree,
@@ -124,17 +125,20 @@ def test_failover_after_sigkill(ha: Cluster, tmp_path: Path) -> None:
     owner, victim = _owner_once_checkpointed(ha, job["id"], coordinators, 100)
     survivor = 1 - victim
 
-    killed_at = time.monotonic()
-    coordinators[victim].kill()
+    # Progress read from both coordinators all along never goes back (it went 400 -> 200).
+    with ProgressSampler(ha, job["id"], [0, 1]) as sampler:
+        killed_at = time.monotonic()
+        coordinators[victim].kill()
 
-    def taken_over() -> dict[str, object] | None:
-        r = ha.progress(job["id"], coordinator=survivor)
-        new_owner = r["job"]["owner"]
-        return r if r["job"]["claims"] == 2 and new_owner and new_owner != owner else None
+        def taken_over() -> dict[str, object] | None:
+            r = ha.progress(job["id"], coordinator=survivor)
+            new_owner = r["job"]["owner"]
+            return r if r["job"]["claims"] == 2 and new_owner and new_owner != owner else None
 
-    wait_for(taken_over, DETECTION + 10, "a peer to take the job over", interval=0.05)
-    failover = time.monotonic() - killed_at  # reported, not asserted: no timing thresholds
-    final = ha.wait_state(job["id"], "SUCCEEDED", coordinator=survivor, timeout=180)
+        wait_for(taken_over, DETECTION + 10, "a peer to take the job over", interval=0.05)
+        failover = time.monotonic() - killed_at  # reported, not asserted: no timing thresholds
+        final = ha.wait_state(job["id"], "SUCCEEDED", coordinator=survivor, timeout=180)
+    sampler.assert_never_backward()
     assert final["files"]["processed"] == len(sizes)
     _all_cached(ha, sizes)
     metrics = ha.api("GET", "/metrics", coordinator=survivor).text
@@ -296,7 +300,7 @@ def test_rerun_by_path_after_stop(ha: Cluster, tmp_path: Path) -> None:
 
 def test_rerun_is_unavailable_in_rocksdb_mode(cluster: Cluster, tmp_path: Path) -> None:
     result = cluster.cli("job", "rerun", "--id", "whatever", check=False)
-    assert result.returncode == 6  # wrong state (no etcd), as the README says
+    assert result.returncode == 6  # a wrong state for that request (README, exit codes)
     assert "UnavailableException: Job ETCD is not enabled" in result.stderr
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster import FINAL_STATES, Cluster, make_tree, sha256, wait_for
+from tests.integration.cluster import SETTLED_STATES, Cluster, make_tree, sha256, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -129,7 +129,7 @@ def test_move_killed_repeatedly_loses_no_file(cluster: Cluster, tmp_path: Path) 
 
     def finished() -> str | None:
         state = cluster.progress(job_id)["job"]["state"]
-        return state if state in FINAL_STATES else None
+        return state if state in SETTLED_STATES else None
 
     wait_for(finished, 240, "the MOVE to finish", interval=0.2)
     nothing_lost()

@@ -15,7 +15,7 @@ so that one save waits for a chosen moment: exactly the interleaving, every time
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -25,10 +25,10 @@ from alluxiojob.config import Keys, build_config
 from alluxiojob.coordinator.runner import JobRunner
 from alluxiojob.coordinator.workers import Membership, WorkerClient
 from alluxiojob.core.job import JobOptions, JobType
-from alluxiojob.core.progress import Progress
+from alluxiojob.core.progress import FailureRecord, Progress
 from alluxiojob.core.states import JobEvent, JobState
 from alluxiojob.security import Security
-from alluxiojob.store.jobs import FailureRecord, JobStore, OwnedJob
+from alluxiojob.store.jobs import JobStore, OwnedJob
 from alluxiojob.store.kv import KVStore
 from alluxiojob.store.rocks import RocksKVStore
 from tests.integration.cluster import Cluster
@@ -67,10 +67,11 @@ async def test_failures_of_a_cancelled_save_are_still_listed(cluster_factory,  #
     })
     store = FirstFailureSaveHangs(RocksKVStore(tmp_path / "rocks"))
 
-    def client(worker_id: str) -> WorkerClient:
+    def client(worker_id: str, on_down_change: Callable[[], None]) -> WorkerClient:
         security = Security.from_config(config, serving=False)
         return WorkerClient(worker_id, worker_id, security.token, "test", 3,
-                            config[Keys.FAILURE_DETECTION_TIMEOUT], security.tls)
+                            config[Keys.FAILURE_DETECTION_TIMEOUT], security.tls,
+                            on_down_change=on_down_change)
 
     with trio.fail_after(100):
         async with trio.open_nursery() as nursery:
@@ -128,10 +129,11 @@ async def test_a_checkpoint_in_flight_does_not_fence_the_runner_off_its_job(  # 
     config = build_config({"alluxio.worker.static.config.file": str(cluster.workers_file)})
     store = CheckpointOutlivesTheVerifyTransition(RocksKVStore(tmp_path / "rocks"))
 
-    def client(worker_id: str) -> WorkerClient:
+    def client(worker_id: str, on_down_change: Callable[[], None]) -> WorkerClient:
         security = Security.from_config(config, serving=False)
         return WorkerClient(worker_id, worker_id, security.token, "test", 3,
-                            config[Keys.FAILURE_DETECTION_TIMEOUT], security.tls)
+                            config[Keys.FAILURE_DETECTION_TIMEOUT], security.tls,
+                            on_down_change=on_down_change)
 
     with trio.fail_after(100):
         async with trio.open_nursery() as nursery:

@@ -23,8 +23,8 @@ from alluxiojob.protocol.codec import (
     ErrorMessage,
     FileEntry,
     Hello,
-    Op,
     TaskBatch,
+    TaskOp,
     TaskResult,
     Welcome,
     decode,
@@ -110,7 +110,7 @@ def _cat(cluster: Cluster, path: str) -> bytes:
 def _move_batch(src: Path, dst: Path) -> TaskBatch:
     info = src.stat()
     entry = FileEntry(f"file://{src}", info.st_size, info.st_mtime_ns, f"file://{dst}")
-    return TaskBatch(1, "intruder-job", Op.MOVE, (entry,))
+    return TaskBatch(1, "intruder-job", TaskOp.MOVE, (entry,))
 
 
 @stray_client_sockets

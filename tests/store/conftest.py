@@ -13,6 +13,7 @@ from alluxiojob.store.jobs import JobStore
 from alluxiojob.store.kv import KVStore
 from alluxiojob.store.rocks import RocksKVStore
 from alluxiojob.testing.etcd import EtcdServer
+from alluxiojob.testing.kv import MemoryKVStore
 
 
 class Backend:
@@ -23,11 +24,14 @@ class Backend:
         self.rocks_dir = rocks_dir
         self.etcd = etcd
         self.opened: list[KVStore] = []
+        self.memory = MemoryKVStore()
 
     def open(self) -> KVStore:
         store: KVStore
         if self.kind == "rocks":
             store = RocksKVStore(self.rocks_dir)
+        elif self.kind == "memory":  # the test double must behave as the real stores do
+            store = self.memory.reopen()
         else:
             assert self.etcd is not None
             store = EtcdKVStore([self.etcd.url], read_timeout=5, write_timeout=5, max_retries=2)
@@ -46,7 +50,7 @@ def etcd_server() -> Iterator[EtcdServer]:
         yield server
 
 
-@pytest.fixture(params=["rocks", "etcd"])
+@pytest.fixture(params=["rocks", "etcd", "memory"])
 def backend_kind(request: pytest.FixtureRequest) -> tuple[str, EtcdServer | None]:
     """The backend of this run; the etcd server starts only if an etcd run needs it."""
     kind: str = request.param

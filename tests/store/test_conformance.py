@@ -25,6 +25,7 @@ from alluxiojob.core.errors import (
 )
 from alluxiojob.core.job import JobOptions, JobRecord, JobType
 from alluxiojob.core.progress import Counters, Progress
+from alluxiojob.core.reasons import Reason
 from alluxiojob.core.states import JobEvent, JobState
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.jobs import (
@@ -500,9 +501,9 @@ async def test_progress_and_failures_roundtrip(jobs: JobStore) -> None:
             workers=("w1", "w2"),
         )
         failures = [
-            FailureRecord("/data/z/ü.bin", "NOT_FOUND", "gone", 1.5),
-            FailureRecord("/data/a", "IO", "read error", 2.0),
-            FailureRecord("/data/m", "TIMEOUT", "slow", 3.0),
+            FailureRecord("/data/z/ü.bin", Reason.UFS_NOT_FOUND, "gone", 1.5),
+            FailureRecord("/data/a", Reason.IO_ERROR, "read error", 2.0),
+            FailureRecord("/data/m", Reason.TASK_TIMEOUT, "slow", 3.0),
         ]
         await jobs.save_progress(owned, progress, failures)
         assert await jobs.get_progress(job_id) == progress
@@ -519,7 +520,7 @@ async def test_failure_of_a_name_that_is_not_utf8(jobs: JobStore) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         job_id, _ = await submit(jobs, "/data")
         owned = await claim_one(jobs, "coord-a")
-        odd = FailureRecord("/data/bad-\udcff.bin", "INVALID_PATH", "not UTF-8", 1.0)
+        odd = FailureRecord("/data/bad-\udcff.bin", Reason.INVALID_PATH, "not UTF-8", 1.0)
         await jobs.save_progress(owned, Progress(), [odd])
         assert await jobs.list_failures(job_id) == [odd]
         await jobs.save_progress(owned, Progress(), cleared=[odd.path])
@@ -532,7 +533,8 @@ async def test_many_failures_in_one_save(jobs: JobStore) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         job_id, _ = await submit(jobs, "/data")
         owned = await claim_one(jobs, "coord-a")
-        failures = [FailureRecord(f"/data/f{i:04d}", "IO", "x" * 200, 1.0) for i in range(1000)]
+        failures = [FailureRecord(f"/data/f{i:04d}", Reason.IO_ERROR, "x" * 200, 1.0)
+                    for i in range(1000)]
         progress = Progress(committed=Counters(files_failed=1000))
         await jobs.save_progress(owned, progress, failures)
         assert await jobs.get_progress(job_id) == progress
@@ -541,7 +543,7 @@ async def test_many_failures_in_one_save(jobs: JobStore) -> None:
         await jobs.save_progress(owned, progress, cleared=cleared)
         assert len(await jobs.list_failures(job_id)) == 600
         # A path named twice (etcd rejects a key twice in one txn): the last word wins.
-        again = FailureRecord("/data/f0999", "TIMEOUT", "again", 2.0)
+        again = FailureRecord("/data/f0999", Reason.TASK_TIMEOUT, "again", 2.0)
         await jobs.save_progress(owned, progress, [again, failures[0]], cleared=["/data/f0000"])
         listed = await jobs.list_failures(job_id)
         assert len(listed) == 600
@@ -559,7 +561,7 @@ async def test_rerun_failed_job_starts_over(jobs: JobStore) -> None:
         await jobs.save_progress(
             owned,
             Progress(committed=Counters(files_processed=3, files_failed=1)),
-            [FailureRecord("/data/bad", "IO", "boom", 1.0)],
+            [FailureRecord("/data/bad", Reason.IO_ERROR, "boom", 1.0)],
         )
         await jobs.transition(owned, JobEvent.FAIL, error="too many failures")
         rerun = await jobs.rerun(job_id)
@@ -592,7 +594,7 @@ async def test_delete_expired(kv: KVStore, prefix: str) -> None:
             job_id, _ = await submit(jobs, path)
             owned = await claim_one(jobs, "coord-a")
             await jobs.save_progress(
-                owned, Progress(), [FailureRecord(path + "/x", "IO", "boom", now[0])]
+                owned, Progress(), [FailureRecord(path + "/x", Reason.IO_ERROR, "boom", now[0])]
             )
             await jobs.transition(owned, event)
             return job_id

@@ -10,20 +10,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.protocol.codec import (
     MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,
+    Cancel,
     ErrorMessage,
     FileEntry,
     FileResult,
     FileStatus,
     Hello,
     Message,
-    Op,
     ProtocolError,
     StatusReply,
     StatusRequest,
     TaskBatch,
+    TaskOp,
     TaskOptions,
     TaskResult,
     Welcome,
@@ -38,7 +40,9 @@ HYPOTHESIS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 FEW = settings(HYPOTHESIS, max_examples=40)
-MESSAGE_TYPES = (Hello, Welcome, TaskBatch, TaskResult, StatusRequest, StatusReply, ErrorMessage)
+MESSAGE_TYPES = (
+    Hello, Welcome, TaskBatch, TaskResult, StatusRequest, StatusReply, Cancel, ErrorMessage
+)
 
 int64 = st.integers(-(2**63), 2**63 - 1)
 nonneg64 = st.integers(0, 2**63 - 1)
@@ -47,8 +51,8 @@ load = st.floats(allow_nan=False)
 
 file_entries = st.builds(FileEntry, path=text, length=int64, mtime_ns=nonneg64, dst=text)
 file_results = st.builds(
-    FileResult, path=text, status=st.sampled_from(FileStatus), bytes=int64, reason=text,
-    message=text,
+    FileResult, path=text, status=st.sampled_from(FileStatus), bytes=int64,
+    reason=st.none() | st.sampled_from(Reason), message=text,
 )
 task_options = st.builds(
     TaskOptions, skip_if_exists=st.booleans(), bandwidth=int64, overwrite=st.booleans()
@@ -60,7 +64,7 @@ task_batches = st.builds(
     TaskBatch,
     task_id=int64,
     job_id=text,
-    op=st.sampled_from(Op),
+    op=st.sampled_from(TaskOp),
     files=st.lists(file_entries, max_size=8).map(tuple),
     options=task_options,
 )
@@ -80,6 +84,7 @@ status_replies = st.builds(
     cache_capacity=int64,
     cached_files=int64,
 )
+cancels = st.builds(Cancel, job_id=text)
 error_messages = st.builds(ErrorMessage, message=text, task_id=int64)
 
 STRATEGIES: dict[type, st.SearchStrategy[Message]] = {
@@ -89,6 +94,7 @@ STRATEGIES: dict[type, st.SearchStrategy[Message]] = {
     TaskResult: task_results,
     StatusRequest: status_requests,
     StatusReply: status_replies,
+    Cancel: cancels,
     ErrorMessage: error_messages,
 }
 messages: st.SearchStrategy[Message] = st.one_of(*STRATEGIES.values())
@@ -162,7 +168,7 @@ def test_defaults_round_trip() -> None:
     for message in (
         Hello(token="", coordinator="c1"),
         Welcome(worker="w1"),
-        TaskBatch(task_id=1, job_id="j", op=Op.LOAD, files=()),
+        TaskBatch(task_id=1, job_id="j", op=TaskOp.LOAD, files=()),
         TaskResult(task_id=1, results=()),
         ErrorMessage(message="bad"),
     ):
@@ -172,12 +178,34 @@ def test_defaults_round_trip() -> None:
 
 
 def test_decoded_enums_are_members() -> None:
-    batch = decode(encode(TaskBatch(1, "j", Op.COPY, (FileEntry("/a", 1, 2, "/b"),))))
+    batch = decode(encode(TaskBatch(1, "j", TaskOp.COPY, (FileEntry("/a", 1, 2, "/b"),))))
     assert isinstance(batch, TaskBatch)
-    assert batch.op is Op.COPY
-    result = decode(encode(TaskResult(1, (FileResult("/a", FileStatus.MISSING),))))
+    assert batch.op is TaskOp.COPY
+    failed = FileResult("/a", FileStatus.FAILED, 0, Reason.CACHE_FULL, "no room")
+    result = decode(encode(TaskResult(1, (failed,))))
     assert isinstance(result, TaskResult)
-    assert result.results[0].status is FileStatus.MISSING
+    assert result.results[0].status is FileStatus.FAILED
+    assert result.results[0].reason is Reason.CACHE_FULL
+    assert result.results[0].reason.retryable is False
+
+
+def test_unknown_reason_is_a_protocol_error() -> None:
+    body = body_of(TaskResult(1, (FileResult("/a", FileStatus.FAILED, 0, Reason.IO_ERROR),)))
+    body["r"][0][3] = "DISK_ON_FIRE"
+    with pytest.raises(ProtocolError, match="unknown failure reason 'DISK_ON_FIRE'"):
+        decode(pack(body))
+    body["r"][0][3] = "io_error"  # names are exact
+    with pytest.raises(ProtocolError, match="unknown failure reason"):
+        decode(pack(body))
+
+
+def test_cancel_names_the_job() -> None:
+    assert body_of(Cancel("job-1")) == {"t": "cancel", "job": "job-1"}
+    assert decode(encode(Cancel("job-1"))) == Cancel("job-1")
+    with pytest.raises(ProtocolError, match="lacks field 'job'"):
+        decode(pack({"t": "cancel"}))
+    with pytest.raises(ProtocolError):
+        decode(pack({"t": "cancel", "job": 7}))
 
 
 def test_large_task_batch_round_trips() -> None:
@@ -191,7 +219,7 @@ def test_large_task_batch_round_trips() -> None:
         for i in range(10_000)
     )
     batch = TaskBatch(
-        task_id=2**40 + 1, job_id="5f6d1c2e-0000-4000-8000-000000000000", op=Op.MOVE,
+        task_id=2**40 + 1, job_id="5f6d1c2e-0000-4000-8000-000000000000", op=TaskOp.MOVE,
         files=files, options=TaskOptions(skip_if_exists=True, bandwidth=100 << 20, overwrite=True),
     )
     encoded = encode(batch)
@@ -205,7 +233,8 @@ def test_large_task_batch_round_trips() -> None:
 
 def test_large_task_result_round_trips() -> None:
     results = tuple(
-        FileResult(f"/data/{i}", list(FileStatus)[i % 4], i, "" if i % 3 else "EIO", "x" * (i % 7))
+        FileResult(f"/data/{i}", list(FileStatus)[i % 3], i,
+                   None if i % 3 else list(Reason)[i % len(Reason)], "x" * (i % 7))
         for i in range(10_000)
     )
     message = TaskResult(task_id=9, results=results)
@@ -346,7 +375,7 @@ INT_FIELDS = {
 }
 
 
-@pytest.mark.parametrize("kind", MESSAGE_TYPES, ids=lambda k: k.__name__)
+@pytest.mark.parametrize("kind", list(INT_FIELDS), ids=lambda k: k.__name__)
 @pytest.mark.parametrize("flag", [True, False])
 @FEW
 @given(data=st.data())
@@ -359,7 +388,7 @@ def test_booleans_where_ints_expected(kind: type, flag: bool, data: st.DataObjec
 
 def _sample_batch() -> TaskBatch:
     return TaskBatch(
-        task_id=3, job_id="j", op=Op.LOAD,
+        task_id=3, job_id="j", op=TaskOp.LOAD,
         files=(FileEntry("/a", 10, 20, ""), FileEntry("/b", 11, 21, "/c")),
     )
 
@@ -392,6 +421,10 @@ WRONG_SHAPES: list[tuple[str, Message, tuple[Any, ...], Any]] = [
     ("list coordinator", Hello("tok", "c"), ("co",), ["c"]),
     ("bytes worker", Welcome("w"), ("w",), b"w"),
     ("bytes error text", ErrorMessage("m", 1), ("msg",), b"m"),
+    ("bool cancel job", Cancel("j"), ("job",), True),
+    ("nil cancel job", Cancel("j"), ("job",), None),
+    ("int reason", TaskResult(1, (FileResult("/a", FileStatus.FAILED, 0, Reason.IO_ERROR),)),
+     ("r", 0, 3), 5),
 ]
 
 
@@ -527,9 +560,10 @@ def test_dataclass_fields_all_travel() -> None:
     samples: list[Message] = [
         Hello("t", "c", 7),
         Welcome("w", 7),
-        TaskBatch(5, "j", Op.FREE, (FileEntry("/p", 1, 2, "/d"),),
+        TaskBatch(5, "j", TaskOp.FREE, (FileEntry("/p", 1, 2, "/d"),),
                   TaskOptions(skip_if_exists=True, bandwidth=9, overwrite=True)),
-        TaskResult(5, (FileResult("/p", FileStatus.FAILED, 3, "r", "m"),)),
+        TaskResult(5, (FileResult("/p", FileStatus.FAILED, 3, Reason.UFS_CHANGED, "m"),)),
+        Cancel("j"),
         StatusRequest(4),
         _reply(),
         ErrorMessage("m", 8),

@@ -13,6 +13,8 @@ from alluxiojob.core.progress import (
     Counters,
     Progress,
     RateWindow,
+    TaskRecord,
+    TaskStatus,
     average_rate,
     eta_seconds,
     failure_ratio,
@@ -37,6 +39,11 @@ progresses = st.builds(
     verify_passes=st.integers(0, 100),
     files_repaired=counts,
     workers=st.lists(st.text(max_size=30), max_size=5).map(tuple),
+    tasks=st.lists(st.builds(
+        TaskRecord, task=st.integers(0, 2**40), worker=st.text(max_size=20),
+        status=st.sampled_from(TaskStatus), files=st.integers(0, 10_000),
+        started_at=finite, ended_at=finite, files_failed=st.integers(0, 10_000),
+        error=st.text(max_size=40)), max_size=4).map(tuple),
 )
 
 
@@ -116,26 +123,30 @@ def test_progress_from_empty_wire_is_default() -> None:
     assert Progress.from_wire({"live": None, "committed": None, "checkpoint": None}) == Progress()
 
 
-def test_resumed_keeps_only_committed() -> None:
-    progress = Progress(
-        live=Counters(files_listed=100, files_processed=80, bytes_processed=8000),
-        committed=Counters(files_listed=60, files_processed=50, bytes_processed=5000),
-        checkpoint=("data", "part-49"),
-        listing_done=True,
-        active_seconds=12.5,
-        recent_rate=400.0,
-        verify_passes=1,
-        files_repaired=2,
-        workers=("w1", "w2"),
-    )
-    resumed = progress.resumed()
-    assert resumed.live == progress.committed
-    assert resumed.committed == progress.committed
-    assert resumed.checkpoint == progress.checkpoint
-    assert resumed.listing_done is False
-    assert resumed.recent_rate == 0.0
-    assert resumed.active_seconds == 12.5
-    assert (resumed.verify_passes, resumed.files_repaired, resumed.workers) == (1, 2, ("w1", "w2"))
+def test_settled_progress_shows_running_tasks_as_interrupted() -> None:
+    tasks = (TaskRecord(0, "w1", TaskStatus.COMPLETED, 2, 1.0, 2.0),
+             TaskRecord(1, "w2", TaskStatus.RUNNING, 2, 1.5))
+    settled = Progress(tasks=tasks).settled()
+    assert [t.status for t in settled.tasks] == [TaskStatus.COMPLETED, TaskStatus.INTERRUPTED]
+    assert settled.tasks[1].started_at == 1.5
+
+
+def test_task_records_round_trip_and_tolerate_unknown_status() -> None:
+    record = TaskRecord(3, "w", TaskStatus.FAILED, 7, 1.0, 2.0, 7, "WORKER_LOST: gone")
+    wire = unpack_record(pack_record(Progress(tasks=(record,)).to_wire()))
+    assert Progress.from_wire(wire).tasks == (record,)
+    wire["tasks"][0]["status"] = "EXPLODED"
+    assert Progress.from_wire(wire).tasks[0].status is TaskStatus.INTERRUPTED
+
+
+@HYPOTHESIS
+@given(counters, counters)
+def test_envelope_covers_both(a: Counters, b: Counters) -> None:
+    both = a.envelope(b)
+    assert both.covers(a)
+    assert both.covers(b)
+    assert both == b.envelope(a)
+    assert both.envelope(a) == both
 
 
 # ------------------------------------------------------------------------ eta

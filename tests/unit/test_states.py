@@ -9,12 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alluxiojob.core.errors import InvalidArgument
+from alluxiojob.core.errors import InvalidArgument, JobServiceError, WrongState
 from alluxiojob.core.job import MAX_BATCH_SIZE, JobOptions, JobRecord, JobType, job_identity
 from alluxiojob.core.states import (
     ACTIVE_STATES,
-    FINAL_STATES,
+    COMPLETED_STATES,
     OWNED_STATES,
+    SETTLED_STATES,
     TRANSITIONS,
     IllegalTransition,
     JobEvent,
@@ -28,7 +29,7 @@ S, F, X = JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED
 E = JobEvent
 
 ALL_PAIRS = list(itertools.product(JobState, JobEvent))
-FINISHED_STATES = FINAL_STATES | {X}  # the states that carry finished_at
+FINISHED_STATES = SETTLED_STATES  # the states that carry finished_at
 
 HYPOTHESIS = settings(
     max_examples=150,
@@ -106,7 +107,7 @@ def test_only_waiting_can_be_claimed(state: JobState) -> None:
 
 def test_stopped_is_resumable() -> None:
     assert next_state(X, E.RESUME) is W
-    assert X not in FINAL_STATES
+    assert X not in COMPLETED_STATES
 
 
 @pytest.mark.parametrize("state", [W, R, V, S, F])
@@ -169,10 +170,20 @@ def test_only_requeue_events_lead_to_waiting() -> None:
 def test_state_sets() -> None:
     assert ACTIVE_STATES == {W, R, V}
     assert OWNED_STATES == {R, V}
-    assert FINAL_STATES == {S, F}
+    assert COMPLETED_STATES == {S, F}
     assert OWNED_STATES < ACTIVE_STATES
-    assert not ACTIVE_STATES & FINAL_STATES
-    assert X not in ACTIVE_STATES | FINAL_STATES
+    assert not ACTIVE_STATES & COMPLETED_STATES
+    assert X not in ACTIVE_STATES | COMPLETED_STATES
+    assert SETTLED_STATES == COMPLETED_STATES | {X}
+    assert set(JobState) == ACTIVE_STATES | SETTLED_STATES
+
+
+def test_illegal_transition_is_a_job_service_error() -> None:
+    with pytest.raises(JobServiceError) as info:
+        next_state(S, E.CLAIM)
+    assert isinstance(info.value, IllegalTransition)
+    assert isinstance(info.value, WrongState)
+    assert info.value.http_status == 409
 
 
 def test_every_state_is_reachable_from_waiting() -> None:
@@ -190,7 +201,7 @@ def test_every_state_is_reachable_from_waiting() -> None:
 
 def test_only_running_and_verifying_jobs_can_finish() -> None:
     for (source, _), target in TRANSITIONS.items():
-        if target in FINAL_STATES:
+        if target in COMPLETED_STATES:
             assert source in OWNED_STATES
 
 
