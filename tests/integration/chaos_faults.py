@@ -318,6 +318,7 @@ class FaultsMixin:
 
         def watch() -> None:
             waiting = dict(owned)
+            finished: set[str] = set()
             longest = 0.0
             deadline = killed_at + 180
             while waiting and time.monotonic() < deadline:
@@ -335,13 +336,23 @@ class FaultsMixin:
                     if int(job["claims"]) > waiting[job_id] and job["state"] != "WAITING":
                         longest = max(longest, now - killed_at)
                         del waiting[job_id]
+                    elif job["state"] not in OWNED and job["state"] != "WAITING":
+                        # Final without a new claim: its owner finished it before the
+                        # kill landed (or it was stopped); nothing to fail over.
+                        finished.add(job_id)
+                        del waiting[job_id]
                 time.sleep(0.05)
             if waiting:
                 self.log(f"failover of {name}: {len(waiting)} jobs not claimed again")
                 return
+            if finished:
+                self.log(f"failover of {name}: {len(finished)} jobs ended by their owner "
+                         f"before the kill, not measured")
+            if len(finished) == len(owned):
+                return
             with self.report.lock:
                 self.report.failovers.append(longest)
-            self.log(f"failover of {name}: {len(owned)} jobs claimed again after "
+            self.log(f"failover of {name}: {len(owned) - len(finished)} jobs claimed again after "
                      f"{longest:.2f}s")
 
         thread = threading.Thread(target=watch, daemon=True, name=f"failover-{name}")
