@@ -26,8 +26,10 @@ record's ``finished_at - created_at``), which leaves out the CLI's own start-up.
 that one tree holds the 100k and 300k sets too; for each size a fresh coordinator (same
 workers and store) LOADs it while the VmRSS of the coordinator and of the workers is
 sampled every 0.2 s; the idle and peak RSS per size show whether memory stays flat as the
-job grows. About 5 minutes on 2 CPUs, dataset generation included. ``--rss-only`` runs
-only this part.
+job grows. Then a cluster with one worker caches the sets in turn, so that worker holds
+100k, 300k, then 1M files; after each its RSS is measured idle, through a restart
+(startup recovery) and idle again. About 15 minutes on 2 CPUs, dataset generation
+included. ``--rss-only`` runs only this part.
 
 ``--quick``: 2,000 small files, 4 x 64 MiB (16 MiB partitions), RSS sizes 20k and 100k.
 """
@@ -51,6 +53,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import bench_args
 
@@ -219,20 +222,24 @@ def vm_rss_kib(pid: int) -> int:
 
 
 class RssSampler:
-    """Samples VmRSS of some pids every ``interval`` seconds in a thread; keeps peaks."""
+    """Samples VmRSS of some pids every ``interval`` seconds in a thread; keeps peaks.
 
-    def __init__(self, pids: dict[str, int], interval: float = 0.2) -> None:
+    ``pids`` may be a function, asked at every sample: a process being restarted."""
+
+    def __init__(self, pids: dict[str, int] | Callable[[], dict[str, int]],
+                 interval: float = 0.2) -> None:
         self.pids = pids
         self.interval = interval
-        self.peak_kib = dict.fromkeys(pids, 0)
+        self.peak_kib: dict[str, int] = ({} if callable(pids) else dict.fromkeys(pids, 0))
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for name, pid in self.pids.items():
-                self.peak_kib[name] = max(self.peak_kib[name], vm_rss_kib(pid))
+            pids = self.pids() if callable(self.pids) else self.pids
+            for name, pid in pids.items():
+                self.peak_kib[name] = max(self.peak_kib.get(name, 0), vm_rss_kib(pid))
             self.samples += 1
             self._stop.wait(self.interval)
 
@@ -262,16 +269,17 @@ class Service:
 
 
 class Cluster:
-    """One coordinator and two workers on loopback, under ``base``."""
+    """One coordinator and ``workers`` workers (two by default) on loopback, under ``base``."""
 
-    def __init__(self, base: Path, defines: Sequence[str] = ()) -> None:
+    def __init__(self, base: Path, defines: Sequence[str] = (), workers: int = 2) -> None:
         self.base = base
         self.base.mkdir(parents=True, exist_ok=True)
         (base / "logs").mkdir(exist_ok=True)
-        cport, r1, w1, r2, w2 = free_ports(5)
+        cport, *ports = free_ports(1 + 2 * workers)
+        pairs = list(zip(ports[::2], ports[1::2], strict=True))
         self.conf = base / "alluxio-site.properties"
-        self.cache_dirs = [base / "cache1", base / "cache2"]
-        (base / "workers").write_text(f"127.0.0.1:{r1}\n127.0.0.1:{r2}\n")
+        self.cache_dirs = [base / f"cache{i}" for i in range(1, workers + 1)]
+        (base / "workers").write_text("".join(f"127.0.0.1:{rpc}\n" for rpc, _ in pairs))
         lines = [
             f"alluxio.work.dir={base}",
             "alluxio.coordinator.hostname=127.0.0.1",
@@ -287,7 +295,9 @@ class Cluster:
                                    f"http://127.0.0.1:{cport}/healthz",
                                    base / "logs" / "coordinator.log"),
         }
-        for i, (rpc, web) in enumerate(((r1, w1), (r2, w2)), start=1):
+        self.web_ports: dict[str, int] = {}
+        for i, (rpc, web) in enumerate(pairs, start=1):
+            self.web_ports[f"worker{i}"] = web
             self.services[f"worker{i}"] = Service(
                 f"worker{i}",
                 ["worker", "-D", f"alluxio.worker.rpc.port={rpc}",
@@ -638,13 +648,82 @@ def print_rss_table(rows: list[dict[str, float]]) -> None:
               f"{r['coord_idle']:>15.1f} {r['coord_peak']:>15.1f} "
               f"{r['coord_peak'] - r['coord_idle']:>14.1f} {r['worker_peak']:>17.1f}")
     print("* the larger of the two workers; the caches keep every file of the earlier sizes "
-          "too (the sets nest), and a worker keeps an in-memory LRU entry per cached file")
+          "too (the sets nest); one worker's memory per cached file is the next table")
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
         growth = (last["coord_peak"] - first["coord_peak"]) / (last["files"] - first["files"])
         print(f"coordinator peak RSS growth: {growth * 1024 * 1024:.1f} bytes per extra file "
               f"({first['coord_peak']:.0f} MiB at {int(first['files']):,} -> "
               f"{last['coord_peak']:.0f} MiB at {int(last['files']):,})")
+    sys.stdout.flush()
+
+
+def worker_status(cluster: Cluster, name: str) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{cluster.web_ports[name]}/api/v1/worker/status"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        status: dict[str, Any] = json.loads(answer.read())
+    return status
+
+
+def bench_worker_rss(base: Path, sets: list[Dataset]) -> list[dict[str, float]]:
+    """One worker caches the nested sets in turn, so it holds 100k, then 300k, then 1M
+    files. After each: its RSS idle, then through a restart (startup recovery checks
+    every file of data/ against the index) and idle again."""
+    cluster = Cluster(base / "cluster-worker-rss", workers=1)
+    rows = []
+    try:
+        cluster.start()
+        for ds in sets:
+            pid = cluster.pid("worker1")
+            with RssSampler({"worker": pid}) as during_load:
+                try:
+                    cluster.load(ds)
+                except IncompleteJob as exc:
+                    anomaly(f"{exc} (worker RSS run)")
+            cached = int(worker_status(cluster, "worker1")["cached_files"])
+            time.sleep(1.0)
+            idle = vm_rss_kib(pid)
+            cluster.stop(["worker1"])
+
+            def restarting() -> dict[str, int]:
+                proc = cluster.services["worker1"].proc
+                return {} if proc is None else {"worker": proc.pid}
+
+            with RssSampler(restarting, interval=0.05) as during_recovery:
+                started = time.perf_counter()
+                cluster.start(["worker1"], timeout=900.0)
+                recovery = time.perf_counter() - started
+            time.sleep(1.0)
+            after = vm_rss_kib(cluster.pid("worker1"))
+            log(f"[worker rss] {cached:,} cached files: idle {idle / KIB:.0f} MiB, peak "
+                f"during recovery {during_recovery.peak_kib.get('worker', 0) / KIB:.0f} MiB "
+                f"({recovery:.1f}s), idle after {after / KIB:.0f} MiB")
+            rows.append({
+                "files": cached,
+                "load_peak": during_load.peak_kib["worker"] / KIB,
+                "idle": idle / KIB,
+                "recovery_seconds": recovery,
+                "recovery_peak": during_recovery.peak_kib.get("worker", 0) / KIB,
+                "idle_after_restart": after / KIB,
+            })
+    finally:
+        cluster.stop()
+    return rows
+
+
+def print_worker_rss_table(rows: list[dict[str, float]]) -> None:
+    print()
+    print("Dataset (c) worker memory: one worker caching N files (the nested sets in turn); "
+          "VmRSS of the worker process (not its pool processes), sampled every 0.2 s during "
+          "the LOAD and every 0.05 s through a restart")
+    header = (f"{'cached files':>12} {'load peak MiB':>14} {'idle MiB':>9} "
+              f"{'recovery s':>11} {'recovery peak MiB':>18} {'idle after MiB':>15}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{int(r['files']):>12,} {r['load_peak']:>14.1f} {r['idle']:>9.1f} "
+              f"{r['recovery_seconds']:>11.1f} {r['recovery_peak']:>18.1f} "
+              f"{r['idle_after_restart']:>15.1f}")
     sys.stdout.flush()
 
 
@@ -721,6 +800,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = bench_rss(base, sets)
             print_rss_table(rows)
             results["rss"] = rows
+            worker_rows = bench_worker_rss(base, sets)
+            print_worker_rss_table(worker_rows)
+            results["worker_rss"] = worker_rows
         elif not args.rss_only:
             print("\n(c) coordinator RSS: skipped (--no-rss or BENCH_RSS=0)")
         print()
@@ -750,7 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(base, ignore_errors=True)
         else:
             # Keep the datasets for the next run; remove what this run made.
-            for sub in ("cluster", "cluster-rss", "out"):
+            for sub in ("cluster", "cluster-rss", "cluster-worker-rss", "out"):
                 shutil.rmtree(base / sub, ignore_errors=True)
 
 

@@ -38,7 +38,9 @@ PathArg = Annotated[str, typer.Option("--path", help="UFS path.")]
     "alluxiojob fs location --path /data/imagenet/train/n01440764/img_0001.JPEG",
 ))
 def location(path: PathArg, conf: ConfOption = None, define: DefineOption = None) -> None:
-    """Which workers hold a path (a file or a directory), and how much of it."""
+    """Which workers hold a path (a file or a directory), and how much of it.
+
+    Files that a --metadata-only LOAD recorded, without data, are counted apart."""
     with coordinator(conf, define) as client:
         answer = client.workers(path)
         headers = client.security.token.authorization()
@@ -57,8 +59,11 @@ def location(path: PathArg, conf: ConfOption = None, define: DefineOption = None
             if reply.status_code >= 400:
                 typer.echo(f"Worker: {worker['worker']}\trefused: {data.get('message')}")
                 continue
-            typer.echo(f"Worker: {worker['worker']}\tFiles: {data['files']}\t"
-                       f"Bytes: {format_size(data['bytes'])}")
+            line = (f"Worker: {worker['worker']}\tFiles: {data['files']}\t"
+                    f"Bytes: {format_size(data['bytes'])}")
+            if data.get("metadata_files"):
+                line += f"\tMetadata only: {data['metadata_files']} files"
+            typer.echo(line)
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             typer.echo(f"Worker: {worker['worker']}\tunreachable: {exc}")
 

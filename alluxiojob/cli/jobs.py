@@ -58,6 +58,9 @@ SkipIfExists = Annotated[bool, typer.Option(
 PartialListing = Annotated[bool, typer.Option(
     "--partial-listing", help="Start loading before the listing completes (always on).")]
 Replicas = Annotated[int, typer.Option("--replicas", help="Workers that cache each file.")]
+MetadataOnly = Annotated[bool, typer.Option(
+    "--metadata-only", help="List and record the files (name, length, version) on their "
+    "workers without copying data.")]
 
 
 def _action(submit: bool, progress: bool, stop: bool) -> str:
@@ -173,21 +176,24 @@ def options_for(batch_size: int | None, bandwidth: str | None, verify: bool,
     "alluxiojob job load --path /data/imagenet --wait",
     "alluxiojob job load --path s3://bucket/train --replicas 2 --bandwidth 200MiB --verify",
     "alluxiojob job load --path /data/imagenet --progress --file-status FAILURE",
+    "alluxiojob job load --path /data/imagenet --metadata-only --wait",
     "alluxiojob job load --path /data/imagenet --stop",
 ))
 def load(
     path: Path_ = None, submit: Submit = False, progress: ShowProgress = False, stop: Stop = False,
     verify: Verify = False, batch_size: BatchSize = None, bandwidth: Bandwidth = None,
     skip_if_exists: SkipIfExists = False, partial_listing: PartialListing = False,
-    replicas: Replicas = 1, output_format: Format = "TEXT", verbose: Verbose = False,
-    file_status: FileStatus = None, wait: Wait = False,
+    replicas: Replicas = 1, metadata_only: MetadataOnly = False, output_format: Format = "TEXT",
+    verbose: Verbose = False, file_status: FileStatus = None, wait: Wait = False,
     conf: ConfOption = None, define: DefineOption = None,
 ) -> None:
     """Load a UFS path into the workers' caches."""
-    run_job_command("LOAD", path, "", _action(submit, progress, stop),
-                     options_for(batch_size, bandwidth, verify, skip_if_exists, partial_listing,
-                              replicas),
-                     output_format, verbose, file_status, wait, conf, define)
+    options = options_for(batch_size, bandwidth, verify, skip_if_exists, partial_listing,
+                          replicas)
+    if metadata_only:
+        options["metadata_only"] = True
+    run_job_command("LOAD", path, "", _action(submit, progress, stop), options,
+                    output_format, verbose, file_status, wait, conf, define)
 
 
 @job_app.command("free", epilog=examples(

@@ -29,6 +29,7 @@ def progress_text(report: dict[str, Any], verbose: bool = False) -> str:
         f"\tSettings:\tbandwidth: {format_size(bandwidth) + '/s' if bandwidth else 'unlimited'}"
         f"\tverify: {str(options['verify']).lower()}"
         f"\tskip-if-exists: {str(options['skip_if_exists']).lower()}"
+        f"\tmetadata-only: {str(options.get('metadata_only', False)).lower()}"
         f"\treplicas: {options['replicas']}"
         f"\tbatch size: {options['batch_size'] or 'default'}",
         f"\tJob Id: {job['id']}",

@@ -308,6 +308,9 @@ class CoordinatorApi:
             if overlap is not None:
                 raise InvalidPath(f"{overlap}; nothing was submitted")
         options = _options(body.get("options"))
+        if options.metadata_only and job_type is not JobType.LOAD:
+            raise InvalidArgument(f"metadata_only (loadMetadataOnly) is a LOAD option, not "
+                                  f"one of {job_type.value}")
         job, outcome = await self.store.submit(
             job_type, path, dst, options, self.config[Keys.WAITING_JOB_CAPACITY]
         )

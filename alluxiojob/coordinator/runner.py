@@ -5,7 +5,8 @@ Theory of operation
 The ledger decides; the runner does what it decides. The runner lists the UFS (a
 stream, in a worker thread, in a total order) and tells the ledger of each file; runs
 one dispatcher per worker that takes the ledger's next task for it whenever a slot of
-that worker (``max.tasks.per.worker``, shared by the coordinator's jobs) is free;
+that worker (``max.tasks.per.worker``, shared by the coordinator's jobs; a job with
+``--bandwidth`` has slots of its own, ``_slots``) is free;
 sends the task and hands the answer back to the ledger; sleeps before retries; follows
 membership (a worker that is down or gone: its queued work moves); and about once a
 second writes progress, checkpoint and new failures with one fenced write.
@@ -74,7 +75,8 @@ class JobFailed(Exception):
     pass
 
 
-def policy_for(job_type: JobType, batch_size: int, replicas: int, config: Config) -> LedgerPolicy:
+def policy_for(job_type: JobType, batch_size: int, replicas: int, config: Config,
+               metadata_only: bool = False) -> LedgerPolicy:
     return LedgerPolicy(
         op=TaskOp(job_type.value),
         segment_size=batch_size or config[Keys.JOB_BATCH_SIZE],
@@ -84,6 +86,7 @@ def policy_for(job_type: JobType, batch_size: int, replicas: int, config: Config
         failure_count_threshold=config[Keys.JOB_FAILURE_COUNT_THRESHOLD],
         failure_ratio_threshold=config[Keys.JOB_FAILURE_RATIO_THRESHOLD],
         failure_list_max=config[Keys.JOB_FAILURE_LIST_MAX],
+        metadata_only=metadata_only,
     )
 
 
@@ -104,10 +107,12 @@ class JobRunner:
         self.config = config
         self.connect_wait = config[Keys.FAILURE_DETECTION_TIMEOUT]
         self.policy = policy_for(self.job.type, self.job.options.batch_size,
-                                 self.job.options.replicas, config)
+                                 self.job.options.replicas, config,
+                                 self.job.options.metadata_only)
         self.ledger = Ledger(self.policy)
         self.stored = Progress()
         self.rate = RateWindow()
+        self._throttled_slots: dict[str, trio.Semaphore] = {}
         self._started = 0.0
         self._wall_at_start = 0.0
         self._fenced = False
@@ -384,14 +389,29 @@ class JobRunner:
             if client is None:  # it left the membership; its work will move
                 await self.membership.changed.wait()
                 continue
-            await client.slots.acquire()
+            slots = self._slots(client)
+            await slots.acquire()
             task = self.ledger.take_task(worker, self._now())
             if task is None:
-                client.slots.release()
+                slots.release()
                 continue
             self._room.set()
             assert self._nursery is not None
             self._nursery.start_soon(self._run_task, client, task)
+
+    def _slots(self, client: WorkerClient) -> trio.Semaphore:
+        """The task slots this job takes on ``client``'s worker.
+
+        A job with ``--bandwidth`` has slots of its own: its tasks wait on the worker
+        for their rate (holding no pool process there), and in the slots every job
+        shares they would keep the others waiting as long as they sleep.
+        """
+        if not self.job.options.bandwidth:
+            return client.slots
+        slots = self._throttled_slots.get(client.worker_id)
+        if slots is None:
+            slots = self._throttled_slots[client.worker_id] = trio.Semaphore(client.max_tasks)
+        return slots
 
     async def _run_task(self, client: WorkerClient, task: Task) -> None:
         """Run one task on ``client``, whose slot the dispatcher took for it."""
@@ -401,6 +421,7 @@ class JobRunner:
                                 or self.ledger.pass_kind is PassKind.VERIFY),
                 bandwidth=self.job.options.bandwidth,
                 overwrite=self.job.options.overwrite,
+                metadata_only=self.job.options.metadata_only,
             )
             await self._claim_confirmed()
             result = await client.call(self.job.id, self.policy.op, task.entries, options,
@@ -410,7 +431,7 @@ class JobRunner:
         else:
             decisions = self.ledger.task_finished(task, result.results, self._now())
         finally:
-            client.slots.release()
+            self._slots(client).release()
         self._apply(decisions)
 
     async def _claim_confirmed(self) -> None:

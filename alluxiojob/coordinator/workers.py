@@ -115,6 +115,7 @@ class WorkerClient:
         self.url = f"{self.tls.ws_scheme}://{address}/"
         self.token = token
         self.coordinator_id = coordinator_id
+        self.max_tasks = max_tasks
         self.slots = trio.Semaphore(max_tasks)
         self.liveness_timeout = liveness_timeout
         self.task_timeout = task_timeout

@@ -35,7 +35,8 @@ OPTION_BOUNDS = {  # inclusive; the REST API's OpenAPI document shows the same b
     "bandwidth": (0, MAX_BANDWIDTH),
 }
 OPTION_ALIASES = {"batchSize": "batch_size", "skipIfExists": "skip_if_exists",
-                  "partialListing": "partial_listing"}  # Alluxio's REST spellings
+                  "partialListing": "partial_listing",
+                  "loadMetadataOnly": "metadata_only"}  # Alluxio's REST spellings
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class JobOptions:
     replicas: int = 1
     bandwidth: int = 0  # bytes/s per worker, 0 = unlimited
     overwrite: bool = False
+    metadata_only: bool = False  # LOAD: list and record the files, copy no data
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> JobOptions:

@@ -79,6 +79,7 @@ class LedgerPolicy:
     failure_count_threshold: int = 100  # negative: never fail early
     failure_ratio_threshold: float = 0.05
     failure_list_max: int = 1000
+    metadata_only: bool = False  # LOAD --metadata-only: files are recorded, no byte loaded
 
     @property
     def queue_capacity(self) -> int:
@@ -582,10 +583,12 @@ class Ledger:
         free = self.policy.op is TaskOp.FREE
         length = listed.entry.length
         if listed.ok:
-            # FREE reports what was freed on every worker; the others count the listed
-            # length once, however many replicas, so totals match the listing.
+            # FREE reports what was freed on every worker, and a metadata-only LOAD
+            # loads nothing; the others count the listed length once, however many
+            # replicas, so totals match the listing.
+            reported = free or self.policy.metadata_only
             return Counters(files_processed=1,
-                            bytes_processed=listed.ok_bytes if free else length)
+                            bytes_processed=listed.ok_bytes if reported else length)
         return Counters(files_skipped=1, bytes_skipped=0 if free else length)
 
     def _count(self, segment: _Segment, delta: Counters) -> None:

@@ -73,6 +73,7 @@ class TaskOptions:
     skip_if_exists: bool = False
     bandwidth: int = 0
     overwrite: bool = False
+    metadata_only: bool = False  # LOAD: record each file as listed, copy no data
 
 
 @dataclass(frozen=True)
@@ -142,53 +143,84 @@ Message = (
 # ------------------------------------------------------------------------------ encode
 
 
+def _encode_hello(m: Hello) -> dict[str, Any]:
+    return {"t": "hello", "token": m.token, "co": m.coordinator, "v": m.version}
+
+
+def _encode_welcome(m: Welcome) -> dict[str, Any]:
+    return {"t": "welcome", "w": m.worker, "v": m.version, "web": m.web_port}
+
+
+def _encode_task(m: TaskBatch) -> dict[str, Any]:
+    return {
+        "t": "task",
+        "id": m.task_id,
+        "job": m.job_id,
+        "op": m.op.value,
+        "f": [[f.path, f.length, f.mtime_ns, f.dst, f.version] for f in m.files],
+        "o": {
+            "skip": m.options.skip_if_exists,
+            "bw": m.options.bandwidth,
+            "ow": m.options.overwrite,
+            "meta": m.options.metadata_only,
+        },
+    }
+
+
+def _encode_result(m: TaskResult) -> dict[str, Any]:
+    return {
+        "t": "result",
+        "id": m.task_id,
+        "r": [[r.path, r.status.value, r.bytes, r.reason.value if r.reason else "", r.message]
+              for r in m.results],
+    }
+
+
+def _encode_status(m: StatusRequest) -> dict[str, Any]:
+    return {"t": "status", "id": m.request_id}
+
+
+def _encode_status_reply(m: StatusReply) -> dict[str, Any]:
+    return {
+        "t": "status_reply",
+        "id": m.request_id,
+        "w": m.worker,
+        "pool": m.pool_size,
+        "unfinished": m.unfinished_tasks,
+        "active": m.active_tasks,
+        "load": list(m.load_avg),
+        "used": m.cache_used,
+        "cap": m.cache_capacity,
+        "files": m.cached_files,
+    }
+
+
+def _encode_cancel(m: Cancel) -> dict[str, Any]:
+    return {"t": "cancel", "job": m.job_id}
+
+
+def _encode_error(m: ErrorMessage) -> dict[str, Any]:
+    return {"t": "error", "msg": m.message, "id": m.task_id}
+
+
+# One encoder per message type, as ``_DECODERS`` has one decoder per tag.
+_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
+    Hello: _encode_hello,
+    Welcome: _encode_welcome,
+    TaskBatch: _encode_task,
+    TaskResult: _encode_result,
+    StatusRequest: _encode_status,
+    StatusReply: _encode_status_reply,
+    Cancel: _encode_cancel,
+    ErrorMessage: _encode_error,
+}
+
+
 def _encode_body(message: Message) -> dict[str, Any]:
-    if isinstance(message, Hello):
-        return {"t": "hello", "token": message.token, "co": message.coordinator,
-                "v": message.version}
-    if isinstance(message, Welcome):
-        return {"t": "welcome", "w": message.worker, "v": message.version,
-                "web": message.web_port}
-    if isinstance(message, TaskBatch):
-        return {
-            "t": "task",
-            "id": message.task_id,
-            "job": message.job_id,
-            "op": message.op.value,
-            "f": [[f.path, f.length, f.mtime_ns, f.dst, f.version] for f in message.files],
-            "o": {
-                "skip": message.options.skip_if_exists,
-                "bw": message.options.bandwidth,
-                "ow": message.options.overwrite,
-            },
-        }
-    if isinstance(message, TaskResult):
-        return {
-            "t": "result",
-            "id": message.task_id,
-            "r": [[r.path, r.status.value, r.bytes, r.reason.value if r.reason else "",
-                   r.message] for r in message.results],
-        }
-    if isinstance(message, StatusRequest):
-        return {"t": "status", "id": message.request_id}
-    if isinstance(message, StatusReply):
-        return {
-            "t": "status_reply",
-            "id": message.request_id,
-            "w": message.worker,
-            "pool": message.pool_size,
-            "unfinished": message.unfinished_tasks,
-            "active": message.active_tasks,
-            "load": list(message.load_avg),
-            "used": message.cache_used,
-            "cap": message.cache_capacity,
-            "files": message.cached_files,
-        }
-    if isinstance(message, Cancel):
-        return {"t": "cancel", "job": message.job_id}
-    if isinstance(message, ErrorMessage):
-        return {"t": "error", "msg": message.message, "id": message.task_id}
-    raise TypeError(f"not a protocol message: {message!r}")
+    encoder = _ENCODERS.get(type(message))
+    if encoder is None:
+        raise TypeError(f"not a protocol message: {message!r}")
+    return encoder(message)
 
 
 def encode(message: Message) -> bytes:
@@ -264,6 +296,7 @@ def _decode_task(body: dict[str, Any]) -> Message:
         options=TaskOptions(
             skip_if_exists=_bool(opts, "skip"), bandwidth=_int(opts, "bw"),
             overwrite=_bool(opts, "ow"),
+            metadata_only=_bool(opts, "meta"),
         ),
     )
 
@@ -339,22 +372,3 @@ def decode(data: bytes | bytearray | str) -> Message:
         raise ProtocolError(f"unknown message type {tag!r}")
     return decoder(body)
 
-
-def pack_record(data: dict[str, Any]) -> bytes:
-    """msgpack for stored records (job, progress, failures): the one codec for them too.
-
-    A checkpoint may hold a file name that is not UTF-8; it round-trips as is.
-    """
-    packed: bytes = msgpack.packb(data, use_bin_type=True, unicode_errors="surrogateescape")
-    return packed
-
-
-def unpack_record(data: bytes) -> dict[str, Any]:
-    try:
-        value = msgpack.unpackb(data, raw=False, strict_map_key=False,
-                                unicode_errors="surrogateescape")
-    except Exception as exc:
-        raise ProtocolError(f"corrupt stored record: {exc}") from None
-    if not isinstance(value, dict):
-        raise ProtocolError("corrupt stored record: not a map")
-    return value

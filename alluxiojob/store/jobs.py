@@ -60,8 +60,8 @@ from alluxiojob.core.job import JobOptions, JobRecord, JobType, job_identity
 from alluxiojob.core.progress import FailureRecord, Progress
 from alluxiojob.core.reasons import Reason
 from alluxiojob.core.states import ACTIVE_STATES, OWNED_STATES, JobEvent, JobState
-from alluxiojob.protocol.codec import pack_record, unpack_record
 from alluxiojob.store.kv import Compare, Delete, Entry, KVStore, Op, Put, Txn
+from alluxiojob.store.records import pack_record, unpack_record
 
 _CAS_ATTEMPTS = 16
 _SUBMIT_PATIENCE = 10.0  # seconds a submission keeps retrying against concurrent ones

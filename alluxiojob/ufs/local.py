@@ -44,6 +44,25 @@ def write_reason_for(exc: OSError) -> str:
     return reason_for(exc)
 
 
+def open_regular(path: str) -> tuple[int, os.stat_result]:
+    """(fd, stat) of a local file opened for reading, without ever blocking.
+
+    A FIFO, a device or a socket can take a file's place between a listing and a read;
+    opened the usual way, a FIFO with no writer blocks for good. So the open does not
+    block (``O_NONBLOCK``, which changes nothing for a regular file) and anything but a
+    regular file is refused: ``UfsError(IO_ERROR, "...: not a regular file")``.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UfsError("IO_ERROR", f"{path}: not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
+
+
 def fsync_dir(path: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -78,18 +97,17 @@ class LocalUfs:
         except OSError as exc:
             raise UfsError(reason_for(exc), f"{uri}: {exc.strerror}") from None
         if not stat.S_ISREG(info.st_mode):
-            raise UfsError("INVALID_PATH", f"{uri} is not a regular file")
+            raise UfsError("IO_ERROR", f"{uri}: not a regular file")
         return UfsStat(info.st_size, info.st_mtime_ns)
 
     def read(self, uri: str, offset: int = 0, length: int = -1,
              version: str = "") -> Iterator[bytes]:
         path = to_local_path(uri)
         try:
-            f = open(path, "rb")
+            fd, before = open_regular(path)
         except OSError as exc:
             raise UfsError(reason_for(exc), f"{uri}: {exc.strerror}") from None
-        with f:
-            before = os.fstat(f.fileno())
+        with os.fdopen(fd, "rb") as f:
             f.seek(offset)
             left = before.st_size - offset if length < 0 else length
             while left > 0:

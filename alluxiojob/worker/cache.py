@@ -2,29 +2,23 @@
 
 Layout of each cache dir::
 
-    data/   one file per cached UFS file, byte-identical to it (sha256sum agrees)
+    data/   one file per cached UFS file, byte-identical to it (sha256sum agrees);
+            where each file lives is ``layout.cache_relpath``
     tmp/    partial writes; emptied at startup
-    index/  rocksdict: UFS URI -> [length, mtime_ns, last_access, job_id, version]
-
-Where a file lives under ``data/``:
-
-* a local file keeps its path: ``/a/b`` is ``data/a/b`` (a top directory named like an
-  object-store scheme, ``s3``, ``gs`` or ``az``, followed by any ``%``, gets one more
-  ``%``: ``/s3/x`` is ``data/s3%/x``, so it never meets an object);
-* an object is ``data/<scheme>/<bucket>/<key>``, its key encoded component by component
-  so that a file system can hold what an object store allows, a key ``a`` beside keys
-  under ``a/``: in every component ``%`` becomes ``%25``; a component that is a
-  directory gets a trailing ``%`` (which no encoded leaf ends with); a leaf ``.`` or
-  ``..`` becomes ``%2E`` or ``%2E%2E``. So ``s3://b/a`` is ``data/s3/b/a`` and
-  ``s3://b/a/x%y`` is ``data/s3/b/a%/x%25y``. The encoding is deterministic and one to
-  one. A component longer than the file system allows fails that file (``INVALID_PATH``).
+    index/  rocksdict (``index.CacheIndex``): the cached files, their access order,
+            totals, metadata-only records and pins
 
 The index is written only after a file was renamed into ``data/``, so an index entry
 always means a complete file. A crash between the rename and the index write leaves a
 complete but unindexed file, which startup removes, so ``data/`` never holds anything
-the index does not know. ``version`` is an object's ETag (empty for local files, whose
-mtime is their version): ``--skip-if-exists`` and ``--verify`` compare it with the
-listing's, with the length.
+the index does not know. An entry's ``version`` is an object's ETag (empty for local
+files, whose mtime is their version): ``--skip-if-exists`` and ``--verify`` compare it
+with the listing's, with the length.
+
+Memory does not grow with the number of cached files: the LRU order, the totals and
+the pins live in the index, and startup checks ``data/`` against it one directory chunk
+at a time. What stays in memory per cache dir is a few numbers, among them the bytes
+reserved by loads in flight.
 """
 
 from __future__ import annotations
@@ -32,89 +26,24 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import threading
 import time
 import zlib
-from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
 
-import msgpack
 import trio
-from rocksdict import Options, Rdict, WriteBatch
 
 from alluxiojob.ufs.base import UfsError
+from alluxiojob.worker.index import CacheIndex, IndexEntry, MetadataRecord, Victim
+from alluxiojob.worker.layout import cache_relpath, index_key, uri_of_relpath
 
+__all__ = ["Cache", "CacheDir", "IndexEntry", "MetadataRecord", "cache_relpath", "index_key"]
 
-@dataclass(frozen=True)
-class IndexEntry:
-    length: int
-    mtime_ns: int
-    last_access: float
-    job_id: str
-    version: str = ""  # an object's ETag
-
-    def pack(self) -> bytes:
-        packed: bytes = msgpack.packb([self.length, self.mtime_ns, self.last_access,
-                                       self.job_id, self.version])
-        return packed
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> IndexEntry:
-        fields = msgpack.unpackb(raw)
-        version = str(fields[4]) if len(fields) > 4 else ""
-        return cls(int(fields[0]), int(fields[1]), float(fields[2]), str(fields[3]), version)
-
-    def matches(self, length: int, mtime_ns: int, version: str) -> bool:
-        """Still the listed file: same length, and same ETag (objects) or mtime (local)."""
-        if self.length != length:
-            return False
-        return self.version == version if version else self.mtime_ns == mtime_ns
-
-
-OBJECT_SCHEME_DIRS = ("s3", "gs", "az")
-NAME_MAX = 255
-
-
-def _encode_key(key: str, uri: str) -> list[str]:
-    components = key.split("/")
-    encoded = []
-    for i, component in enumerate(components):
-        name = component.replace("%", "%25").replace("\x00", "%00")
-        if i < len(components) - 1:
-            name += "%"  # a directory: never equal to a leaf's name
-        elif name in (".", ".."):
-            name = name.replace(".", "%2E")
-        if len(os.fsencode(name)) > NAME_MAX:
-            raise UfsError("INVALID_PATH", f"a component of the key {key!r} of {uri} is "
-                           f"longer than the {NAME_MAX} bytes a cache file name can hold")
-        encoded.append(name)
-    return encoded
-
-
-def cache_relpath(uri: str) -> str:
-    """Where ``uri`` lives under ``data/`` (see the module doc); rejects escapes."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        scheme, rest = "file", uri
-    if scheme != "file":
-        bucket, _, key = rest.partition("/")
-        if (not bucket or not key or key.endswith("/") or bucket in (".", "..")
-                or "\x00" in bucket):
-            raise UfsError("INVALID_PATH", f"not a cacheable object: {uri!r}")
-        return "/".join([scheme, bucket, *_encode_key(key, uri)])
-    parts = [p for p in rest.split("/") if p]
-    if not parts or any(p in (".", "..") for p in parts) or "\x00" in rest:
-        raise UfsError("INVALID_PATH", f"not a cacheable path: {uri!r}")
-    if parts[0].rstrip("%") in OBJECT_SCHEME_DIRS:
-        parts[0] += "%"
-    return "/".join(parts)
+_CHECK_CHUNK = 1000  # data/ files checked against the index per multi-get at startup
 
 
 class CacheDir:
-    """One cache directory with its own index, capacity and LRU order."""
+    """One cache directory with its own index, capacity and reservations."""
 
     def __init__(self, root: Path, capacity: int) -> None:
         self.root = root
@@ -123,66 +52,104 @@ class CacheDir:
         self.capacity = capacity  # 0: unlimited
         for sub in (self.data, self.tmp, root / "index"):
             sub.mkdir(parents=True, exist_ok=True)
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
-        self._index = Rdict(str(root / "index"), options=options)
-        self.lock = threading.Lock()
-        self.used = 0
-        self.reserved = 0
-        self.lru: OrderedDict[str, tuple[int, str]] = OrderedDict()  # uri -> (length, job)
+        self.index = CacheIndex(str(root / "index"))
+        self.lock = self.index.lock
+        self.reserved = 0  # bytes promised to loads in flight, not yet in the index
+
+    @property
+    def used(self) -> int:
+        return self.index.used
+
+    @property
+    def files(self) -> int:
+        return self.index.files
 
     # --- startup (blocking) ----------------------------------------------------------
     def recover(self) -> tuple[int, int, list[str]]:
-        """Load the index, drop tmp debris, symlinks and unindexed files.
+        """Open the index, drop tmp debris, symlinks and unindexed files.
 
         Returns (files, unindexed files removed, symlinks removed). A symlink in
         ``data/`` or ``tmp/`` was not made by us: served, it would hand out whatever it
         points at; written through, it would overwrite it. So it goes, with its index
         entry if it had one.
         """
-        links = self._remove_symlinks()
+        links = self._remove_tmp_links()
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        entries: list[tuple[str, IndexEntry]] = []
-        for key, raw in self._index.items():
-            entries.append((cast(bytes, key).decode(), IndexEntry.unpack(raw)))
-        entries.sort(key=lambda item: item[1].last_access)
-        known: set[str] = set()
-        dropped = WriteBatch(raw_mode=True)
-        removed_links = set(links)
-        for uri, entry in entries:
-            path = os.path.join(str(self.data), cache_relpath(uri))
-            if path in removed_links:
-                dropped.delete(uri.encode())
-                continue
-            self.lru[uri] = (entry.length, entry.job_id)
-            self.used += entry.length
-            known.add(path)
-        if removed_links:
-            self._index.write(dropped)
-        removed = 0
-        for dirpath, _dirs, files in os.walk(self.data):
-            for name in files:
-                full = os.path.join(dirpath, name)
-                if full not in known:
-                    os.unlink(full)
-                    removed += 1
-        return len(self.lru), removed, links
+        self.index.open()
+        removed = self._check_data(links)
+        return self.index.files, removed, links
 
-    def _remove_symlinks(self) -> list[str]:
-        """Blocking: unlink every symlink in data/ and tmp/ (and those dirs, if links)."""
+    def _remove_tmp_links(self) -> list[str]:
         removed: list[str] = []
         for sub in (self.data, self.tmp):
             if sub.is_symlink():
                 sub.unlink()
                 removed.append(str(sub))
                 sub.mkdir(parents=True, exist_ok=True)
-            for dirpath, dirs, files in os.walk(sub):  # never descends into a link
-                for name in [*dirs, *files]:
-                    full = os.path.join(dirpath, name)
-                    if os.path.islink(full):
-                        os.unlink(full)
-                        removed.append(full)
+        for path in self._walk(str(self.tmp)):
+            if os.path.islink(path):
+                os.unlink(path)
+                removed.append(path)
+        return removed
+
+    @staticmethod
+    def _walk(root: str) -> Iterator[str]:
+        """Every non-directory under ``root`` (symlinks included, never followed),
+        streamed: a directory of a million files is never one list in memory."""
+        stack = [root]
+        while stack:
+            try:
+                with os.scandir(stack.pop()) as it:
+                    for entry in it:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        else:
+                            yield entry.path
+            except FileNotFoundError:
+                continue
+
+    def _check_data(self, links: list[str]) -> int:
+        """Unlink symlinks (their entries go too) and files the index does not know."""
+        prefix = str(self.data) + os.sep
+        removed = 0
+        linked: list[str] = []
+        chunk: list[tuple[str, str]] = []
+
+        def check(chunk: list[tuple[str, str]]) -> int:
+            known = self.index.known([key for _path, key in chunk])
+            gone = 0
+            for (path, _key), ok in zip(chunk, known, strict=True):
+                if not ok:
+                    os.unlink(path)
+                    gone += 1
+            return gone
+
+        for path in self._walk(str(self.data)):
+            try:
+                info = os.lstat(path)
+                key = uri_of_relpath(path[len(prefix):])
+            except FileNotFoundError:
+                continue
+            except ValueError:
+                key = ""
+            if stat.S_ISLNK(info.st_mode):
+                os.unlink(path)
+                links.append(path)
+                if key:
+                    linked.append(key)
+            elif not key or not stat.S_ISREG(info.st_mode):
+                os.unlink(path)  # not a name the cache gives, or not a file
+                removed += 1
+            else:
+                chunk.append((path, key))
+                if len(chunk) >= _CHECK_CHUNK:
+                    removed += check(chunk)
+                    chunk = []
+        if chunk:
+            removed += check(chunk)
+        if linked:
+            self.index.forget(linked)
         return removed
 
     def open_cached(self, uri: str) -> tuple[int, int]:
@@ -211,82 +178,83 @@ class CacheDir:
         return os.path.join(str(self.data), cache_relpath(uri))
 
     def tmp_path(self, uri: str) -> str:
-        return os.path.join(str(self.tmp), f"{zlib.crc32(uri.encode()):08x}-{time.time_ns()}")
+        tag = zlib.crc32(uri.encode("utf-8", "surrogateescape"))
+        return os.path.join(str(self.tmp), f"{tag:08x}-{time.time_ns()}")
 
     # --- index (blocking) --------------------------------------------------------------
     def lookup(self, uri: str) -> IndexEntry | None:
-        raw = self._index.get(uri.encode())
-        return None if raw is None else IndexEntry.unpack(raw)
+        return self.index.lookup(index_key(uri))
 
-    def commit(self, entries: Iterable[tuple[str, IndexEntry, int]]) -> None:
+    def commit(self, entries: list[tuple[str, IndexEntry, int]]) -> None:
         """Record finished files in one batch (their data files are already in place).
 
         Each file's reservation turns into used space in the same step, so that a
-        concurrent eviction never sees the file counted twice, nor not at all.
+        concurrent reservation never sees the file counted twice, nor not at all.
         """
-        batch = WriteBatch(raw_mode=True)
-        count = 0
+        if not entries:
+            return
         with self.lock:
-            for uri, entry, reserved in entries:
-                self.reserved -= reserved
-                batch.put(uri.encode(), entry.pack())
-                old = self.lru.pop(uri, None)
-                if old is not None:
-                    self.used -= old[0]
-                self.lru[uri] = (entry.length, entry.job_id)
-                self.used += entry.length
-                count += 1
-            if count:
-                self._index.write(batch)
+            self.index.commit([(index_key(uri), entry) for uri, entry, _ in entries])
+            self.reserved -= sum(reserved for _, _, reserved in entries)
 
-    def remove(self, uris: Iterable[str]) -> list[tuple[str, int]]:
-        """Evict files from data/ and the index; returns (uri, bytes) actually removed."""
-        removed: list[tuple[str, int]] = []
-        batch = WriteBatch(raw_mode=True)
+    def remove(self, uris: list[str]) -> list[tuple[str, int]]:
+        """Evict files from the index and data/; returns (uri, bytes) actually removed.
+        Metadata-only records of these files go too."""
+        keys = [index_key(uri) for uri in uris]
         with self.lock:
-            for uri in uris:
-                entry = self.lru.pop(uri, None)
-                if entry is None and self._index.get(uri.encode()) is None:
-                    continue
-                try:
-                    os.unlink(self.data_path(uri))
-                except FileNotFoundError:
-                    pass
-                batch.delete(uri.encode())
-                length = entry[0] if entry else 0
-                self.used -= length
-                removed.append((uri, length))
-            if removed:
-                self._index.write(batch)
+            forgotten = dict(self.index.forget(keys))
+            removed = []
+            for uri, key in zip(uris, keys, strict=True):
+                if key in forgotten:
+                    self._unlink(uri)
+                    removed.append((uri, forgotten[key]))
         return removed
 
-    def touch(self, uri: str) -> None:
+    def evict(self, victims: list[Victim]) -> int:
+        """Remove chosen victims; returns the bytes freed."""
         with self.lock:
-            if uri in self.lru:
-                self.lru.move_to_end(uri)
+            forgotten = self.index.forget([v.key for v in victims], [v.seq for v in victims])
+            for key, _length in forgotten:
+                self._unlink(key)
+        return sum(length for _key, length in forgotten)
 
-    def choose_victims(self, needed: int, pinned_jobs: set[str]) -> list[str] | None:
-        """LRU files, not needed by a running job, whose removal frees ``needed`` bytes."""
-        victims: list[str] = []
-        freed = 0
-        with self.lock:
-            for uri, (length, job_id) in self.lru.items():
-                if freed >= needed:
-                    break
-                if job_id in pinned_jobs:
-                    continue
-                victims.append(uri)
-                freed += length
-        return victims if freed >= needed else None
+    def _unlink(self, uri: str) -> None:
+        try:
+            os.unlink(self.data_path(uri))
+        except FileNotFoundError:
+            pass
+
+    def touch(self, uris: list[str]) -> None:
+        self.index.touch([index_key(uri) for uri in uris])
 
     def free_space(self) -> int:
         if not self.capacity:
             return 1 << 62
         return self.capacity - self.used - self.reserved
 
+    def no_room(self, length: int) -> str:
+        """Why ``length`` bytes do not fit: what is cached and what is promised."""
+        return (f"no room for {length} bytes in {self.root}: {self.used} bytes cached + "
+                f"{self.reserved} reserved by loads in flight, of {self.capacity}; the "
+                "cached files that could make room belong to jobs active within "
+                "alluxio.worker.job.cache.pin.time")
+
+    def under(self, prefix: str) -> Iterator[tuple[str, IndexEntry]]:
+        """Cached files at ``prefix`` or below it: a range scan of the index."""
+        return self.index.under(prefix)
+
+    def record_metadata(self, records: list[tuple[str, MetadataRecord]]) -> None:
+        """``--metadata-only``: what files are, with no data (see ``index``)."""
+        self.index.record_metadata([(index_key(uri), record) for uri, record in records])
+
+    def metadata(self, uri: str) -> MetadataRecord | None:
+        return self.index.metadata(index_key(uri))
+
+    def metadata_under(self, prefix: str) -> Iterator[tuple[str, int]]:
+        return self.index.metadata_under(prefix)
+
     def close(self) -> None:
-        with self.lock:
-            self._index.close()
+        self.index.close()
 
 
 class Cache:
@@ -306,7 +274,11 @@ class Cache:
         self._space = trio.Lock()
 
     def dir_for(self, uri: str) -> CacheDir:
-        return self.dirs[zlib.crc32(uri.encode()) % len(self.dirs)]
+        try:
+            key = index_key(uri)
+        except UfsError:
+            key = uri  # not cacheable: the dir's data_path will say so
+        return self.dirs[zlib.crc32(key.encode("utf-8", "surrogateescape")) % len(self.dirs)]
 
     @property
     def used(self) -> int:
@@ -318,7 +290,7 @@ class Cache:
 
     @property
     def files(self) -> int:
-        return sum(len(d.lru) for d in self.dirs)
+        return sum(d.files for d in self.dirs)
 
     async def recover(self) -> tuple[int, int, list[str]]:
         """(files, unindexed files removed, symlinks removed) over every cache dir."""
@@ -330,27 +302,47 @@ class Cache:
             links.extend(found)
         return files, removed, links
 
-    async def reserve(self, uri: str, length: int, pinned_jobs: set[str]) -> bool:
-        """Make room for ``length`` bytes, evicting LRU files if needed; False if impossible."""
+    async def reserve(self, uri: str, length: int, pinned_jobs: set[str]) -> str | None:
+        """Make room for ``length`` bytes, evicting LRU files of jobs not pinned if
+        needed. None when reserved; otherwise why not (the ``CACHE_FULL`` message)."""
         d = self.dir_for(uri)
         if not d.capacity:
-            return True  # unlimited: nothing to account, nothing to evict
+            return None  # unlimited: nothing to account, nothing to evict
         async with self._space:
             shortfall = length - d.free_space()
             if shortfall > 0:
-                victims = d.choose_victims(shortfall, pinned_jobs)
-                if victims is None:
-                    return False
-                await trio.to_thread.run_sync(d.remove, victims, limiter=self.limiter)
+                victims = await trio.to_thread.run_sync(d.index.victims, shortfall, pinned_jobs,
+                                                        limiter=self.limiter)
+                if victims:
+                    await trio.to_thread.run_sync(d.evict, victims, limiter=self.limiter)
             with d.lock:
+                if d.free_space() < length:
+                    return d.no_room(length)
                 d.reserved += length
-            return True
+            return None
 
     def release(self, uri: str, length: int) -> None:
         d = self.dir_for(uri)
         if d.capacity:
             with d.lock:
                 d.reserved -= length
+
+    # --- pins (blocking) ---------------------------------------------------------------
+    def save_pins(self, pins: dict[str, float]) -> None:
+        """Persist pins in every dir's index, so that a restart keeps them."""
+        for d in self.dirs:
+            d.index.save_pins(pins)
+
+    def drop_pins(self, job_ids: list[str]) -> None:
+        for d in self.dirs:
+            d.index.drop_pins(job_ids)
+
+    def load_pins(self) -> dict[str, float]:
+        pins: dict[str, float] = {}
+        for d in self.dirs:
+            for job_id, when in d.index.pins().items():
+                pins[job_id] = max(when, pins.get(job_id, 0.0))
+        return pins
 
     def close(self) -> None:
         for d in self.dirs:

@@ -1,6 +1,6 @@
 """The data path that runs inside the worker's process pool: plain blocking code.
 
-A shard is a list of ``CopyJob``s: either whole small files, or one byte range of a
+A shard is a list of ``LocalCopy``s: either whole small files, or one byte range of a
 large file. Every write goes to ``tmp/`` first. A whole file is renamed into ``data/``
 here, once complete; the ranges of a large file are written in place at their offsets
 in one preallocated tmp file, and the parent renames it when every range is done. So a
@@ -15,17 +15,21 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import time
 from dataclasses import dataclass, replace
 
-from alluxiojob.ufs.local import reason_for
+from alluxiojob.ufs.base import UfsError
+from alluxiojob.ufs.local import open_regular, reason_for
 
 _CHUNK = 8 * 1024 * 1024
 _made_dirs: set[str] = set()
 
 
 @dataclass(frozen=True)
-class CopyJob:
+class LocalCopy:
+    """A copy of a local file into a file of ours: the whole file (``final`` set: written
+    to ``tmp``, then renamed to ``final``), or one byte range of it (``final`` empty:
+    written in place into the preallocated ``tmp``, which the parent renames)."""
+
     src: str  # local path of the UFS file
     tmp: str  # tmp path to write
     final: str  # data/ path; "" for a range of a large file (the parent renames)
@@ -57,82 +61,115 @@ def ensure_parent(path: str) -> None:
         _made_dirs.add(parent)
 
 
-def _copy_range(fd_in: int, fd_out: int, offset: int, length: int, rate: int) -> int:
-    """Copy ``length`` bytes at ``offset`` (same offset in both files); returns bytes copied."""
+_WRITE_SIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+class _Failed(Exception):
+    """One file's failure, with the reason and a message that names the right path."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _cache_side(exc: OSError, path: str, src: str) -> _Failed:
+    """An error of the cache's file system: the message names the cache file."""
+    return _Failed(reason_for(exc), f"cache file {path}: {exc.strerror} (caching {src})")
+
+
+def _copy_range(fd_in: int, fd_out: int, offset: int, length: int, job: LocalCopy) -> int:
+    """Copy ``length`` bytes at ``offset`` (same offset in both files); returns bytes copied.
+
+    An error names the side it came from: the source, or the cache file.
+    """
     copied = 0
-    started = time.monotonic()
     while copied < length:
-        want = min(_CHUNK if rate else length - copied, length - copied)
-        if rate:
-            want = min(want, max(64 * 1024, rate // 4))
+        position = offset + copied
         try:
-            n = os.copy_file_range(fd_in, fd_out, want, offset + copied, offset + copied)
+            n = os.copy_file_range(fd_in, fd_out, length - copied, position, position)
         except OSError as exc:
+            if exc.errno in _WRITE_SIDE:
+                raise _cache_side(exc, job.tmp, job.src) from None
             if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            data = os.pread(fd_in, want, offset + copied)
-            n = os.pwrite(fd_out, data, offset + copied) if data else 0
+                raise _Failed(reason_for(exc), f"copying {job.src} to the cache file "
+                              f"{job.tmp}: {exc.strerror}") from None
+            n = _copy_chunk(fd_in, fd_out, min(_CHUNK, length - copied), position, job)
         if n == 0:
             break  # the source shrank under us; the caller's length check catches it
         copied += n
-        if rate:
-            ahead = copied / rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
     return copied
 
 
-def copy_one(job: CopyJob, rate: int = 0) -> CopyOutcome:
+def _copy_chunk(fd_in: int, fd_out: int, size: int, position: int, job: LocalCopy) -> int:
     try:
-        fd_in = os.open(job.src, os.O_RDONLY)
+        data = os.pread(fd_in, size, position)
+    except OSError as exc:
+        raise _Failed(reason_for(exc), f"{job.src}: {exc.strerror}") from None
+    try:
+        return os.pwrite(fd_out, data, position) if data else 0
+    except OSError as exc:
+        raise _cache_side(exc, job.tmp, job.src) from None
+
+
+def copy_one(job: LocalCopy) -> CopyOutcome:
+    """Copy one whole file (or one range of a large one) into the cache's tmp/, and
+    rename a whole file into data/. Never raises for the file's own failure."""
+    try:
+        fd_in, before = open_regular(job.src)
+    except UfsError as exc:
+        return CopyOutcome(False, reason=exc.reason, message=str(exc))
     except OSError as exc:
         return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
     fd_out = -1
     try:
-        before = os.fstat(fd_in)
-        if job.final:
-            length = before.st_size
-            ensure_parent(job.tmp)
-            fd_out = os.open(job.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        else:
-            length = job.length
-            fd_out = os.open(job.tmp, os.O_WRONLY)
-        copied = _copy_range(fd_in, fd_out, job.offset, length, rate)
+        try:
+            if job.final:
+                ensure_parent(job.tmp)
+                fd_out = os.open(job.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                 0o644)
+            else:
+                fd_out = os.open(job.tmp, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _cache_side(exc, job.tmp, job.src) from None
+        length = before.st_size if job.final else job.length
+        copied = _copy_range(fd_in, fd_out, job.offset, length, job)
         after = os.fstat(fd_in)
-        if job.durable:
-            os.fsync(fd_out)
-        out = os.fstat(fd_out)
-        os.close(fd_out)
-        fd_out = -1
+        try:
+            if job.durable:
+                os.fsync(fd_out)
+            out = os.fstat(fd_out)
+            written, fd_out = fd_out, -1
+            os.close(written)
+        except OSError as exc:
+            raise _cache_side(exc, job.tmp, job.src) from None
         if (
             copied != length
             or after.st_size != before.st_size
             or after.st_mtime_ns != before.st_mtime_ns
         ):
-            raise _Changed(f"{job.src} changed while it was read; it will be retried")
+            raise _Failed("UFS_CHANGED", f"{job.src} changed while it was read; it will be "
+                          "retried")
         if job.final:
-            ensure_parent(job.final)
-            os.rename(job.tmp, job.final)
+            try:
+                ensure_parent(job.final)
+                os.rename(job.tmp, job.final)
+            except OSError as exc:
+                raise _cache_side(exc, job.final, job.src) from None
         return CopyOutcome(True, copied, before.st_size, before.st_mtime_ns,
                            written=(out.st_dev, out.st_ino))
-    except _Changed as exc:
+    except _Failed as exc:
         _discard(job)
-        return CopyOutcome(False, reason="UFS_CHANGED", message=str(exc))
+        return CopyOutcome(False, reason=exc.reason, message=str(exc))
     except OSError as exc:
         _discard(job)
-        where = job.tmp if exc.errno in (errno.ENOSPC, errno.EDQUOT) else job.src
-        return CopyOutcome(False, reason=reason_for(exc), message=f"{where}: {exc.strerror}")
+        return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
     finally:
         os.close(fd_in)
         if fd_out >= 0:
             os.close(fd_out)
 
 
-class _Changed(Exception):
-    pass
-
-
-def _discard(job: CopyJob) -> None:
+def _discard(job: LocalCopy) -> None:
     if job.final:  # a range's tmp file is shared; the parent discards it
         try:
             os.unlink(job.tmp)
@@ -140,12 +177,12 @@ def _discard(job: CopyJob) -> None:
             pass
 
 
-def copy_shard(jobs: list[CopyJob], rate: int = 0) -> list[CopyOutcome]:
+def copy_shard(jobs: list[LocalCopy]) -> list[CopyOutcome]:
     """Run in a pool process: copy every job in order; never raises for a single file."""
-    return [copy_one(job, rate) for job in jobs]
+    return [copy_one(job) for job in jobs]
 
 
-def transfer_shard(jobs: list[CopyJob], move: bool, overwrite: bool) -> list[CopyOutcome]:
+def transfer_shard(jobs: list[LocalCopy], move: bool, overwrite: bool) -> list[CopyOutcome]:
     """COPY/MOVE between UFS locations: write beside the target, fsync, rename, then
     (MOVE) unlink the source once ``safe_to_remove_source`` agrees.
 
@@ -170,13 +207,13 @@ def _identity(info: os.stat_result) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-def _transfer_one(job: CopyJob, move: bool, overwrite: bool) -> CopyOutcome:
+def _transfer_one(job: LocalCopy, move: bool, overwrite: bool) -> CopyOutcome:
     try:
         source = os.stat(job.src)
     except OSError as exc:
         return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
     if not stat.S_ISREG(source.st_mode):
-        return CopyOutcome(False, reason="INVALID_PATH", message=f"{job.src} is not a file")
+        return CopyOutcome(False, reason="IO_ERROR", message=f"{job.src}: not a regular file")
     try:
         target: os.stat_result | None = os.stat(job.final)
     except FileNotFoundError:
@@ -248,7 +285,7 @@ def safe_to_remove_source(
     return None
 
 
-def _remove_source(job: CopyJob, outcome: CopyOutcome) -> CopyOutcome:
+def _remove_source(job: LocalCopy, outcome: CopyOutcome) -> CopyOutcome:
     try:
         os.unlink(job.src)
     except OSError as exc:
@@ -268,7 +305,17 @@ def _fsync_dir(path: str) -> None:
 
 def _same_bytes(a: str, b: str) -> bool:
     try:
-        with open(a, "rb") as fa, open(b, "rb") as fb:
+        fd_a, _ = open_regular(a)
+        fd_b = -1
+        try:
+            fd_b, _ = open_regular(b)
+        finally:
+            if fd_b < 0:
+                os.close(fd_a)
+    except (OSError, UfsError):
+        return False
+    try:
+        with os.fdopen(fd_a, "rb") as fa, os.fdopen(fd_b, "rb") as fb:
             while True:
                 left, right = fa.read(_CHUNK), fb.read(_CHUNK)
                 if left != right:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -42,27 +41,11 @@ def thread_pool(size: int) -> ThreadPoolExecutor:
         return _pool
 
 
-class Pacer:
-    """Shared by a shard's threads: keeps their total rate under ``rate`` bytes/s."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.started = time.monotonic()
-        self.sent = 0
-        self.lock = threading.Lock()
-
-    def account(self, nbytes: int) -> None:
-        if not self.rate:
-            return
-        with self.lock:
-            self.sent += nbytes
-            ahead = self.sent / self.rate - (time.monotonic() - self.started)
-        if ahead > 0:
-            time.sleep(ahead)
-
-
 @dataclass(frozen=True)
-class FetchJob:
+class ObjectFetch:
+    """An object (or one byte range of it) fetched into the cache, as ``LocalCopy`` does
+    for a local file."""
+
     uri: str  # the object
     tmp: str  # tmp path to write
     final: str  # data/ path; "" for a range of a large object (the parent renames)
@@ -77,7 +60,7 @@ def _object_ufs(uri: str, settings: UfsSettings) -> ObjectStoreUfs:
     return ufs
 
 
-def fetch_one(job: FetchJob, settings: UfsSettings, pacer: Pacer) -> CopyOutcome:
+def fetch_one(job: ObjectFetch, settings: UfsSettings) -> CopyOutcome:
     ufs = _object_ufs(job.uri, settings)
     try:
         if job.final:
@@ -88,7 +71,6 @@ def fetch_one(job: FetchJob, settings: UfsSettings, pacer: Pacer) -> CopyOutcome
                 for chunk in chunks:
                     f.write(chunk)
                     written += len(chunk)
-                    pacer.account(len(chunk))
             if written != info.length:
                 raise UfsError("UFS_CHANGED", f"{job.uri} gave {written} bytes, not "
                                f"{info.length}; it will be retried")
@@ -101,7 +83,6 @@ def fetch_one(job: FetchJob, settings: UfsSettings, pacer: Pacer) -> CopyOutcome
             for chunk in ufs.read(job.uri, job.offset, job.length, job.version):
                 os.pwrite(fd, chunk, position)
                 position += len(chunk)
-                pacer.account(len(chunk))
         finally:
             os.close(fd)
         return CopyOutcome(True, position - job.offset, version=job.version)
@@ -110,11 +91,11 @@ def fetch_one(job: FetchJob, settings: UfsSettings, pacer: Pacer) -> CopyOutcome
         return CopyOutcome(False, reason=exc.reason, message=str(exc))
     except OSError as exc:
         _discard(job)
-        return CopyOutcome(False, reason=reason_for(exc),
-                           message=f"caching {job.uri}: {job.tmp}: {exc.strerror}")
+        return CopyOutcome(False, reason=reason_for(exc),  # only the cache side is local
+                           message=f"cache file {job.tmp}: {exc.strerror} (caching {job.uri})")
 
 
-def _discard(job: FetchJob) -> None:
+def _discard(job: ObjectFetch) -> None:
     if job.final:
         try:
             os.unlink(job.tmp)
@@ -122,8 +103,8 @@ def _discard(job: FetchJob) -> None:
             pass
 
 
-def fetch_shard(jobs: list[FetchJob], settings: UfsSettings, rate: int = 0) -> list[CopyOutcome]:
-    """Run in a pool process: fetch every job, many at a time; never raises for one file."""
+def fetch_shard(jobs: list[ObjectFetch], settings: UfsSettings) -> list[CopyOutcome]:
+    """Run in a pool process: fetch every job, many at a time; never raises for one file.
+    (A job's bandwidth is paced by the parent, between shards.)"""
     pool = thread_pool(settings.requests_per_process)
-    pacer = Pacer(rate)
-    return list(pool.map(lambda job: fetch_one(job, settings, pacer), jobs))
+    return list(pool.map(lambda job: fetch_one(job, settings), jobs))

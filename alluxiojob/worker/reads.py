@@ -152,7 +152,7 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
             return JSONResponse({"error": "BAD_RANGE", "message": str(exc)}, status_code=416,
                                 headers={"Content-Range": f"bytes */{size}"})
         if cached:
-            d.touch(uri)
+            await trio.to_thread.run_sync(d.touch, [uri], limiter=cache.limiter)
         headers = {"Accept-Ranges": "bytes", "X-Alluxio-Cached": "true" if cached else "false"}
         if span is None:
             start, end, status = 0, size - 1, 200
@@ -190,7 +190,8 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
                                  media_type="application/octet-stream")
 
     async def locate(request: Request) -> Response:
-        """What this worker holds under a path: files and bytes."""
+        """What this worker holds under a path: cached files and bytes, and apart from
+        them the files a ``--metadata-only`` LOAD recorded here."""
         checked = _checked_uri(request)
         if isinstance(checked, Response):
             return checked
@@ -202,25 +203,30 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
                                 status_code=400)
         prefix = uri.rstrip("/")
 
-        def scan() -> tuple[int, int, list[dict[str, object]]]:
-            """Blocking: a cache may hold millions of files; not on the event loop."""
-            files = total = 0
+        def scan() -> dict[str, object]:
+            """Blocking: range scans of the index, which may hold millions of files."""
+            files = total = recorded = recorded_bytes = 0
             listed: list[dict[str, object]] = []
+            metadata: list[dict[str, object]] = []
             for d in cache.dirs:
-                with d.lock:
-                    entries = list(d.lru.items())
-                for key, (length, _job) in entries:
-                    if key == prefix or key.startswith(prefix + "/"):
-                        files += 1
-                        total += length
-                        if len(listed) < limit:
-                            listed.append({"path": key, "bytes": length})
-            return files, total, listed
+                for key, entry in d.under(prefix):
+                    files += 1
+                    total += entry.length
+                    if len(listed) < limit:
+                        listed.append({"path": key, "bytes": entry.length})
+                for key, length in d.metadata_under(prefix):
+                    recorded += 1
+                    recorded_bytes += length
+                    if len(metadata) < limit:
+                        metadata.append({"path": key, "length": length})
+            answer: dict[str, object] = {
+                "path": uri, "files": files, "bytes": total,
+                "metadata_files": recorded, "metadata_bytes": recorded_bytes}
+            if limit:
+                answer["list"] = listed
+                answer["metadata_list"] = metadata
+            return answer
 
-        files, total, listed = await trio.to_thread.run_sync(scan)
-        answer: dict[str, object] = {"path": uri, "files": files, "bytes": total}
-        if limit:
-            answer["list"] = listed
-        return JSONResponse(answer)
+        return JSONResponse(await trio.to_thread.run_sync(scan, limiter=cache.limiter))
 
     return [Route("/api/v1/files", read_file), Route("/api/v1/location", locate)]

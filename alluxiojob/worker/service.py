@@ -8,7 +8,8 @@ bytes, so a stranger cannot make the worker buffer large frames.
 
 After that, every message is decoded on its own: a malformed one is answered with an
 ``ErrorMessage`` naming the problem and the session goes on, so a bad peer can never
-crash the worker or disturb other sessions.
+crash the worker or disturb other sessions. Those decisions are ``session.py``'s
+(``SessionProtocol``, no I/O); this module reads, sends and runs what it decides.
 
 Every task runs under its own cancel scope, with the deadline
 ``alluxio.job.task.timeout``: past it, the task's files fail with ``TASK_TIMEOUT``
@@ -41,19 +42,13 @@ from alluxiojob.core.errors import describe_error
 from alluxiojob.core.reasons import Reason
 from alluxiojob.protocol.codec import (
     MAX_MESSAGE_SIZE,
-    Cancel,
     ErrorMessage,
     FileResult,
     FileStatus,
-    Hello,
     Message,
-    ProtocolError,
     StatusReply,
-    StatusRequest,
     TaskBatch,
     TaskResult,
-    Welcome,
-    decode,
     encode,
 )
 from alluxiojob.security import PathAllowlist, Security, check_peer
@@ -66,6 +61,15 @@ from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
 from alluxiojob.worker.metrics import WorkerMetrics
 from alluxiojob.worker.reads import file_routes
+from alluxiojob.worker.session import (
+    Accept,
+    CancelJob,
+    Close,
+    Send,
+    SessionProtocol,
+    SessionState,
+    StartTask,
+)
 
 log = structlog.get_logger("alluxiojob.worker")
 
@@ -208,14 +212,10 @@ class WorkerService:
         ws = await request.accept()
         _set_max_message_size(ws, HELLO_MAX_SIZE)
         session = Session(ws, peer)
+        protocol = SessionProtocol(self.token, self.identity.worker_id,
+                                   self.identity.web_port, self.status)
         try:
-            if not await self._handshake(session):
-                return
-            self.sessions += 1
-            try:
-                await self._serve_session(session)
-            finally:
-                self.sessions -= 1
+            await self._serve_session(session, protocol)
         except ConnectionClosed:
             pass
         except Exception as exc:  # one session's failure must never stop the worker
@@ -226,56 +226,47 @@ class WorkerService:
                 cleanup.shield = True
                 await ws.aclose()
 
-    async def _handshake(self, session: Session) -> bool:
-        with trio.move_on_after(HELLO_TIMEOUT):
-            raw = await session.ws.get_message()
-            try:
-                hello = decode(raw)
-            except ProtocolError as exc:
-                await session.send(ErrorMessage(f"malformed hello: {exc}"))
-                log.warning("malformed hello", peer=session.peer, error=str(exc))
-                return False
-            if not isinstance(hello, Hello):
-                await session.send(ErrorMessage("expected a hello message first"))
-                return False
-            if self.token and not self.token.matches(hello.token):
-                await session.send(ErrorMessage("authentication failed: wrong cluster token"))
-                log.warning("rejected coordinator: wrong cluster token", peer=session.peer)
-                return False
-            _set_max_message_size(session.ws, MAX_MESSAGE_SIZE)
-            await session.send(Welcome(self.identity.worker_id, web_port=self.identity.web_port))
-            log.info("coordinator connected", coordinator=hello.coordinator, peer=session.peer)
-            return True
-        await session.send(ErrorMessage("no hello within 10s"))
-        return False
-
-    async def _serve_session(self, session: Session) -> None:
+    async def _serve_session(self, session: Session, protocol: SessionProtocol) -> None:
+        """The I/O of a session: messages in, the protocol's actions out (``session.py``)."""
         async with trio.open_nursery() as nursery:
+            counted = False
             try:
                 while True:
-                    try:
-                        raw = await session.ws.get_message()
-                    except ConnectionClosed:
-                        return
-                    try:
-                        message = decode(raw)
-                    except ProtocolError as exc:
-                        log.warning("malformed message", peer=session.peer, error=str(exc))
-                        await session.send(ErrorMessage(f"malformed message: {exc}"))
-                        continue
-                    if isinstance(message, TaskBatch):
-                        nursery.start_soon(self._run_task, session, message)
-                    elif isinstance(message, Cancel):
-                        count = session.cancel_job(message.job_id)
-                        log.info("cancelling a stopped job's tasks", job_id=message.job_id,
-                                 tasks=count, peer=session.peer)
-                    elif isinstance(message, StatusRequest):
-                        await session.send(self.status(message.request_id))
+                    if protocol.state is SessionState.AWAITING_HELLO:
+                        raw: bytes | str | None = None
+                        with trio.move_on_after(HELLO_TIMEOUT):
+                            raw = await session.ws.get_message()
+                        actions = (protocol.hello_timed_out(HELLO_TIMEOUT) if raw is None
+                                   else protocol.receive(raw))
                     else:
-                        await session.send(
-                            ErrorMessage(f"unexpected message {type(message).__name__}")
-                        )
+                        try:
+                            raw = await session.ws.get_message()
+                        except ConnectionClosed:
+                            return
+                        actions = protocol.receive(raw)
+                    for action in actions:
+                        if isinstance(action, Send):
+                            if action.warning:
+                                detail = getattr(action.message, "message", "")
+                                log.warning(action.warning, peer=session.peer, detail=detail)
+                            await session.send(action.message)
+                        elif isinstance(action, Accept):
+                            _set_max_message_size(session.ws, MAX_MESSAGE_SIZE)
+                            log.info("coordinator connected", coordinator=action.coordinator,
+                                     peer=session.peer)
+                            self.sessions += 1
+                            counted = True
+                        elif isinstance(action, StartTask):
+                            nursery.start_soon(self._run_task, session, action.batch)
+                        elif isinstance(action, CancelJob):
+                            count = session.cancel_job(action.job_id)
+                            log.info("cancelling a stopped job's tasks", job_id=action.job_id,
+                                     tasks=count, peer=session.peer)
+                        elif isinstance(action, Close):
+                            return
             finally:
+                if counted:
+                    self.sessions -= 1
                 # The coordinator retries whatever did not report back; stop wasting work.
                 nursery.cancel_scope.cancel()
 
@@ -364,8 +355,10 @@ class WorkerService:
         for link in links:
             log.warning("removed a symlink from the cache directory: the cache holds only "
                         "files the worker wrote", path=link)
+        pins = await self.executor.restore_pins()
         log.info("cache recovered", files=files, removed_unindexed=removed,
-                 removed_symlinks=len(links), dirs=[str(d.root) for d in self.cache.dirs])
+                 removed_symlinks=len(links), pinned_jobs=pins,
+                 dirs=[str(d.root) for d in self.cache.dirs])
         try:
             # Pool processes live for an hour idle, and are started before the first task,
             # so a job never waits for interpreters to spawn.

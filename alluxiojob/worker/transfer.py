@@ -30,7 +30,9 @@ from alluxiojob.worker.fetch import thread_pool
 
 
 @dataclass(frozen=True)
-class TransferJob:
+class ObjectTransfer:
+    """A COPY or MOVE of one file where either side is an object store."""
+
     src: str  # URI
     dst: str  # URI
 
@@ -88,7 +90,7 @@ def _same_content(src_ufs: UnderFileSystem, src: str, dst_ufs: UnderFileSystem,
             return False
 
 
-def transfer_one(job: TransferJob, move: bool, overwrite: bool,
+def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
                  settings: UfsSettings) -> CopyOutcome:
     src_ufs, dst_ufs = ufs_for(job.src, settings), ufs_for(job.dst, settings)
     try:
@@ -123,7 +125,7 @@ def transfer_one(job: TransferJob, move: bool, overwrite: bool,
         return CopyOutcome(False, reason=exc.reason, message=str(exc))
 
 
-def transfer_objects_shard(jobs: list[TransferJob], move: bool, overwrite: bool,
+def transfer_objects_shard(jobs: list[ObjectTransfer], move: bool, overwrite: bool,
                            settings: UfsSettings) -> list[CopyOutcome]:
     """Run in a pool process: every job, many at a time; never raises for one file."""
     pool = thread_pool(settings.requests_per_process)

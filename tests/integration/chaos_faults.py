@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from alluxiojob.protocol.codec import unpack_record
+from alluxiojob.store.records import unpack_record
 from alluxiojob.testing.etcd import EtcdServer, EtcdStartError
 from tests.integration.chaos_lanes import Lane, MiB, sha256_bytes, sha256_file
 from tests.integration.cluster import Cluster, Service

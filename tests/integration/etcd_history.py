@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from alluxiojob.protocol.codec import unpack_record
+from alluxiojob.store.records import unpack_record
 
 OWNED = {"RUNNING", "VERIFYING"}
 JOB_PREFIX = "/alluxio/jobs/"

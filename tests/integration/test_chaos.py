@@ -18,10 +18,10 @@ from alluxiojob.core.errors import Fenced
 from alluxiojob.core.job import JobOptions, JobType
 from alluxiojob.core.progress import Counters, Progress
 from alluxiojob.core.states import JobEvent
-from alluxiojob.protocol.codec import pack_record
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.store.kv import Put
+from alluxiojob.store.records import pack_record
 from alluxiojob.testing.etcd import EtcdServer
 from tests.integration.chaos import (
     JOB_PREFIX,

@@ -58,3 +58,27 @@ def test_unreadable_source_file(cluster_factory, tmp_path: Path) -> None:  # typ
     for source, copies in cached.items():
         assert sha256(copies[0]) == sha256(Path(source))
     assert worker.alive
+
+
+def test_an_unwritable_cache_names_the_cache_file(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = cluster_factory(**{"alluxio.job.retry.max.attempts": "1"})
+    worker = cluster.add_worker(prefix=_without_root_file_access())
+    cluster.add_coordinator()
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"part-{i}.bin").write_bytes(os.urandom(1000))
+    tmp = worker.cache_dir / "tmp"  # type: ignore[attr-defined]
+    tmp.chmod(0o555)  # the cache's side refuses the write, the sources are fine
+    try:
+        job = cluster.submit("load", str(src))
+        report = cluster.wait_state(job["id"], "FAILED")
+    finally:
+        tmp.chmod(0o755)
+    assert report["files"]["failed"] == 3
+    failures = cluster.progress(job["id"], file_status="FAILURE")["failures"]
+    for failure in failures:
+        assert failure["reason"] == "PERMISSION_DENIED"
+        assert failure["message"].startswith(f"cache file {tmp}/"), failure["message"]
+        assert "(caching " in failure["message"]
+    assert worker.alive

@@ -19,13 +19,15 @@ def test_string_option_values_reach_the_job(cluster: Cluster, tmp_path: Path) ->
     response = cluster.api("POST", "/api/v1/master/submit_job/load", json={
         "path": str(src),
         "options": {"batchSize": "10", "partialListing": "true", "skipIfExists": "false",
-                    "replicas": "2", "verify": "TRUE", "bandwidth": "64MiB"},
+                    "replicas": "2", "verify": "TRUE", "bandwidth": "64MiB",
+                    "loadMetadataOnly": "false"},
     })
     assert response.status_code == 200, response.text
     job = response.json()["job"]
     assert job["options"] == {"batch_size": 10, "partial_listing": True,
                               "skip_if_exists": False, "replicas": 2, "verify": True,
-                              "bandwidth": 64 * 1024 * 1024, "overwrite": False}
+                              "bandwidth": 64 * 1024 * 1024, "overwrite": False,
+                              "metadata_only": False}
     report = cluster.wait_state(job["id"], "SUCCEEDED")
     assert report["files"]["processed"] == len(sizes)
     assert report["verify_passes"] >= 1, "verify (given as the string TRUE) ran"

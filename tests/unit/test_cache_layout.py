@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alluxiojob.ufs.base import UfsError
-from alluxiojob.worker.cache import IndexEntry, cache_relpath
+from alluxiojob.worker.cache import IndexEntry
+from alluxiojob.worker.layout import cache_relpath, index_key, uri_of_relpath
 
 
 def test_documented_examples() -> None:
@@ -55,11 +56,54 @@ def test_distinct_keys_get_distinct_paths_and_never_nest_in_a_leaf(a: str, b: st
 
 
 def test_index_entries_compare_etag_for_objects_and_mtime_for_files() -> None:
-    obj = IndexEntry(10, 1, 0.0, "job", '"etag"')
+    obj = IndexEntry(10, 1, "job", '"etag"', seq=7)
     assert obj.matches(10, 999, '"etag"'), "an object's mtime does not matter"
     assert not obj.matches(10, 1, '"other"')
     assert not obj.matches(11, 1, '"etag"')
-    local = IndexEntry(10, 5, 0.0, "job")
+    local = IndexEntry(10, 5, "job")
     assert local.matches(10, 5, "")
     assert not local.matches(10, 6, "")
     assert IndexEntry.unpack(obj.pack()) == obj
+
+
+def test_the_layout_inverts_on_the_documented_examples() -> None:
+    for uri in ("s3://b/a", "s3://b/a/x", "s3://b/a/x%y", "s3://b/d/..", "gs://b/.",
+                "file:///data/x", "file:///s3/x", "file:///s3%/x", "file:///s3",
+                "az://c/%00/%25/%2E", "s3://b/a\x00b/c"):
+        assert uri_of_relpath(cache_relpath(uri)) == uri
+
+
+def test_index_keys_are_canonical() -> None:
+    assert index_key("/a//b/") == index_key("file:///a/b") == "file:///a/b"
+    assert index_key("/s3/x") == "file:///s3/x"
+    assert index_key("s3://b/k") == "s3://b/k"
+
+
+@pytest.mark.parametrize("relpath", ["s3/b", "s3/b/a/x", "s3/b/a%/x%", "s3/b/x%41",
+                                     "a//b", "x/../y", "s3%/.."])
+def test_names_the_cache_never_gives_have_no_uri(relpath: str) -> None:
+    with pytest.raises(ValueError, match=r"empty component|names no object|lacks its|not an "
+                       r"encoded key|ends with a directory|'\.' or '\.\.'"):
+        uri_of_relpath(relpath)
+
+
+@given(keys)
+def test_every_object_key_round_trips(key: str) -> None:
+    uri = f"s3://bk/{key}"
+    try:
+        relpath = cache_relpath(uri)
+    except UfsError:
+        return  # a trailing '/', or a component too long: refused, never cached
+    assert uri_of_relpath(relpath) == uri
+
+
+local_names = st.lists(st.text(st.characters(blacklist_categories=("Cs",),
+                                             blacklist_characters="/\x00"),
+                               min_size=1, max_size=8).filter(lambda p: p not in (".", "..")),
+                       min_size=1, max_size=4)
+
+
+@given(local_names)
+def test_every_local_path_round_trips(parts: list[str]) -> None:
+    uri = "file:///" + "/".join(parts)
+    assert uri_of_relpath(cache_relpath(uri)) == uri == index_key(uri)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from alluxiojob.worker.copier import CopyJob, safe_to_remove_source, transfer_shard
+from alluxiojob.worker.copier import LocalCopy, safe_to_remove_source, transfer_shard
 
 
 def _pair(tmp_path: Path, data: bytes = b"payload") -> tuple[Path, Path]:
@@ -49,7 +49,7 @@ def test_a_move_onto_its_own_second_name_changes_nothing(tmp_path: Path) -> None
     link = tmp_path / "dst.bin"
     os.symlink(src, link)
     for overwrite in (False, True):
-        [outcome] = transfer_shard([CopyJob(str(src), str(tmp_path / ".tmp"), str(link))],
+        [outcome] = transfer_shard([LocalCopy(str(src), str(tmp_path / ".tmp"), str(link))],
                                    move=True, overwrite=overwrite)
         assert not outcome.ok
         assert outcome.reason == "INVALID_PATH"
@@ -63,7 +63,7 @@ def test_a_move_writes_syncs_renames_then_removes(tmp_path: Path) -> None:
     data = src.read_bytes()
     dst = tmp_path / "out" / "dst.bin"
     dst.parent.mkdir()
-    [outcome] = transfer_shard([CopyJob(str(src), str(dst.parent / ".dst.tmp"), str(dst))],
+    [outcome] = transfer_shard([LocalCopy(str(src), str(dst.parent / ".dst.tmp"), str(dst))],
                                move=True, overwrite=False)
     assert outcome.ok
     assert dst.read_bytes() == data

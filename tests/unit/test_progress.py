@@ -20,7 +20,7 @@ from alluxiojob.core.progress import (
     failure_ratio,
     should_fail_early,
 )
-from alluxiojob.protocol.codec import pack_record, unpack_record
+from alluxiojob.store.records import pack_record, unpack_record
 
 HYPOTHESIS = settings(max_examples=150, deadline=None, database=None)
 COUNTER_FIELDS = [f.name for f in dataclasses.fields(Counters)]
