@@ -141,6 +141,10 @@ def _overflow_the_caches(cluster: Cluster, prometheus: PrometheusServer,
     # before the job fails.
     wait_for(lambda: _vector(prometheus, 'alluxio_job_finished_total{state="FAILED"} == 0'),
              60, "prometheus to hold the job-failed counter at 0")
+    # Likewise each worker's file counter, or a rate() over it may never see the rise.
+    wait_for(lambda: len(_vector(
+        prometheus, 'alluxio_worker_job_files_total{op="LOAD",status="OK"} == 0')) == 2,
+             60, "prometheus to hold both workers' file counters at 0")
     src = tmp_path / "dataset"
     src.mkdir()
     for i in range(40):
