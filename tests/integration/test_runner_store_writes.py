@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from alluxiojob.config import Keys, build_config
+from alluxiojob.config import Config, Keys, build_config
 from alluxiojob.coordinator.runner import JobRunner
 from alluxiojob.coordinator.workers import Membership, WorkerClient
 from alluxiojob.core.job import JobOptions, JobType
@@ -34,6 +34,18 @@ from alluxiojob.store.rocks import RocksKVStore
 from tests.integration.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def client_factory(config: Config) -> Callable[[str, Callable[[], None]], WorkerClient]:
+    """Worker clients as the coordinator makes them, for a membership of this process."""
+    security = Security.from_config(config, serving=False)
+
+    def client(worker_id: str, on_down_change: Callable[[], None]) -> WorkerClient:
+        return WorkerClient(worker_id, worker_id, security.token, "test", 3,
+                            config[Keys.FAILURE_DETECTION_TIMEOUT], security.tls,
+                            on_down_change=on_down_change)
+
+    return client
 
 
 class FirstFailureSaveHangs(JobStore):
@@ -67,15 +79,9 @@ async def test_failures_of_a_cancelled_save_are_still_listed(cluster_factory,  #
     })
     store = FirstFailureSaveHangs(RocksKVStore(tmp_path / "rocks"))
 
-    def client(worker_id: str, on_down_change: Callable[[], None]) -> WorkerClient:
-        security = Security.from_config(config, serving=False)
-        return WorkerClient(worker_id, worker_id, security.token, "test", 3,
-                            config[Keys.FAILURE_DETECTION_TIMEOUT], security.tls,
-                            on_down_change=on_down_change)
-
     with trio.fail_after(100):
         async with trio.open_nursery() as nursery:
-            membership = Membership(client, cluster.workers_file)
+            membership = Membership(client_factory(config), cluster.workers_file)
             await nursery.start(membership.run)
             job, _ = await store.submit(JobType.LOAD, f"file://{src}", "",
                                         JobOptions(batch_size=5, bandwidth=100_000), 10)
@@ -129,15 +135,9 @@ async def test_a_checkpoint_in_flight_does_not_fence_the_runner_off_its_job(  # 
     config = build_config({"alluxio.worker.static.config.file": str(cluster.workers_file)})
     store = CheckpointOutlivesTheVerifyTransition(RocksKVStore(tmp_path / "rocks"))
 
-    def client(worker_id: str, on_down_change: Callable[[], None]) -> WorkerClient:
-        security = Security.from_config(config, serving=False)
-        return WorkerClient(worker_id, worker_id, security.token, "test", 3,
-                            config[Keys.FAILURE_DETECTION_TIMEOUT], security.tls,
-                            on_down_change=on_down_change)
-
     with trio.fail_after(100):
         async with trio.open_nursery() as nursery:
-            membership = Membership(client, cluster.workers_file)
+            membership = Membership(client_factory(config), cluster.workers_file)
             await nursery.start(membership.run)
             job, _ = await store.submit(
                 JobType.LOAD, f"file://{src}", "",
