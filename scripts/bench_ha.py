@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import bench_args
 import httpx
 import trio
+from bench_common import free_ports
 
 from alluxiojob.core.job import JobOptions, JobType
 from alluxiojob.store.etcd import EtcdKVStore
@@ -31,12 +31,6 @@ from alluxiojob.store.kv import Compare, Put
 from alluxiojob.testing.etcd import EtcdServer
 
 POLL = "100ms"  # queue poll of the claiming coordinators: all three keep trying
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def raw_txn_rate(url: str, count: int, concurrency: int) -> float:
@@ -100,7 +94,7 @@ def launch_coordinator(
     root: Path, index: int, etcd_url: str, prefix: str, poll: str = "1s"
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start a coordinator process without waiting for it (see ``wait_healthy``)."""
-    port = free_port()
+    port = free_ports(1)[0]
     log = open(root / f"coordinator{index}.log", "wb")
     workers = root / "workers"
     workers.touch()
