@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -535,6 +535,25 @@ def ratio_text(other: Sequence[float], mine: Sequence[float]) -> str:
 
 
 # ============================================================================ a run
+def print_table(title: str, columns: Sequence[tuple[str, int]],
+                rows: Iterable[Sequence[str]], *, label_first: bool = False) -> None:
+    """A titled table: each column a (header, width) pair, right-aligned (the first
+    left-aligned when it holds labels); cells come formatted."""
+    def line(cells: Sequence[str]) -> str:
+        (_, first_width), *rest = columns
+        first = f"{cells[0]:<{first_width}}" if label_first else f"{cells[0]:>{first_width}}"
+        return " ".join([first,
+                         *(f"{cell:>{width}}" for cell, (_, width) in zip(cells[1:], rest,
+                                                                           strict=True))])
+    print()
+    print(title)
+    header = line([name for name, _ in columns])
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(line(row))
+
+
 def tool_versions() -> str:
     cp = subprocess.run(["cp", "--version"], capture_output=True, text=True)
     rclone = shutil.which("rclone")

@@ -57,6 +57,7 @@ from bench_common import (
     log,
     make_large,
     make_small,
+    print_table,
     quiesce,
     ratio_text,
     rotations,
@@ -168,17 +169,15 @@ def print_speed_table(result: dict[str, object], reps: int) -> None:
              ("alluxiojob load --wait +sync", synced["alluxiojob"]),
              ("alluxiojob submit→SUCCEEDED", job_elapsed)]
     mib = ds.nbytes / MIB
-    print()
-    print(f"Dataset ({'a' if ds.name == 'small' else 'b'}) {ds.name} files: {ds.title}, "
-          f"{mib:,.1f} MiB, median of {reps} paired repetitions")
-    header = (f"{'tool':<32} {'median s':>9} {'min s':>8} {'max s':>8} {'files/s':>10} "
-              f"{'MiB/s':>9}")
-    print(header)
-    print("-" * len(header))
-    for name, values in rows:
-        med = statistics.median(values)
-        print(f"{name:<32} {med:>9.3f} {min(values):>8.3f} {max(values):>8.3f} "
-              f"{ds.files / med:>10,.0f} {mib / med:>9.1f}")
+    print_table(
+        f"Dataset ({'a' if ds.name == 'small' else 'b'}) {ds.name} files: {ds.title}, "
+        f"{mib:,.1f} MiB, median of {reps} paired repetitions",
+        [("tool", 32), ("median s", 9), ("min s", 8), ("max s", 8), ("files/s", 10),
+         ("MiB/s", 9)],
+        ([name, f"{statistics.median(values):.3f}", f"{min(values):.3f}",
+          f"{max(values):.3f}", f"{ds.files / statistics.median(values):,.0f}",
+          f"{mib / statistics.median(values):.1f}"] for name, values in rows),
+        label_first=True)
     print("ratio = other_time / alluxiojob_time: median of the paired ratios [their range]; "
           "> 1: alluxiojob is faster")
     print(f"  {'':<18} {'wall':<22} {'submit→SUCCEEDED':<22} {'+sync (both)':<22}")

@@ -35,6 +35,7 @@ from bench_common import (
     anomaly,
     log,
     make_empty_nested,
+    print_table,
     run_part,
     vm_rss_kib,
 )
@@ -75,17 +76,15 @@ def bench_rss(base: Path, sets: list[Dataset]) -> list[dict[str, float]]:
 
 
 def print_rss_table(rows: list[dict[str, float]]) -> None:
-    print()
-    print("Dataset (c) coordinator memory: LOAD of N empty files (1,000 a dir); VmRSS sampled "
-          "every 0.2 s; a fresh coordinator per size")
-    header = (f"{'files':>10} {'load wall s':>12} {'files/s':>9} {'coord idle MiB':>15} "
-              f"{'coord peak MiB':>15} {'peak-idle MiB':>14} {'worker peak MiB*':>17}")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{int(r['files']):>10,} {r['wall']:>12.1f} {r['files'] / r['wall']:>9,.0f} "
-              f"{r['coord_idle']:>15.1f} {r['coord_peak']:>15.1f} "
-              f"{r['coord_peak'] - r['coord_idle']:>14.1f} {r['worker_peak']:>17.1f}")
+    print_table(
+        "Dataset (c) coordinator memory: LOAD of N empty files (1,000 a dir); VmRSS sampled "
+        "every 0.2 s; a fresh coordinator per size",
+        [("files", 10), ("load wall s", 12), ("files/s", 9), ("coord idle MiB", 15),
+         ("coord peak MiB", 15), ("peak-idle MiB", 14), ("worker peak MiB*", 17)],
+        ([f"{int(r['files']):,}", f"{r['wall']:.1f}", f"{r['files'] / r['wall']:,.0f}",
+          f"{r['coord_idle']:.1f}", f"{r['coord_peak']:.1f}",
+          f"{r['coord_peak'] - r['coord_idle']:.1f}", f"{r['worker_peak']:.1f}"]
+         for r in rows))
     print("* the larger of the two workers; the caches keep every file of the earlier sizes "
           "too (the sets nest); one worker's memory per cached file is the next table")
     if len(rows) > 1:
@@ -148,18 +147,15 @@ def bench_worker_rss(base: Path, sets: list[Dataset]) -> list[dict[str, float]]:
 
 
 def print_worker_rss_table(rows: list[dict[str, float]]) -> None:
-    print()
-    print("Dataset (c) worker memory: one worker caching N files (the nested sets in turn); "
-          "VmRSS of the worker process (not its pool processes), sampled every 0.2 s during "
-          "the LOAD and every 0.05 s through a restart")
-    header = (f"{'cached files':>12} {'load peak MiB':>14} {'idle MiB':>9} "
-              f"{'recovery s':>11} {'recovery peak MiB':>18} {'idle after MiB':>15}")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{int(r['files']):>12,} {r['load_peak']:>14.1f} {r['idle']:>9.1f} "
-              f"{r['recovery_seconds']:>11.1f} {r['recovery_peak']:>18.1f} "
-              f"{r['idle_after_restart']:>15.1f}")
+    print_table(
+        "Dataset (c) worker memory: one worker caching N files (the nested sets in turn); "
+        "VmRSS of the worker process (not its pool processes), sampled every 0.2 s during "
+        "the LOAD and every 0.05 s through a restart",
+        [("cached files", 12), ("load peak MiB", 14), ("idle MiB", 9), ("recovery s", 11),
+         ("recovery peak MiB", 18), ("idle after MiB", 15)],
+        ([f"{int(r['files']):,}", f"{r['load_peak']:.1f}", f"{r['idle']:.1f}",
+          f"{r['recovery_seconds']:.1f}", f"{r['recovery_peak']:.1f}",
+          f"{r['idle_after_restart']:.1f}"] for r in rows))
     sys.stdout.flush()
 
 
