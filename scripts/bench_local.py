@@ -178,7 +178,7 @@ def print_speed_table(result: dict[str, object], reps: int) -> None:
     print_table(
         f"Dataset ({'a' if ds.name == 'small' else 'b'}) {ds.name} files: {ds.title}, "
         f"{mib:,.1f} MiB, median of {reps} paired repetitions",
-        [("tool", 32), ("median s", 9), ("min s", 8), ("max s", 8), ("files/s", 10),
+        [("tool", 34), ("median s", 9), ("min s", 8), ("max s", 8), ("files/s", 10),
          ("MiB/s", 9)],
         ([name, f"{statistics.median(values):.3f}", f"{min(values):.3f}",
           f"{max(values):.3f}", f"{ds.files / statistics.median(values):,.0f}",
