@@ -136,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
     ha = p.add_argument_group("HA part (scripts/bench_ha.py)")
     ha.add_argument("--ha-jobs", type=_positive,
                     help="jobs claimed by 3 coordinators (default 600; 100 with --quick)")
-    ha.add_argument("--ha-latency-samples", type=_positive, default=30,
+    ha.add_argument("--ha-latency-samples", type=_positive, default=200,
                     help="submissions timed for submit-to-RUNNING")
     ha.add_argument("--ha-json", type=Path, help="also write the HA figures to this file")
     return p
