@@ -1,7 +1,7 @@
 """The command line of ``scripts/bench``, shared by all of its parts.
 
-One parser knows every flag of every part (the local speed and RSS part ``bench.py``,
-the S3 part ``bench_s3.py``, the HA part ``bench_ha.py``), so that ``scripts/bench``
+One parser knows every flag of every part (``bench_local.py``, ``bench_memory.py``,
+``bench_s3.py``, ``bench_ha.py``), so that ``scripts/bench``
 checks the whole command line before it starts anything: ``--help`` prints the usage of
 every part and exits 0, an unknown flag or a bad value exits 2 naming it. Each part
 parses the same command line again with the same parser and uses its own flags.
@@ -10,7 +10,7 @@ Standard library only: the wrapper runs it with the system Python, before it mak
 .venv, so that neither ``--help`` nor a typo installs or starts anything.
 
 Run as a script (what the wrapper does), it prints the parts to run, one word each
-(``speed``, ``s3``, ``ha``), to the file descriptor given by ``--parts-fd``.
+(``local``, ``memory``, ``s3``, ``ha``), to the file descriptor given by ``--parts-fd``.
 """
 
 from __future__ import annotations
@@ -21,22 +21,24 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-PARTS = ("speed", "s3", "ha")
+PARTS = ("local", "memory", "s3", "ha")
 
 DESCRIPTION = """\
 Benchmarks of alluxiojob, each against a reference tool on the same data and machine:
-  speed  LOAD of local files against `cp -r` and `rclone copy`, and the coordinator's
-         memory on 100k/300k/1M-file jobs (scripts/bench.py);
-  s3     LOAD from a loopback S3 server (moto) against `rclone copy --transfers 32`,
-         at 0 and 20 ms added latency per request (scripts/bench_s3.py);
-  ha     the HA scheduler on a real etcd: claims/s with 3 coordinators against the same
-         etcd's raw txn/s, and submit-to-RUNNING latency (scripts/bench_ha.py).
-All three run, in that order, unless told otherwise. Everything a part starts is stopped
-when it ends, fails or is interrupted."""
+  local   LOAD of local files against `cp -r` and `rclone copy`, every timed run after
+          sync and a dropped page cache (scripts/bench_local.py);
+  memory  the coordinator's and a worker's memory at 100k/300k/1M files
+          (scripts/bench_memory.py);
+  s3      LOAD from a loopback S3 server (moto) against `rclone copy --transfers 32`,
+          at 0 and 20 ms added latency per request (scripts/bench_s3.py);
+  ha      the HA scheduler on a real etcd: claims/s with 3 coordinators against the same
+          etcd's raw txn/s, and submit-to-RUNNING latency (scripts/bench_ha.py).
+All four run, in that order, unless told otherwise (--PART-only, --no-PART).
+Everything a part starts is stopped when it ends, fails or is interrupted."""
 
 EPILOG = """\
 environment:
-  BENCH_RSS=0        same as --no-rss
+  BENCH_RSS=0        same as --no-memory
   TMPDIR=DIR         where the temp work dirs go (datasets, copies and caches)
   PYTHON=python3.12  interpreter used to create .venv when it is missing"""
 
@@ -86,29 +88,34 @@ def parser() -> argparse.ArgumentParser:
     common = p.add_argument_group("all parts")
     common.add_argument("--quick", action="store_true",
                         help="smoke run: 2,000 small files or objects, 4 x 64 MiB (16 MiB "
-                             "partitions), RSS sizes 20k and 100k, 100 HA jobs")
+                             "partitions), memory at 20k and 100k files, 100 HA jobs")
     common.add_argument("--reps", type=_positive, default=3,
-                        help="paired repetitions of the speed and S3 parts (at least 3)")
+                        help="paired repetitions of the local and S3 parts (at least 3)")
+    common.add_argument("--workdir", type=Path,
+                        help="local and memory parts: keep the datasets here between runs "
+                             "(default: a new temp dir, removed at the end)")
+    common.add_argument("--keep", action="store_true",
+                        help="local and memory parts: do not remove the temp dir")
     which = p.add_argument_group("which parts run")
-    which.add_argument("--no-s3", action="store_true", help="skip the S3 part")
-    which.add_argument("--s3-only", action="store_true", help="run only the S3 part")
-    which.add_argument("--no-ha", action="store_true", help="skip the HA part")
-    which.add_argument("--ha-only", action="store_true", help="run only the HA part")
-    which.add_argument("--rss-only", action="store_true",
-                       help="run only the coordinator-memory half of the speed part")
+    for part in PARTS:
+        which.add_argument(f"--{part}-only", action="store_true",
+                           help=f"run only the {part} part")
+        which.add_argument(f"--no-{part}", action="store_true", help=f"skip the {part} part")
+    which.add_argument("--rss-only", dest="memory_only", action="store_true",
+                       help="same as --memory-only")
+    which.add_argument("--no-rss", dest="no_memory", action="store_true",
+                       help="same as --no-memory (or BENCH_RSS=0)")
+    p.set_defaults(no_memory=os.environ.get("BENCH_RSS", "1") == "0")
 
-    speed = p.add_argument_group("speed part (scripts/bench.py)")
-    rss_default = os.environ.get("BENCH_RSS", "1") != "0"
-    speed.add_argument("--rss", dest="rss", action="store_true", default=rss_default,
-                       help="measure the coordinator's RSS on 100k/300k/1M files (the "
-                            "default; about 5 minutes on 2 CPUs)")
-    speed.add_argument("--no-rss", dest="rss", action="store_false",
-                       help="skip the coordinator-memory half (or BENCH_RSS=0)")
-    speed.add_argument("--workdir", type=Path,
-                       help="keep the datasets here between runs (default: a new temp dir, "
-                            "removed at the end)")
-    speed.add_argument("--keep", action="store_true", help="do not remove the temp dir")
-    speed.add_argument("--json", type=Path, help="also write the speed figures to this file")
+    local = p.add_argument_group("local part (scripts/bench_local.py)")
+    local.add_argument("--warm", action="store_true",
+                       help="keep the page cache between timed runs (only sync); by "
+                            "default it is dropped where the kernel allows it (root)")
+    local.add_argument("--json", type=Path, help="also write the local figures to this file")
+
+    memory = p.add_argument_group("memory part (scripts/bench_memory.py)")
+    memory.add_argument("--memory-json", type=Path,
+                        help="also write the memory figures to this file")
 
     s3 = p.add_argument_group("S3 part (scripts/bench_s3.py)")
     s3.add_argument("--s3-latency", type=_latency_ms, action="append", metavar="MS",
@@ -129,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
     ha = p.add_argument_group("HA part (scripts/bench_ha.py)")
     ha.add_argument("--ha-jobs", type=_positive,
                     help="jobs claimed by 3 coordinators (default 600; 100 with --quick)")
-    ha.add_argument("--ha-latency-samples", type=_positive, default=30,
+    ha.add_argument("--ha-latency-samples", type=_positive, default=200,
                     help="submissions timed for submit-to-RUNNING")
     ha.add_argument("--ha-json", type=Path, help="also write the HA figures to this file")
     return p
@@ -139,30 +146,23 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The whole command line, checked; exits 2 naming what is wrong."""
     p = parser()
     args = p.parse_args(argv)
-    only = [flag for flag, on in (("--s3-only", args.s3_only), ("--ha-only", args.ha_only),
-                                  ("--rss-only", args.rss_only)) if on]
+    only = [f"--{part}-only" for part in PARTS if getattr(args, f"{part}_only")]
     if len(only) > 1:
         p.error(f"{' and '.join(only)} exclude each other")
-    if args.s3_only and args.no_s3:
-        p.error("--s3-only and --no-s3 exclude each other")
-    if args.ha_only and args.no_ha:
-        p.error("--ha-only and --no-ha exclude each other")
+    for part in PARTS:
+        if getattr(args, f"{part}_only") and getattr(args, f"no_{part}"):
+            p.error(f"--{part}-only and --no-{part} exclude each other")
     if args.reps < 3:
         p.error("--reps must be at least 3 (the figures are medians of paired runs)")
-    if args.rss_only:
-        args.rss = True
     return args
 
 
 def parts(args: argparse.Namespace) -> list[str]:
     """The parts this command line runs, in order."""
-    if args.s3_only:
-        return ["s3"]
-    if args.ha_only:
-        return ["ha"]
-    if args.rss_only:
-        return ["speed"]
-    return ["speed"] + ([] if args.no_s3 else ["s3"]) + ([] if args.no_ha else ["ha"])
+    for part in PARTS:
+        if getattr(args, f"{part}_only"):
+            return [part]
+    return [part for part in PARTS if not getattr(args, f"no_{part}")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

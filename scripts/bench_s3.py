@@ -44,9 +44,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench  # noqa: E402
 import bench_args  # noqa: E402
-from bench import KIB, MIB, BenchError, Cluster, log, run_timed, sync  # noqa: E402
+from bench_common import (  # noqa: E402
+    KIB,
+    MIB,
+    BenchError,
+    Cluster,
+    log,
+    rotations,
+    run_timed,
+    tree_stats,
+    vm_rss_kib,
+)
 
 from alluxiojob.testing.s3 import S3Server  # noqa: E402
 
@@ -86,7 +95,7 @@ def session_rss_kib(sid: int) -> int:
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             if int(fields[3]) == sid:
-                total += bench.vm_rss_kib(int(entry))
+                total += vm_rss_kib(int(entry))
         except (OSError, ValueError):
             continue
     return total
@@ -104,7 +113,7 @@ class SessionRssSampler(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.is_set():
             for name, sid in self.sids.items():
-                rss = bench.vm_rss_kib(sid) if name == "s3" else session_rss_kib(sid)
+                rss = vm_rss_kib(sid) if name == "s3" else session_rss_kib(sid)
                 self.peak_kib[name] = max(self.peak_kib[name], rss)
             self._stop_event.wait(0.2)
 
@@ -152,7 +161,7 @@ class S3Load:
         bucket, _, prefix = rest.partition("/")
         files = nbytes = 0
         for cache in self.cluster.cache_dirs:
-            f, b = bench.tree_stats(cache / "data" / "s3" / bucket / (prefix + "%"))
+            f, b = tree_stats(cache / "data" / "s3" / bucket / (prefix + "%"))
             files, nbytes = files + f, nbytes + b
         return files, nbytes
 
@@ -198,18 +207,18 @@ def bench_prefix(name: str, loads: dict[str, S3Load], server: S3Server, out: Pat
         assert rclone is not None
         dst = out / "rclone"
         shutil.rmtree(dst, ignore_errors=True)
-        sync()
+        os.sync()
         cpu = cpu_seconds(server.pid or 0)
         mine = children_cpu_seconds()
         took = run_timed([rclone, "copy", "--transfers", "32", f"bench:{BUCKET}/{prefix}",
-                          os.fspath(dst)], env)
+                          os.fspath(dst)], env).exited
         cpu = cpu_seconds(server.pid or 0) - cpu
         mine = children_cpu_seconds() - mine
-        got = bench.tree_stats(dst)
+        got = tree_stats(dst)
         if got != (first.files, first.nbytes):
             raise BenchError(f"rclone copied {got}, expected {(first.files, first.nbytes)}")
         shutil.rmtree(dst, ignore_errors=True)
-        sync()
+        os.sync()
         if timed:
             times.setdefault("rclone", []).append(took)
             server_cpu.setdefault("rclone", []).append(cpu)
@@ -219,7 +228,7 @@ def bench_prefix(name: str, loads: dict[str, S3Load], server: S3Server, out: Pat
         def run(timed: bool) -> None:
             if load.cached()[0]:
                 load.free()
-            sync()
+            os.sync()
             names = ("worker1", "worker2", "coordinator")
             cpu = cpu_seconds(server.pid or 0)
             mine = sum(session_cpu_seconds(load.cluster.pid(n)) for n in names)
@@ -230,7 +239,7 @@ def bench_prefix(name: str, loads: dict[str, S3Load], server: S3Server, out: Pat
             cpu = cpu_seconds(server.pid or 0) - cpu
             mine = sum(session_cpu_seconds(load.cluster.pid(n)) for n in names) - mine
             load.free()
-            sync()
+            os.sync()
             if timed:
                 times.setdefault(tool, []).append(wall)
                 times.setdefault(f"{tool} job", []).append(elapsed)
@@ -250,9 +259,9 @@ def bench_prefix(name: str, loads: dict[str, S3Load], server: S3Server, out: Pat
         for run in tools.values():
             run(False)
     order = list(tools)
-    for rep in range(reps):
+    for rep, rotated in enumerate(rotations(order, reps)):
         loadavg.append(os.getloadavg()[0])
-        for tool in order[rep % len(order):] + order[:rep % len(order)]:
+        for tool in rotated:
             tools[tool](True)
         log(f"[{name}] rep {rep + 1}/{reps} (load average {loadavg[-1]:.1f}): "
             + ", ".join(f"{t} {times[t][-1]:.2f}s" for t in order)
@@ -303,9 +312,9 @@ def print_table(result: dict[str, object], latency: float, reps: int) -> None:
                   f"submit→SUCCEEDED {ratio(f'{base} job', f'{tool} job'):.2f}")
     peaks: dict[str, list[int]] = result["worker_peak_kib"]  # type: ignore[assignment]
     server_peaks: list[int] = result["server_peak_kib"]  # type: ignore[assignment]
-    for tool, values in peaks.items():
+    for tool, peak_values in peaks.items():
         print(f"  {tool}: worker peak RSS during LOAD (a worker and its pool processes): "
-              f"{max(values) / KIB:.0f} MiB")
+              f"{max(peak_values) / KIB:.0f} MiB")
     if server_peaks:
         print(f"  S3 server peak RSS {max(server_peaks) / KIB:.0f} MiB")
     sys.stdout.flush()

@@ -43,8 +43,8 @@ def test_help_prints_every_part_and_starts_nothing(flag: str, before: list[str],
                                                    tmp_path: Path) -> None:
     result = run_bench([*before, flag], tmp_path)
     assert result.returncode == 0, result.stderr
-    for section in ("speed part", "S3 part", "HA part", "--s3-latency", "--ha-jobs",
-                    "--no-rss", "--reps"):
+    for section in ("local part", "memory part", "S3 part", "HA part", "--s3-latency",
+                    "--ha-jobs", "--warm", "--no-memory", "--no-rss", "--reps"):
         assert section in result.stdout, f"--help does not mention {section!r}"
     assert "usage: scripts/bench" in result.stdout
 
@@ -75,3 +75,50 @@ def test_bad_values_exit_2_naming_the_flag(args: list[str], named: str,
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert named in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# The parts a command line selects, and the order of the tools: pure logic of the bench's
+# own modules (standard library only), imported from scripts/.
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.fixture
+def bench_modules(monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
+    monkeypatch.syspath_prepend(os.fspath(SCRIPTS))
+    import bench_args
+    import bench_common
+    return bench_args, bench_common
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    ([], "1", ["local", "memory", "s3", "ha"]),
+    (["--no-rss"], "1", ["local", "s3", "ha"]),
+    (["--no-memory", "--no-s3"], "1", ["local", "ha"]),
+    ([], "0", ["local", "s3", "ha"]),
+    (["--rss-only"], "1", ["memory"]),
+    (["--local-only"], "0", ["local"]),
+    (["--ha-only"], "1", ["ha"]),
+])
+def test_the_command_line_selects_the_parts(bench_modules: tuple[object, object],
+                                            monkeypatch: pytest.MonkeyPatch, args: list[str],
+                                            env: str, expected: list[str]) -> None:
+    bench_args, _ = bench_modules
+    monkeypatch.setenv("BENCH_RSS", env)
+    assert bench_args.parts(bench_args.parse(args)) == expected  # type: ignore[attr-defined]
+
+
+def test_every_tool_runs_in_every_position(bench_modules: tuple[object, object]) -> None:
+    _, bench_common = bench_modules
+    tools = ["cp", "rclone", "alluxiojob"]
+    orders = list(bench_common.rotations(tools, 6))  # type: ignore[attr-defined]
+    assert len(orders) == 6
+    assert all(sorted(order) == sorted(tools) for order in orders)
+    for position in range(len(tools)):
+        assert {order[position] for order in orders[:3]} == set(tools)
+    assert orders[3:] == orders[:3]
+
+
+def test_paired_ratios_keep_the_spread(bench_modules: tuple[object, object]) -> None:
+    _, bench_common = bench_modules
+    text = bench_common.ratio_text([2.0, 1.0, 3.0], [1.0, 1.0, 1.0])  # type: ignore[attr-defined]
+    assert text.split() == ["2.000", "[1.00-3.00]"]
