@@ -234,9 +234,30 @@ def test_fail_early_past_both_thresholds() -> None:
                for e in task.entries[:3]] + [FileResult(task.entries[3].path, FileStatus.OK)]
     decisions = ledger.task_finished(task, results, now=0.0)
     [early] = [d for d in decisions if isinstance(d, FailEarly)]
-    assert "3 of 3 files failed" in early.message
+    assert "3 of 4 files failed" in early.message, "judged on the whole answer"
     assert "alluxio.job.failure.count.threshold=2" in early.message
     assert ledger.outcome() == early.message
+
+
+@pytest.mark.parametrize("bad", [0, 1])
+def test_fail_early_does_not_depend_on_which_file_of_a_task_failed(bad: int) -> None:
+    """1 failed of 2 is a ratio of 0.5, under 0.9: whether the failed file is the first
+    of the task or the last (a file-by-file judgement saw 1 of 1 for the first)."""
+    policy = LedgerPolicy(TaskOp.LOAD, segment_size=2, max_attempts=1,
+                          failure_count_threshold=0, failure_ratio_threshold=0.9)
+    ledger = Ledger(policy)
+    where = placement({"w0"}, ("w0",))
+    for i in range(2):
+        ledger.file_listed(*entry(i), where, now=0.0)
+    task = ledger.take_task("w0", now=0.0)
+    assert task is not None
+    results = [FileResult(e.path, FileStatus.FAILED, 0, Reason.UFS_NOT_FOUND, "gone")
+               if i == bad else FileResult(e.path, FileStatus.OK, e.length)
+               for i, e in enumerate(task.entries)]
+    decisions = ledger.task_finished(task, results, now=0.0)
+    assert kinds(decisions) == [FileFailed]
+    assert ledger.live.files_failed == 1
+    assert ledger.outcome() == "1 files failed; see --progress --file-status FAILURE"
 
 
 def test_a_name_that_is_not_utf8_fails_by_name() -> None:
