@@ -424,8 +424,8 @@ class Ledger:
             listed = _File(index, number, entry, remaining=1)
             assignment = Assignment(self._new_assignment_id(), listed, 0, "")
             self._last_targets = ()
-            return decisions + self._fail_for_good(
-                assignment, Reason.INVALID_PATH, "the file name is not valid UTF-8", now)
+            return self._judged(decisions + self._fail_for_good(
+                assignment, Reason.INVALID_PATH, "the file name is not valid UTF-8", now))
         targets = placement.targets(self.policy.op, entry.path, self.policy.replicas)
         if not targets:
             raise ValueError("no worker to place the file on: wait for one before listing")
@@ -518,7 +518,7 @@ class Ledger:
                 decisions += self._assignment_final(assignment)
         self._end_record(task, TaskStatus.FAILED if failed else TaskStatus.COMPLETED, now,
                          files_failed=failed)
-        return decisions
+        return self._judged(decisions)
 
     def task_failed(self, task: Task, reason: Reason, message: str, now: float) -> list[Decision]:
         """The whole task failed: the worker was lost, unreachable, or too slow."""
@@ -529,7 +529,7 @@ class Ledger:
             decisions += self._attempt_failed(assignment, reason, message, now)
         self._end_record(task, TaskStatus.FAILED, now, files_failed=len(task.assignments),
                          error=f"{reason.value}: {message}")
-        return decisions
+        return self._judged(decisions)
 
     def _attempt_failed(
         self, assignment: Assignment, reason: Reason, message: str, now: float
@@ -554,6 +554,12 @@ class Ledger:
         decisions: list[Decision] = [FileFailed(listed.entry.path, reason, message,
                                                 assignment.worker, assignment.attempts)]
         decisions += self._assignment_final(assignment)
+        return decisions
+
+    def _judged(self, decisions: list[Decision]) -> list[Decision]:
+        """``decisions`` of one event, and ``FailEarly`` if the job is now past both
+        thresholds. Judged once the whole event is counted: a task's answer counts as
+        one, so the order of its files cannot fail a job that its sum would not."""
         count = self.policy.failure_count_threshold
         ratio = self.policy.failure_ratio_threshold
         if not self.failed_early and should_fail_early(self._true, count, ratio):
@@ -628,9 +634,9 @@ class Ledger:
             return []
         if self.policy.op is TaskOp.FREE:
             if assignment.worker not in placement.members:
-                return self._fail_for_good(
+                return self._judged(self._fail_for_good(
                     assignment, Reason.WORKER_LOST,
-                    f"worker {assignment.worker} left the membership", now)
+                    f"worker {assignment.worker} left the membership", now))
             return self._enqueue(assignment)
         self._place(assignment, placement)
         return self._enqueue(assignment)
@@ -673,7 +679,7 @@ class Ledger:
             for assignment in queue:
                 self._place(assignment, placement)
                 decisions += self._enqueue(assignment)
-        return decisions
+        return self._judged(decisions)
 
     # ================================================================== stop
     def stop(self, now: float) -> list[Decision]:

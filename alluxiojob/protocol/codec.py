@@ -14,6 +14,13 @@ message it could not use. ``Cancel`` (no answer of its own) ends every task of a
 that this session started; each of them is answered by a ``TaskResult`` whose files
 failed with ``CANCELLED``. A file's failure reason travels as a ``Reason`` name, and a
 name this side does not know is a ``ProtocolError``, like any other malformed field.
+
+Fields added after ``PROTOCOL_VERSION`` 1 first shipped are optional on the way in, so
+that a newer side still works with an older peer: the task option ``meta`` (absent:
+``False``, data is loaded), a file row's fifth value, its version (absent: ``""``, as
+for a local file), and the welcome's ``web`` port (absent: ``0``, not told). Present,
+they are checked like every other field: a wrong type is a ``ProtocolError`` that names
+the field.
 """
 
 from __future__ import annotations
@@ -244,6 +251,11 @@ def _field(body: dict[str, Any], name: str, kind: type[T] | tuple[type, ...]) ->
     return value  # type: ignore[return-value]
 
 
+def _optional(body: dict[str, Any], name: str, kind: type[T], default: T) -> T:
+    """A field that an older peer does not send: ``default`` when absent, else checked."""
+    return _field(body, name, kind) if name in body else default
+
+
 def _int(body: dict[str, Any], name: str) -> int:
     return _field(body, name, int)
 
@@ -256,15 +268,27 @@ def _bool(body: dict[str, Any], name: str) -> bool:
     return _field(body, name, bool)
 
 
-def _row(row: Any, types: tuple[type, ...], what: str) -> list[Any]:
-    if not isinstance(row, list) or len(row) != len(types):
-        raise ProtocolError(f"malformed {what} entry")
-    for value, kind in zip(row, types, strict=True):
-        if isinstance(value, bool) and kind is int:
-            raise ProtocolError(f"malformed {what} entry")
-        if not isinstance(value, kind):
-            raise ProtocolError(f"malformed {what} entry")
-    return row
+def _row(row: Any, columns: tuple[tuple[str, type], ...], what: str,
+         defaults: tuple[Any, ...] = ()) -> list[Any]:
+    """A list of values in ``columns`` order. The last ``len(defaults)`` columns may be
+    missing (an older peer does not send them): they take their defaults."""
+    least = len(columns) - len(defaults)
+    if not isinstance(row, list):
+        raise ProtocolError(f"malformed {what} entry: a {type(row).__name__}, not a list")
+    if not least <= len(row) <= len(columns):
+        counts = f"{least} to {len(columns)}" if defaults else f"{len(columns)}"
+        raise ProtocolError(f"malformed {what} entry: {len(row)} values, not {counts}")
+    for value, (name, kind) in zip(row, columns, strict=False):
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            raise ProtocolError(f"malformed {what} entry: {name} has type "
+                                f"{type(value).__name__}, not {kind.__name__}")
+    return [*row, *defaults[len(row) - least:]]
+
+
+_FILE_COLUMNS = (("path", str), ("length", int), ("mtime", int), ("dst", str),
+                 ("version", str))
+_RESULT_COLUMNS = (("path", str), ("status", str), ("bytes", int), ("reason", str),
+                   ("message", str))
 
 
 def _enum_value(kind: Callable[[str], T], text: str, what: str) -> T:
@@ -279,13 +303,14 @@ def _decode_hello(body: dict[str, Any]) -> Message:
 
 
 def _decode_welcome(body: dict[str, Any]) -> Message:
-    return Welcome(worker=_str(body, "w"), version=_int(body, "v"), web_port=_int(body, "web"))
+    return Welcome(worker=_str(body, "w"), version=_int(body, "v"),
+                   web_port=_optional(body, "web", int, 0))
 
 
 def _decode_task(body: dict[str, Any]) -> Message:
     rows = _field(body, "f", list)
     files = tuple(
-        FileEntry(*_row(row, (str, int, int, str, str), "file")) for row in rows
+        FileEntry(*_row(row, _FILE_COLUMNS, "file", defaults=("",))) for row in rows
     )
     opts = _field(body, "o", dict)
     return TaskBatch(
@@ -296,7 +321,7 @@ def _decode_task(body: dict[str, Any]) -> Message:
         options=TaskOptions(
             skip_if_exists=_bool(opts, "skip"), bandwidth=_int(opts, "bw"),
             overwrite=_bool(opts, "ow"),
-            metadata_only=_bool(opts, "meta"),
+            metadata_only=_optional(opts, "meta", bool, False),
         ),
     )
 
@@ -304,7 +329,7 @@ def _decode_task(body: dict[str, Any]) -> Message:
 def _decode_result(body: dict[str, Any]) -> Message:
     results = []
     for row in _field(body, "r", list):
-        path, status, nbytes, reason, text = _row(row, (str, str, int, str, str), "result")
+        path, status, nbytes, reason, text = _row(row, _RESULT_COLUMNS, "result")
         results.append(FileResult(
             path, _enum_value(FileStatus, status, "file status"), nbytes,
             _enum_value(Reason.parse, reason, "failure reason") if reason else None, text,

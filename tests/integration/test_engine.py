@@ -4,7 +4,9 @@ a dead worker stalls only its share, progress never goes back, and job stat -v."
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -144,32 +146,71 @@ def test_a_dead_worker_stalls_only_its_share(cluster_factory, tmp_path: Path) ->
 
 
 def test_progress_never_goes_backward_across_a_restart(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    cluster: Cluster = cluster_factory()
-    cluster.add_worker()
-    cluster.add_worker()
+    """The coordinator is killed while the progress shown is ahead of the checkpoint; the
+    restarted one resumes from the checkpoint, redoes the files after it, and never shows
+    less than was shown before.
+
+    No timing decides what happens: the workers are paused (SIGSTOP), the held one first.
+    Its tasks cannot answer, so the job cannot finish before the kill and the checkpoint
+    stops at its first unanswered file, while the other worker's files are processed past
+    it. Then the other is paused too, so the restarted coordinator's first save is made
+    before it redoes anything: what it shows then rests on what was shown before, not on
+    work done again. failure.detection.timeout outlasts the test: a paused worker is
+    never declared lost.
+    """
+    cluster: Cluster = cluster_factory(**{"alluxio.coordinator.failure.detection.timeout": "30min"})
+    other = cluster.add_worker()
+    held = cluster.add_worker()
     coordinator = cluster.add_coordinator()
     src = tmp_path / "data"
     sizes = make_tree(src, 1200)
     job = cluster.submit("load", str(src), batch_size=20, bandwidth=256 * KiB)
 
-    def ahead_of_checkpoint() -> bool:
-        report = cluster.progress(job["id"])
-        done = report["files"]["processed"]
-        committed = report["progress"]["committed"]["files_processed"]
-        return 200 <= done < len(sizes) - 300 and done > committed
+    def report() -> dict[str, Any]:
+        now = cluster.progress(job["id"])
+        assert now["job"]["state"] == "RUNNING", now["job"]
+        return now
+
+    def processed(now: dict[str, Any]) -> int:
+        return int(now["files"]["processed"])
+
+    def committed(now: dict[str, Any]) -> int:
+        return int(now["progress"]["committed"]["files_processed"])
+
+    def ahead_of_checkpoint() -> dict[str, Any] | None:
+        now = report()
+        return now if processed(now) >= committed(now) + 20 else None
+
+    def resumed() -> dict[str, Any] | None:
+        """A save of the restarted coordinator: the tasks it found running, interrupted."""
+        now = report()
+        return now if any(t["status"] == "INTERRUPTED" for t in now["tasks"]) else None
 
     with ProgressSampler(cluster, job["id"], [0]) as sampler:
-        wait_for(ahead_of_checkpoint, 120, "files processed past the checkpoint")
-        coordinator.kill()
-        shown = max(sample["processed"] for sample in sampler.samples)
-        restarted = cluster.add_coordinator(port=coordinator.port)  # type: ignore[attr-defined]
-        cluster.coordinators.remove(coordinator)
-        assert restarted is cluster.coordinators[0]
+        try:
+            wait_for(lambda: processed(report()) >= 200, 120, "200 files processed")
+            held.signal(signal.SIGSTOP)
+            ahead = wait_for(ahead_of_checkpoint, 120, "a batch processed past the checkpoint")
+            other.signal(signal.SIGSTOP)
+            wait_for(lambda: any(s["processed"] >= processed(ahead) for s in sampler.samples),
+                     60, "the sampler to see the progress ahead of the checkpoint")
+            coordinator.kill()
+            shown = max(sample["processed"] for sample in sampler.samples)
+            restarted = cluster.add_coordinator(port=coordinator.port)  # type: ignore[attr-defined]
+            cluster.coordinators.remove(coordinator)
+            assert restarted is cluster.coordinators[0]
+            first = wait_for(resumed, 120, "the restarted coordinator's first save")
+            assert processed(first) >= shown > committed(first)
+        finally:
+            for worker in (held, other):
+                worker.signal(signal.SIGCONT)
         after = json.loads(cluster.cli("job", "load", "--path", str(src), "--progress",
                                        "--format", "JSON").stdout)
         assert after["files"]["processed"] >= shown
         final = cluster.wait_state(job["id"], "SUCCEEDED", timeout=180)
-    assert len(sampler.samples) > 20
+        marks = len(sampler.samples)
+        wait_for(lambda: any(s["state"] == "SUCCEEDED" for s in sampler.samples[marks:]),
+                 60, "the sampler to see the job succeed")
     sampler.assert_never_backward()
     assert final["job"]["claims"] == 2
     assert final["files"]["processed"] == len(sizes), "nothing counted twice"

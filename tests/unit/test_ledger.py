@@ -18,6 +18,7 @@ from hypothesis.stateful import (
 )
 
 from alluxiojob.core.ledger import (
+    Assignment,
     CancelTasks,
     CheckpointAdvanced,
     Decision,
@@ -234,9 +235,30 @@ def test_fail_early_past_both_thresholds() -> None:
                for e in task.entries[:3]] + [FileResult(task.entries[3].path, FileStatus.OK)]
     decisions = ledger.task_finished(task, results, now=0.0)
     [early] = [d for d in decisions if isinstance(d, FailEarly)]
-    assert "3 of 3 files failed" in early.message
+    assert "3 of 4 files failed" in early.message, "judged on the whole answer"
     assert "alluxio.job.failure.count.threshold=2" in early.message
     assert ledger.outcome() == early.message
+
+
+@pytest.mark.parametrize("bad", [0, 1])
+def test_fail_early_does_not_depend_on_which_file_of_a_task_failed(bad: int) -> None:
+    """1 failed of 2 is a ratio of 0.5, under 0.9: whether the failed file is the first
+    of the task or the last (a file-by-file judgement saw 1 of 1 for the first)."""
+    policy = LedgerPolicy(TaskOp.LOAD, segment_size=2, max_attempts=1,
+                          failure_count_threshold=0, failure_ratio_threshold=0.9)
+    ledger = Ledger(policy)
+    where = placement({"w0"}, ("w0",))
+    for i in range(2):
+        ledger.file_listed(*entry(i), where, now=0.0)
+    task = ledger.take_task("w0", now=0.0)
+    assert task is not None
+    results = [FileResult(e.path, FileStatus.FAILED, 0, Reason.UFS_NOT_FOUND, "gone")
+               if i == bad else FileResult(e.path, FileStatus.OK, e.length)
+               for i, e in enumerate(task.entries)]
+    decisions = ledger.task_finished(task, results, now=0.0)
+    assert kinds(decisions) == [FileFailed]
+    assert ledger.live.files_failed == 1
+    assert ledger.outcome() == "1 files failed; see --progress --file-status FAILURE"
 
 
 def test_a_name_that_is_not_utf8_fails_by_name() -> None:
@@ -394,6 +416,15 @@ class LedgerMachine(RuleBasedStateMachine):
                 processed = self.model.ok_files - self.model.failed_files
                 assert ledger.live.files_processed == len(processed)
 
+    def assert_follows_live_owners(self, assignment: Assignment) -> None:
+        """Work goes to a live worker, except a replica with no live worker free of its
+        file's other replicas: it waits for its own (two replicas on one worker would be
+        one copy counted twice)."""
+        live = set(self.where().ring.workers)
+        others = {w for r, w in enumerate(assignment.file.workers) if r != assignment.replica}
+        assert assignment.worker in live or live <= others, (assignment.worker, live, others)
+        assert assignment.worker not in others, "two replicas of a file on one worker"
+
     def fail_attempt(self, assignment_id: int, index: int, reason: Reason) -> bool:
         """Mirror of the retry rule: True when the ledger must retry this attempt."""
         tries = self.model.attempts.get(assignment_id, 0) + 1
@@ -483,9 +514,10 @@ class LedgerMachine(RuleBasedStateMachine):
         self.retries.pop(key)
         self.clock += 1.0
         decisions = self.ledger.retry_due(key, self.where(), now=self.clock)
-        for decision in decisions:
-            if isinstance(decision, Dispatch) and self.policy.op is not TaskOp.FREE:
-                assert decision.worker in self.where().ring.workers
+        if self.policy.op is not TaskOp.FREE:
+            [retried] = [a for a in self.ledger.queued_assignments() if a.id == key]
+            assert decisions == [Dispatch(retried.worker)]
+            self.assert_follows_live_owners(retried)
         self.apply(decisions)
 
     @rule(worker=st.sampled_from(WORKERS), up=st.booleans())
@@ -496,12 +528,8 @@ class LedgerMachine(RuleBasedStateMachine):
             self.live_workers.discard(worker)
         self.apply(self.ledger.placement_changed(self.where(), now=self.clock))
         if self.policy.op is not TaskOp.FREE:
-            live = set(self.where().ring.workers)
             for a in self.ledger.queued_assignments():
-                # Work follows live owners, except a replica with no live worker free of
-                # its file's other replicas: it waits for its own.
-                others = {w for r, w in enumerate(a.file.workers) if r != a.replica}
-                assert a.worker in live or live <= others, (a.worker, live, others)
+                self.assert_follows_live_owners(a)
 
     @precondition(lambda self: self.ledger.pass_finished and not self.failed_early)
     @rule()
@@ -576,7 +604,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 LedgerMachine.TestCase.settings = settings(
-    max_examples=200, stateful_step_count=50, deadline=None, database=None,
+    max_examples=200, stateful_step_count=50, deadline=None, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_ledger_under_any_interleaving = pytest.mark.timeout(600)(LedgerMachine.TestCase)

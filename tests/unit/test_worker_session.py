@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from alluxiojob.protocol.codec import (
@@ -13,6 +14,7 @@ from alluxiojob.protocol.codec import (
     StatusRequest,
     TaskBatch,
     TaskOp,
+    TaskOptions,
     TaskResult,
     Welcome,
     encode,
@@ -97,4 +99,25 @@ def test_bad_messages_are_answered_and_the_session_goes_on() -> None:
     [unexpected] = session.receive(encode(TaskResult(1, ())))
     assert isinstance(unexpected, Send)
     assert unexpected.message == ErrorMessage("unexpected message TaskResult")
+    assert session.state is SessionState.OPEN
+
+
+def test_a_task_from_an_older_coordinator_is_started_with_defaults() -> None:
+    """No ``meta`` option, file rows without a version: a worker starts it as a plain
+    LOAD, the way it did before those fields existed."""
+    session = opened()
+    old = msgpack.packb({"t": "task", "id": 9, "job": "job-2", "op": "LOAD",
+                         "f": [["/a", 1, 2, ""]], "o": {"skip": False, "bw": 0, "ow": False}})
+    assert session.receive(old) == [StartTask(TaskBatch(
+        9, "job-2", TaskOp.LOAD, (FileEntry("/a", 1, 2, "", ""),),
+        TaskOptions(metadata_only=False)))]
+
+
+def test_a_task_with_a_malformed_meta_option_is_refused_by_name() -> None:
+    session = opened()
+    bad = msgpack.packb({"t": "task", "id": 9, "job": "job-2", "op": "LOAD", "f": [],
+                         "o": {"skip": False, "bw": 0, "ow": False, "meta": "yes"}})
+    [answer] = session.receive(bad)
+    assert answer == Send(ErrorMessage("malformed message: field 'meta' has type str"),
+                          warning="malformed message")
     assert session.state is SessionState.OPEN
