@@ -62,6 +62,12 @@ def _temps(directory: Path) -> list[str]:
         return []
 
 
+def _runs(log: str) -> list[str]:
+    """The temp file owners (worker tag and run) of each start of a worker, in order."""
+    return [json.loads(line)["tmp_owner"] for line in log.splitlines()
+            if '"cache recovered"' in line]
+
+
 def test_temp_files_of_a_killed_worker_are_swept_when_it_writes_again(
         cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """SIGKILL a worker and its pool process while a COPY writes its hidden temp file:
@@ -101,8 +107,11 @@ def test_temp_files_of_a_killed_worker_are_swept_when_it_writes_again(
 
     [debris] = left
     tag = (worker.cache_dir / "worker-tag").read_text().strip()  # type: ignore[attr-defined]
-    assert debris.startswith(f".big.bin.alluxiojob-{tag}-"), debris
+    killed_run = _runs(worker.log())[-1]
+    assert killed_run.startswith(f"{tag}-")
+    assert debris.startswith(f".big.bin.alluxiojob-{killed_run}-"), debris
     worker.start()
+    assert _runs(worker.log())[-1] != killed_run
     cluster.wait_state(job_id, "SUCCEEDED", timeout=240)
     assert sha256(dst / "big.bin") == digest
     assert _temps(dst) == [], "the dead run's temp file was swept"
