@@ -8,8 +8,10 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 
 from alluxiojob.ufs.base import READ_CHUNK, UfsError, UfsFile, UfsStat
+from alluxiojob.ufs.tmpnames import TmpName, TmpOwner, hold_lock, sweep
 
 SCHEME = "file"
+_NO_WORKER = TmpOwner.anonymous()
 
 
 def to_local_path(uri: str) -> str:
@@ -122,17 +124,25 @@ class LocalUfs:
                 raise UfsError("UFS_CHANGED", f"{uri} changed while it was read")
 
     def write(self, uri: str, chunks: Iterable[bytes], length: int,
-              overwrite: bool) -> UfsStat:
-        """A tmp file beside the target, fsynced, then renamed over it (then the dir fsynced)."""
+              overwrite: bool, tmp_owner: TmpOwner | None = None) -> UfsStat:
+        """A tmp file beside the target, fsynced, then renamed over it (then the dir fsynced).
+
+        ``tmp_owner``: the worker run that writes (``tmpnames``). Given, the temp files its
+        dead runs left in the target's directory are swept first; without one, the temp
+        file belongs to no worker and is never swept.
+        """
         path = to_local_path(uri)
         if not overwrite and os.path.lexists(path):
             raise UfsError("EXISTS", f"{uri} exists; use --overwrite")
-        head, tail = os.path.split(path)
-        tmp = os.path.join(head, f".{tail}.alluxiojob-{os.getpid()}-{id(chunks):x}")
+        head = os.path.dirname(path)
+        tmp = TmpName.new(tmp_owner or _NO_WORKER).beside(path)
         try:
             os.makedirs(head, exist_ok=True)
+            if tmp_owner is not None:
+                sweep(head, tmp_owner)
             written = 0
             with open(tmp, "wb") as f:
+                hold_lock(f.fileno())
                 for chunk in chunks:
                     f.write(chunk)
                     written += len(chunk)

@@ -7,6 +7,8 @@ Layout of each cache dir::
     tmp/    partial writes; emptied at startup
     index/  rocksdict (``index.CacheIndex``): the cached files, their access order,
             totals, metadata-only records and pins
+    worker-tag  (first dir only) the tag in the names of the worker's COPY/MOVE temp
+            files (``ufs.tmpnames``)
 
 The index is written only after a file was renamed into ``data/``, so an index entry
 always means a complete file. A crash between the rename and the index write leaves a
@@ -34,6 +36,7 @@ from pathlib import Path
 import trio
 
 from alluxiojob.ufs.base import UfsError
+from alluxiojob.ufs.tmpnames import worker_tag
 from alluxiojob.worker.index import CacheIndex, IndexEntry, MetadataRecord, Victim
 from alluxiojob.worker.layout import cache_relpath, index_key, uri_of_relpath
 
@@ -270,6 +273,8 @@ class Cache:
             )
         sizes = capacities * len(dirs) if len(capacities) == 1 else capacities
         self.dirs = [CacheDir(d, sizes[i] if sizes else 0) for i, d in enumerate(dirs)]
+        # Kept in the first dir, whose index (open now) no other worker process can open.
+        self.worker_tag = worker_tag(str(self.dirs[0].root))
         self.limiter = trio.CapacityLimiter(1)
         self._space = trio.Lock()
 

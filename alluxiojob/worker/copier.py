@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import open_regular, reason_for
+from alluxiojob.ufs.tmpnames import TmpOwner, hold_lock, retarget, sweep
 
 _CHUNK = 8 * 1024 * 1024
 _made_dirs: set[str] = set()
@@ -38,6 +39,7 @@ class LocalCopy:
     expect_length: int = -1  # listing's view; -1 skips the check
     expect_mtime_ns: int = -1
     durable: bool = False  # fsync the copy before it is renamed into place (COPY/MOVE)
+    locked: bool = False  # hold a lock on tmp while it is written (COPY/MOVE: ``tmpnames``)
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ def copy_one(job: LocalCopy) -> CopyOutcome:
                 ensure_parent(job.tmp)
                 fd_out = os.open(job.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                                  0o644)
+                if job.locked:
+                    hold_lock(fd_out)
             else:
                 fd_out = os.open(job.tmp, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
@@ -182,24 +186,29 @@ def copy_shard(jobs: list[LocalCopy]) -> list[CopyOutcome]:
     return [copy_one(job) for job in jobs]
 
 
-def transfer_shard(jobs: list[LocalCopy], move: bool, overwrite: bool) -> list[CopyOutcome]:
+def transfer_shard(jobs: list[LocalCopy], move: bool, overwrite: bool,
+                   tmp_owner: TmpOwner | None = None) -> list[CopyOutcome]:
     """COPY/MOVE between UFS locations: write beside the target, fsync, rename, then
     (MOVE) unlink the source once ``safe_to_remove_source`` agrees.
 
+    Each ``job.tmp`` is a ``tmpnames`` name of ``tmp_owner``'s; given the owner, the temp
+    files its dead runs left in a target's directory are swept before the first write
+    there.
+
     An existing target is kept, and reported as skipped, unless ``overwrite``. Killed at
     any point, a MOVE loses nothing: before the rename the source is untouched (a
-    hidden tmp file may be left beside the target); after it, the target is a complete,
-    fsynced copy, and a rerun finds it, compares it byte for byte and only then removes
-    the source.
+    hidden tmp file may be left beside the target, which the worker's next run sweeps);
+    after it, the target is a complete, fsynced copy, and a rerun finds it, compares it
+    byte for byte and only then removes the source.
     """
     outcomes: list[CopyOutcome] = []
     for job in jobs:
         if os.path.isdir(job.final) and not os.path.isdir(job.src):
             # A file copied onto a directory goes inside it, as with cp.
             final = os.path.join(job.final, os.path.basename(job.src))
-            job = replace(job, final=final,
-                          tmp=os.path.join(job.final, os.path.basename(job.tmp)))
-        outcomes.append(_transfer_one(replace(job, durable=True), move, overwrite))
+            job = replace(job, final=final, tmp=retarget(job.tmp, final))
+        outcomes.append(_transfer_one(replace(job, durable=True, locked=True), move, overwrite,
+                                      tmp_owner))
     return outcomes
 
 
@@ -207,7 +216,8 @@ def _identity(info: os.stat_result) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-def _transfer_one(job: LocalCopy, move: bool, overwrite: bool) -> CopyOutcome:
+def _transfer_one(job: LocalCopy, move: bool, overwrite: bool,
+                  tmp_owner: TmpOwner | None) -> CopyOutcome:
     try:
         source = os.stat(job.src)
     except OSError as exc:
@@ -236,6 +246,8 @@ def _transfer_one(job: LocalCopy, move: bool, overwrite: bool) -> CopyOutcome:
                                message=f"{job.final} exists and {refusal}; use --overwrite")
         return _remove_source(job, CopyOutcome(True, source.st_size, source.st_size,
                                                source.st_mtime_ns))
+    if tmp_owner is not None:
+        sweep(os.path.dirname(job.final), tmp_owner)
     outcome = copy_one(job)
     if not outcome.ok:
         return outcome

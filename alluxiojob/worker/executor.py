@@ -50,6 +50,7 @@ from alluxiojob.ufs import is_local, ufs_for
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import reason_for, to_local_path
 from alluxiojob.ufs.settings import UfsSettings
+from alluxiojob.ufs.tmpnames import TmpName, TmpOwner, retarget
 from alluxiojob.worker.cache import Cache, IndexEntry, MetadataRecord, cache_relpath
 from alluxiojob.worker.copier import (
     CopyOutcome,
@@ -141,6 +142,9 @@ class TaskExecutor:
         self._tmp_in_use: set[str] = set()  # tmp files of the loads in flight
         self._writing: Counter[str] = Counter()  # data/ paths of the loads in flight
         self._sweep_tmp = False
+        # Whose hidden temp files COPY/MOVE writes beside local destinations: this worker
+        # (its cache dir's tag) in this run; earlier runs' are swept as they are met.
+        self.tmp_owner = TmpOwner.new_run(cache.worker_tag)
 
     async def warm_up(self) -> None:
         """Start every pool process now rather than during the first task."""
@@ -303,9 +307,7 @@ class TaskExecutor:
                 cache_relpath(f.dst)  # rejects '..' and empty components
                 if is_local(f.path) and is_local(f.dst):
                     src, dst = to_local_path(f.path), to_local_path(f.dst)
-                    head, tail = os.path.split(dst)
-                    tmp = os.path.join(head,
-                                       f".{tail}.alluxiojob-{os.getpid()}-{batch.task_id}")
+                    tmp = TmpName.new(self.tmp_owner).beside(dst)
                     jobs.append((f, LocalCopy(src, tmp, dst)))
                 else:
                     ufs_for(f.path).normalize(f.path)
@@ -329,11 +331,11 @@ class TaskExecutor:
                 if isinstance(shard[0][1], LocalCopy):
                     done = await self._run_in_pool(
                         batch.job_id, transfer_shard, [job for _, job in shard], move,
-                        overwrite)
+                        overwrite, self.tmp_owner)
                 else:
                     done = await self._run_in_pool(
                         batch.job_id, transfer_objects_shard, [job for _, job in shard], move,
-                        overwrite, self.ufs_settings)
+                        overwrite, self.ufs_settings, self.tmp_owner)
             except trio_parallel.BrokenWorkerError as exc:
                 await trio.to_thread.run_sync(self._discard_transfer_tmps,
                                               [job for _, job in shard])
@@ -360,7 +362,8 @@ class TaskExecutor:
         for job in jobs:
             if isinstance(job, LocalCopy):
                 _unlink_quiet(job.tmp)
-                _unlink_quiet(os.path.join(job.final, os.path.basename(job.tmp)))
+                inside = os.path.join(job.final, os.path.basename(job.src))
+                _unlink_quiet(retarget(job.tmp, inside))
 
     # ------------------------------------------------------------------ LOAD
     def _check_cached(self, files: list[FileEntry]) -> set[str]:

@@ -358,7 +358,8 @@ class WorkerService:
         pins = await self.executor.restore_pins()
         log.info("cache recovered", files=files, removed_unindexed=removed,
                  removed_symlinks=len(links), pinned_jobs=pins,
-                 dirs=[str(d.root) for d in self.cache.dirs])
+                 dirs=[str(d.root) for d in self.cache.dirs],
+                 tmp_owner=f"{self.executor.tmp_owner.worker}-{self.executor.tmp_owner.run}")
         try:
             # Pool processes live for an hour idle, and are started before the first task,
             # so a job never waits for interpreters to spawn.

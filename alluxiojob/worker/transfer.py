@@ -25,6 +25,7 @@ from alluxiojob.ufs.base import UfsError, UfsStat, UnderFileSystem
 from alluxiojob.ufs.local import LocalUfs, to_local_path
 from alluxiojob.ufs.objects import ObjectStoreUfs
 from alluxiojob.ufs.settings import UfsSettings
+from alluxiojob.ufs.tmpnames import TmpOwner
 from alluxiojob.worker.copier import CopyOutcome
 from alluxiojob.worker.fetch import thread_pool
 
@@ -91,7 +92,7 @@ def _same_content(src_ufs: UnderFileSystem, src: str, dst_ufs: UnderFileSystem,
 
 
 def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
-                 settings: UfsSettings) -> CopyOutcome:
+                 settings: UfsSettings, tmp_owner: TmpOwner | None = None) -> CopyOutcome:
     src_ufs, dst_ufs = ufs_for(job.src, settings), ufs_for(job.dst, settings)
     try:
         if isinstance(dst_ufs, LocalUfs) and os.path.isdir(to_local_path(job.dst)):
@@ -108,7 +109,11 @@ def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
             return CopyOutcome(False, reason="EXISTS", message=f"{job.dst} exists; use "
                                "--overwrite")
         info, chunks = _open(src_ufs, job.src)
-        written = dst_ufs.write(job.dst, chunks, info.length, overwrite=True)
+        if isinstance(dst_ufs, LocalUfs):
+            written = dst_ufs.write(job.dst, chunks, info.length, overwrite=True,
+                                    tmp_owner=tmp_owner)
+        else:
+            written = dst_ufs.write(job.dst, chunks, info.length, overwrite=True)
         if written.length != info.length:
             return CopyOutcome(False, reason="IO_ERROR", message=f"{job.dst} holds "
                                f"{written.length} bytes, the source {info.length}")
@@ -126,7 +131,10 @@ def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
 
 
 def transfer_objects_shard(jobs: list[ObjectTransfer], move: bool, overwrite: bool,
-                           settings: UfsSettings) -> list[CopyOutcome]:
-    """Run in a pool process: every job, many at a time; never raises for one file."""
+                           settings: UfsSettings,
+                           tmp_owner: TmpOwner | None = None) -> list[CopyOutcome]:
+    """Run in a pool process: every job, many at a time; never raises for one file.
+    ``tmp_owner``: the worker run whose temp files a local destination gets."""
     pool = thread_pool(settings.requests_per_process)
-    return list(pool.map(lambda job: transfer_one(job, move, overwrite, settings), jobs))
+    return list(pool.map(lambda job: transfer_one(job, move, overwrite, settings, tmp_owner),
+                         jobs))

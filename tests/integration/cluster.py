@@ -52,6 +52,22 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
                          + (f" (last error: {last_error})" if last_error else ""))
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (the worker's pool processes)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
 @dataclass
 class Service:
     kind: str

@@ -15,7 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.cluster import Cluster, Service, cached_files, sha256, wait_for
+from tests.integration.cluster import (
+    Cluster,
+    Service,
+    cached_files,
+    children,
+    sha256,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,22 +46,6 @@ def write_files(root: Path, count: int, size: int) -> dict[str, int]:
 def web(worker: Service, route: str, **kwargs: Any) -> httpx.Response:
     port = worker.web_port  # type: ignore[attr-defined]
     return httpx.get(f"http://127.0.0.1:{port}{route}", timeout=10, **kwargs)
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (the worker's pool processes)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
 
 
 def pool_process(worker: Service) -> int:
