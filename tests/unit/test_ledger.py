@@ -222,15 +222,21 @@ def test_stop_cancels_on_the_workers_running_tasks() -> None:
     assert ledger.task_finished(running[0], [], now=4.0) == [], "a late answer is ignored"
 
 
-def test_fail_early_past_both_thresholds() -> None:
-    policy = LedgerPolicy(TaskOp.LOAD, segment_size=10, max_attempts=1,
-                          failure_count_threshold=2, failure_ratio_threshold=0.5)
+def one_task(policy: LedgerPolicy, files: int) -> tuple[Ledger, Task]:
+    """A ledger with ``files`` files listed on one worker, and the task that takes them."""
     ledger = Ledger(policy)
     where = placement({"w0"}, ("w0",))
-    for i in range(4):
+    for i in range(files):
         ledger.file_listed(*entry(i), where, now=0.0)
     task = ledger.take_task("w0", now=0.0)
     assert task is not None
+    return ledger, task
+
+
+def test_fail_early_past_both_thresholds() -> None:
+    ledger, task = one_task(LedgerPolicy(TaskOp.LOAD, segment_size=10, max_attempts=1,
+                                         failure_count_threshold=2,
+                                         failure_ratio_threshold=0.5), 4)
     results = [FileResult(e.path, FileStatus.FAILED, 0, Reason.UFS_NOT_FOUND, "gone")
                for e in task.entries[:3]] + [FileResult(task.entries[3].path, FileStatus.OK)]
     decisions = ledger.task_finished(task, results, now=0.0)
@@ -244,14 +250,9 @@ def test_fail_early_past_both_thresholds() -> None:
 def test_fail_early_does_not_depend_on_which_file_of_a_task_failed(bad: int) -> None:
     """1 failed of 2 is a ratio of 0.5, under 0.9: whether the failed file is the first
     of the task or the last (a file-by-file judgement saw 1 of 1 for the first)."""
-    policy = LedgerPolicy(TaskOp.LOAD, segment_size=2, max_attempts=1,
-                          failure_count_threshold=0, failure_ratio_threshold=0.9)
-    ledger = Ledger(policy)
-    where = placement({"w0"}, ("w0",))
-    for i in range(2):
-        ledger.file_listed(*entry(i), where, now=0.0)
-    task = ledger.take_task("w0", now=0.0)
-    assert task is not None
+    ledger, task = one_task(LedgerPolicy(TaskOp.LOAD, segment_size=2, max_attempts=1,
+                                         failure_count_threshold=0,
+                                         failure_ratio_threshold=0.9), 2)
     results = [FileResult(e.path, FileStatus.FAILED, 0, Reason.UFS_NOT_FOUND, "gone")
                if i == bad else FileResult(e.path, FileStatus.OK, e.length)
                for i, e in enumerate(task.entries)]
