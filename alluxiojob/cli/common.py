@@ -75,7 +75,7 @@ def access_hint(error: ApiError) -> str:
     if error.status == 403 and "protected mode" in str(error):
         return (f"\nSet {TOKEN_FILE_KEY} (or {TOKEN_KEY}) on the coordinator and here, or "
                 "run this command on the coordinator's host.")
-    if error.status == 403:
+    if error.status == 403 and "allowed prefixes" in str(error):
         return f"\nThe coordinator confines jobs to {ALLOWLIST_KEY}."
     return ""
 

@@ -10,6 +10,8 @@ with the other Alluxio components.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import os
 import re
@@ -111,6 +113,40 @@ def _parse_positive_duration(text: str) -> float:
     return value
 
 
+def _http_url(text: str) -> str:
+    """An ``http(s)://host[:port][/path]`` URL, without a trailing slash; empty: unset."""
+    value = text.strip().rstrip("/")
+    if not value:
+        return ""
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest or rest[0] == "/":
+        raise ValueError(f"not an http:// or https:// URL with a host: {text!r}")
+    return value
+
+
+_AZURE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+
+
+def _azure_account(text: str) -> str:
+    value = text.strip()
+    if value and not _AZURE_ACCOUNT.match(value):
+        raise ValueError(f"{value!r} is not an Azure storage account name (3 to 24 lowercase "
+                         "letters and digits)")
+    return value
+
+
+def _base64_secret(text: str) -> str:
+    """A base64 key such as an Azure account key. Errors never repeat the value."""
+    value = text.strip()
+    if value:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"not base64 ({len(value)} characters; a storage account key is "
+                             "the 88-character base64 string from the portal)") from None
+    return value
+
+
 def _enum(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().upper()
@@ -127,6 +163,7 @@ class PropertyKey(Generic[T]):
     parse: Callable[[str], T]
     default: str | None
     description: str
+    secret: bool = False  # a bad value is reported without repeating it
 
     @property
     def env_name(self) -> str:
@@ -137,11 +174,40 @@ PROPERTIES: dict[str, PropertyKey[Any]] = {}
 
 
 def _key(
-    name: str, parse: Callable[[str], T], default: str | None, description: str
+    name: str, parse: Callable[[str], T], default: str | None, description: str,
+    secret: bool = False,
 ) -> PropertyKey[T]:
-    key = PropertyKey(name, parse, default, description)
+    key = PropertyKey(name, parse, default, description, secret)
     PROPERTIES[name] = key
     return key
+
+
+@dataclass(frozen=True)
+class PropertyTemplate:
+    """A family of keys with a variable part, such as Alluxio's per-account Azure keys."""
+
+    pattern: re.Pattern[str]
+    example: str
+    parse: Callable[[str], Any]
+    description: str
+    secret: bool = False
+
+
+# fs.azure.account.key.<account>.blob.core.windows.net, as in Alluxio's Azure Blob and
+# ABFS docs (Hadoop's name): the account, the service (blob or dfs) and the cloud's suffix.
+AZURE_ACCOUNT_KEY_TEMPLATE = PropertyTemplate(
+    re.compile(r"^fs\.azure\.account\.key\.([a-z0-9]{3,24})\.(blob|dfs)\.([a-z0-9.-]+)$"),
+    "fs.azure.account.key.<account>.blob.core.windows.net",
+    _base64_secret,
+    "Account key of one Azure storage account (never logged or returned); names the "
+    "account and its cloud.",
+    secret=True,
+)
+TEMPLATES: tuple[PropertyTemplate, ...] = (AZURE_ACCOUNT_KEY_TEMPLATE,)
+
+
+def _template_of(name: str) -> PropertyTemplate | None:
+    return next((t for t in TEMPLATES if t.pattern.match(name)), None)
 
 
 class Keys:
@@ -345,6 +411,7 @@ class Keys:
     )
     S3_SECRET_KEY = _key(
         "s3a.secretKey", _parse_str, "", "S3 secret key (never logged or returned).",
+        secret=True,
     )
     S3_ENDPOINT = _key(
         "alluxio.underfs.s3.endpoint", _parse_str, "",
@@ -357,6 +424,24 @@ class Keys:
     S3_DISABLE_DNS_BUCKETS = _key(
         "alluxio.underfs.s3.disable.dns.buckets", _parse_bool, "false",
         "Path-style requests (endpoint/bucket/key) instead of virtual-hosted bucket names.",
+    )
+    AZURE_ACCOUNT_NAME = _key(
+        "alluxio.underfs.azure.account.name", _azure_account, "",
+        "Azure storage account of az:// URIs; empty: the account of the one "
+        "fs.azure.account.key.<account>.blob.core.windows.net key, else "
+        "AZURE_STORAGE_ACCOUNT_NAME.",
+    )
+    AZURE_ACCOUNT_KEY = _key(
+        "fs.azure.account.key", _base64_secret, "",
+        "Azure storage account key (never logged or returned); a per-account "
+        "fs.azure.account.key.<account>.blob.core.windows.net wins over it; empty: the "
+        "Azure environment variables or managed identity.",
+        secret=True,
+    )
+    AZURE_ENDPOINT = _key(
+        "alluxio.underfs.azure.endpoint", _http_url, "",
+        "Blob service URL (http:// is allowed), e.g. an emulator's "
+        "http://127.0.0.1:10000/devstoreaccount1; empty: https://<account>.blob.<suffix>.",
     )
     UFS_MAX_RETRIES = _key(
         "alluxio.underfs.s3.max.error.retry", _parse_int, "10",
@@ -441,6 +526,20 @@ class Config:
         value: T = self.values[key.name]
         return value
 
+    def templated(self, template: PropertyTemplate) -> dict[str, tuple[re.Match[str], Any]]:
+        """The keys set in ``template``'s family: name -> (its match, its parsed value)."""
+        found: dict[str, tuple[re.Match[str], Any]] = {}
+        for name in self.raw:
+            match = template.pattern.match(name)
+            if match is not None and name not in PROPERTIES:
+                found[name] = (match, self.values[name])
+        return found
+
+    def azure_account_keys(self) -> dict[str, tuple[str, str]]:
+        """Per-account Azure keys: account -> (key, the cloud's DNS suffix)."""
+        return {match.group(1): (value, match.group(3))
+                for match, value in self.templated(AZURE_ACCOUNT_KEY_TEMPLATE).values()}
+
     def with_overrides(self, overrides: Mapping[str, str]) -> Config:
         merged = dict(self.raw)
         merged.update(overrides)
@@ -514,7 +613,14 @@ def build_config(raw: Mapping[str, str], sources: Mapping[str, str] | None = Non
     warnings: list[str] = []
     values: dict[str, Any] = {}
     for name in raw:
-        if name not in PROPERTIES:
+        template = None if name in PROPERTIES else _template_of(name)
+        if template is not None:
+            try:
+                values[name] = template.parse(_expand(raw[name], raw))
+            except (ValueError, ArithmeticError) as exc:
+                raise ConfigError(_invalid(name, raw[name], template.secret, sources, exc)) \
+                    from None
+        elif name not in PROPERTIES:
             hint = closest_key(name)
             where = f" (from {sources[name]})" if name in sources else ""
             message = f"unknown property {name}{where}"
@@ -529,9 +635,26 @@ def build_config(raw: Mapping[str, str], sources: Mapping[str, str] | None = Non
         try:
             values[name] = key.parse(_expand(text, raw))
         except (ValueError, ArithmeticError) as exc:
-            where = f" (from {sources[name]})" if name in sources else ""
-            raise ConfigError(f"invalid value {text!r} for {name}{where}: {exc}") from None
-    return Config(values=values, raw=dict(raw), warnings=tuple(warnings))
+            raise ConfigError(_invalid(name, text, key.secret, sources, exc)) from None
+    config = Config(values=values, raw=dict(raw), warnings=tuple(warnings))
+    _check_azure(config, sources)
+    return config
+
+
+def _invalid(name: str, text: str, secret: bool, sources: Mapping[str, str],
+             exc: BaseException) -> str:
+    where = f" (from {sources[name]})" if name in sources else ""
+    shown = "(a secret, not shown)" if secret else repr(text)
+    return f"invalid value {shown} for {name}{where}: {exc}"
+
+
+def _check_azure(config: Config, sources: Mapping[str, str]) -> None:
+    """Several per-account keys and no account named: which one az:// means is unknown."""
+    accounts = sorted(config.azure_account_keys())
+    if len(accounts) > 1 and not config[Keys.AZURE_ACCOUNT_NAME]:
+        raise ConfigError(
+            f"keys for several Azure storage accounts ({', '.join(accounts)}) and no "
+            f"{Keys.AZURE_ACCOUNT_NAME.name}: set it to the account az:// URIs are in")
 
 
 def default_conf_file(environ: Mapping[str, str]) -> Path | None:

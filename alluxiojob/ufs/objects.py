@@ -31,7 +31,7 @@ from alluxiojob.ufs.settings import UfsSettings
 
 if TYPE_CHECKING:
     from obstore import GetOptions
-    from obstore.store import ClientConfig, RetryConfig, S3Config
+    from obstore.store import AzureConfig, ClientConfig, RetryConfig, S3Config
 
 OBJECT_SCHEMES = ("s3", "gs", "az")
 MULTIPART_THRESHOLD = 16 * 1024 * 1024  # smaller objects are one PUT
@@ -42,6 +42,9 @@ REQUEST_TIMEOUT = "10min"  # one request, body included: a whole partition strea
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _BAD_SEGMENT = re.compile(r'(?:Error parsing Path|Path) "(.*)"(?:: Encountered| contained)')
 _STATUS = re.compile(r"status code: (\d{3})")
+_XML_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<\n]{1,300})")
+_MISSING_BUCKET = ("NoSuchBucket", "ContainerNotFound")
 
 
 def split_uri(uri: str) -> tuple[str, str, str]:
@@ -122,16 +125,39 @@ class ObjectStoreUfs:
                 return GCSStore(bucket, client_options=client, retry_config=retry)
             from obstore.store import AzureStore
 
-            return AzureStore(bucket, client_options=client, retry_config=retry)
+            azure: AzureConfig = {}
+            if s.azure_account:
+                azure["account_name"] = s.azure_account
+            if s.azure_key:
+                azure["account_key"] = s.azure_key
+            if s.azure_endpoint:
+                azure["endpoint"] = s.azure_endpoint
+                client["allow_http"] = s.azure_endpoint.lower().startswith("http://")
+            return AzureStore(bucket, config=azure, client_options=client, retry_config=retry)
         except (obs_errors.BaseError, ValueError) as exc:
+            hint = ""
+            if self.scheme == "az" and not s.azure_account:
+                hint = (" (set alluxio.underfs.azure.account.name, or a key "
+                        "fs.azure.account.key.<account>.blob.core.windows.net)")
             raise UfsError("INVALID_PATH", f"cannot set up {self.scheme}://{bucket}: "
-                           f"{self._message(exc)}") from None
+                           f"{self._message(exc)}{hint}") from None
 
     # ------------------------------------------------------------------ errors
+    @property
+    def bucket_noun(self) -> str:
+        return "container" if self.scheme == "az" else "bucket"
+
     def _message(self, exc: BaseException) -> str:
-        """The first line of a client error, secrets scrubbed, bounded."""
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return self.settings.redact(text)[:400]
+        """The first line of a client error, secrets scrubbed, bounded. An XML error body
+        the server sent (S3's, Azure's) is shown as its code and message."""
+        full = str(exc).strip()
+        text = full.splitlines()[0] if full else type(exc).__name__
+        head, xml, _ = text.partition("<?xml")
+        if xml:
+            code, said = _XML_CODE.search(full), _XML_MESSAGE.search(full)
+            text = head.rstrip() + " " + ": ".join(
+                m.group(1).strip() for m in (code, said) if m is not None)
+        return self.settings.redact(text.strip())[:400]
 
     def error(self, exc: BaseException, uri: str, doing: str) -> UfsError:
         """Map a client error to the shared reasons; the message names ``uri``."""
@@ -143,16 +169,16 @@ class ObjectStoreUfs:
             return UfsError("UFS_CHANGED", f"{uri} changed while it was read (ETag no longer "
                             "matches); it will be retried")
         if isinstance(exc, FileNotFoundError | obs_errors.NotFoundError) or status == 404:
-            if "NoSuchBucket" in full:
+            if any(code in full for code in _MISSING_BUCKET):
                 _, bucket, _ = split_uri(uri)
-                return UfsError("UFS_NOT_FOUND", f"bucket {bucket!r} does not exist "
-                                f"({self.scheme}://{bucket})")
+                return UfsError("UFS_NOT_FOUND", f"{self.bucket_noun} {bucket!r} does not "
+                                f"exist ({self.scheme}://{bucket})")
             return UfsError("UFS_NOT_FOUND", message)
         if (isinstance(exc, PermissionError | obs_errors.PermissionDeniedError
                        | obs_errors.UnauthenticatedError) or status in (401, 403)):
             _, bucket, _ = split_uri(uri)
-            return UfsError("PERMISSION_DENIED", f"{message} (access to bucket {bucket!r} "
-                            "refused: check its credentials and permissions)")
+            return UfsError("PERMISSION_DENIED", f"{message} (access to {self.bucket_noun} "
+                            f"{bucket!r} refused: check its credentials and permissions)")
         if status in (429, 503) or "SlowDown" in full or "Throttl" in full:
             return UfsError("UFS_THROTTLED", f"{message} (still throttled after "
                             f"{self.settings.max_retries} retries)")

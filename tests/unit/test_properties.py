@@ -92,8 +92,8 @@ def test_every_default_parses() -> None:
 def test_every_key_has_an_alluxio_name_and_description() -> None:
     for name, key in PROPERTIES.items():
         assert name == key.name
-        # Alluxio's own names: alluxio.*, and Hadoop's s3a.* for S3 credentials.
-        assert name.startswith(("alluxio.", "s3a."))
+        # Alluxio's own names: alluxio.*, and Hadoop's s3a.* / fs.azure.* for credentials.
+        assert name.startswith(("alluxio.", "s3a.", "fs.azure."))
         assert key.description
         assert key.env_name == name.upper().replace(".", "_")
 
