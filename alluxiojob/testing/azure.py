@@ -18,7 +18,6 @@ blobs are written and read through obstore itself, the client alluxiojob uses::
 from __future__ import annotations
 
 import base64
-import contextlib
 import email.utils
 import hashlib
 import hmac
@@ -34,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from alluxiojob.testing.processes import reap, terminate
 from alluxiojob.testing.s3 import free_port
 
 # Azurite's (and the old storage emulator's) published development account.
@@ -53,11 +53,7 @@ def azurite_command() -> str | None:
 
 
 def _reap(process: subprocess.Popen[bytes], workspace: str) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(OSError):
-            process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
+    reap(process)
     shutil.rmtree(workspace, ignore_errors=True)
 
 
@@ -124,13 +120,8 @@ class AzureServer:
 
     def stop(self) -> None:
         process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            terminate(process)
         if self._finalizer is not None:
             self._finalizer()  # reaps (a no-op by now) and removes the workspace
             self._finalizer = None

@@ -24,7 +24,6 @@ faster but loses acknowledged writes when the host crashes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -40,6 +39,8 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+
+from alluxiojob.testing.processes import reap, terminate
 
 _NOT_FOUND = "etcd not found: run scripts/test, which installs it"
 
@@ -81,16 +82,6 @@ def _all_threads_stopped(pid: int) -> bool:
     except (OSError, IndexError):
         return True  # no /proc, or the process is gone: nothing more to wait for
     return all(state in ("T", "t") for state in states)
-
-
-def _reap(process: subprocess.Popen[bytes]) -> None:
-    """Last resort at garbage collection or interpreter exit: no orphaned etcd."""
-    if process.poll() is None:
-        with contextlib.suppress(OSError):
-            process.send_signal(signal.SIGCONT)
-            process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
 
 
 class EtcdServer:
@@ -186,7 +177,7 @@ class EtcdServer:
                 stderr=subprocess.STDOUT,
             )
         self._paused = False
-        self._finalizer = weakref.finalize(self, _reap, self._process)
+        self._finalizer = weakref.finalize(self, reap, self._process)
         if wait:
             try:
                 self.wait_healthy()
@@ -235,12 +226,7 @@ class EtcdServer:
             return
         if process.poll() is None:
             self.resume()
-            process.terminate()
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, timeout)
         self._forget()
 
     def kill(self) -> None:

@@ -26,7 +26,6 @@ It is plain synchronous code, and a context manager::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -41,6 +40,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
+
+from alluxiojob.testing.processes import reap, terminate
 
 CONTROL_PATH = "/__alluxiojob_test__/faults"
 ACCESS_KEY = "alluxiojob-test-key"
@@ -198,14 +199,6 @@ def serve(port: int, latency: float, access_key: str) -> None:
 
 
 # ============================================================================ client side
-def _reap(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(OSError):
-            process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
-
-
 class S3Server:
     """moto's S3 API in a subprocess on ``127.0.0.1``. See the module docstring."""
 
@@ -242,7 +235,7 @@ class S3Server:
         finally:
             if not isinstance(log, int):
                 log.close()
-        self._finalizer = weakref.finalize(self, _reap, self._process)
+        self._finalizer = weakref.finalize(self, reap, self._process)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -259,13 +252,7 @@ class S3Server:
         process = self._process
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process)
         if self._finalizer is not None:
             self._finalizer.detach()
         self._process = None

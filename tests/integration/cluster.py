@@ -292,19 +292,37 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def cached_files(cluster: Cluster) -> dict[str, list[Path]]:
-    """Source path -> cache copies, over every worker's data/ directory."""
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def cached_under(cluster: Cluster, under: str) -> dict[str, list[Path]]:
+    """Cache path relative to ``data/<under>`` -> the copies found on the workers (an
+    object store's files are under ``data/<scheme>/<bucket>``)."""
     found: dict[str, list[Path]] = {}
     for worker in cluster.workers:
-        data = worker.cache_dir / "data"  # type: ignore[attr-defined]
-        if not data.exists():
-            continue
-        for dirpath, _dirs, files in os.walk(data):
+        root = worker.cache_dir / "data" / under  # type: ignore[attr-defined]
+        for dirpath, _dirs, files in os.walk(root):
             for name in files:
                 full = Path(dirpath) / name
-                source = "/" + str(full.relative_to(data))
-                found.setdefault(source, []).append(full)
+                found.setdefault(str(full.relative_to(root)), []).append(full)
     return found
+
+
+def assert_cached_once(cached: dict[str, list[Path]], expected: dict[str, bytes],
+                       encode: Callable[[str], str]) -> None:
+    """Exactly the ``expected`` keys are cached (under ``encode(key)``), each once and
+    byte for byte."""
+    assert set(cached) == {encode(key) for key in expected}, "every object, no other"
+    for key, data in expected.items():
+        copies = cached[encode(key)]
+        assert len(copies) == 1, f"{key} cached {len(copies)} times"
+        assert sha256(copies[0]) == digest(data), f"{key} differs in the cache"
+
+
+def cached_files(cluster: Cluster) -> dict[str, list[Path]]:
+    """Source path -> cache copies, over every worker's data/ directory."""
+    return {"/" + path: copies for path, copies in cached_under(cluster, "").items()}
 
 
 def make_tree(root: Path, files: int, big_size: int = 0) -> dict[str, int]:

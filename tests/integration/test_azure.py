@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from alluxiojob.testing.azure import AzureServer, azurite_command
-from tests.integration.cluster import Cluster, sha256
+from tests.integration.cluster import Cluster, assert_cached_once, cached_under, digest
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -72,20 +72,9 @@ def put_dataset(azure: AzureServer, container: str, prefix: str) -> dict[str, by
     return data
 
 
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def cached_blobs(cluster: Cluster, container: str) -> dict[str, list[Path]]:
     """Cache path under ``data/az/<container>/`` -> the copies found on the workers."""
-    found: dict[str, list[Path]] = {}
-    for worker in cluster.workers:
-        root = worker.cache_dir / "data" / "az" / container  # type: ignore[attr-defined]
-        for dirpath, _dirs, files in os.walk(root):
-            for name in files:
-                full = Path(dirpath) / name
-                found.setdefault(str(full.relative_to(root)), []).append(full)
-    return found
+    return cached_under(cluster, f"az/{container}")
 
 
 def encoded(key: str) -> str:
@@ -101,12 +90,7 @@ def test_load_and_free_a_prefix(cluster_factory, azure: AzureServer) -> None:  #
     result = cluster.cli("job", "load", "--path", "az://load-container/data", "--wait")
     assert "SUCCEEDED" in result.stdout
 
-    cached = cached_blobs(cluster, "load-container")
-    assert set(cached) == {encoded(name) for name in data}, "every blob of the prefix, no other"
-    for name, body in data.items():
-        copies = cached[encoded(name)]
-        assert len(copies) == 1, f"{name} cached {len(copies)} times"
-        assert sha256(copies[0]) == digest(body), f"{name} differs in the cache"
+    assert_cached_once(cached_blobs(cluster, "load-container"), data, encoded)
     report = json.loads(cluster.cli("job", "load", "--path", "az://load-container/data",
                                     "--progress", "--format", "JSON").stdout)
     assert report["files"]["processed"] == len(data)

@@ -5,7 +5,6 @@ Every check is byte for byte: an object's sha256 against its cached or copied fi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -15,7 +14,15 @@ import httpx
 import pytest
 
 from alluxiojob.testing.s3 import S3Server
-from tests.integration.cluster import Cluster, make_tree, sha256, wait_for
+from tests.integration.cluster import (
+    Cluster,
+    assert_cached_once,
+    cached_under,
+    digest,
+    make_tree,
+    sha256,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -76,20 +83,9 @@ def put_dataset(s3: S3Server, bucket: str, prefix: str) -> dict[str, bytes]:
     return objects
 
 
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def cached_objects(cluster: Cluster, bucket: str) -> dict[str, list[Path]]:
     """Cache path under ``data/s3/<bucket>/`` -> the copies found on the workers."""
-    found: dict[str, list[Path]] = {}
-    for worker in cluster.workers:
-        root = worker.cache_dir / "data" / "s3" / bucket  # type: ignore[attr-defined]
-        for dirpath, _dirs, files in os.walk(root):
-            for name in files:
-                full = Path(dirpath) / name
-                found.setdefault(str(full.relative_to(root)), []).append(full)
-    return found
+    return cached_under(cluster, f"s3/{bucket}")
 
 
 def encoded(key: str) -> str:
@@ -105,11 +101,7 @@ def test_load_skip_free_odd_keys(s3_cluster: Cluster, s3: S3Server) -> None:
     assert "SUCCEEDED" in result.stdout
 
     cached = cached_objects(cluster, "load-odd")
-    assert set(cached) == {encoded(key) for key in objects}, "every object, no marker"
-    for key, data in objects.items():
-        copies = cached[encoded(key)]
-        assert len(copies) == 1, f"{key} cached {len(copies)} times"
-        assert sha256(copies[0]) == digest(data), f"{key} differs in the cache"
+    assert_cached_once(cached, objects, encoded)  # every object, no marker
     # 'a' beside 'a/...': a file and a directory side by side.
     assert "data%/a" in cached
     assert "data%/a%/b" in cached
