@@ -276,6 +276,10 @@ def test_rerun_in_etcd_mode(ha: Cluster, tmp_path: Path) -> None:
                       "--file-status", "FAILURE").stdout
     assert "WORKER_NOT_REACHABLE" in failures
     worker.start()
+    # With one attempt per file, the rerun must not race the coordinator's reconnection.
+    wait_for(lambda: all(w["connected"] for w in
+                         ha.api("GET", "/api/v1/master/workers").json()["workers"]),
+             30, "the coordinator to reconnect to the started worker")
     out = ha.cli("job", "rerun", "--id", job["id"]).stdout
     assert job["id"] in out
     final = ha.wait_state(job["id"], "SUCCEEDED")
