@@ -160,9 +160,11 @@ def sweep(directory: str, owner: TmpOwner) -> list[str]:
 
 
 def _remove_if_dead(path: str) -> bool:
-    """Unlink ``path`` if it is a regular file whose lock no process holds."""
+    """Unlink ``path`` if it is a regular file whose lock no process holds. Opened
+    read-only: taking the lock needs no more, and a name planted on someone else's file
+    (a hard link) gets no write access to it."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
                      | os.O_CLOEXEC)
     except OSError:
         return False
