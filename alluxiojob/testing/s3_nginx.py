@@ -58,6 +58,7 @@ from alluxiojob.testing.s3 import (
 MODULES = Path("/usr/lib/nginx/modules")
 LUA_MODULES = ("ndk_http_module.so", "ngx_http_lua_module.so")
 CONTROL_PATH = "/_control/latency"  # "_" cannot start a bucket name
+STATUS_PATH = "/_control/status"
 _LUA_SOURCE = Path(__file__).with_name("s3_nginx.lua")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,62}$")
 
@@ -105,6 +106,10 @@ http {{
         location = {control} {{
             access_by_lua_block {{ return }}
             content_by_lua_block {{ s3.control() }}
+        }}
+        location = {status} {{
+            access_by_lua_block {{ return }}
+            stub_status;
         }}
         location ~ "^/(?<bucket>[^/]+)/?$" {{
             content_by_lua_block {{ s3.bucket() }}
@@ -166,7 +171,9 @@ def build_index(data: Path, index: Path) -> list[str]:
     have it), in byte order of the key. Returns the bucket names."""
     index.mkdir(parents=True, exist_ok=True)
     buckets = []
-    for entry in sorted(os.scandir(data), key=lambda e: e.name):
+    with os.scandir(data) as listing:
+        entries = sorted(listing, key=lambda e: e.name)
+    for entry in entries:
         if not entry.is_dir(follow_symlinks=False):
             continue
         if not _BUCKET.match(entry.name):
@@ -269,7 +276,7 @@ class NginxS3Server:
         return _CONFIG.format(user=user, workers=self.workers, modules=modules,
                               buckets=", ".join(f'"{b}"' for b in buckets),
                               latency=float(self.latency), port=self.port,
-                              control=CONTROL_PATH)
+                              control=CONTROL_PATH, status=STATUS_PATH)
 
     def start(self) -> None:
         missing = available()
@@ -339,6 +346,12 @@ class NginxS3Server:
     def set_latency(self, seconds: float) -> None:
         self._control(f"?seconds={float(seconds)!r}")
         self.latency = seconds
+
+    def request_count(self) -> int:
+        """Requests answered so far, by every worker (these status requests included)."""
+        with urllib.request.urlopen(self.url + STATUS_PATH, timeout=10) as answer:
+            lines = answer.read().decode().splitlines()
+        return int(lines[2].split()[2])  # "accepts handled requests" then the numbers
 
     def properties(self) -> dict[str, str]:
         """alluxiojob properties that point at this server."""

@@ -204,10 +204,14 @@ def test_a_bad_listing_request_is_a_clear_400(server: NginxS3Server) -> None:
     assert "continuation token" in caught.value.response["Error"]["Message"]
 
 
-def test_latency_setting_is_in_force(server: NginxS3Server) -> None:
+def test_latency_setting_and_request_count(server: NginxS3Server) -> None:
     server.set_latency(0.001)
     try:
         assert server._control("") == "0.001"
     finally:
         server.set_latency(0.0)
     assert server._control("") == "0"
+    before = server.request_count()
+    server.client().head_object(Bucket=BUCKET, Key="data/zero")
+    assert server.request_count() == before + 2  # the HEAD and the second count
+    assert len(server.pids()) >= 2, "the master and its worker"
