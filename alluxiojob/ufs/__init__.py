@@ -1,35 +1,21 @@
 """Under file systems. ``ufs_for`` picks the implementation for a URI.
 
 Handles are cached per process and per settings, so that an object store's client (its
-connection pool, its credentials) is built once and reused by every call. The object
-stores' module (and obstore with it) is imported when the first one is used, so that
-what only needs ``alluxiojob.ufs.base`` (the CLI, through the path allowlist) does not
-pay for it.
+connection pool, its credentials) is built once and reused by every call.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
 
 from alluxiojob.ufs.base import UfsError, UfsFile, UfsStat, UnderFileSystem
 from alluxiojob.ufs.local import LocalUfs
+from alluxiojob.ufs.objects import OBJECT_SCHEMES, ObjectStoreUfs
 from alluxiojob.ufs.settings import UfsSettings
-
-if TYPE_CHECKING:
-    from alluxiojob.ufs.objects import ObjectStoreUfs
 
 _LOCAL = LocalUfs()
 _handles: dict[tuple[str, UfsSettings], ObjectStoreUfs] = {}
 _lock = threading.Lock()
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("OBJECT_SCHEMES", "ObjectStoreUfs"):
-        from alluxiojob.ufs import objects
-
-        return getattr(objects, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def scheme_of(path: str) -> str:
@@ -46,15 +32,12 @@ def ufs_for(path: str, settings: UfsSettings | None = None) -> UnderFileSystem:
     scheme = scheme_of(path)
     if scheme == "file":
         return _LOCAL
-    key = (scheme, settings or UfsSettings())
-    with _lock:
-        handle = _handles.get(key)
-        if handle is not None:
-            return handle
-        from alluxiojob.ufs.objects import OBJECT_SCHEMES, ObjectStoreUfs
-
-        if scheme in OBJECT_SCHEMES:
-            handle = _handles[key] = ObjectStoreUfs(scheme, key[1])
+    if scheme in OBJECT_SCHEMES:
+        key = (scheme, settings or UfsSettings())
+        with _lock:
+            handle = _handles.get(key)
+            if handle is None:
+                handle = _handles[key] = ObjectStoreUfs(scheme, key[1])
             return handle
     raise UfsError(
         "INVALID_PATH",
@@ -77,6 +60,5 @@ def resolve_path(path: str, ufs_root: str) -> str:
     return ufs_for(path).normalize(path)
 
 
-__all__ = ["OBJECT_SCHEMES", "LocalUfs", "ObjectStoreUfs", "UfsError", "UfsFile",
-           "UfsSettings", "UfsStat", "UnderFileSystem", "is_local", "resolve_path", "scheme_of",
-           "ufs_for"]
+__all__ = ["LocalUfs", "ObjectStoreUfs", "UfsError", "UfsFile", "UfsSettings", "UfsStat",
+           "UnderFileSystem", "is_local", "resolve_path", "scheme_of", "ufs_for"]
