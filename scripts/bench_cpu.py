@@ -13,26 +13,29 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def process_table() -> dict[int, tuple[int, float, float]]:
-    """pid -> (parent pid, own CPU s, reaped children's CPU s) of every live process."""
-    table: dict[int, tuple[int, float, float]] = {}
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after the name) of every live process; after
+    the name: state ppid pgrp session ... utime(11) stime(12) cutime cstime."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                yield int(entry), f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        # after the name: state ppid pgrp session ... utime(12) stime(13) cutime cstime
-        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK,
-                             (int(fields[13]) + int(fields[14])) / CLK_TCK)
-    return table
+
+
+def process_table() -> dict[int, tuple[int, float, float]]:
+    """pid -> (parent pid, own CPU s, reaped children's CPU s) of every live process."""
+    return {pid: (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK,
+                  (int(fields[13]) + int(fields[14])) / CLK_TCK)
+            for pid, fields in proc_stats()}
 
 
 def descendants(table: Mapping[int, tuple[int, float, float]], pid: int) -> list[int]:

@@ -79,18 +79,8 @@ GROUPS = ("coordinator", "worker", "pool", "cli")
 
 def session_rss_kib(sid: int) -> int:
     """VmRSS summed over session ``sid``: a worker and its pool processes, which fetch."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid:
-                total += vm_rss_kib(int(entry))
-        except (OSError, ValueError):
-            continue
-    return total
+    return sum(vm_rss_kib(pid) for pid, fields in bench_cpu.proc_stats()
+               if int(fields[3]) == sid)
 
 
 class PeakRss(threading.Thread):

@@ -45,6 +45,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from alluxiojob.testing.processes import terminate
 from alluxiojob.testing.s3 import (
     ACCESS_KEY,
     REGION,
@@ -319,12 +320,7 @@ class NginxS3Server:
         process = self._process
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+        terminate(process)
         _kill_group(process)
         if self._finalizer is not None:
             self._finalizer.detach()
