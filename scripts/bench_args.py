@@ -29,8 +29,9 @@ Benchmarks of alluxiojob, each against a reference tool on the same data and mac
           sync and a dropped page cache (scripts/bench_local.py);
   memory  the coordinator's and a worker's memory at 100k/300k/1M files
           (scripts/bench_memory.py);
-  s3      LOAD from a loopback S3 server (moto) against `rclone copy --transfers 32`,
-          at 0 and 20 ms added latency per request (scripts/bench_s3.py);
+  s3      LOAD from a loopback S3 server (nginx + Lua; moto with --s3-server moto)
+          against `rclone copy` at several --transfers, at 0 and 20 ms added latency
+          per request, with the server's CPU per request (scripts/bench_s3.py);
   ha      the HA scheduler on a real etcd: claims/s with 3 coordinators against the same
           etcd's raw txn/s, and submit-to-RUNNING latency (scripts/bench_ha.py).
 All four run, in that order, unless told otherwise (--PART-only, --no-PART).
@@ -129,6 +130,13 @@ def parser() -> argparse.ArgumentParser:
                     metavar="NAME:KEY=VALUE[,...]",
                     help="also time a second cluster with these properties, paired with "
                          "the first in every repetition (an A/B of a setting)")
+    s3.add_argument("--s3-server", choices=("nginx", "moto"), default="nginx",
+                    help="the S3 API server: nginx with its Lua module (fast; installed "
+                         "by scripts/bench when root), or moto (slow: ~2 ms of CPU per "
+                         "request). Default nginx, moto if nginx cannot be had")
+    s3.add_argument("--s3-rclone-transfers", type=_positive, action="append", metavar="N",
+                    help="time `rclone copy --transfers N`, repeatable (default: 32, 64, "
+                         "128 and 256)")
     s3.add_argument("--s3-no-rclone", action="store_true",
                     help="time only alluxiojob (its clusters), not rclone")
     s3.add_argument("--s3-json", type=Path, help="also write the S3 figures to this file")

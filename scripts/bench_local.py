@@ -20,7 +20,10 @@ just this part). In one run:
   do, not what the page cache absorbs;
 * prints, per dataset: median/min/max seconds, files/s and MiB/s, and the ratios
   other_time / alluxiojob_time (the median of the per-repetition ratios with their
-  range: > 1 means alluxiojob is faster).
+  range: > 1 means alluxiojob is faster); and the CPU per file of each process group
+  (the coordinator, the workers' own processes, their pool processes, the CLI) beside
+  cp's and rclone's (``scripts/bench_cpu.py``), which, unlike the times, hardly depends
+  on what else the machine is doing.
 
 Timings: ``cp -r SRC DST``; ``rclone copy --transfers 8 --checkers 8 SRC DST`` (rclone's
 defaults otherwise, so it also verifies each file's checksum after copying it; no config
@@ -44,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import bench_args
+import bench_cpu
 from bench_common import (
     KIB,
     MIB,
@@ -82,6 +86,8 @@ def bench_dataset(ds: Dataset, cluster: Cluster, out: Path, reps: int, rclone: s
                   drop: bool) -> dict[str, object]:
     rclone_env = {**os.environ, "RCLONE_CONFIG": "/dev/null"}
     out.mkdir(parents=True, exist_ok=True)
+    # CPU seconds of the last run of each tool, by process group (bench_cpu).
+    last_cpu: dict[str, dict[str, float]] = {}
 
     def copy_tool(name: str, cmd: Callable[[Path], list[str]],
                   env: dict[str, str] | None = None) -> Callable[[bool], Timing]:
@@ -89,7 +95,9 @@ def bench_dataset(ds: Dataset, cluster: Cluster, out: Path, reps: int, rclone: s
             dst = out / name
             shutil.rmtree(dst, ignore_errors=True)
             quiesce(drop)
+            cpu = bench_cpu.children_cpu()
             timing = run_timed(cmd(dst), env, synced=out)
+            last_cpu[name] = {name: bench_cpu.children_cpu() - cpu}
             if check:
                 got = tree_stats(dst)
                 if got != (ds.files, ds.nbytes):
@@ -106,6 +114,8 @@ def bench_dataset(ds: Dataset, cluster: Cluster, out: Path, reps: int, rclone: s
             if cluster.cached(ds.path)[0]:
                 cluster.free(ds)
             quiesce(drop)
+            roles = {n: cluster.pid(n) for n in cluster.services}
+            groups, cli = bench_cpu.cluster_cpu(roles), bench_cpu.children_cpu()
             try:
                 timing = cluster.load(ds, synced=cluster.base)
             except IncompleteJob as exc:
@@ -114,6 +124,8 @@ def bench_dataset(ds: Dataset, cluster: Cluster, out: Path, reps: int, rclone: s
                 if attempt == attempts:
                     raise
                 continue
+            last_cpu["alluxiojob"] = {**bench_cpu.minus(bench_cpu.cluster_cpu(roles), groups),
+                                      "cli": bench_cpu.children_cpu() - cli}
             job_elapsed.append(timing.job)
             job_synced.append(timing.job + timing.synced - timing.wall)
             got = cluster.cached(ds.path)
@@ -143,9 +155,11 @@ def bench_dataset(ds: Dataset, cluster: Cluster, out: Path, reps: int, rclone: s
     job_synced.clear()
 
     results = {name: ToolTimes() for name in tools}
+    cpu: dict[str, list[dict[str, float]]] = {name: [] for name in tools}
     for rep, order in enumerate(rotations(list(tools), reps)):
         for name in order:
             results[name].add(tools[name](rep == 0))
+            cpu[name].append(last_cpu[name])
         log(f"[{ds.name}] rep {rep + 1}/{reps} (order {', '.join(order)}; load average "
             f"{os.getloadavg()[0]:.1f}): "
             + ", ".join(f"{n} {results[n].exited[-1]:.2f}s (+sync {results[n].synced[-1]:.2f}s)"
@@ -157,7 +171,25 @@ def bench_dataset(ds: Dataset, cluster: Cluster, out: Path, reps: int, rclone: s
         "synced": {name: r.synced for name, r in results.items()},
         "job_elapsed": list(job_elapsed),
         "job_synced": list(job_synced),
+        "cpu": cpu,
     }
+
+
+def print_cpu_table(result: dict[str, object], reps: int) -> None:
+    """CPU per file by process group: the cluster's coordinator, workers, pool processes
+    and the CLI, beside cp's and rclone's (medians of the repetitions)."""
+    ds: Dataset = result["dataset"]  # type: ignore[assignment]
+    cpu: dict[str, list[dict[str, float]]] = result["cpu"]  # type: ignore[assignment]
+    groups = ("coordinator", "worker", "pool", "cli")
+    rows = []
+    for tool, records in cpu.items():
+        cells = [bench_cpu.micros_per(statistics.median(r[g] for r in records), ds.files)
+                 if g in records[0] else "-" for g in groups]
+        total = statistics.median(sum(r.values()) for r in records)
+        rows.append([tool, *cells, bench_cpu.micros_per(total, ds.files)])
+    print_table(f"CPU per file, µs (median of {reps}; from /proc and getrusage)",
+                [("tool", 34), ("coordinator", 11), ("worker", 8), ("pool", 8), ("cli", 8),
+                 ("total", 8)], rows, label_first=True)
 
 
 def print_speed_table(result: dict[str, object], reps: int) -> None:
@@ -245,9 +277,11 @@ def run(args: argparse.Namespace, base: Path) -> dict[str, object]:
         for ds in (small, large):
             speed.append(bench_dataset(ds, cluster, base / "out", args.reps, rclone, drop))
             print_speed_table(speed[-1], args.reps)
+            print_cpu_table(speed[-1], args.reps)
     results["speed"] = [
         {"dataset": ds.name, "files": ds.files, "bytes": ds.nbytes, "times": r["times"],
-         "synced": r["synced"], "job_elapsed": r["job_elapsed"], "job_synced": r["job_synced"]}
+         "synced": r["synced"], "job_elapsed": r["job_elapsed"], "job_synced": r["job_synced"],
+         "cpu": r["cpu"]}
         for ds, r in zip((small, large), speed, strict=True)]
     return results
 

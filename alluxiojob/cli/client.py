@@ -1,10 +1,16 @@
-"""The CLI's HTTP client for the coordinator REST API."""
+"""The CLI's HTTP client for the coordinator REST API.
+
+The standard library's ``http.client``, one keep-alive connection per command: an HTTP
+library's import alone takes longer than a whole ``job list`` round trip should.
+"""
 
 from __future__ import annotations
 
+import http.client
+import json
+import ssl
+import urllib.parse
 from typing import Any
-
-import httpx
 
 from alluxiojob.config import Config, Keys
 from alluxiojob.security import Security
@@ -25,17 +31,50 @@ class CoordinatorClient:
         port = config[Keys.COORDINATOR_REST_PORT]
         self.security = security
         self.base = f"{security.tls.http_scheme}://{host}:{port}"
-        self._http = httpx.Client(base_url=self.base, timeout=timeout,
-                                  headers=security.token.authorization(),
-                                  verify=security.tls.client_context() or True)
+        self._headers = {"Accept": "application/json", **security.token.authorization()}
+        self._connection: http.client.HTTPConnection
+        if security.tls.http_scheme == "https":
+            context = security.tls.client_context() or ssl.create_default_context()
+            self._connection = http.client.HTTPSConnection(host, port, timeout=timeout,
+                                                           context=context)
+        else:
+            self._connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        self._used = False  # a request went over the connection: it may have gone stale
 
     def close(self) -> None:
-        self._http.close()
+        self._connection.close()
 
-    def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+    def _exchange(self, method: str, target: str, body: bytes | None,
+                  headers: dict[str, str]) -> tuple[int, bytes]:
+        # A kept-alive connection the server closed in between fails on its next use,
+        # before the server saw the request: then one new connection, once.
+        for attempt in (1, 2):
+            reused = self._used
+            try:
+                self._used = True
+                self._connection.request(method, target, body=body, headers=headers)
+                response = self._connection.getresponse()
+                return response.status, response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._connection.close()
+                if not reused or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _call(self, method: str, url: str, *, params: dict[str, str] | None = None,
+              json_body: Any = None) -> dict[str, Any]:
+        target = urllib.parse.quote(url, safe="/")
+        if params:
+            target += "?" + urllib.parse.urlencode(params)
+        headers = dict(self._headers)
+        body = None
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
         try:
-            response = self._http.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
+            status, raw = self._exchange(method, target, body, headers)
+        except (OSError, http.client.HTTPException) as exc:
+            self._connection.close()
             raise ApiError(
                 "UNAVAILABLE",
                 f"cannot reach the coordinator at {self.base}: {exc}. Is it running? "
@@ -43,24 +82,26 @@ class CoordinatorClient:
                 0,
             ) from None
         try:
-            body = response.json()
+            body_json = json.loads(raw)
         except ValueError:
-            raise ApiError("INTERNAL", f"coordinator answered {response.status_code} with "
-                           "a body that is not JSON", response.status_code) from None
-        if response.status_code >= 400:
-            raise ApiError(str(body.get("error", "INTERNAL")),
-                           str(body.get("message", response.text)), response.status_code)
-        if not isinstance(body, dict):
-            raise ApiError("INTERNAL", "unexpected response from the coordinator",
-                           response.status_code)
-        return body
+            raise ApiError("INTERNAL", f"coordinator answered {status} with a body that is "
+                           "not JSON", status) from None
+        if status >= 400:
+            if not isinstance(body_json, dict):
+                body_json = {}
+            raise ApiError(str(body_json.get("error", "INTERNAL")),
+                           str(body_json.get("message", raw.decode(errors="replace"))), status)
+        if not isinstance(body_json, dict):
+            raise ApiError("INTERNAL", "unexpected response from the coordinator", status)
+        return body_json
 
     def submit(self, job_type: str, path: str, dst: str, options: dict[str, Any]
                ) -> dict[str, Any]:
         payload: dict[str, Any] = {"path": path, "options": options}
         if dst:
             payload["dst"] = dst
-        return self._call("POST", f"/api/v1/master/submit_job/{job_type.lower()}", json=payload)
+        return self._call("POST", f"/api/v1/master/submit_job/{job_type.lower()}",
+                          json_body=payload)
 
     def progress(self, job_type: str, path: str, dst: str = "", *, verbose: bool = False,
                  file_status: str = "") -> dict[str, Any]:
@@ -78,10 +119,11 @@ class CoordinatorClient:
 
     def stop(self, job_type: str, path: str, dst: str = "") -> dict[str, Any]:
         payload = {"path": path, **({"dst": dst} if dst else {})}
-        return self._call("POST", f"/api/v1/master/stop_job/{job_type.lower()}", json=payload)
+        return self._call("POST", f"/api/v1/master/stop_job/{job_type.lower()}",
+                          json_body=payload)
 
     def rerun(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", "/api/v1/master/rerun_job", json=payload)
+        return self._call("POST", "/api/v1/master/rerun_job", json_body=payload)
 
     def list_jobs(self, state: str = "", job_type: str = "", coordinator: str = ""
                   ) -> list[dict[str, Any]]:

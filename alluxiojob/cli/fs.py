@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import httpx
 import typer
 
 from alluxiojob.cli.common import (
@@ -22,7 +21,6 @@ from alluxiojob.cli.common import (
     examples,
     fail,
 )
-from alluxiojob.config import format_size
 
 fs_app = typer.Typer(
     help="Inspect and read the cache; Alluxio 2.x's distributedLoad, distributedCp, "
@@ -41,6 +39,10 @@ def location(path: PathArg, conf: ConfOption = None, define: DefineOption = None
     """Which workers hold a path (a file or a directory), and how much of it.
 
     Files that a --metadata-only LOAD recorded, without data, are counted apart."""
+    import httpx
+
+    from alluxiojob.config import format_size
+
     with coordinator(conf, define) as client:
         answer = client.workers(path)
         headers = client.security.token.authorization()
@@ -77,6 +79,8 @@ def cat(path: PathArg, conf: ConfOption = None, define: DefineOption = None,
             "--read-through", help="Read from the UFS on a cache miss.")] = False,
         ) -> None:
     """Write a file to stdout, read from the first worker on the ring that serves it."""
+    import httpx
+
     with coordinator(conf, define) as client:
         answer = client.workers(path)
         headers = client.security.token.authorization()

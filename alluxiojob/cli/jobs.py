@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
-from alluxiojob.cli.client import CoordinatorClient
 from alluxiojob.cli.common import (
     EXIT_JOB_FAILED,
     EXIT_USAGE,
@@ -28,9 +17,10 @@ from alluxiojob.cli.common import (
     examples,
     fail,
 )
-from alluxiojob.cli.render import job_list_text, job_stat_text, progress_text
-from alluxiojob.config import parse_size
 from alluxiojob.core.states import SETTLED_STATES
+
+if TYPE_CHECKING:
+    from alluxiojob.cli.client import CoordinatorClient
 
 job_app = typer.Typer(help="Submit and follow jobs (load, free, copy, move).",
                       no_args_is_help=True, epilog=examples(
@@ -83,6 +73,17 @@ def _emit(data: dict[str, Any], output_format: str, text: str) -> None:
 
 def _follow(client: CoordinatorClient, job_type: str, path: str, dst: str) -> dict[str, Any]:
     """Live progress bar until the job reaches a final state."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     console = Console(stderr=True)
     columns = [TextColumn("[bold]{task.fields[state]}"), BarColumn(), DownloadColumn(),
                TransferSpeedColumn(), TextColumn("{task.fields[files]}"),
@@ -117,6 +118,8 @@ def run_job_command(
     conf: ConfOption,
     define: DefineOption,
 ) -> None:
+    from alluxiojob.cli.render import progress_text
+
     if not path:
         fail("missing --path" if job_type in ("LOAD", "FREE") else "missing --src", EXIT_USAGE)
     with coordinator(conf, define) as client:
@@ -163,6 +166,8 @@ def options_for(batch_size: int | None, bandwidth: str | None, verify: bool,
             fail(f"--batch-size must be positive, got {batch_size}", EXIT_USAGE)
         options["batch_size"] = batch_size
     if bandwidth:
+        from alluxiojob.config import parse_size
+
         try:
             options["bandwidth"] = parse_size(bandwidth)
         except ValueError as exc:
@@ -273,6 +278,8 @@ def list_jobs(
     conf: ConfOption = None, define: DefineOption = None,
 ) -> None:
     """List jobs within the retention window."""
+    from alluxiojob.cli.render import job_list_text
+
     with coordinator(conf, define) as client:
         jobs = client.list_jobs(job_state or "", job_type or "", coordinator_id or "")
     _emit({"jobs": jobs}, output_format, job_list_text(jobs))
@@ -296,6 +303,8 @@ def stat(
     conf: ConfOption = None, define: DefineOption = None,
 ) -> None:
     """Details of one job; -v adds the workers that ran it."""
+    from alluxiojob.cli.render import job_stat_text
+
     with coordinator(conf, define) as client:
         job = client.get_job(job_id)
         report = client.job_progress(job_id) if verbose else None

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
-import signal
 from pathlib import Path
 from typing import Annotated
 
-import trio
 import typer
 
 from alluxiojob.cli.alluxio2 import add_alluxio2_commands
@@ -24,10 +21,6 @@ from alluxiojob.cli.common import (
 )
 from alluxiojob.cli.fs import fs_app
 from alluxiojob.cli.jobs import job_app
-from alluxiojob.cli.render import report_text
-from alluxiojob.config import ConfigError
-from alluxiojob.core.errors import InvalidArgument, JobServiceError, describe_error, leaves
-from alluxiojob.logs import configure_logging
 
 app = typer.Typer(
     name="alluxiojob",
@@ -56,6 +49,10 @@ app.add_typer(fsadmin_app, name="fsadmin")
 
 
 async def _serve_until_signal(service_run: object) -> None:
+    import signal
+
+    import trio
+
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             await nursery.start(service_run)  # type: ignore[arg-type]
@@ -66,6 +63,15 @@ async def _serve_until_signal(service_run: object) -> None:
 
 def _run_service(kind: str, conf: Path | None, defines: list[str] | None,
                  log_level: str) -> None:
+    # A service needs all of these; the CLI's other commands need none of them.
+    import logging
+
+    import trio
+
+    from alluxiojob.config import ConfigError
+    from alluxiojob.core.errors import InvalidArgument, JobServiceError, describe_error, leaves
+    from alluxiojob.logs import configure_logging
+
     config = get_config(conf, defines)
     configure_logging(log_level)
     try:
@@ -124,6 +130,8 @@ def report_jobservice(
     output_format: str = typer.Option("TEXT", "--format", help="TEXT or JSON."),
 ) -> None:
     """Workers' task pools and load, job counts by status, notable jobs."""
+    from alluxiojob.cli.render import report_text
+
     with coordinator(conf, define) as client:
         report = client.report()
     typer.echo(json.dumps(report, indent=2) if output_format.upper() == "JSON"

@@ -48,7 +48,7 @@ import enum
 import random
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from alluxiojob.core.progress import (
     RECENT_TASKS_MAX,
@@ -219,13 +219,30 @@ class Task:
         return [a.entry for a in self.assignments]
 
 
+# Per-file counting adds into lists of ints in the order of Counters' fields: a file
+# costs a few additions, not the new Counters objects that adding them would build.
+_FIELDS = tuple(f.name for f in fields(Counters))
+_AT = {name: index for index, name in enumerate(_FIELDS)}
+# What a file or an attempt adds: (index of its files field, of its bytes field or -1).
+_LISTED = (_AT["files_listed"], _AT["bytes_listed"])
+_PROCESSED = (_AT["files_processed"], _AT["bytes_processed"])
+_SKIPPED = (_AT["files_skipped"], _AT["bytes_skipped"])
+_FAILED = (_AT["files_failed"], -1)
+_SUBTASK_FAILED = (_AT["subtasks_failed"], -1)
+_FAILURES = (_FAILED, _SUBTASK_FAILED)
+
+
+def _sums(counters: Counters) -> list[int]:
+    return [getattr(counters, name) for name in _FIELDS]
+
+
 @dataclass
 class _Segment:
     files: int = 0
     final: int = 0
     sealed: bool = False
     last_parts: tuple[str, ...] = ()
-    delta: Counters = field(default_factory=Counters)
+    sums: list[int] = field(default_factory=lambda: [0] * len(_FIELDS))  # its Counters
     failures: list[FailureRecord] = field(default_factory=list)
 
 
@@ -273,7 +290,7 @@ class Ledger:
     def _reset_pass(self) -> None:
         self.listing_done = False
         self.pass_finished = False
-        self._pass_counters = Counters()
+        self._pass_sums = [0] * len(_FIELDS)
         self._segments: dict[int, _Segment] = {}
         self._next_commit = 0
         self._files_listed = 0
@@ -284,6 +301,14 @@ class Ledger:
         self._last_targets: tuple[str, ...] = ()
 
     # ================================================================== views
+    @property
+    def _true(self) -> Counters:
+        return Counters(*self._true_sums)
+
+    @_true.setter
+    def _true(self, counters: Counters) -> None:
+        self._true_sums = _sums(counters)
+
     @property
     def live(self) -> Counters:
         """The true counters of the job so far (failures: of the current pass)."""
@@ -297,7 +322,7 @@ class Ledger:
     @property
     def pass_counters(self) -> Counters:
         """What the current verify pass found, file by file (its repairs too)."""
-        return self._pass_counters
+        return Counters(*self._pass_sums)
 
     @property
     def committed_files(self) -> int:
@@ -394,7 +419,7 @@ class Ledger:
         """Close a finished pass; returns the files a verify pass repaired (0 for LOAD)."""
         if self.pass_kind is not PassKind.VERIFY:
             return 0
-        repaired = self._pass_counters.files_processed
+        repaired = self._pass_sums[_AT["files_processed"]]
         self.verify_passes += 1
         self.files_repaired += repaired
         return repaired
@@ -418,7 +443,7 @@ class Ledger:
             segment = self._segments[number] = _Segment()
         segment.files += 1
         segment.last_parts = parts
-        self._count(segment, Counters(files_listed=1, bytes_listed=entry.length))
+        self._count(segment, _LISTED, entry.length)
         if not _is_utf8(entry.path + entry.dst):
             # Such a name cannot travel in the protocol: fail it here, by name.
             listed = _File(index, number, entry, remaining=1)
@@ -534,7 +559,7 @@ class Ledger:
     def _attempt_failed(
         self, assignment: Assignment, reason: Reason, message: str, now: float
     ) -> list[Decision]:
-        self._count(self._segments[assignment.file.segment], Counters(subtasks_failed=1))
+        self._count(self._segments[assignment.file.segment], _SUBTASK_FAILED)
         assignment.attempts += 1
         if reason.retryable and assignment.attempts < self.policy.max_attempts:
             delay = (self.policy.backoff * 2 ** (assignment.attempts - 1)
@@ -578,14 +603,15 @@ class Ledger:
         if listed.remaining:
             return []
         segment = self._segments[listed.segment]
-        self._count(segment, self._file_counters(listed))
+        self._count(segment, *self._file_counts(listed))
         segment.final += 1
         return self._advance()
 
-    def _file_counters(self, listed: _File) -> Counters:
-        """One final file's contribution: in exactly one of processed, skipped, failed."""
+    def _file_counts(self, listed: _File) -> tuple[tuple[int, int], int]:
+        """One final file's contribution: in exactly one of processed, skipped, failed
+        (what it adds, for ``_count``)."""
         if listed.failed:
-            return Counters(files_failed=1)
+            return _FAILED, 0
         free = self.policy.op is TaskOp.FREE
         length = listed.entry.length
         if listed.ok:
@@ -593,19 +619,24 @@ class Ledger:
             # loads nothing; the others count the listed length once, however many
             # replicas, so totals match the listing.
             reported = free or self.policy.metadata_only
-            return Counters(files_processed=1,
-                            bytes_processed=listed.ok_bytes if reported else length)
-        return Counters(files_skipped=1, bytes_skipped=0 if free else length)
+            return _PROCESSED, listed.ok_bytes if reported else length
+        return _SKIPPED, 0 if free else length
 
-    def _count(self, segment: _Segment, delta: Counters) -> None:
+    def _count(self, segment: _Segment, what: tuple[int, int], nbytes: int = 0) -> None:
+        """Add one file (or failed attempt) of kind ``what`` and ``nbytes`` bytes."""
+        files, byte_field = what
         if self.pass_kind is PassKind.VERIFY:
             # A verify pass lists everything again and reports repairs on their own:
             # only its failures join the job's counters.
-            self._pass_counters = self._pass_counters + delta
-            delta = Counters(files_failed=delta.files_failed,
-                             subtasks_failed=delta.subtasks_failed)
-        segment.delta = segment.delta + delta
-        self._true = self._true + delta
+            self._pass_sums[files] += 1
+            if byte_field >= 0:
+                self._pass_sums[byte_field] += nbytes
+            if what not in _FAILURES:
+                return
+        for sums in (segment.sums, self._true_sums):
+            sums[files] += 1
+            if byte_field >= 0:
+                sums[byte_field] += nbytes
 
     def _advance(self) -> list[Decision]:
         """Commit every finished segment at the head of the order."""
@@ -615,7 +646,7 @@ class Ledger:
             if segment is None or not segment.sealed or segment.final < segment.files:
                 break
             if self.pass_kind is PassKind.LOAD:
-                self.committed = self.committed + segment.delta
+                self.committed = self.committed + Counters(*segment.sums)
                 self.checkpoint = segment.last_parts
                 decisions.append(CheckpointAdvanced(self.checkpoint))
             self._keep_failures(segment.failures)

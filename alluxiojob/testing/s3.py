@@ -58,6 +58,45 @@ def free_port() -> int:
         return port
 
 
+def s3_properties(url: str, region: str, access_key: str, secret_key: str) -> dict[str, str]:
+    """alluxiojob properties that point at the S3 API at ``url`` (path-style)."""
+    return {
+        "alluxio.underfs.s3.endpoint": url,
+        "alluxio.underfs.s3.region": region,
+        "alluxio.underfs.s3.disable.dns.buckets": "true",
+        "s3a.accessKeyId": access_key,
+        "s3a.secretKey": secret_key,
+    }
+
+
+def rclone_env(remote: str, url: str, region: str, access_key: str,
+               secret_key: str) -> dict[str, str]:
+    """Environment that defines an rclone remote named ``remote`` for the S3 API at ``url``."""
+    prefix = f"RCLONE_CONFIG_{remote.upper()}_"
+    return {
+        prefix + "TYPE": "s3",
+        prefix + "PROVIDER": "Other",
+        prefix + "ENDPOINT": url,
+        prefix + "ACCESS_KEY_ID": access_key,
+        prefix + "SECRET_ACCESS_KEY": secret_key,
+        prefix + "REGION": region,
+        prefix + "FORCE_PATH_STYLE": "true",
+    }
+
+
+def boto3_client(url: str, region: str, access_key: str, secret_key: str) -> Any:
+    """A boto3 S3 client for the S3 API at ``url`` (boto3 comes with moto)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=url, region_name=region,
+        aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+        config=Config(s3={"addressing_style": "path"}, max_pool_connections=64,
+                      retries={"max_attempts": 10, "mode": "standard"}),
+    )
+
+
 # ============================================================================ server side
 class _Faults:
     """The wrapper's mutable settings, changed at run time through ``CONTROL_PATH``."""
@@ -308,40 +347,18 @@ class S3Server:
     # ------------------------------------------------------------------ configuration
     def properties(self) -> dict[str, str]:
         """alluxiojob properties that point at this server."""
-        return {
-            "alluxio.underfs.s3.endpoint": self.url,
-            "alluxio.underfs.s3.region": self.region,
-            "alluxio.underfs.s3.disable.dns.buckets": "true",
-            "s3a.accessKeyId": self.access_key,
-            "s3a.secretKey": self.secret_key,
-        }
+        return s3_properties(self.url, self.region, self.access_key, self.secret_key)
 
     def rclone_env(self, remote: str) -> dict[str, str]:
         """Environment that defines an rclone remote named ``remote`` for this server."""
-        prefix = f"RCLONE_CONFIG_{remote.upper()}_"
-        return {
-            prefix + "TYPE": "s3",
-            prefix + "PROVIDER": "Other",
-            prefix + "ENDPOINT": self.url,
-            prefix + "ACCESS_KEY_ID": self.access_key,
-            prefix + "SECRET_ACCESS_KEY": self.secret_key,
-            prefix + "REGION": self.region,
-            prefix + "FORCE_PATH_STYLE": "true",
-        }
+        return rclone_env(remote, self.url, self.region, self.access_key, self.secret_key)
 
     # ------------------------------------------------------------------ data (boto3)
     def client(self) -> Any:
         """A boto3 S3 client for this server (boto3 comes with moto)."""
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            self._client = boto3.client(
-                "s3", endpoint_url=self.url, region_name=self.region,
-                aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
-                config=Config(s3={"addressing_style": "path"}, max_pool_connections=64,
-                              retries={"max_attempts": 10, "mode": "standard"}),
-            )
+            self._client = boto3_client(self.url, self.region, self.access_key,
+                                        self.secret_key)
         return self._client
 
     def create_bucket(self, bucket: str) -> None:
@@ -387,4 +404,5 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
-__all__ = ["ACCESS_KEY", "REGION", "SECRET_KEY", "S3Server", "free_port"]
+__all__ = ["ACCESS_KEY", "REGION", "SECRET_KEY", "S3Server", "boto3_client", "free_port",
+           "rclone_env", "s3_properties"]

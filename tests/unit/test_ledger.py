@@ -333,6 +333,55 @@ def test_a_verify_pass_counts_repairs_apart_and_never_lowers_failures() -> None:
     assert ledger.live.files_listed == 2, "a verify pass does not list files twice"
 
 
+def test_every_counter_of_a_mixed_job_and_of_its_verify_pass() -> None:
+    """Each file adds to exactly its fields, in the job's counters and in the committed
+    ones; a verify pass adds everything to its own counters and only failures to the
+    job's."""
+    ledger = Ledger(LedgerPolicy(TaskOp.LOAD, segment_size=4, max_attempts=2))
+    where = placement({"w0"}, ("w0",))
+    for i in range(4):
+        ledger.file_listed(*entry(i, length=10 + i), where, now=0.0)
+    ledger.finish_listing()
+    task = ledger.take_task("w0", now=0.0)
+    assert task is not None
+    paths = [e.path for e in task.entries]
+    [retry] = ledger.task_finished(task, [
+        FileResult(paths[0], FileStatus.OK, 10),
+        FileResult(paths[1], FileStatus.SKIPPED),
+        FileResult(paths[2], FileStatus.OK, 12),
+        FileResult(paths[3], FileStatus.FAILED, 0, Reason.IO_ERROR, "eio"),
+    ], now=0.0)
+    assert isinstance(retry, RetryAfter)
+    ledger.retry_due(retry.assignment, where, now=1.0)
+    again = ledger.take_task("w0", now=1.0)
+    assert again is not None
+    ledger.task_finished(again, [FileResult(paths[3], FileStatus.FAILED, 0, Reason.IO_ERROR,
+                                            "eio")], now=2.0)
+    expected = Counters(files_listed=4, bytes_listed=46, files_processed=2,
+                        bytes_processed=22, files_skipped=1, bytes_skipped=11,
+                        files_failed=1, subtasks_failed=2)
+    assert ledger.live == expected
+    assert ledger.committed == expected
+    assert ledger.finish_pass() == 0
+
+    ledger.begin_pass(PassKind.VERIFY)
+    for i in range(4):
+        ledger.file_listed(*entry(i, length=10 + i), where, now=3.0)
+    ledger.finish_listing()
+    task = ledger.take_task("w0", now=3.0)
+    assert task is not None
+    ledger.task_finished(task, [FileResult(p, FileStatus.SKIPPED) for p in paths[:3]]
+                         + [FileResult(paths[3], FileStatus.OK, 13)], now=4.0)
+    assert ledger.pass_counters == Counters(files_listed=4, bytes_listed=46,
+                                            files_processed=1, bytes_processed=13,
+                                            files_skipped=3, bytes_skipped=33)
+    assert ledger.live == Counters(files_listed=4, bytes_listed=46, files_processed=2,
+                                   bytes_processed=22, files_skipped=1, bytes_skipped=11,
+                                   files_failed=0, subtasks_failed=2)
+    assert ledger.committed == expected, "a verify pass commits nothing"
+    assert ledger.finish_pass() == 1
+
+
 # ------------------------------------------------------------------------ any interleaving
 
 OUTCOMES = st.sampled_from([FileStatus.OK, FileStatus.OK, FileStatus.SKIPPED, FileStatus.FAILED])
