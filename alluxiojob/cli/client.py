@@ -8,6 +8,7 @@ import httpx
 
 from alluxiojob.config import Config, Keys
 from alluxiojob.security import Security
+from alluxiojob.ufs.base import printable
 
 
 class ApiError(Exception):
@@ -15,6 +16,24 @@ class ApiError(Exception):
         super().__init__(message)
         self.code = code
         self.status = status
+
+
+def _check_text(fields: dict[str, Any]) -> None:
+    """Raise ``INVALID_PATH`` naming a field whose text is not UTF-8.
+
+    A file name given in bytes that are not UTF-8 (``$'/x/bad\\xff'``) reaches Python as
+    a string with lone surrogates, which neither a URL nor JSON can carry."""
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            _check_text(value)
+            continue
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError("INVALID_PATH", f"{key} '{printable(value)}' is not valid UTF-8; "
+                           "the job service takes paths as UTF-8 text", 400) from None
 
 
 class CoordinatorClient:
@@ -33,6 +52,8 @@ class CoordinatorClient:
         self._http.close()
 
     def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        _check_text(kwargs.get("params") or {})
+        _check_text(kwargs.get("json") or {})
         try:
             response = self._http.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
