@@ -23,6 +23,26 @@ class ApiError(Exception):
         self.status = status
 
 
+def _check_text(fields: dict[str, Any]) -> None:
+    """Raise ``INVALID_PATH`` naming a field whose text is not UTF-8.
+
+    A file name given in bytes that are not UTF-8 (``$'/x/bad\\xff'``) reaches Python as
+    a string with lone surrogates, which neither a URL nor JSON can carry."""
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            _check_text(value)
+            continue
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            from alluxiojob.ufs.base import printable  # only on this error: keeps start-up light
+
+            raise ApiError("INVALID_PATH", f"{key} '{printable(value)}' is not valid UTF-8; "
+                           "the job service takes paths as UTF-8 text", 400) from None
+
+
 class CoordinatorClient:
     """Speaks to the coordinator with the cluster token and TLS of the same site file."""
 
@@ -63,6 +83,8 @@ class CoordinatorClient:
 
     def _call(self, method: str, url: str, *, params: dict[str, str] | None = None,
               json_body: Any = None) -> dict[str, Any]:
+        _check_text(params or {})
+        _check_text(json_body if isinstance(json_body, dict) else {})
         target = urllib.parse.quote(url, safe="/")
         if params:
             target += "?" + urllib.parse.urlencode(params)

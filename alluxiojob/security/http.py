@@ -1,6 +1,9 @@
 """An ASGI guard in front of every HTTP app: who may call, and how much they may send.
 
 In order, before the app sees anything:
+0. the browser check of ``browser``: a websocket upgrade with an ``Origin``, or a request
+   from another web site (``Origin``, ``Sec-Fetch-Site``), is refused with 403 and a log
+   line, in every mode;
 1. the peer check of ``access.check_peer`` (loopback only without a token; the bearer
    token otherwise): 401 or 403 with a JSON body that says what to set;
 2. a body larger than ``MAX_BODY`` is answered 413 from its ``Content-Length``, or as
@@ -18,9 +21,11 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import structlog
 import trio
 
 from alluxiojob.security.access import PUBLIC_PATHS, Denial, check_peer
+from alluxiojob.security.browser import cross_site_denial, websocket_denial
 from alluxiojob.security.token import ClusterToken
 
 Scope = MutableMapping[str, Any]
@@ -28,6 +33,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = structlog.get_logger("alluxiojob.security")
 
 MAX_BODY = 1 << 20
 BODY_TIMEOUT = 10.0
@@ -67,6 +74,10 @@ class HttpGuard:
             return
         client = scope.get("client")
         peer = str(client[0]) if client else None
+        denial = self._browser_denial(scope)
+        if denial is not None:
+            await self._deny(scope, send, denial)
+            return
         public = self.public if scope["type"] == "http" and scope.get("method") in (
             "GET", "HEAD") else frozenset()
         denial = check_peer(self.token, peer, scope.get("path", ""),
@@ -90,6 +101,29 @@ class HttpGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _browser_denial(self, scope: Scope) -> Denial | None:
+        """A web page's websocket or cross-site request, logged; None for the others.
+        Public paths (data-free pages) may be opened by a link from another site."""
+        origin = _header(scope, b"origin")
+        shown = origin.decode("latin-1")[:200] if origin is not None else None
+        if scope["type"] == "websocket":
+            denial = websocket_denial(origin)
+            if denial is not None:
+                log.warning("refused a websocket upgrade from a web page",
+                            path=scope.get("path", ""), origin=shown)
+            return denial
+        denial = cross_site_denial(
+            method=str(scope.get("method", "")), path=str(scope.get("path", "")),
+            scheme=str(scope.get("scheme", "http")), host_header=_header(scope, b"host"),
+            origin=origin, fetch_site=_header(scope, b"sec-fetch-site"),
+            fetch_mode=_header(scope, b"sec-fetch-mode"), navigable=self.public)
+        if denial is not None:
+            fetch_site = _header(scope, b"sec-fetch-site")
+            log.warning("refused a request from another web site", method=scope.get("method"),
+                        path=scope.get("path", ""), origin=shown,
+                        fetch_site=fetch_site.decode("latin-1")[:50] if fetch_site else None)
+        return denial
 
     async def _deny(self, scope: Scope, send: Send, denial: Denial) -> None:
         if scope["type"] == "websocket":

@@ -242,9 +242,9 @@ class CacheDir:
                 "cached files that could make room belong to jobs active within "
                 "alluxio.worker.job.cache.pin.time")
 
-    def under(self, prefix: str) -> Iterator[tuple[str, IndexEntry]]:
-        """Cached files at ``prefix`` or below it: a range scan of the index."""
-        return self.index.under(prefix)
+    def under(self, prefix: str, after: str = "") -> Iterator[tuple[str, IndexEntry]]:
+        """Cached files at ``prefix`` or below it (past ``after``): a range scan."""
+        return self.index.under(prefix, after)
 
     def record_metadata(self, records: list[tuple[str, MetadataRecord]]) -> None:
         """``--metadata-only``: what files are, with no data (see ``index``)."""
@@ -253,8 +253,8 @@ class CacheDir:
     def metadata(self, uri: str) -> MetadataRecord | None:
         return self.index.metadata(index_key(uri))
 
-    def metadata_under(self, prefix: str) -> Iterator[tuple[str, int]]:
-        return self.index.metadata_under(prefix)
+    def metadata_under(self, prefix: str, after: str = "") -> Iterator[tuple[str, int]]:
+        return self.index.metadata_under(prefix, after)
 
     def close(self) -> None:
         self.index.close()

@@ -198,12 +198,17 @@ class CacheIndex:
             batch.delete(TOTALS)  # recounted by open()
             self._db.write(batch)
 
-    def _range(self, family: bytes, under: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """The keys of ``family`` that start with ``under``, in order: a range scan."""
+    def _range(self, family: bytes, under: bytes = b"", after: bytes = b""
+               ) -> Iterator[tuple[bytes, bytes]]:
+        """The keys of ``family`` that start with ``under``, in order: a range scan;
+        with ``after``, only the keys past ``family + after`` (where the scan starts)."""
         prefix = family + under
-        for key, raw in self._db.items(from_key=prefix):
+        start = max(prefix, family + after) if after else prefix
+        for key, raw in self._db.items(from_key=start):
             if not cast(bytes, key).startswith(prefix):
                 return
+            if after and key == family + after:
+                continue
             yield cast(bytes, key), cast(bytes, raw)
 
     def _next_seq(self) -> int:
@@ -302,12 +307,13 @@ class CacheIndex:
             freed += int(length)
         return chosen if freed >= needed else None
 
-    def under(self, prefix: str) -> Iterator[tuple[str, IndexEntry]]:
-        """Cached files at ``prefix`` or below it (``prefix/...``): a range scan."""
+    def under(self, prefix: str, after: str = "") -> Iterator[tuple[str, IndexEntry]]:
+        """Cached files at ``prefix`` or below it (``prefix/...``), in key order: a range
+        scan; with ``after``, only the keys past it (the next page of a listing)."""
         exact = self.lookup(prefix)
-        if exact is not None:
+        if exact is not None and (not after or _enc(prefix) > _enc(after)):
             yield prefix, exact
-        for key, raw in self._range(FILE, _enc(prefix.rstrip("/") + "/")):
+        for key, raw in self._range(FILE, _enc(prefix.rstrip("/") + "/"), _enc(after)):
             yield _dec(key[1:]), IndexEntry.unpack(raw)
 
     # ------------------------------------------------------------------ metadata only
@@ -327,12 +333,13 @@ class CacheIndex:
         return MetadataRecord(int(length), int(mtime_ns), str(version), str(job_id),
                               float(recorded_at))
 
-    def metadata_under(self, prefix: str) -> Iterator[tuple[str, int]]:
-        """(key, length) of the metadata records at ``prefix`` or below it."""
+    def metadata_under(self, prefix: str, after: str = "") -> Iterator[tuple[str, int]]:
+        """(key, length) of the metadata records at ``prefix`` or below it, in key
+        order; with ``after``, only the keys past it."""
         exact = self.metadata(prefix)
-        if exact is not None:
+        if exact is not None and (not after or _enc(prefix) > _enc(after)):
             yield prefix, exact.length
-        for key, raw in self._range(METADATA, _enc(prefix.rstrip("/") + "/")):
+        for key, raw in self._range(METADATA, _enc(prefix.rstrip("/") + "/"), _enc(after)):
             yield _dec(key[1:]), int(_unpack(raw)[0])
 
     # ------------------------------------------------------------------ pins

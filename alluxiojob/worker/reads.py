@@ -1,4 +1,5 @@
-"""Reading the cache over HTTP: ``GET /api/v1/files?path=URI`` with Range support.
+"""Reading the cache over HTTP: ``GET /api/v1/files?path=URI`` with Range support, and
+``GET /api/v1/location?path=URI`` (what is cached under a path, listed in pages).
 
 A miss is a 404 naming the path, or, with ``read_through=true``, is served from the
 UFS directly (without caching it: loading is the job service's business), if the path
@@ -9,11 +10,14 @@ following symlinks, and only from inside ``data/``.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
+from typing import TypeVar
 
 import trio
 from starlette.requests import Request
@@ -29,6 +33,22 @@ from alluxiojob.worker.cache import Cache
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CHUNK = 1 << 20
+LOCATION_LIST_MAX = 1000  # entries of each list in one /api/v1/location answer
+T = TypeVar("T")
+
+
+def _key_order(key: str) -> bytes:
+    """The index's order of keys: their bytes (a name that is not UTF-8 included)."""
+    return key.encode("utf-8", "surrogateescape")
+
+
+def _page(sources: list[Iterator[tuple[str, T]]], limit: int
+          ) -> tuple[list[tuple[str, T]], bool]:
+    """The first ``limit`` items of sorted ``sources`` merged in key order, and whether
+    more remain; reads at most ``limit + 1`` items plus one per source."""
+    merged = heapq.merge(*sources, key=lambda item: _key_order(item[0]))
+    items = list(itertools.islice(merged, limit + 1))
+    return items[:limit], len(items) > limit
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -191,7 +211,12 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
 
     async def locate(request: Request) -> Response:
         """What this worker holds under a path: cached files and bytes, and apart from
-        them the files a ``--metadata-only`` LOAD recorded here."""
+        them the files a ``--metadata-only`` LOAD recorded here.
+
+        ``list=N`` also lists up to N of each (at most ``LOCATION_LIST_MAX``), in key
+        order; when more remain, ``next`` is the key to pass as ``after`` for the next
+        page. A page with ``after`` holds the lists only: the totals take a scan of
+        everything under the path, done once, on the first page."""
         checked = _checked_uri(request)
         if isinstance(checked, Response):
             return checked
@@ -199,32 +224,48 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
         try:
             limit = int(request.query_params.get("list", "0"))
         except ValueError:
-            return JSONResponse({"error": "INVALID_ARGUMENT", "message": "list must be a number"},
-                                status_code=400)
+            limit = -1
+        if limit < 0:
+            return JSONResponse({"error": "INVALID_ARGUMENT",
+                                 "message": "list must be a number from 0 to "
+                                            f"{LOCATION_LIST_MAX}"}, status_code=400)
+        limit = min(limit, LOCATION_LIST_MAX)
+        after = request.query_params.get("after", "")
         prefix = uri.rstrip("/")
 
         def scan() -> dict[str, object]:
-            """Blocking: range scans of the index, which may hold millions of files."""
-            files = total = recorded = recorded_bytes = 0
-            listed: list[dict[str, object]] = []
-            metadata: list[dict[str, object]] = []
-            for d in cache.dirs:
-                for key, entry in d.under(prefix):
-                    files += 1
-                    total += entry.length
-                    if len(listed) < limit:
-                        listed.append({"path": key, "bytes": entry.length})
-                for key, length in d.metadata_under(prefix):
-                    recorded += 1
-                    recorded_bytes += length
-                    if len(metadata) < limit:
-                        metadata.append({"path": key, "length": length})
-            answer: dict[str, object] = {
-                "path": uri, "files": files, "bytes": total,
-                "metadata_files": recorded, "metadata_bytes": recorded_bytes}
-            if limit:
-                answer["list"] = listed
-                answer["metadata_list"] = metadata
+            """Blocking: range scans of the index, which may hold millions of files;
+            memory is bounded by ``limit``, whatever the count."""
+            answer: dict[str, object] = {"path": uri}
+            if not after:
+                files = total = recorded = recorded_bytes = 0
+                for d in cache.dirs:
+                    for _key, entry in d.under(prefix):
+                        files += 1
+                        total += entry.length
+                    for _key, length in d.metadata_under(prefix):
+                        recorded += 1
+                        recorded_bytes += length
+                answer.update(files=files, bytes=total, metadata_files=recorded,
+                              metadata_bytes=recorded_bytes)
+            if not limit:
+                return answer
+            listed, listed_more = _page([d.under(prefix, after) for d in cache.dirs], limit)
+            metadata, metadata_more = _page(
+                [d.metadata_under(prefix, after) for d in cache.dirs], limit)
+            # Both lists go on from one key: the smaller of the two ends, if either has
+            # more; what lies past it comes on the next page.
+            ends = [page[-1][0] for page, more in ((listed, listed_more),
+                                                   (metadata, metadata_more)) if more]
+            following = min(ends, key=_key_order) if ends else None
+            if following is not None:
+                bound = _key_order(following)
+                listed = [item for item in listed if _key_order(item[0]) <= bound]
+                metadata = [item for item in metadata if _key_order(item[0]) <= bound]
+                answer["next"] = following
+            answer["list"] = [{"path": key, "bytes": entry.length} for key, entry in listed]
+            answer["metadata_list"] = [{"path": key, "length": length}
+                                       for key, length in metadata]
             return answer
 
         return JSONResponse(await trio.to_thread.run_sync(scan, limiter=cache.limiter))

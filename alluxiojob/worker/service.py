@@ -2,9 +2,10 @@
 
 Any coordinator may connect. Its upgrade request must carry the cluster token
 (``Authorization: Bearer``), checked before the websocket is accepted, or, with no token
-configured, come from a loopback peer (protected mode). Until its ``Hello`` (which
-repeats the token) is accepted, a session may only send messages of ``HELLO_MAX_SIZE``
-bytes, so a stranger cannot make the worker buffer large frames.
+configured, come from a loopback peer (protected mode). An upgrade that carries an
+``Origin`` comes from a web page, and is refused (403) in every mode. Until its
+``Hello`` (which repeats the token) is accepted, a session may only send messages of
+``HELLO_MAX_SIZE`` bytes, so a stranger cannot make the worker buffer large frames.
 
 After that, every message is decoded on its own: a malformed one is answered with an
 ``ErrorMessage`` naming the problem and the session goes on, so a bad peer can never
@@ -53,6 +54,7 @@ from alluxiojob.protocol.codec import (
 )
 from alluxiojob.security import PathAllowlist, Security, check_peer
 from alluxiojob.security.access import protected_mode_warning
+from alluxiojob.security.browser import websocket_denial
 from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.liveness import LeaseRegistration, liveness_root
 from alluxiojob.ufs.settings import UfsSettings
@@ -202,10 +204,18 @@ class WorkerService:
     async def handle(self, request: WebSocketRequest) -> None:
         host, peer = _peer_of(request.remote)
         headers = {k.lower(): v for k, v in request.headers}
-        denial = check_peer(self.token, host, request.path, headers.get(b"authorization"),
-                            _host_header(request), public=frozenset())
+        origin = headers.get(b"origin")
+        denial = websocket_denial(origin)
+        if denial is not None:  # a browser's page: coordinators send no Origin
+            log.warning("refused a websocket upgrade from a web page", peer=peer,
+                        origin=origin.decode("latin-1")[:200] if origin else None)
+        else:
+            denial = check_peer(self.token, host, request.path,
+                                headers.get(b"authorization"), _host_header(request),
+                                public=frozenset())
+            if denial is not None:
+                log.warning("refused a websocket peer", peer=peer, reason=denial.message)
         if denial is not None:
-            log.warning("refused a websocket peer", peer=peer, reason=denial.message)
             with trio.move_on_after(2):
                 await request.reject(denial.status, body=denial.message.encode())
             return

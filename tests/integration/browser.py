@@ -30,8 +30,9 @@ def _need(tool: str, package: str) -> str:
 
 
 @contextmanager
-def chromium(tmp_path: Path) -> Iterator[object]:
-    """A selenium WebDriver on a fresh headless Chromium profile under ``tmp_path``."""
+def chromium(tmp_path: Path, *flags: str) -> Iterator[object]:
+    """A selenium WebDriver on a fresh headless Chromium profile under ``tmp_path``;
+    ``flags`` are added to ``CHROMIUM_FLAGS``."""
     browser_binary = _need("chromium", "chromium")
     driver_binary = _need("chromedriver", "chromium-driver")
     from selenium import webdriver
@@ -40,7 +41,7 @@ def chromium(tmp_path: Path) -> Iterator[object]:
 
     options = Options()
     options.binary_location = browser_binary
-    for flag in CHROMIUM_FLAGS:
+    for flag in (*CHROMIUM_FLAGS, *flags):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})

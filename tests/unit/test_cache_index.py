@@ -127,6 +127,25 @@ def test_under_is_a_path_prefix_not_a_string_prefix(tmp_path: Path) -> None:
     assert [k for k, _ in d.under("s3://k/a/b/c")] == ["s3://k/a/b/c"]
 
 
+def test_under_goes_on_after_a_key(tmp_path: Path) -> None:
+    """A page of ``/api/v1/location`` starts past the last key of the one before."""
+    d = CacheDir(tmp_path / "c", 0)
+    d.recover()
+    for uri in ("s3://k/a/b", "s3://k/a/b/c", "s3://k/a/b-c", "s3://k/a/b/d/e"):
+        _put(d, uri, 1)
+
+    def after(key: str) -> list[str]:
+        return [k for k, _ in d.under("s3://k/a/b", key)]
+
+    assert after("") == ["s3://k/a/b", "s3://k/a/b/c", "s3://k/a/b/d/e"]
+    assert after("s3://k/a/b") == ["s3://k/a/b/c", "s3://k/a/b/d/e"]
+    assert after("s3://k/a/b/c") == ["s3://k/a/b/d/e"]
+    assert after("s3://k/a/b/cz") == ["s3://k/a/b/d/e"]  # a key that is not there
+    assert after("s3://k/a/b/d/e") == []
+    assert after("s3://k/a/a") == ["s3://k/a/b", "s3://k/a/b/c", "s3://k/a/b/d/e"]
+    assert after("s3://z") == []
+
+
 def test_entries_of_the_old_format_are_converted_in_access_order(tmp_path: Path) -> None:
     root = tmp_path / "c"
     (root / "index").mkdir(parents=True)
