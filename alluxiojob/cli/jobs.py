@@ -28,8 +28,8 @@ from alluxiojob.cli.common import (
     examples,
     fail,
 )
-from alluxiojob.cli.render import job_list_text, job_stat_text, progress_text
 from alluxiojob.config import parse_size
+from alluxiojob.core.report import job_list_text, job_stat_text, progress_text
 from alluxiojob.core.states import SETTLED_STATES
 
 job_app = typer.Typer(help="Submit and follow jobs (load, free, copy, move).",

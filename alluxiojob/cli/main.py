@@ -24,9 +24,9 @@ from alluxiojob.cli.common import (
 )
 from alluxiojob.cli.fs import fs_app
 from alluxiojob.cli.jobs import job_app
-from alluxiojob.cli.render import report_text
 from alluxiojob.config import ConfigError
 from alluxiojob.core.errors import InvalidArgument, JobServiceError, describe_error, leaves
+from alluxiojob.core.report import report_text
 from alluxiojob.logs import configure_logging
 
 app = typer.Typer(

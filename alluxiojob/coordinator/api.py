@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from alluxiojob.cli.render import progress_text
 from alluxiojob.config import Config, Keys, parse_size
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.routes import ROUTES, openapi_document
@@ -38,6 +37,7 @@ from alluxiojob.core.errors import (
 )
 from alluxiojob.core.job import OPTION_ALIASES, JobOptions, JobRecord, JobType
 from alluxiojob.core.progress import Progress, average_rate, eta_seconds, failure_ratio
+from alluxiojob.core.report import progress_text
 from alluxiojob.core.states import COMPLETED_STATES, OWNED_STATES, JobState
 from alluxiojob.security import Security
 from alluxiojob.security.paths import PathNotAllowed, transfer_overlap
