@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,7 +103,3 @@ def coordinator(conf: Path | None, defines: list[str] | None) -> Iterator[Coordi
         fail(str(exc) + access_hint(exc), exit_code_for(exc))
     finally:
         client.close()
-
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()
