@@ -14,7 +14,7 @@ import alluxiojob
 PACKAGE = Path(alluxiojob.__file__).parent
 PURE = ["alluxiojob.core.ledger", "alluxiojob.core.states", "alluxiojob.core.progress",
         "alluxiojob.core.job", "alluxiojob.core.ring", "alluxiojob.core.report",
-        "alluxiojob.core.backoff", "alluxiojob.protocol.codec"]
+        "alluxiojob.core.backoff", "alluxiojob.core.text", "alluxiojob.protocol.codec"]
 # The floors above the core, with the CLI on top; the core imports none of them.
 SERVICES = ("alluxiojob.coordinator", "alluxiojob.worker", "alluxiojob.store",
             "alluxiojob.ufs", "alluxiojob.security", "alluxiojob.testing", "alluxiojob.cli",
