@@ -1,4 +1,4 @@
-"""Make the README's pictures: the web page of jobs and the dashboard, from a real run.
+"""Make the pictures in docs/: the web page of jobs and the dashboard, from a real run.
 
     .venv/bin/python scripts/screenshots.py [--out docs] [--seconds 150]
 

@@ -13,6 +13,7 @@ import urllib.parse
 from typing import Any
 
 from alluxiojob.config import Config, Keys
+from alluxiojob.core.text import printable
 from alluxiojob.security import Security
 
 
@@ -37,8 +38,6 @@ def _check_text(fields: dict[str, Any]) -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            from alluxiojob.ufs.base import printable  # only on this error: keeps start-up light
-
             raise ApiError("INVALID_PATH", f"{key} '{printable(value)}' is not valid UTF-8; "
                            "the job service takes paths as UTF-8 text", 400) from None
 

@@ -8,7 +8,6 @@ settings and the HTTP client are imported by the command that uses them, so that
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,7 +118,3 @@ def coordinator(conf: Path | None, defines: list[str] | None) -> Iterator[Coordi
         fail(str(exc) + access_hint(exc), exit_code_for(exc))
     finally:
         client.close()
-
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()

@@ -118,7 +118,7 @@ def run_job_command(
     conf: ConfOption,
     define: DefineOption,
 ) -> None:
-    from alluxiojob.cli.render import progress_text
+    from alluxiojob.core.report import progress_text
 
     if not path:
         fail("missing --path" if job_type in ("LOAD", "FREE") else "missing --src", EXIT_USAGE)
@@ -278,7 +278,7 @@ def list_jobs(
     conf: ConfOption = None, define: DefineOption = None,
 ) -> None:
     """List jobs within the retention window."""
-    from alluxiojob.cli.render import job_list_text
+    from alluxiojob.core.report import job_list_text
 
     with coordinator(conf, define) as client:
         jobs = client.list_jobs(job_state or "", job_type or "", coordinator_id or "")
@@ -303,7 +303,7 @@ def stat(
     conf: ConfOption = None, define: DefineOption = None,
 ) -> None:
     """Details of one job; -v adds the workers that ran it."""
-    from alluxiojob.cli.render import job_stat_text
+    from alluxiojob.core.report import job_stat_text
 
     with coordinator(conf, define) as client:
         job = client.get_job(job_id)

@@ -130,7 +130,7 @@ def report_jobservice(
     output_format: str = typer.Option("TEXT", "--format", help="TEXT or JSON."),
 ) -> None:
     """Workers' task pools and load, job counts by status, notable jobs."""
-    from alluxiojob.cli.render import report_text
+    from alluxiojob.core.report import report_text
 
     with coordinator(conf, define) as client:
         report = client.report()

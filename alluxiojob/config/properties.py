@@ -81,13 +81,6 @@ def _parse_size_list(text: str) -> tuple[int, ...]:
     return tuple(parse_size(part) for part in _parse_list(text))
 
 
-def _positive_size(text: str) -> int:
-    value = parse_size(text)
-    if value <= 0:
-        raise ValueError(f"must be a positive size, got {text!r}")
-    return value
-
-
 MIN_PARTITION_SIZE = 1 << 20
 
 
@@ -200,7 +193,8 @@ AZURE_ACCOUNT_KEY_TEMPLATE = PropertyTemplate(
     "fs.azure.account.key.<account>.blob.core.windows.net",
     _base64_secret,
     "Account key of one Azure storage account (never logged or returned); names the "
-    "account and its cloud.",
+    "account, and another cloud's suffix (blob.core.chinacloudapi.cn, ...) gives the "
+    "endpoint. Several accounts need alluxio.underfs.azure.account.name.",
     secret=True,
 )
 TEMPLATES: tuple[PropertyTemplate, ...] = (AZURE_ACCOUNT_KEY_TEMPLATE,)
@@ -227,13 +221,15 @@ class Keys:
         "alluxio.coordinator.id",
         _parse_str,
         "",
-        "Coordinator identity in the job store; defaults to hostname:rest.port.",
+        "Coordinator identity in the job store; defaults to hostname:rest.port. In etcd mode "
+        "one live process per id.",
     )
     FAILURE_DETECTION_TIMEOUT = _key(
         "alluxio.coordinator.failure.detection.timeout",
         _parse_positive_duration,
         "15s",
-        "Time before a silent coordinator is considered failed and its jobs reclaimed.",
+        "The coordinator lease TTL: time before a silent coordinator is considered failed "
+        "and its jobs reclaimed.",
     )
     ETCD_MAX_RETRIES = _key(
         "alluxio.coordinator.scheduler.etcd.max.retries",
@@ -257,7 +253,7 @@ class Keys:
         "alluxio.coordinator.scheduler.interval.time",
         _parse_positive_duration,
         "2s",
-        "Scheduling interval: housekeeping such as reclaim and retention.",
+        "Scheduling interval: housekeeping such as reclaim, retention and gauges.",
     )
     JOB_ETCD_PATH = _key(
         "alluxio.coordinator.scheduler.job.etcd.path",
@@ -269,7 +265,7 @@ class Keys:
         "alluxio.coordinator.scheduler.job.etcd.poll.interval",
         _parse_positive_duration,
         "1s",
-        "How often coordinators look for waiting jobs (plus random jitter).",
+        "How often coordinators look for waiting jobs (±20% jitter).",
     )
     JOB_ETCD_ENDPOINTS = _key(
         "alluxio.coordinator.scheduler.job.etcd.endpoints",
@@ -308,11 +304,12 @@ class Keys:
         "RocksDB job store directory.",
     )
     ETCD_ENDPOINTS = _key(
-        "alluxio.etcd.endpoints", _parse_list, "", "etcd cluster, e.g. http://host:2379."
+        "alluxio.etcd.endpoints", _parse_list, "",
+        "etcd cluster, e.g. http://host:2379; comma separated, failed over in order."
     )
     # --- jobs ------------------------------------------------------------------------
     JOB_BATCH_SIZE = _key(
-        "alluxio.job.batch.size", _parse_positive_int, "200", "Files per task."
+        "alluxio.job.batch.size", _parse_positive_int, "200", "Files per task (--batch-size)."
     )
     JOB_CLEANUP_INTERVAL = _key(
         "alluxio.job.cleanup.interval",
@@ -342,7 +339,8 @@ class Keys:
         "alluxio.job.failure.count.threshold",
         _parse_int,
         "100",
-        "A job fails early when failed files exceed this count and the ratio threshold.",
+        "A job fails early when failed files exceed this count and the ratio threshold "
+        "(both must be passed); -1 disables.",
     )
     JOB_FAILURE_RATIO_THRESHOLD = _key(
         "alluxio.job.failure.ratio.threshold",
@@ -361,14 +359,15 @@ class Keys:
         _parse_positive_duration,
         "10min",
         "Deadline of one task on a worker; past it the task's files fail as TASK_TIMEOUT "
-        "(retried). The coordinator waits a little longer for the answer.",
+        "(retried). Coordinators wait the same plus 10% (at least 5 s) for the answer. Set "
+        "it alike on coordinators and workers.",
     )
     CLUSTER_TOKEN = _key(
         "alluxio.job.cluster.token",
         _parse_str,
         "",
-        "The cluster secret every client presents (prefer .token.file); unset: loopback "
-        "peers only.",
+        "The cluster secret every client presents (prefer .token.file; setting both stops "
+        "startup); unset: loopback peers only.",
     )
     CLUSTER_TOKEN_FILE = _key(
         "alluxio.job.cluster.token.file",
@@ -389,7 +388,8 @@ class Keys:
         "alluxio.job.tls.ca.file",
         _parse_str,
         "",
-        "PEM CA bundle clients verify the services' certificates against.",
+        "PEM CA bundle clients verify the services' certificates against; once this or a "
+        "certificate is set, clients use https and wss.",
     )
     PATH_ALLOWLIST = _key(
         "alluxio.job.path.allowlist",
@@ -407,7 +407,8 @@ class Keys:
     # --- under file systems ------------------------------------------------------------
     S3_ACCESS_KEY = _key(
         "s3a.accessKeyId", _parse_str, "",
-        "S3 access key id; empty: the AWS environment variables, profile or instance role.",
+        "S3 access key id; empty: the standard AWS environment variables, web identity, "
+        "container or instance credentials (profiles in ~/.aws/config are not read).",
     )
     S3_SECRET_KEY = _key(
         "s3a.secretKey", _parse_str, "", "S3 secret key (never logged or returned).",
@@ -435,7 +436,7 @@ class Keys:
         "fs.azure.account.key", _base64_secret, "",
         "Azure storage account key (never logged or returned); a per-account "
         "fs.azure.account.key.<account>.blob.core.windows.net wins over it; empty: the "
-        "Azure environment variables or managed identity.",
+        "Azure environment variables, SAS or managed identity. Base64.",
         secret=True,
     )
     AZURE_ENDPOINT = _key(
@@ -445,7 +446,8 @@ class Keys:
     )
     UFS_MAX_RETRIES = _key(
         "alluxio.underfs.s3.max.error.retry", _parse_int, "10",
-        "Retries (with exponential backoff) of a failed object-store request, any store.",
+        "Retries (with exponential backoff from 100 ms) of a failed object-store request, "
+        "any store.",
     )
     UFS_READ_SIZE = _key(
         "alluxio.underfs.object.store.multi.range.chunk.size", _partition_size, "256MiB",
@@ -486,7 +488,8 @@ class Keys:
         "alluxio.worker.load.file.partition.size",
         _partition_size,
         "256MiB",
-        "Shard size for splitting work across the worker's process pool.",
+        "Shard size of local files, for splitting work across the worker's process pool "
+        "(at least 1MiB).",
     )
     MEMBERSHIP_TYPE = _key(
         "alluxio.worker.membership.manager.type",

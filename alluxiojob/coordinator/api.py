@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from alluxiojob.cli.render import progress_text
 from alluxiojob.config import Config, Keys, parse_size
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.routes import ROUTES, openapi_document
@@ -38,12 +37,14 @@ from alluxiojob.core.errors import (
 )
 from alluxiojob.core.job import OPTION_ALIASES, JobOptions, JobRecord, JobType
 from alluxiojob.core.progress import Progress, average_rate, eta_seconds, failure_ratio
+from alluxiojob.core.report import progress_text
 from alluxiojob.core.states import COMPLETED_STATES, OWNED_STATES, JobState
+from alluxiojob.core.text import printable
 from alluxiojob.security import Security
 from alluxiojob.security.paths import PathNotAllowed, transfer_overlap
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.ufs import resolve_path, ufs_for
-from alluxiojob.ufs.base import UfsError, printable
+from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.settings import UfsSettings
 
 log = structlog.get_logger("alluxiojob.coordinator")
@@ -92,13 +93,8 @@ class CoordinatorView(Protocol):
     async def store_health(self) -> dict[str, Any]: ...
 
 
-def _printable(text: str) -> str:
-    """Error text that JSON can always carry (a lone surrogate is shown escaped)."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _error(code: str, message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": code, "message": _printable(message)}, status_code=status)
+    return JSONResponse({"error": code, "message": printable(message)}, status_code=status)
 
 
 def error_response(exc: JobServiceError) -> JSONResponse:
@@ -268,7 +264,7 @@ class CoordinatorApi:
             raw.encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidArgument(
-                f"path {_printable(raw)!r} is not valid UTF-8 (it holds a lone surrogate)"
+                f"path {printable(raw)!r} is not valid UTF-8 (it holds a lone surrogate)"
             ) from None
         uri = resolve_path(raw, self.config[Keys.UFS_ROOT])
         if confine:

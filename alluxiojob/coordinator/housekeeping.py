@@ -29,7 +29,7 @@ import structlog
 import trio
 
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
-from alluxiojob.coordinator.scheduler import jittered
+from alluxiojob.core.backoff import jittered
 from alluxiojob.core.errors import describe_error
 from alluxiojob.core.states import JobState
 from alluxiojob.store.jobs import JobStore

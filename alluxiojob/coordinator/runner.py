@@ -54,11 +54,12 @@ from alluxiojob.core.ledger import (
 )
 from alluxiojob.core.progress import FailureRecord, Progress, RateWindow
 from alluxiojob.core.states import JobEvent, JobState
+from alluxiojob.core.text import printable
 from alluxiojob.protocol.codec import FileEntry, TaskOp, TaskOptions
 from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.store.jobs import JobStore, OwnedJob
 from alluxiojob.ufs import ufs_for
-from alluxiojob.ufs.base import UfsError, UfsFile, printable
+from alluxiojob.ufs.base import UfsError, UfsFile
 from alluxiojob.ufs.settings import UfsSettings
 
 log = structlog.get_logger("alluxiojob.coordinator")

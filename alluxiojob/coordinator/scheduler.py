@@ -7,8 +7,6 @@ accepts a submission.
 
 from __future__ import annotations
 
-import random
-
 import structlog
 import trio
 
@@ -16,6 +14,7 @@ from alluxiojob.config import Config, Keys
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.runner import JobRunner
 from alluxiojob.coordinator.workers import Membership
+from alluxiojob.core.backoff import backoff_delay, jittered
 from alluxiojob.core.errors import describe_error
 from alluxiojob.core.states import OWNED_STATES
 from alluxiojob.store.jobs import JobStore, OwnedJob
@@ -23,8 +22,6 @@ from alluxiojob.store.jobs import JobStore, OwnedJob
 log = structlog.get_logger("alluxiojob.coordinator")
 
 
-def jittered(interval: float) -> float:
-    return interval * random.uniform(0.8, 1.2)
 
 
 class Scheduler:
@@ -99,7 +96,7 @@ class Scheduler:
 
     async def _run_job(self, owned: OwnedJob, scope: trio.CancelScope) -> None:
         job_id = owned.job.id
-        backoff = 0.5
+        attempt = 0
         try:
             with scope:
                 while True:
@@ -115,8 +112,8 @@ class Scheduler:
                         log.warning("job runner interrupted; will resume", job_id=job_id,
                                     error=describe_error(exc))
                     while True:
-                        await trio.sleep(backoff)
-                        backoff = min(backoff * 2, 5.0)
+                        attempt += 1
+                        await trio.sleep(backoff_delay(attempt, first=0.5, cap=5.0))
                         try:
                             owned = await self.store.get(job_id)
                             break

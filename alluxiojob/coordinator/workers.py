@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import random
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -29,6 +28,7 @@ import structlog
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
+from alluxiojob.core.backoff import backoff_delay, jittered
 from alluxiojob.core.errors import describe_error
 from alluxiojob.core.ledger import Placement
 from alluxiojob.core.reasons import Reason
@@ -146,19 +146,19 @@ class WorkerClient:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep a connection up until cancelled."""
         task_status.started()
-        backoff = 0.05
+        attempt = 0
         while True:
             try:
                 await self._session()
-                backoff = 0.05
+                attempt = 0
             except Exception as exc:  # any failure of a session means: reconnect
                 message = describe_error(exc)
                 if message != self.last_error:
                     log.warning("worker unreachable", worker=self.worker_id, error=message)
                 self.last_error = message
             self._attempt_failed()
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+            attempt += 1
+            await trio.sleep(backoff_delay(attempt, first=0.05, cap=1.0))
 
     def _attempt_failed(self) -> None:
         """No connection now: after ``failure.detection.timeout`` of that, the worker is down."""
@@ -455,7 +455,7 @@ class Membership:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if self._static_file is not None:
-                self.update(read_static_workers(self._static_file))
+                self.update(await trio.to_thread.run_sync(read_static_workers, self._static_file))
                 nursery.start_soon(self._watch_static_file, self._static_file)
             elif self._kv is not None:
                 with trio.move_on_after(ETCD_POLL_INTERVAL * 5):
@@ -473,18 +473,19 @@ class Membership:
     async def _poll_etcd(self, kv: KVStore) -> None:
         """ETCD membership: registered workers (under a lease) are the members."""
         while True:
-            await trio.sleep(ETCD_POLL_INTERVAL * random.uniform(0.8, 1.2))
+            await trio.sleep(jittered(ETCD_POLL_INTERVAL))
             await self._poll_etcd_once(kv)
 
     async def _watch_static_file(self, path: Path) -> None:
-        last = os.stat(path).st_mtime_ns
+        """Reread the worker list when its mtime changes (file reads in a thread)."""
+        last = (await trio.to_thread.run_sync(os.stat, path)).st_mtime_ns
         while True:
             await trio.sleep(2.0)
             try:
-                mtime = os.stat(path).st_mtime_ns
+                mtime = (await trio.to_thread.run_sync(os.stat, path)).st_mtime_ns
                 if mtime != last:
                     last = mtime
-                    self.update(read_static_workers(path))
+                    self.update(await trio.to_thread.run_sync(read_static_workers, path))
             except (OSError, ValueError) as exc:
                 log.warning("cannot reread the worker list; keeping the current one",
                             error=str(exc))

@@ -50,6 +50,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 
+from alluxiojob.core.backoff import JITTER, backoff_delay
 from alluxiojob.core.progress import (
     RECENT_TASKS_MAX,
     Counters,
@@ -562,8 +563,8 @@ class Ledger:
         self._count(self._segments[assignment.file.segment], _SUBTASK_FAILED)
         assignment.attempts += 1
         if reason.retryable and assignment.attempts < self.policy.max_attempts:
-            delay = (self.policy.backoff * 2 ** (assignment.attempts - 1)
-                     * self._rng.uniform(0.8, 1.2))
+            delay = backoff_delay(assignment.attempts, first=self.policy.backoff,
+                                  jitter=JITTER, rng=self._rng)
             self._retrying[assignment.id] = assignment
             return [RetryAfter(assignment.id, delay)]
         return self._fail_for_good(assignment, reason, message, now)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
+from alluxiojob.core.backoff import backoff_delay
 from alluxiojob.core.errors import (
     InvalidArgument,
     JobServiceError,
@@ -176,7 +177,7 @@ class EtcdKVStore:
         ambiguous = False
         for attempt in range(self.max_retries + 1):
             if attempt:
-                await trio.sleep(min(_BACKOFF_FIRST * 2 ** (attempt - 1), _BACKOFF_MAX))
+                await trio.sleep(backoff_delay(attempt, first=_BACKOFF_FIRST, cap=_BACKOFF_MAX))
             first = self._preferred
             for step in range(count):
                 index = (first + step) % count

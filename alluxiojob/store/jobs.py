@@ -41,13 +41,13 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import trio
 
+from alluxiojob.core.backoff import backoff_delay
 from alluxiojob.core.errors import (
     CapacityExceeded,
     Fenced,
@@ -252,7 +252,8 @@ class JobStore:
                 if time.monotonic() > deadline:
                     raise Unavailable("the job queue is busy with concurrent submissions "
                                       "for too long; try again")
-                await _backoff(attempt)
+                # Full jitter, growing to at most 50 ms: contending submitters spread out.
+                await trio.sleep(backoff_delay(attempt, first=0.002, cap=0.025, jitter=1.0))
             attempt += 1
             now = self._clock()
             pointer, current, room = await self._read_for_submit(identity_key)
@@ -589,9 +590,6 @@ def claim_order(keys: Sequence[bytes], owner: str, spread: int) -> list[int]:
     return sorted(range(len(keys)), key=lambda i: (i + offset(keys[i]), i))
 
 
-async def _backoff(attempt: int) -> None:
-    """Jittered, growing pause between compare-and-swap retries (at most 50 ms)."""
-    await trio.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** min(attempt, 10))))
 
 
 __all__: Sequence[str] = [

@@ -33,8 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from alluxiojob.testing.ports import free_port
 from alluxiojob.testing.processes import reap, terminate
-from alluxiojob.testing.s3 import free_port
 
 # Azurite's (and the old storage emulator's) published development account.
 ACCOUNT = "devstoreaccount1"

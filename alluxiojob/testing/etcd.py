@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from alluxiojob.testing.ports import free_port
 from alluxiojob.testing.processes import reap, terminate
 
 _NOT_FOUND = "etcd not found: run scripts/test, which installs it"
@@ -64,14 +64,6 @@ def find_etcd(binary: str | None = None) -> str:
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     raise EtcdNotFound(_NOT_FOUND)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _all_threads_stopped(pid: int) -> bool:
@@ -340,5 +332,5 @@ class EtcdCluster:
 
 
 __all__ = [
-    "EtcdCluster", "EtcdNotFound", "EtcdServer", "EtcdStartError", "find_etcd", "free_port",
+    "EtcdCluster", "EtcdNotFound", "EtcdServer", "EtcdStartError", "find_etcd",
 ]

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +40,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
+from alluxiojob.testing.ports import free_port
 from alluxiojob.testing.processes import reap, terminate
 
 CONTROL_PATH = "/__alluxiojob_test__/faults"
@@ -49,13 +49,6 @@ SECRET_KEY = "alluxiojob-test-secret-d0n0tl0g"
 REGION = "us-east-1"
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def s3_properties(url: str, region: str, access_key: str, secret_key: str) -> dict[str, str]:
@@ -404,5 +397,5 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
-__all__ = ["ACCESS_KEY", "REGION", "SECRET_KEY", "S3Server", "boto3_client", "free_port",
+__all__ = ["ACCESS_KEY", "REGION", "SECRET_KEY", "S3Server", "boto3_client",
            "rclone_env", "s3_properties"]

@@ -46,13 +46,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from alluxiojob.testing.ports import free_port
 from alluxiojob.testing.processes import terminate
 from alluxiojob.testing.s3 import (
     ACCESS_KEY,
     REGION,
     SECRET_KEY,
     boto3_client,
-    free_port,
     rclone_env,
     s3_properties,
 )

@@ -41,11 +41,6 @@ class UfsStat:
     version: str = ""
 
 
-def printable(text: str) -> str:
-    """A name that is not UTF-8, shown with its odd bytes escaped (``\\xff``)."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 class UfsError(Exception):
     """A UFS operation failed; ``reason`` is the failure code shown to users."""
 

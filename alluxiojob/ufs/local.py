@@ -65,11 +65,19 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
     return fd, info
 
 
-def fsync_dir(path: str) -> None:
+def fsync_dir(path: str, *, best_effort: bool = False) -> None:
+    """Make a rename or unlink in directory ``path`` durable (fsync the directory).
+
+    ``best_effort``: a directory that cannot be opened (write-only, gone) is skipped
+    rather than raised; a failing fsync still raises. A MOVE is strict: it removes its
+    source only once the new name is on disk.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
-        return
+        if best_effort:
+            return
+        raise
     try:
         os.fsync(fd)
     finally:
@@ -152,7 +160,7 @@ class LocalUfs:
                 raise UfsError("UFS_CHANGED",
                                f"the source of {uri} gave {written} bytes, not {length}")
             os.rename(tmp, path)
-            fsync_dir(head)
+            fsync_dir(head, best_effort=True)
             info = os.stat(path)
         except OSError as exc:
             reason = write_reason_for(exc)
@@ -174,7 +182,7 @@ class LocalUfs:
             return
         except OSError as exc:
             raise UfsError(reason_for(exc), f"cannot remove {uri}: {exc.strerror}") from None
-        fsync_dir(os.path.dirname(path))
+        fsync_dir(os.path.dirname(path), best_effort=True)
 
     def walk(
         self,

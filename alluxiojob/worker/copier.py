@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass, replace
 
 from alluxiojob.ufs.base import UfsError
-from alluxiojob.ufs.local import open_regular, reason_for
+from alluxiojob.ufs.local import fsync_dir, open_regular, reason_for
 from alluxiojob.ufs.tmpnames import TmpOwner, hold_lock, retarget, sweep
 
 _CHUNK = 8 * 1024 * 1024
@@ -252,7 +252,7 @@ def _transfer_one(job: LocalCopy, move: bool, overwrite: bool,
     if not outcome.ok:
         return outcome
     try:
-        _fsync_dir(os.path.dirname(job.final))
+        fsync_dir(os.path.dirname(job.final))
     except OSError as exc:
         return CopyOutcome(False, reason=reason_for(exc),
                            message=f"cannot sync {os.path.dirname(job.final)}: {exc.strerror}")
@@ -304,15 +304,6 @@ def _remove_source(job: LocalCopy, outcome: CopyOutcome) -> CopyOutcome:
         return CopyOutcome(False, reason=reason_for(exc),
                            message=f"copied, but cannot remove {job.src}: {exc.strerror}")
     return outcome
-
-
-def _fsync_dir(path: str) -> None:
-    """Make a rename in ``path`` durable before a MOVE removes the source."""
-    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _same_bytes(a: str, b: str) -> bool:

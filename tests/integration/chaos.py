@@ -1,6 +1,6 @@
 """A chaos run: real etcd, 3 coordinators and 3 workers on loopback, jobs, faults, checks.
 
-Used by ``scripts/chaos`` (long runs, figures for the README) and by
+Used by ``scripts/chaos`` (long runs, the figures in docs/robustness.md) and by
 ``tests/integration/test_chaos.py`` (a short run with a fixed seed). The faults live in
 ``chaos_faults.py``, the job lanes and their checks in ``chaos_lanes.py``, the reading
 and audit of etcd's history in ``etcd_history.py``; this module sets up, runs and reports.
@@ -14,7 +14,7 @@ past its lease leaves the ring and a FREE legitimately skips it, so a file left 
 there could not be told from a bug. One worker has a small cache
 (``alluxio.worker.page.store.sizes``) so that caches really fill. Pins keep their
 default (``alluxio.worker.job.cache.pin.time``, 10 minutes, longer than a run): a
-shorter one lets a long-running job's files be evicted (see the README), which this
+shorter one lets a long-running job's files be evicted (see docs/robustness.md), which this
 run would count as lost.
 
 *Workload.* Each *lane* owns a generated tree (odd names, empty files, files spanning

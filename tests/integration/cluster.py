@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -25,14 +24,10 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from alluxiojob.testing.ports import free_port
+
 T = TypeVar("T")
 SETTLED_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,

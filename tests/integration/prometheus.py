@@ -18,7 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.cluster import free_port, wait_for
+from alluxiojob.testing.ports import free_port
+from tests.integration.cluster import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

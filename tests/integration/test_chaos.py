@@ -1,6 +1,6 @@
 """The chaos run, short: a few faults with one fixed seed, and nothing may be lost.
 
-``scripts/chaos`` runs the long version (50+ faults per seed) for the README's figures.
+``scripts/chaos`` runs the long version (50+ faults per seed) for the figures in docs/robustness.md.
 The double-owner audit is also tested on its own here, against a real etcd, to show
 that it catches a write that fencing should have refused.
 """

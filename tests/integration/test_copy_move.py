@@ -18,6 +18,7 @@ def _tree_digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): sha256(p) for p in root.rglob("*") if p.is_file()}
 
 
+@pytest.mark.fast
 def test_copy_then_move(cluster: Cluster, tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_tree(src, 300, big_size=2_300_000)

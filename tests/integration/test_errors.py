@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.cluster import Cluster, free_port, make_tree
+from alluxiojob.testing.ports import free_port
+from tests.integration.cluster import Cluster, make_tree
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -304,7 +304,7 @@ def test_rerun_by_path_after_stop(ha: Cluster, tmp_path: Path) -> None:
 
 def test_rerun_is_unavailable_in_rocksdb_mode(cluster: Cluster, tmp_path: Path) -> None:
     result = cluster.cli("job", "rerun", "--id", "whatever", check=False)
-    assert result.returncode == 6  # a wrong state for that request (README, exit codes)
+    assert result.returncode == 6  # a wrong state for that request (docs/using.md, exit codes)
     assert "UnavailableException: Job ETCD is not enabled" in result.stderr
 
 

@@ -14,6 +14,7 @@ from tests.integration.cluster import Cluster, cached_files, make_tree, sha256, 
 pytestmark = pytest.mark.timeout(300)
 
 
+@pytest.mark.fast
 def test_load_then_free_a_tree(cluster: Cluster, tmp_path: Path) -> None:
     src = tmp_path / "dataset"
     sizes = make_tree(src, 2000, big_size=4 * 1024 * 1024 + 17)  # > 4 partitions of 1MiB

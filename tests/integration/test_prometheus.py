@@ -209,7 +209,7 @@ def test_dashboard_queries_and_alerts_on_a_real_prometheus(
 
 def test_the_dashboard_drawn_by_prometheus(scraped: tuple[Cluster, PrometheusServer],
                                            tmp_path: Path) -> None:
-    """The picture in the README: every panel's queries graphed by Prometheus itself."""
+    """The picture in docs/operating.md: every panel's queries graphed by Prometheus itself."""
     cluster, prometheus = scraped
     _overflow_the_caches(cluster, prometheus, tmp_path)
     panels = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["type"] != "row"]

@@ -63,6 +63,7 @@ def test_bad_option_values_are_named(cluster: Cluster, tmp_path: Path) -> None:
     assert listing == [], "a rejected submission creates no job"
 
 
+@pytest.mark.fast
 def test_progress_as_text_from_a_query_or_an_alluxio_style_body(
         cluster: Cluster, tmp_path: Path) -> None:
     src = tmp_path / "dataset"

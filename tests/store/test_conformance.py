@@ -37,7 +37,8 @@ from alluxiojob.store.jobs import (
 )
 from alluxiojob.store.kv import Compare, Delete, KVStore, Put
 from alluxiojob.store.rocks import RocksKVStore
-from alluxiojob.testing.etcd import EtcdCluster, EtcdServer, free_port
+from alluxiojob.testing.etcd import EtcdCluster, EtcdServer
+from alluxiojob.testing.ports import free_port
 from tests.store.tcp_proxy import TcpProxy
 
 TEST_TIMEOUT = 30.0  # every async test runs under trio.fail_after(TEST_TIMEOUT)

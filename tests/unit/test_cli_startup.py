@@ -20,7 +20,7 @@ SERVICE_MODULES = ["trio", "trio_websocket", "hypercorn", "starlette", "structlo
 # Only when a command runs: --help needs none of them. (The path allowlist of the
 # security settings brings the UFS package, and obstore with it: a few milliseconds.)
 COMMAND_MODULES = ["rich", "alluxiojob.config", "alluxiojob.security", "alluxiojob.ufs",
-                   "obstore", "alluxiojob.cli.client", "alluxiojob.cli.render"]
+                   "obstore", "alluxiojob.cli.client", "alluxiojob.core.report"]
 
 
 def _modules_after(code: str) -> set[str]:

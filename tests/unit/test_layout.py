@@ -1,5 +1,6 @@
-"""The layout shows the architecture: the pure core imports no I/O, and no module imports
-itself through others (not even under ``TYPE_CHECKING``)."""
+"""The layout shows the architecture: the pure core imports no I/O, arrows point down
+(the core imports no service, nothing below the CLI imports the CLI), and no module
+imports itself through others (not even under ``TYPE_CHECKING``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ import alluxiojob
 
 PACKAGE = Path(alluxiojob.__file__).parent
 PURE = ["alluxiojob.core.ledger", "alluxiojob.core.states", "alluxiojob.core.progress",
-        "alluxiojob.core.job", "alluxiojob.core.ring", "alluxiojob.protocol.codec"]
+        "alluxiojob.core.job", "alluxiojob.core.ring", "alluxiojob.core.report",
+        "alluxiojob.core.backoff", "alluxiojob.core.text", "alluxiojob.protocol.codec"]
+# The floors above the core, with the CLI on top; the core imports none of them.
+SERVICES = ("alluxiojob.coordinator", "alluxiojob.worker", "alluxiojob.store",
+            "alluxiojob.ufs", "alluxiojob.security", "alluxiojob.testing", "alluxiojob.cli",
+            "alluxiojob.web", "alluxiojob.logs")
 IO_LIBRARIES = ["trio", "trio_websocket", "trio_parallel", "httpx", "rocksdict", "hypercorn",
                 "starlette", "structlog"]
 
@@ -80,3 +86,33 @@ def test_the_pure_core_imports_no_io_library() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=60, check=True).stdout.strip()
     assert out == "[]", f"the pure core pulled in: {out}"
+
+
+def _in(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def upward_arrows(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that point up: the core importing a service, or anything importing the CLI."""
+    arrows = []
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            if module.startswith("alluxiojob.core") and _in(target, SERVICES):
+                arrows.append(f"{module} -> {target}")
+            elif _in(target, ("alluxiojob.cli",)) and not _in(module, ("alluxiojob.cli",)):
+                arrows.append(f"{module} -> {target}")
+    return arrows
+
+
+def test_no_arrow_points_up() -> None:
+    graph = import_graph()
+    assert "alluxiojob.core.report" in graph["alluxiojob.coordinator.api"]
+    assert upward_arrows(graph) == []
+
+
+def test_the_arrow_finder_finds_both_kinds() -> None:
+    graph = {"alluxiojob.coordinator.api": {"alluxiojob.cli.render"},
+             "alluxiojob.core.job": {"alluxiojob.store.jobs", "alluxiojob.core.states"},
+             "alluxiojob.cli.main": {"alluxiojob.cli.jobs", "alluxiojob.core.report"}}
+    assert upward_arrows(graph) == ["alluxiojob.coordinator.api -> alluxiojob.cli.render",
+                                    "alluxiojob.core.job -> alluxiojob.store.jobs"]

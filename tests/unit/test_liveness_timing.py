@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from alluxiojob.coordinator.scheduler import jittered
+from alluxiojob.core.backoff import jittered
 from alluxiojob.core.errors import Unavailable
 from alluxiojob.store.kv import Compare, Entry, Op, Put
 from alluxiojob.store.liveness import DuplicateId, LeaseRegistration, liveness_root

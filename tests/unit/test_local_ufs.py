@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from alluxiojob.ufs.local import LocalUfs
+import pytest
+
+from alluxiojob.ufs.local import LocalUfs, fsync_dir
 
 
 def test_walk_is_sorted_and_resumes_strictly_after(tmp_path: Path) -> None:
@@ -39,3 +41,11 @@ def test_non_utf8_names_are_listed(tmp_path: Path) -> None:
     files = list(ufs.walk(ufs.normalize(str(tmp_path))))
     assert len(files) == 1
     assert files[0].parts == ("\udcff.bin",)
+
+
+def test_fsync_dir_is_strict_unless_asked_for_best_effort(tmp_path: Path) -> None:
+    fsync_dir(str(tmp_path))
+    gone = str(tmp_path / "gone")
+    with pytest.raises(FileNotFoundError):
+        fsync_dir(gone)
+    fsync_dir(gone, best_effort=True)  # skipped, as a local write's rename is

@@ -1,12 +1,12 @@
-"""Text renderings of REST answers (``cli/render.py``)."""
+"""Text renderings of REST answers (``core/report.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from alluxiojob.cli.render import job_stat_text, progress_text
 from alluxiojob.core.job import JobOptions, JobRecord, JobType
 from alluxiojob.core.progress import Counters, Progress, TaskRecord, TaskStatus
+from alluxiojob.core.report import job_stat_text, progress_text
 from alluxiojob.core.states import JobState
 
 

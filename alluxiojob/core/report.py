@@ -1,4 +1,8 @@
-"""Text renderings of REST answers. Pure: string in, string out."""
+"""Text renderings of REST answers: progress, job lists, ``job stat`` and the report.
+
+Pure: a dict in, a string out. The CLI prints them and the REST API serves the same
+text (``format=TEXT``), so they live here, below both.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import datetime
 from collections import Counter
 from typing import Any
 
-from alluxiojob.config import format_duration, format_size
+from alluxiojob.config.units import format_duration, format_size
 from alluxiojob.core.reasons import Reason
 
 VERBS = {"LOAD": "loading", "FREE": "freeing", "COPY": "copying", "MOVE": "moving"}
