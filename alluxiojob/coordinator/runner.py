@@ -64,6 +64,7 @@ from alluxiojob.ufs.settings import UfsSettings
 log = structlog.get_logger("alluxiojob.coordinator")
 
 CHECKPOINT_INTERVAL = 1.0
+FLUSH_BACKOFF = 0.2  # first wait before the final flush of failures is tried again
 LIST_PAGE = 1000  # files listed per call into the listing thread
 MAX_VERIFY_PASSES = 5
 FILL_WAIT = 0.02  # how long a dispatcher waits to fill a task while listing goes on
@@ -212,8 +213,14 @@ class JobRunner:
         # committed: cancel the first, keep the failures of the second.
         await self._cancel_tasks(self.ledger.stop(self._now()))
         self.ledger.keep_uncommitted_failures()
-        if self.ledger.unsaved_failures:
-            await self._save()  # the final transition below carries the progress itself
+        # The final transition below carries the progress itself, but not the failures it
+        # counts: they are stored first, however long the store takes to answer again.
+        backoff = FLUSH_BACKOFF
+        while self.ledger.unsaved_failures:
+            await self._save()
+            if self.ledger.unsaved_failures:
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, CHECKPOINT_INTERVAL * 5)
         error = error or self.ledger.outcome()
         event = JobEvent.FAIL if error else JobEvent.SUCCEED
         self.owned = await self.store.transition(
