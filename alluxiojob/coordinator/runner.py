@@ -64,6 +64,8 @@ from alluxiojob.ufs.settings import UfsSettings
 log = structlog.get_logger("alluxiojob.coordinator")
 
 CHECKPOINT_INTERVAL = 1.0
+LISTING_ATTEMPTS = 5  # unexpected listing errors in a row at one place fail the job
+LISTING_BACKOFF = 0.5  # first wait before such a listing is resumed
 FLUSH_BACKOFF = 0.2  # first wait before the final flush of failures is tried again
 LIST_PAGE = 1000  # files listed per call into the listing thread
 MAX_VERIFY_PASSES = 5
@@ -352,8 +354,10 @@ class JobRunner:
                         path=path, allowlist=allowlist.describe())
             return False
 
-        walker: Iterator[UfsFile] = ufs.walk(
-            self.job.path, after, follow_link if allowlist.enabled else None)
+        def walk(after: tuple[str, ...]) -> Iterator[UfsFile]:
+            return ufs.walk(self.job.path, after, follow_link if allowlist.enabled else None)
+
+        walker = walk(after)
 
         def next_page() -> list[UfsFile]:
             out: list[UfsFile] = []
@@ -363,9 +367,29 @@ class JobRunner:
                     break
             return out
 
+        # An unexpected error (a UfsError fails the job at once) resumes the walk after
+        # the last file listed; one that recurs there fails the job, naming it, rather
+        # than hold a running slot for good.
+        attempts, backoff = 0, LISTING_BACKOFF
         while True:
-            files = await trio.to_thread.run_sync(next_page)
+            try:
+                files = await trio.to_thread.run_sync(next_page)
+            except UfsError:
+                raise
+            except Exception as exc:
+                attempts += 1
+                place = printable("/".join(after)) or "the start"
+                if attempts >= LISTING_ATTEMPTS:
+                    raise JobFailed(f"listing {printable(self.job.path)} failed {attempts} "
+                                    f"times after {place}: {describe_error(exc)}") from None
+                log.warning("listing failed; resuming it", after=place, attempts=attempts,
+                            error=describe_error(exc))
+                await trio.sleep(backoff)
+                backoff *= 2
+                walker = walk(after)
+                continue
             if files:
+                after, attempts, backoff = files[-1].parts, 0, LISTING_BACKOFF
                 yield files
             if len(files) < LIST_PAGE:  # the walk is over
                 return

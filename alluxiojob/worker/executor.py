@@ -48,7 +48,7 @@ from alluxiojob.protocol.codec import (
 from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.ufs import is_local, ufs_for
 from alluxiojob.ufs.base import UfsError
-from alluxiojob.ufs.local import reason_for, to_local_path
+from alluxiojob.ufs.local import make_dirs, reason_for, to_local_path
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.ufs.tmpnames import TmpName, TmpOwner, retarget
 from alluxiojob.worker.cache import Cache, IndexEntry, MetadataRecord, cache_relpath
@@ -730,7 +730,7 @@ class TaskExecutor:
                 return CopyOutcome(False, reason="UFS_CHANGED",
                                    message=f"{planned.src} changed while it was loaded")
         try:
-            os.makedirs(os.path.dirname(planned.final), exist_ok=True)
+            make_dirs(os.path.dirname(planned.final))
             os.rename(planned.tmp, planned.final)
         except OSError as exc:
             return CopyOutcome(False, reason=reason_for(exc), message=(
