@@ -53,6 +53,7 @@ from alluxiojob.core.ledger import (
     Task,
 )
 from alluxiojob.core.progress import FailureRecord, Progress, RateWindow
+from alluxiojob.core.reasons import Reason
 from alluxiojob.core.states import JobEvent, JobState
 from alluxiojob.protocol.codec import FileEntry, TaskOp, TaskOptions
 from alluxiojob.security.paths import PathAllowlist
@@ -132,6 +133,7 @@ class JobRunner:
         # would compare a revision the runner itself replaced, and fence it off its job.
         self._store_writes = trio.Lock()
         self._finished = False
+        self._checking_roots = False
         # per pass
         self._nursery: trio.Nursery | None = None
         self._wake: dict[str, trio.Event] = {}
@@ -284,6 +286,10 @@ class JobRunner:
             elif isinstance(decision, PassFinished):
                 self._pass_done.set()
             elif isinstance(decision, FileFailed):
+                if decision.reason is Reason.UFS_NOT_FOUND and not self._checking_roots:
+                    assert self._nursery is not None
+                    self._checking_roots = True
+                    self._nursery.start_soon(self._check_roots)
                 if self.metrics is not None:
                     self.metrics.file_failed(self.job.type.value, decision.reason.value)
                 log.warning("file failed", path=printable(decision.path),
@@ -292,6 +298,25 @@ class JobRunner:
             elif isinstance(decision, FailEarly):
                 raise JobFailed(decision.message)
             # CheckpointAdvanced: the checkpointer writes it within a second.
+
+    async def _check_roots(self) -> None:
+        """A file was not found: if its bucket, container or the job's path is gone, no
+        other file can be done either, so the job fails at once, naming what is gone."""
+        settings = UfsSettings.from_config(self.config)
+        try:
+            for uri in filter(None, (self.job.path, self.job.dst)):
+                try:
+                    there = await trio.to_thread.run_sync(ufs_for(uri, settings).exists, uri)
+                except UfsError as exc:
+                    if exc.reason == Reason.UFS_NOT_FOUND:  # the bucket or container
+                        raise JobFailed(str(exc)) from None
+                    continue  # cannot tell: the files' own failures count
+                # A destination is made as it is written; a MOVE empties its source.
+                if (not there and uri == self.job.path
+                        and self.job.type is not JobType.MOVE):
+                    raise JobFailed(f"{printable(uri)} no longer exists")
+        finally:
+            self._checking_roots = False
 
     def _wake_dispatcher(self, worker: str) -> None:
         event = self._wake.get(worker)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from alluxiojob.testing.s3 import S3Server
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -80,3 +80,22 @@ def test_a_resumed_move_from_s3_removes_sources_already_in_place(
     assert report["files"]["skipped"] == 1
     assert s3.keys("move-resume", "n") == ["n"]
     assert (tmp_path / "n").read_bytes() == b"the other!"
+
+
+def test_a_bucket_deleted_mid_job_fails_it_at_once_naming_the_bucket(
+        s3_cluster: Cluster, s3: S3Server) -> None:
+    s3.create_bucket("vanishing")
+    objects = {f"set/obj-{i:03d}": os.urandom(2000) for i in range(124)}
+    s3.put_many("vanishing", objects)
+    job = s3_cluster.submit("load", "s3://vanishing/set", batch_size=5, bandwidth=20_000)
+    wait_for(lambda: s3_cluster.progress(job["id"])["files"]["processed"] >= 10, 120,
+             "ten objects loaded")
+    client = s3.client()
+    client.delete_objects(Bucket="vanishing",
+                          Delete={"Objects": [{"Key": key} for key in objects]})
+    client.delete_bucket(Bucket="vanishing")
+    report = s3_cluster.wait_state(job["id"], "FAILED")
+    assert report["files"]["processed"] < len(objects), "the bucket went mid-job"
+    error = report["job"]["error"]
+    assert "bucket 'vanishing' does not exist" in error, error
+    assert "threshold" not in error
