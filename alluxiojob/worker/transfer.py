@@ -26,6 +26,7 @@ from alluxiojob.ufs.local import LocalUfs, to_local_path
 from alluxiojob.ufs.objects import ObjectStoreUfs
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.ufs.tmpnames import TmpOwner
+from alluxiojob.ufs.uploads import UploadJournal
 from alluxiojob.worker.copier import CopyOutcome
 from alluxiojob.worker.fetch import thread_pool
 
@@ -89,7 +90,8 @@ def _same_content(src_ufs: UnderFileSystem, src: str, dst_ufs: UnderFileSystem,
 
 
 def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
-                 settings: UfsSettings, tmp_owner: TmpOwner | None = None) -> CopyOutcome:
+                 settings: UfsSettings, tmp_owner: TmpOwner | None = None,
+                 uploads: UploadJournal | None = None) -> CopyOutcome:
     src_ufs, dst_ufs = ufs_for(job.src, settings), ufs_for(job.dst, settings)
     try:
         if isinstance(dst_ufs, LocalUfs) and os.path.isdir(to_local_path(job.dst)):
@@ -109,6 +111,9 @@ def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
         if isinstance(dst_ufs, LocalUfs):
             written = dst_ufs.write(job.dst, chunks, info.length, overwrite=True,
                                     tmp_owner=tmp_owner)
+        elif isinstance(dst_ufs, ObjectStoreUfs):
+            written = dst_ufs.write(job.dst, chunks, info.length, overwrite=True,
+                                    uploads=uploads)
         else:
             written = dst_ufs.write(job.dst, chunks, info.length, overwrite=True)
         if written.length != info.length:
@@ -129,9 +134,11 @@ def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
 
 def transfer_objects_shard(jobs: list[ObjectTransfer], move: bool, overwrite: bool,
                            settings: UfsSettings,
-                           tmp_owner: TmpOwner | None = None) -> list[CopyOutcome]:
+                           tmp_owner: TmpOwner | None = None,
+                           uploads: UploadJournal | None = None) -> list[CopyOutcome]:
     """Run in a pool process: every job, many at a time; never raises for one file.
-    ``tmp_owner``: the worker run whose temp files a local destination gets."""
+    ``tmp_owner``: the worker run whose temp files a local destination gets; ``uploads``:
+    the journal of its multipart uploads to an object store."""
     pool = thread_pool(settings.requests_per_process)
-    return list(pool.map(lambda job: transfer_one(job, move, overwrite, settings, tmp_owner),
-                         jobs))
+    return list(pool.map(
+        lambda job: transfer_one(job, move, overwrite, settings, tmp_owner, uploads), jobs))

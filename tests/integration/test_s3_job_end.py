@@ -6,14 +6,16 @@ worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from alluxiojob.testing.s3 import S3Server
-from tests.integration.cluster import Cluster, wait_for
+from tests.integration.cluster import Cluster, Service, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,8 +38,8 @@ def s3_cluster(cluster_factory, s3: S3Server) -> Cluster:  # type: ignore[no-unt
     return cluster
 
 
-def submit_move(cluster: Cluster, src: str, dst: str) -> str:
-    response = cluster.api("POST", "/api/v1/master/submit_job/move",
+def submit_move(cluster: Cluster, src: str, dst: str, job_type: str = "move") -> str:
+    response = cluster.api("POST", f"/api/v1/master/submit_job/{job_type}",
                            json={"path": src, "dst": dst})
     assert response.status_code == 200, response.text
     job_id: str = response.json()["id"]
@@ -99,3 +101,79 @@ def test_a_bucket_deleted_mid_job_fails_it_at_once_naming_the_bucket(
     error = report["job"]["error"]
     assert "bucket 'vanishing' does not exist" in error, error
     assert "threshold" not in error
+
+
+def incomplete_uploads(s3: S3Server, bucket: str) -> list[str]:
+    answer = s3.client().list_multipart_uploads(Bucket=bucket)
+    return sorted(upload["Key"] for upload in answer.get("Uploads", []))
+
+
+def leave_an_upload(s3: S3Server, bucket: str, key: str) -> None:
+    """What a worker killed in the middle of a multipart upload leaves: begun, one part."""
+    client = s3.client()
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key)
+    client.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1,
+                       Body=os.urandom(5 * MiB))
+
+
+def kill_with_its_pool(worker: Service) -> None:
+    """SIGKILL a worker and its pool processes at once, as a container's end or the
+    out-of-memory killer does (a pool process left alone finishes its upload)."""
+    assert worker.proc is not None
+    doomed, todo = [], [worker.proc.pid]
+    while todo:
+        pid = todo.pop()
+        doomed.append(pid)
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            todo += [int(child) for child in children.read_text().split()]
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    worker.kill()
+
+
+def test_a_retried_upload_aborts_what_its_killed_attempt_left(
+        s3_cluster: Cluster, s3: S3Server, tmp_path: Path) -> None:
+    s3.create_bucket("uploads-retried")
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom(17 * MiB)  # past the multipart threshold
+    (src / "big").write_bytes(big)
+    (src / "small").write_bytes(b"one PUT")
+    leave_an_upload(s3, "uploads-retried", "up/big")
+    leave_an_upload(s3, "uploads-retried", "elsewhere/big")  # not this job's: kept
+    job = submit_move(s3_cluster, str(src), "s3://uploads-retried/up", "copy")
+    s3_cluster.wait_state(job, "SUCCEEDED")
+    assert s3.get("uploads-retried", "up/big") == big
+    assert incomplete_uploads(s3, "uploads-retried") == ["elsewhere/big"]
+
+
+def test_a_restarted_worker_aborts_the_uploads_its_killed_run_left(
+        cluster_factory, s3: S3Server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cluster: Cluster = cluster_factory(**s3.properties())
+    worker = cluster.add_worker()
+    cluster.add_coordinator()
+    s3.create_bucket("uploads-swept")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"big{i}").write_bytes(os.urandom(17 * MiB))
+    s3.set_latency(0.3)  # slow parts: the worker is killed with uploads in flight
+    try:
+        submit_move(cluster, str(src), "s3://uploads-swept/up", "copy")
+        wait_for(lambda: incomplete_uploads(s3, "uploads-swept") or None, 120,
+                 "a multipart upload to begin")
+        kill_with_its_pool(worker)
+        # Stopped, the job retries nothing: only the restarted worker's sweep can help.
+        stopped = cluster.api("POST", "/api/v1/master/stop_job/copy",
+                              json={"path": str(src), "dst": "s3://uploads-swept/up"})
+        assert stopped.status_code == 200, stopped.text
+    finally:
+        s3.set_latency(0.0)
+    left = incomplete_uploads(s3, "uploads-swept")
+    assert left, "the kill left no upload behind; the test proves nothing"
+    worker.start()
+    wait_for(lambda: not incomplete_uploads(s3, "uploads-swept"), 120,
+             f"the restarted worker to abort {left}")
+    wait_for(lambda: "aborted multipart uploads a killed run left" in worker.log(), 30,
+             "the sweep to be logged")
