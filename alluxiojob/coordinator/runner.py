@@ -53,6 +53,7 @@ from alluxiojob.core.ledger import (
     Task,
 )
 from alluxiojob.core.progress import FailureRecord, Progress, RateWindow
+from alluxiojob.core.reasons import Reason
 from alluxiojob.core.states import JobEvent, JobState
 from alluxiojob.core.text import printable
 from alluxiojob.protocol.codec import FileEntry, TaskOp, TaskOptions
@@ -65,6 +66,9 @@ from alluxiojob.ufs.settings import UfsSettings
 log = structlog.get_logger("alluxiojob.coordinator")
 
 CHECKPOINT_INTERVAL = 1.0
+LISTING_ATTEMPTS = 5  # unexpected listing errors in a row at one place fail the job
+LISTING_BACKOFF = 0.5  # first wait before such a listing is resumed
+FLUSH_BACKOFF = 0.2  # first wait before the final flush of failures is tried again
 LIST_PAGE = 1000  # files listed per call into the listing thread
 MAX_VERIFY_PASSES = 5
 FILL_WAIT = 0.02  # how long a dispatcher waits to fill a task while listing goes on
@@ -130,6 +134,7 @@ class JobRunner:
         # would compare a revision the runner itself replaced, and fence it off its job.
         self._store_writes = trio.Lock()
         self._finished = False
+        self._checking_roots = False
         # per pass
         self._nursery: trio.Nursery | None = None
         self._wake: dict[str, trio.Event] = {}
@@ -213,8 +218,14 @@ class JobRunner:
         # committed: cancel the first, keep the failures of the second.
         await self._cancel_tasks(self.ledger.stop(self._now()))
         self.ledger.keep_uncommitted_failures()
-        if self.ledger.unsaved_failures:
-            await self._save()  # the final transition below carries the progress itself
+        # The final transition below carries the progress itself, but not the failures it
+        # counts: they are stored first, however long the store takes to answer again.
+        backoff = FLUSH_BACKOFF
+        while self.ledger.unsaved_failures:
+            await self._save()
+            if self.ledger.unsaved_failures:
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, CHECKPOINT_INTERVAL * 5)
         error = error or self.ledger.outcome()
         event = JobEvent.FAIL if error else JobEvent.SUCCEED
         self.owned = await self.store.transition(
@@ -276,6 +287,10 @@ class JobRunner:
             elif isinstance(decision, PassFinished):
                 self._pass_done.set()
             elif isinstance(decision, FileFailed):
+                if decision.reason is Reason.UFS_NOT_FOUND and not self._checking_roots:
+                    assert self._nursery is not None
+                    self._checking_roots = True
+                    self._nursery.start_soon(self._check_roots)
                 if self.metrics is not None:
                     self.metrics.file_failed(self.job.type.value, decision.reason.value)
                 log.warning("file failed", path=printable(decision.path),
@@ -284,6 +299,25 @@ class JobRunner:
             elif isinstance(decision, FailEarly):
                 raise JobFailed(decision.message)
             # CheckpointAdvanced: the checkpointer writes it within a second.
+
+    async def _check_roots(self) -> None:
+        """A file was not found: if its bucket, container or the job's path is gone, no
+        other file can be done either, so the job fails at once, naming what is gone."""
+        settings = UfsSettings.from_config(self.config)
+        try:
+            for uri in filter(None, (self.job.path, self.job.dst)):
+                try:
+                    there = await trio.to_thread.run_sync(ufs_for(uri, settings).exists, uri)
+                except UfsError as exc:
+                    if exc.reason == Reason.UFS_NOT_FOUND:  # the bucket or container
+                        raise JobFailed(str(exc)) from None
+                    continue  # cannot tell: the files' own failures count
+                # A destination is made as it is written; a MOVE empties its source.
+                if (not there and uri == self.job.path
+                        and self.job.type is not JobType.MOVE):
+                    raise JobFailed(f"{printable(uri)} no longer exists")
+        finally:
+            self._checking_roots = False
 
     def _wake_dispatcher(self, worker: str) -> None:
         event = self._wake.get(worker)
@@ -346,8 +380,10 @@ class JobRunner:
                         path=path, allowlist=allowlist.describe())
             return False
 
-        walker: Iterator[UfsFile] = ufs.walk(
-            self.job.path, after, follow_link if allowlist.enabled else None)
+        def walk(after: tuple[str, ...]) -> Iterator[UfsFile]:
+            return ufs.walk(self.job.path, after, follow_link if allowlist.enabled else None)
+
+        walker = walk(after)
 
         def next_page() -> list[UfsFile]:
             out: list[UfsFile] = []
@@ -357,9 +393,29 @@ class JobRunner:
                     break
             return out
 
+        # An unexpected error (a UfsError fails the job at once) resumes the walk after
+        # the last file listed; one that recurs there fails the job, naming it, rather
+        # than hold a running slot for good.
+        attempts, backoff = 0, LISTING_BACKOFF
         while True:
-            files = await trio.to_thread.run_sync(next_page)
+            try:
+                files = await trio.to_thread.run_sync(next_page)
+            except UfsError:
+                raise
+            except Exception as exc:
+                attempts += 1
+                place = printable("/".join(after)) or "the start"
+                if attempts >= LISTING_ATTEMPTS:
+                    raise JobFailed(f"listing {printable(self.job.path)} failed {attempts} "
+                                    f"times after {place}: {describe_error(exc)}") from None
+                log.warning("listing failed; resuming it", after=place, attempts=attempts,
+                            error=describe_error(exc))
+                await trio.sleep(backoff)
+                backoff *= 2
+                walker = walk(after)
+                continue
             if files:
+                after, attempts, backoff = files[-1].parts, 0, LISTING_BACKOFF
                 yield files
             if len(files) < LIST_PAGE:  # the walk is over
                 return

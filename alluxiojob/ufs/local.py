@@ -65,6 +65,24 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
     return fd, info
 
 
+def make_dirs(path: str) -> None:
+    """``os.makedirs(path, exist_ok=True)`` in a loop: ``os.makedirs`` recurses once per
+    missing level, and a tree deeper than Python's recursion limit is a valid tree."""
+    missing: list[str] = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+
+
 def fsync_dir(path: str, *, best_effort: bool = False) -> None:
     """Make a rename or unlink in directory ``path`` durable (fsync the directory).
 
@@ -145,7 +163,7 @@ class LocalUfs:
         head = os.path.dirname(path)
         tmp = TmpName.new(tmp_owner or _NO_WORKER).beside(path)
         try:
-            os.makedirs(head, exist_ok=True)
+            make_dirs(head)
             if tmp_owner is not None:
                 sweep(head, tmp_owner)
             written = 0
@@ -200,51 +218,82 @@ class LocalUfs:
             if not after:
                 yield UfsFile(uri, (), info.st_size, info.st_mtime_ns)
             return
-        yield from self._walk_dir(root, base, (), after, {(info.st_dev, info.st_ino)},
-                                  follow_link)
+        yield from _walk_tree(root, base, after, (info.st_dev, info.st_ino), follow_link)
 
-    def _walk_dir(
-        self,
-        path: str,
-        base: str,
-        prefix: tuple[str, ...],
-        after: tuple[str, ...],
-        ancestors: set[tuple[int, int]],
-        follow_link: Callable[[str], bool] | None,
-    ) -> Iterator[UfsFile]:
+
+def _sorted_entries(path: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        raise UfsError(reason_for(exc), f"cannot list {path}: {exc.strerror}") from None
+
+
+def _gone(exc: OSError) -> bool:
+    """An entry that vanished since it was listed, or a dangling or looping link."""
+    return exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+
+
+def _walk_tree(
+    root: str,
+    base: str,
+    after: tuple[str, ...],
+    root_key: tuple[int, int],
+    follow_link: Callable[[str], bool] | None,
+) -> Iterator[UfsFile]:
+    """Every regular file under ``root`` in the order of its ``parts`` (names sorted at
+    each level, a directory's files where its name sorts), strictly after ``after``.
+
+    Iterative, with one frame per open directory: a tree of any depth is walked in
+    bounded stack. A directory on the path from ``root`` (a symlink back up the tree) is
+    not entered again. An entry that cannot be examined fails the listing by name,
+    unless it is simply gone (vanished, or a dangling link): skipping it would finish a
+    job that never saw part of its tree.
+    """
+    # (remaining entries of a directory, in reverse; its parts; its (st_dev, st_ino))
+    stack: list[tuple[list[os.DirEntry[str]], tuple[str, ...], tuple[int, int]]] = [
+        (_sorted_entries(root)[::-1], (), root_key)]
+    ancestors = {root_key}
+    while stack:
+        entries, prefix, dir_key = stack[-1]
+        if not entries:
+            stack.pop()
+            ancestors.discard(dir_key)
+            continue
+        entry = entries.pop()
+        parts = (*prefix, entry.name)
+        if follow_link is not None and entry.is_symlink() and not follow_link(entry.path):
+            continue
         try:
-            with os.scandir(path) as it:
-                entries = sorted(it, key=lambda e: e.name)
+            is_dir = entry.is_dir(follow_symlinks=True)
+        except OSError:
+            is_dir = False
+        if is_dir:
+            # Skip subtrees that end before the checkpoint; descend into the one on it.
+            if after and parts < after[: len(parts)]:
+                continue
+            try:
+                dir_info = entry.stat(follow_symlinks=True)
+            except OSError as exc:
+                if _gone(exc):
+                    continue
+                raise UfsError(reason_for(exc), f"cannot list {entry.path}: "
+                               f"{exc.strerror}") from None
+            key = (dir_info.st_dev, dir_info.st_ino)
+            if key in ancestors:
+                continue  # a symlink back up the tree: do not loop
+            stack.append((_sorted_entries(entry.path)[::-1], parts, key))
+            ancestors.add(key)
+            continue
+        if after and parts <= after:
+            continue
+        try:
+            info = entry.stat(follow_symlinks=True)
         except OSError as exc:
-            raise UfsError(reason_for(exc), f"cannot list {path}: {exc.strerror}") from None
-        for entry in entries:
-            parts = (*prefix, entry.name)
-            if follow_link is not None and entry.is_symlink() and not follow_link(entry.path):
-                continue
-            try:
-                is_dir = entry.is_dir(follow_symlinks=True)
-            except OSError:
-                is_dir = False
-            if is_dir:
-                # Skip subtrees that end before the checkpoint; descend into the one on it.
-                if after and parts < after[: len(parts)]:
-                    continue
-                try:
-                    dir_info = entry.stat(follow_symlinks=True)
-                except OSError:
-                    continue
-                key = (dir_info.st_dev, dir_info.st_ino)
-                if key in ancestors:
-                    continue  # a symlink back up the tree: do not loop
-                yield from self._walk_dir(entry.path, base, parts, after, ancestors | {key},
-                                          follow_link)
-                continue
-            if after and parts <= after:
-                continue
-            try:
-                info = entry.stat(follow_symlinks=True)
-            except OSError:
+            if _gone(exc):
                 continue  # vanished or a dangling link: nothing to load
-            if not stat.S_ISREG(info.st_mode):
-                continue
-            yield UfsFile(base + "/" + "/".join(parts), parts, info.st_size, info.st_mtime_ns)
+            raise UfsError(reason_for(exc), f"cannot read {entry.path}: "
+                           f"{exc.strerror}") from None
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        yield UfsFile(base + "/" + "/".join(parts), parts, info.st_size, info.st_mtime_ns)

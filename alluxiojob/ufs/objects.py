@@ -17,10 +17,11 @@ listing, since the client cannot list past it: list a narrower path).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import obstore
@@ -28,6 +29,7 @@ from obstore import exceptions as obs_errors
 
 from alluxiojob.ufs.base import READ_CHUNK, UfsError, UfsFile, UfsStat
 from alluxiojob.ufs.settings import UfsSettings
+from alluxiojob.ufs.uploads import UploadJournal, abort_stale
 
 if TYPE_CHECKING:
     from obstore import GetOptions
@@ -322,8 +324,11 @@ class ObjectStoreUfs:
                            "while it was read")
 
     def write(self, uri: str, chunks: Iterable[bytes], length: int,
-              overwrite: bool) -> UfsStat:
-        """One PUT, or a multipart upload completed at the end: the object appears whole."""
+              overwrite: bool, uploads: UploadJournal | None = None) -> UfsStat:
+        """One PUT, or a multipart upload completed at the end: the object appears whole.
+
+        S3: what earlier, killed attempts at the same key left (``uploads`` module) is
+        aborted first, and ``uploads`` records the upload until it ends."""
         store, key = self._locate(uri)
         if not key:
             raise UfsError("INVALID_PATH", f"cannot write a bucket root: {uri}")
@@ -339,9 +344,17 @@ class ObjectStoreUfs:
                     raise error from None
         counted = _Counted(chunks)
         multipart = length > MULTIPART_THRESHOLD
+        journal: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if multipart and self.scheme == "s3":
+            _, bucket, _ = split_uri(uri)
+            abort_stale(self.settings, bucket, key, datetime.now(UTC))
+            if uploads is not None:
+                journal = uploads.upload(bucket, key)
         try:
-            obstore.put(store, key, counted if multipart else counted.collect(),
-                        use_multipart=multipart, chunk_size=MULTIPART_PART, max_concurrency=4)
+            with journal:
+                obstore.put(store, key, counted if multipart else counted.collect(),
+                            use_multipart=multipart, chunk_size=MULTIPART_PART,
+                            max_concurrency=4)
         except UfsError:
             raise
         except Exception as exc:

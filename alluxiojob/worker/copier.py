@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass, replace
 
 from alluxiojob.ufs.base import UfsError
-from alluxiojob.ufs.local import fsync_dir, open_regular, reason_for
+from alluxiojob.ufs.local import fsync_dir, make_dirs, open_regular, reason_for
 from alluxiojob.ufs.tmpnames import TmpOwner, hold_lock, retarget, sweep
 
 _CHUNK = 8 * 1024 * 1024
@@ -57,7 +57,7 @@ class CopyOutcome:
 def ensure_parent(path: str) -> None:
     parent = os.path.dirname(path)
     if parent not in _made_dirs:
-        os.makedirs(parent, exist_ok=True)
+        make_dirs(parent)
         if len(_made_dirs) > 100_000:
             _made_dirs.clear()
         _made_dirs.add(parent)

@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 import structlog
 import trio
@@ -48,9 +49,10 @@ from alluxiojob.protocol.codec import (
 from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.ufs import is_local, ufs_for
 from alluxiojob.ufs.base import UfsError
-from alluxiojob.ufs.local import reason_for, to_local_path
+from alluxiojob.ufs.local import make_dirs, reason_for, to_local_path
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.ufs.tmpnames import TmpName, TmpOwner, retarget
+from alluxiojob.ufs.uploads import UploadJournal
 from alluxiojob.worker.cache import Cache, IndexEntry, MetadataRecord, cache_relpath
 from alluxiojob.worker.copier import (
     CopyOutcome,
@@ -145,6 +147,11 @@ class TaskExecutor:
         # Whose hidden temp files COPY/MOVE writes beside local destinations: this worker
         # (its cache dir's tag) in this run; earlier runs' are swept as they are met.
         self.tmp_owner = TmpOwner.new_run(cache.worker_tag)
+        # The multipart uploads this run begins; a dead run's unfinished ones are aborted
+        # when the worker starts again (sweep_uploads).
+        self.uploads = UploadJournal(cache.dirs[0].root / "uploads",
+                                     f"{self.tmp_owner.worker}-{self.tmp_owner.run}")
+        self._started = datetime.now(UTC)
 
     async def warm_up(self) -> None:
         """Start every pool process now rather than during the first task."""
@@ -152,6 +159,16 @@ class TaskExecutor:
             for _ in range(self.pool_size):
                 nursery.start_soon(
                     lambda: trio_parallel.run_sync(os.getpid, limiter=self.limiter))
+
+    async def sweep_uploads(self) -> None:
+        """Abort the multipart uploads earlier runs of this worker left unfinished."""
+        def sweep() -> int:
+            self.uploads.directory.mkdir(mode=0o700, exist_ok=True)
+            return self.uploads.sweep(self.ufs_settings, self._started)
+
+        aborted = await trio.to_thread.run_sync(sweep)
+        if aborted:
+            log.info("aborted multipart uploads a killed run left", uploads=aborted)
 
     # ------------------------------------------------------------------ pins
     async def restore_pins(self) -> int:
@@ -335,7 +352,7 @@ class TaskExecutor:
                 else:
                     done = await self._run_in_pool(
                         batch.job_id, transfer_objects_shard, [job for _, job in shard], move,
-                        overwrite, self.ufs_settings, self.tmp_owner)
+                        overwrite, self.ufs_settings, self.tmp_owner, self.uploads)
             except trio_parallel.BrokenWorkerError as exc:
                 await trio.to_thread.run_sync(self._discard_transfer_tmps,
                                               [job for _, job in shard])
@@ -730,7 +747,7 @@ class TaskExecutor:
                 return CopyOutcome(False, reason="UFS_CHANGED",
                                    message=f"{planned.src} changed while it was loaded")
         try:
-            os.makedirs(os.path.dirname(planned.final), exist_ok=True)
+            make_dirs(os.path.dirname(planned.final))
             os.rename(planned.tmp, planned.final)
         except OSError as exc:
             return CopyOutcome(False, reason=reason_for(exc), message=(

@@ -376,6 +376,7 @@ class WorkerService:
             async with trio_parallel.cache_scope(idle_timeout=3600.0, grace_period=2.0), \
                     trio.open_nursery() as nursery:
                 nursery.start_soon(self.executor.warm_up)
+                nursery.start_soon(self.executor.sweep_uploads)
                 await nursery.start(serve_app, self.web_app(), self.identity.host,
                                     self.identity.web_port, self.security)
                 ssl_context = (self.security.tls.server_context()

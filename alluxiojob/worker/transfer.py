@@ -17,7 +17,7 @@ the source, the destination, or both.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from alluxiojob.ufs import ufs_for
@@ -26,6 +26,7 @@ from alluxiojob.ufs.local import LocalUfs, to_local_path
 from alluxiojob.ufs.objects import ObjectStoreUfs
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.ufs.tmpnames import TmpOwner
+from alluxiojob.ufs.uploads import UploadJournal
 from alluxiojob.worker.copier import CopyOutcome
 from alluxiojob.worker.fetch import thread_pool
 
@@ -58,41 +59,39 @@ def _exists(ufs: UnderFileSystem, uri: str) -> bool:
         raise
 
 
-def _same_content(src_ufs: UnderFileSystem, src: str, dst_ufs: UnderFileSystem,
-                  dst: str) -> bool:
-    """Byte for byte, in bounded chunks."""
-    try:
-        a_info, a = _open(src_ufs, src)
-        b_info, b = _open(dst_ufs, dst)
-    except UfsError:
-        return False
-    if a_info.length != b_info.length:
-        return False
-    left, right = b"", b""
-    a_done = b_done = False
+def streams_equal(a: Iterable[bytes], b: Iterable[bytes]) -> bool:
+    """Whether two streams carry the same bytes, however each cuts them into chunks.
+
+    Holds at most one chunk of each side (views, no copies)."""
+    a, b = iter(a), iter(b)
+    left = right = memoryview(b"")
     while True:
-        while len(left) < 1 << 20 and not a_done:
-            try:
-                left += next(a)
-            except StopIteration:
-                a_done = True
-        while len(right) < len(left) and not b_done:
-            try:
-                right += next(b)
-            except StopIteration:
-                b_done = True
+        if not left:
+            left = memoryview(next((chunk for chunk in a if chunk), b""))
+        if not right:
+            right = memoryview(next((chunk for chunk in b if chunk), b""))
+        if not left or not right:  # one side ended: equal only if both did
+            return not left and not right
         n = min(len(left), len(right))
         if left[:n] != right[:n]:
             return False
         left, right = left[n:], right[n:]
-        if a_done and b_done:
-            return not left and not right
-        if n == 0 and (a_done or b_done):
-            return False
+
+
+def _same_content(src_ufs: UnderFileSystem, src: str, dst_ufs: UnderFileSystem,
+                  dst: str) -> bool:
+    """Byte for byte, streamed in bounded chunks."""
+    try:
+        a_info, a = _open(src_ufs, src)
+        b_info, b = _open(dst_ufs, dst)
+        return a_info.length == b_info.length and streams_equal(a, b)
+    except UfsError:
+        return False
 
 
 def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
-                 settings: UfsSettings, tmp_owner: TmpOwner | None = None) -> CopyOutcome:
+                 settings: UfsSettings, tmp_owner: TmpOwner | None = None,
+                 uploads: UploadJournal | None = None) -> CopyOutcome:
     src_ufs, dst_ufs = ufs_for(job.src, settings), ufs_for(job.dst, settings)
     try:
         if isinstance(dst_ufs, LocalUfs) and os.path.isdir(to_local_path(job.dst)):
@@ -112,6 +111,9 @@ def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
         if isinstance(dst_ufs, LocalUfs):
             written = dst_ufs.write(job.dst, chunks, info.length, overwrite=True,
                                     tmp_owner=tmp_owner)
+        elif isinstance(dst_ufs, ObjectStoreUfs):
+            written = dst_ufs.write(job.dst, chunks, info.length, overwrite=True,
+                                    uploads=uploads)
         else:
             written = dst_ufs.write(job.dst, chunks, info.length, overwrite=True)
         if written.length != info.length:
@@ -132,9 +134,11 @@ def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
 
 def transfer_objects_shard(jobs: list[ObjectTransfer], move: bool, overwrite: bool,
                            settings: UfsSettings,
-                           tmp_owner: TmpOwner | None = None) -> list[CopyOutcome]:
+                           tmp_owner: TmpOwner | None = None,
+                           uploads: UploadJournal | None = None) -> list[CopyOutcome]:
     """Run in a pool process: every job, many at a time; never raises for one file.
-    ``tmp_owner``: the worker run whose temp files a local destination gets."""
+    ``tmp_owner``: the worker run whose temp files a local destination gets; ``uploads``:
+    the journal of its multipart uploads to an object store."""
     pool = thread_pool(settings.requests_per_process)
-    return list(pool.map(lambda job: transfer_one(job, move, overwrite, settings, tmp_owner),
-                         jobs))
+    return list(pool.map(
+        lambda job: transfer_one(job, move, overwrite, settings, tmp_owner, uploads), jobs))

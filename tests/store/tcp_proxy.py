@@ -1,7 +1,9 @@
 """A loopback TCP proxy that can lose answers, for tests of retried etcd writes.
 
 Every accepted connection is piped to the target by two threads. ``hold_answers()``
-stops forwarding what the target sends back (requests still go through), and ``cut()``
+stops forwarding what the target sends back (requests still go through),
+``drop_requests()`` stops forwarding what clients send (the target never sees it), and
+``cut()``
 closes every open connection, dropping what was held: to the client, the request was
 sent and the answer never came, exactly as when a connection dies after etcd applied a
 write. New connections made afterwards are forwarded normally.
@@ -23,6 +25,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._holding = threading.Event()
+        self._dropping = threading.Event()
         self.held_bytes = 0
         self._closed = False
         self._threads: list[threading.Thread] = []
@@ -66,6 +69,8 @@ class TcpProxy:
                 if answers and self._holding.is_set():
                     self.held_bytes += len(data)
                     continue
+                if not answers and self._dropping.is_set():
+                    continue
                 sink.sendall(data)
         with self._lock:
             for sock in (source, sink):
@@ -79,8 +84,12 @@ class TcpProxy:
         self.held_bytes = 0
         self._holding.set()
 
+    def drop_requests(self) -> None:
+        self._dropping.set()
+
     def cut(self) -> None:
-        """Close every open connection (held answers are lost), then forward normally."""
+        """Close every open connection (held answers and dropped requests are lost), then
+        forward normally."""
         with self._lock:
             doomed, self._sockets = self._sockets, []
         for sock in doomed:
@@ -88,6 +97,7 @@ class TcpProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
         self._holding.clear()
+        self._dropping.clear()
 
     def close(self) -> None:
         with self._lock:

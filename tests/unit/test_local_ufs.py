@@ -1,4 +1,4 @@
-"""The local UFS walk: order, resume point, and loops through symlinks."""
+"""The local UFS walk: order, resume point, depth, and loops through symlinks."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import LocalUfs, fsync_dir
+from tests.deep_trees import make_chain, removed_after
 
 
 def test_walk_is_sorted_and_resumes_strictly_after(tmp_path: Path) -> None:
@@ -49,3 +53,51 @@ def test_fsync_dir_is_strict_unless_asked_for_best_effort(tmp_path: Path) -> Non
     with pytest.raises(FileNotFoundError):
         fsync_dir(gone)
     fsync_dir(gone, best_effort=True)  # skipped, as a local write's rename is
+
+
+def test_a_deep_chain_is_walked_and_resumed(tmp_path: Path) -> None:
+    with removed_after(tmp_path / "d"):
+        make_chain(tmp_path, 1500)  # deeper than Python's recursion limit
+        (tmp_path / "e").write_text("after the chain")
+        ufs = LocalUfs()
+        uri = ufs.normalize(str(tmp_path))
+        files = list(ufs.walk(uri))
+        assert [f.parts for f in files] == [("d",) * 1500 + ("leaf",), ("e",)]
+        assert Path(files[0].uri.removeprefix("file://")).read_bytes() == b"deep"
+        assert [f.parts for f in ufs.walk(uri, files[0].parts)] == [("e",)]
+        assert [f.parts for f in ufs.walk(uri, ("d",) * 700)] == [f.parts for f in files]
+
+
+def test_a_tree_deeper_than_any_path_fails_by_name(tmp_path: Path) -> None:
+    with removed_after(tmp_path / "d"):
+        make_chain(tmp_path, 5000)  # 10,000 bytes of path: past PATH_MAX
+        ufs = LocalUfs()
+        with pytest.raises(UfsError, match="name too long") as info:
+            list(ufs.walk(ufs.normalize(str(tmp_path))))
+        assert info.value.reason == "IO_ERROR"
+
+
+names = st.sampled_from(["a", "a-b", "b", "b.c", "é", "z"])
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(names, min_size=1, max_size=4).map(tuple), max_size=12))
+def test_walk_order_is_the_order_of_parts(tmp_path_factory: pytest.TempPathFactory,
+                                          paths: list[tuple[str, ...]]) -> None:
+    root = tmp_path_factory.mktemp("tree")
+    made: list[tuple[str, ...]] = []
+    for parts in paths:
+        # A tree cannot hold a file and a directory of one name: first come, first kept.
+        if any(p[: len(parts)] == parts or parts[: len(p)] == p for p in made):
+            continue
+        target = root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("/".join(parts))
+        made.append(parts)
+    ufs = LocalUfs()
+    uri = ufs.normalize(str(root))
+    listed = [f.parts for f in ufs.walk(uri)]
+    assert listed == sorted(made)
+    for i, after in enumerate(listed):
+        assert [f.parts for f in ufs.walk(uri, after)] == listed[i + 1:]
