@@ -110,4 +110,5 @@ def boto3_client(endpoint: str, key: str = "anyone", secret: str = "anything",
     return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
                         aws_secret_access_key=secret, region_name="us-east-1",
                         config=Config(s3={"addressing_style": "path"},
+                                      signature_version="s3v4",
                                       retries={"max_attempts": 1}, **config))

@@ -168,6 +168,9 @@ def _parts(request: SignedRequest,
     query = dict(pairs)
     if "X-Amz-Signature" in query:
         return _query_parts(query), [(k, v) for k, v in pairs if k != "X-Amz-Signature"]
+    if "AWSAccessKeyId" in query:
+        raise S3Error("InvalidRequest", "Signature Version 2 is not accepted: presign with "
+                      "SigV4 (boto3: Config(signature_version='s3v4'))")
     raise S3Error("AccessDenied", "the request is not signed: sign it with an access key "
                   "of alluxio.worker.s3.credentials.file")
 
