@@ -81,7 +81,8 @@ def owners_of(cluster: Cluster, root: Path) -> dict[str, int]:
 def start_loaded(cluster_factory: Callable[..., Cluster], tmp_path: Path,
                  worker_props: dict[str, str] | None = None, **properties: str) -> Loaded:
     root = tmp_path / "dataset"
-    files = make_dataset(root)
+    make_dataset(root)  # beside any file already there
+    files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
     props = {"alluxio.job.path.allowlist": str(tmp_path),
              "alluxio.worker.s3.bucket.mounts": f"{BUCKET}=file://{root}",
              **properties}
