@@ -575,6 +575,16 @@ class Keys:
         "Named buckets: name=URI pairs, comma-separated (data=file:///data/sets, "
         "deep=s3://b/deep/prefix). Any other bucket B is s3://B.",
     )
+    ALLUXIO_HTTP_ENABLED = _key(
+        "alluxio.worker.http.server.enabled", _parse_bool, "true",
+        "With the S3 API on, also serve Alluxio's worker HTTP API for alluxiofs (/v1/node, "
+        "/v1/info, /v1/files, /v1/load) on alluxio.worker.http.server.port.",
+    )
+    ALLUXIO_HTTP_PORT = _key(
+        "alluxio.worker.http.server.port", _parse_port, "28080",
+        "Port of Alluxio's worker HTTP API (alluxiofs); it accepts the peers the S3 API "
+        "accepts without a signature: loopback ones, or any in SIMPLE mode.",
+    )
     S3_MAX_INFLIGHT = _key(
         "alluxio.worker.s3.max.inflight.requests", _parse_positive_int, "256",
         "S3 requests served at once by one worker; past it a request is answered 503 "

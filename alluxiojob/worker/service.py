@@ -352,6 +352,7 @@ class WorkerService:
             s3 = self.s3.settings
             announced["s3"] = 0 if s3.only_https else s3.port
             announced["s3s"] = s3.https_port if s3.tls else 0
+            announced["http"] = s3.http_port
         value = json.dumps(announced).encode()
         return LeaseRegistration(kv, root + "workers/" + self.identity.worker_id, value,
                                  self.config[Keys.FAILURE_DETECTION_TIMEOUT])

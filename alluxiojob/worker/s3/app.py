@@ -104,6 +104,21 @@ def _browser_cross_site(request: Request) -> str | None:
     return None
 
 
+def admit_unsigned(request: Request, mode: AuthMode) -> None:
+    """A request without a signature: never a cross-site browser's, and, unless in
+    SIMPLE mode, only from a loopback peer addressing a local name (protected mode)."""
+    cross = _browser_cross_site(request)
+    if cross is not None:
+        raise S3Error("AccessDenied", f"cross-site browser requests are refused ({cross})")
+    if mode is AuthMode.SIMPLE:
+        return
+    if not is_loopback(request.peer) or not is_local_name(request.headers.get("host", "")):
+        raise S3Error("AccessDenied", "requests without a signature are accepted from "
+                      "loopback peers addressing localhost only (protected mode); set "
+                      "alluxio.worker.s3.credentials.file and sign requests to serve other "
+                      "hosts")
+
+
 class S3App:
     def __init__(self, settings: S3Settings, reader: ObjectReader, buckets: BucketOps,
                  ownership: Ownership, allowlist: PathAllowlist, metrics: S3Metrics,
@@ -164,18 +179,7 @@ class S3App:
     def _authenticate(self, request: Request) -> None:
         mode = self.settings.mode
         if mode is not AuthMode.SIGV4:
-            cross = _browser_cross_site(request)
-            if cross is not None:
-                raise S3Error("AccessDenied", f"cross-site browser requests are refused "
-                              f"({cross})")
-        if mode is AuthMode.PROTECTED:
-            if not is_loopback(request.peer) or not is_local_name(
-                    request.headers.get("host", "")):
-                raise S3Error("AccessDenied", "this S3 API has no key pairs (protected "
-                              "mode) and accepts loopback peers addressing localhost only; "
-                              "set alluxio.worker.s3.credentials.file to serve other hosts")
-            return
-        if mode is AuthMode.SIMPLE:
+            admit_unsigned(request, mode)
             return
         signed = sigv4.SignedRequest(request.method, request.raw_path, request.raw_query,
                                      request.headers)

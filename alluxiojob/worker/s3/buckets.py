@@ -75,6 +75,22 @@ class BucketTable:
                 raise ConfigError(f"{MOUNTS_KEY}: bucket {name!r}: {exc}") from None
             self.mounts[name] = Bucket(name, root.rstrip("/") or root, mounted=True)
 
+    def locate(self, uri: str) -> tuple[Bucket, str] | None:
+        """(bucket, key) that names ``uri``: the mount with the longest root holding it,
+        else the default bucket of an ``s3://`` URI; None when no bucket does."""
+        best: Bucket | None = None
+        for bucket in self.mounts.values():
+            base = bucket.root + "/" if bucket.root != "file://" else "file:///"
+            if uri.startswith(base) and (best is None or len(bucket.root) > len(best.root)):
+                best = bucket
+        if best is not None:
+            return best, best.key_of(uri)
+        if uri.startswith("s3://"):
+            name, _, key = uri[len("s3://"):].partition("/")
+            if _BUCKET_NAME.match(name) and name not in self.mounts:
+                return Bucket(name, f"s3://{name}", mounted=False), key
+        return None
+
     def resolve(self, name: str) -> Bucket:
         """The bucket ``name``: a mount, or else ``s3://name``."""
         mounted = self.mounts.get(name)

@@ -5,7 +5,8 @@ it changes; or the ETCD registrations under their leases), and the ring is the s
 ``HashRing`` over the same worker ids keyed by the same URIs, so a path is served by
 the worker a LOAD put it on. A member's S3 address is its host with the S3 port it
 announces: in its ETCD registration, or as ``s3=PORT`` (``s3s=PORT`` for HTTPS) after
-its address in the STATIC file; else this worker's own ports (one port per cluster).
+its address in the STATIC file (``http=PORT``: Alluxio's worker HTTP API); else this
+worker's own ports (one port per cluster).
 File reads and etcd calls run off the event loop.
 """
 
@@ -36,6 +37,7 @@ class Peer:
     host: str
     port: int  # plain S3 port; 0 when it serves HTTPS only
     https_port: int  # 0 when it has no HTTPS port
+    http_port: int = 0  # Alluxio's worker HTTP API (alluxiofs)
 
     def address(self, https: bool) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -47,11 +49,11 @@ def host_of(worker_id: str) -> str:
 
 
 class Ownership:
-    def __init__(self, worker_id: str, port: int, https_port: int, *,
+    def __init__(self, worker_id: str, port: int, https_port: int, http_port: int = 0, *,
                  static_file: Path | None = None, kv: KVStore | None = None,
                  etcd_prefix: str = "") -> None:
         self.worker_id = worker_id
-        self._ports = (port, https_port)
+        self._ports = (port, https_port, http_port)
         self._static_file = static_file
         self._kv = kv
         self._etcd_prefix = etcd_prefix
@@ -65,6 +67,10 @@ class Ownership:
         owner = self.ring.owner(uri)
         return None if owner == self.worker_id else self.peers.get(owner)
 
+    def owner_of(self, uri: str) -> Peer:
+        """The owner of ``uri``, this worker included."""
+        return self.owner(uri) or Peer(self.worker_id, host_of(self.worker_id), *self._ports)
+
     def addresses(self) -> set[str]:
         """Every member's S3 addresses, this worker's included (redirect markers)."""
         found = set()
@@ -74,9 +80,9 @@ class Ownership:
                     found.add(peer.address(https))
         return found
 
-    def _apply(self, members: dict[str, tuple[int, int]]) -> None:
+    def _apply(self, members: dict[str, tuple[int, int, int]]) -> None:
         if set(members) == set(self.peers) and all(
-                (self.peers[w].port, self.peers[w].https_port) == ports
+                (self.peers[w].port, self.peers[w].https_port, self.peers[w].http_port) == ports
                 for w, ports in members.items()):
             return
         self.peers = {w: Peer(w, host_of(w), *ports) for w, ports in members.items()}
@@ -86,20 +92,21 @@ class Ownership:
                         "object request to the owners", worker=self.worker_id)
         log.info("S3 API membership", workers=len(self.peers))
 
-    def _static_members(self) -> dict[str, tuple[int, int]]:
+    def _static_members(self) -> dict[str, tuple[int, int, int]]:
         assert self._static_file is not None
         members = {}
         for address, attributes in read_static_members(self._static_file):
             try:
                 port = int(attributes.get("s3", self._ports[0]))
                 https_port = int(attributes.get("s3s", self._ports[1]))
+                http_port = int(attributes.get("http", self._ports[2]))
             except ValueError:
-                raise ValueError(f"{self._static_file}: s3= and s3s= take port numbers "
-                                 f"({address})") from None
-            members[address] = (port, https_port)
+                raise ValueError(f"{self._static_file}: s3=, s3s= and http= take port "
+                                 f"numbers ({address})") from None
+            members[address] = (port, https_port, http_port)
         return members
 
-    async def _etcd_members(self) -> dict[str, tuple[int, int]]:
+    async def _etcd_members(self) -> dict[str, tuple[int, int, int]]:
         assert self._kv is not None
         prefix = self._etcd_prefix.encode()
         members = {}
@@ -107,7 +114,8 @@ class Ownership:
             worker_id = entry.key[len(prefix):].decode()
             try:
                 value = json.loads(entry.value)
-                ports = (int(value.get("s3", 0)), int(value.get("s3s", 0)))
+                ports = (int(value.get("s3", 0)), int(value.get("s3s", 0)),
+                         int(value.get("http", 0)))
             except (ValueError, AttributeError, TypeError):
                 ports = self._ports
             members[worker_id] = ports

@@ -21,6 +21,7 @@ from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.web import hypercorn_config
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
+from alluxiojob.worker.s3.alluxio_rest import AlluxioRestApp
 from alluxiojob.worker.s3.app import S3App
 from alluxiojob.worker.s3.bucket_ops import BucketOps
 from alluxiojob.worker.s3.forward import Proxy
@@ -46,14 +47,17 @@ class S3Service:
                                    cache_misses=settings.cache_misses)
         self.buckets = BucketOps(settings.buckets, security.allowlist, ufs_settings)
         self.worker_id = worker_id
+        self.ufs_settings = ufs_settings
         self.ownership: Ownership | None = None
 
     def membership(self, kv: KVStore | None, etcd_prefix: str) -> Ownership:
         port = 0 if self.settings.only_https else self.settings.port
         https_port = self.settings.https_port if self.settings.tls else 0
+        http_port = self.settings.http_port
         if self.config[Keys.MEMBERSHIP_TYPE] == "ETCD":
-            return Ownership(self.worker_id, port, https_port, kv=kv, etcd_prefix=etcd_prefix)
-        return Ownership(self.worker_id, port, https_port,
+            return Ownership(self.worker_id, port, https_port, http_port, kv=kv,
+                             etcd_prefix=etcd_prefix)
+        return Ownership(self.worker_id, port, https_port, http_port,
                          static_file=Path(self.config[Keys.STATIC_CONFIG_FILE]))
 
     async def run(self, kv: KVStore | None = None, etcd_prefix: str = "", *,
@@ -74,6 +78,11 @@ class S3Service:
                 if self.settings.tls:
                     urls += await nursery.start(self._serve, app, self.settings.https_port,
                                                 True)
+                if self.settings.http_port:
+                    rest = AlluxioRestApp(self.config, self.settings, self.security,
+                                          ownership, self.ufs_settings, self.metrics)
+                    urls += await nursery.start(self._serve, rest, self.settings.http_port,
+                                                False)
                 log.info("S3 API ready", urls=urls, mode=self.settings.mode.value,
                          redirect=self.settings.redirect)
                 task_status.started(urls)
@@ -82,7 +91,7 @@ class S3Service:
                 cleanup.shield = True
                 await proxy.aclose()
 
-    async def _serve(self, app: S3App, port: int, tls: bool, *,
+    async def _serve(self, app: S3App | AlluxioRestApp, port: int, tls: bool, *,
                      task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
                      ) -> None:
         config = hypercorn_config(self.host, port, self.security if tls else None)

@@ -104,6 +104,7 @@ class S3Settings:
     credentials: S3Credentials
     buckets: BucketTable
     max_inflight: int
+    http_port: int = 0  # Alluxio's worker HTTP API for alluxiofs; 0: not served
 
     @classmethod
     def from_config(cls, config: Config, *, tls_serving: bool) -> S3Settings:
@@ -137,6 +138,8 @@ class S3Settings:
             credentials=credentials,
             buckets=BucketTable(mounts),
             max_inflight=config[Keys.S3_MAX_INFLIGHT],
+            http_port=(config[Keys.ALLUXIO_HTTP_PORT] if config[Keys.ALLUXIO_HTTP_ENABLED]
+                       else 0),
         )
 
     def warnings(self) -> list[str]:
