@@ -576,7 +576,7 @@ class Keys:
         "deep=s3://b/deep/prefix). Any other bucket B is s3://B.",
     )
     ALLUXIO_HTTP_ENABLED = _key(
-        "alluxio.worker.http.server.enabled", _parse_bool, "true",
+        "alluxio.worker.http.server.enabled", _parse_bool, "false",
         "With the S3 API on, also serve Alluxio's worker HTTP API for alluxiofs (/v1/node, "
         "/v1/info, /v1/files, /v1/load) on alluxio.worker.http.server.port.",
     )

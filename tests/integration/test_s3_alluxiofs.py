@@ -36,7 +36,8 @@ def test_alluxiofs_reads_lists_and_loads(cluster_factory: Callable[..., Cluster]
         ip, http = f"{base}.{index + 2}", free_port()
         worker = cluster.add_worker(start=False, s3=True, **{
             "alluxio.worker.hostname": ip, "alluxio.worker.rest.port": str(S3_PORT),
-            "alluxio.worker.http.server.port": str(http)})
+            "alluxio.worker.http.server.port": str(http),
+            "alluxio.worker.http.server.enabled": "true"})
         worker.health_url = f"http://{ip}:{worker.web_port}/healthz"  # type: ignore[attr-defined]
         worker.http_port = http  # type: ignore[attr-defined]
         lines.append(f"{ip}:{worker.rpc_port} s3={S3_PORT} http={http}")  # type: ignore[attr-defined]
