@@ -105,6 +105,19 @@ def test_ranges_conditions_and_errors(loaded: Loaded) -> None:
     s3.head_bucket(Bucket=BUCKET)
     assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == [BUCKET]
 
+    # Links out of the bucket: neither listed nor served.
+    secret = loaded.root.parent / "secret"
+    secret.mkdir()
+    (secret / "key.pem").write_bytes(b"private")
+    (loaded.root / "escape").symlink_to(secret)
+    (loaded.root / "escape.pem").symlink_to(secret / "key.pem")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert not [k for k in keys if k.startswith("escape")]
+    for key in ("escape/key.pem", "escape.pem"):
+        with pytest.raises(ClientError) as escaped:
+            s3.get_object(Bucket=BUCKET, Key=key)
+        assert escaped.value.response["Error"]["Code"] == "AccessDenied", key
+
 
 def test_a_miss_is_read_through_and_then_cached_on_its_owner(loaded: Loaded) -> None:
     s3 = boto3_client(loaded.endpoint(0))

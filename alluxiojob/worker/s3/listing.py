@@ -69,7 +69,7 @@ def _local_entries(root: str, rel: str, after: str, prefix: str, collapse: bool,
         if not _utf8(entry.name):
             continue
         if entry.is_symlink() and not admits(entry.path):
-            continue  # a link out of the allowed prefixes is not part of the bucket
+            continue  # a link out of the bucket or the allowlist is not part of it
         try:
             is_dir = entry.is_dir()
         except OSError:
@@ -152,7 +152,15 @@ def list_bucket(bucket: Bucket, prefix: str, delimiter: str, after: str, max_key
     collapse = delimiter == "/"
     if bucket.root.startswith("file://"):
         root = to_local_path(bucket.root) or "/"
-        source = _local_entries(root, "", after, prefix, collapse, admits, frozenset())
+        real_root = os.path.realpath(root)
+
+        def inside(path: str) -> bool:
+            """A link stays in the bucket (and the allowlist) once resolved."""
+            real = os.path.realpath(path)
+            return (real == real_root or real.startswith(real_root.rstrip("/") + "/")) \
+                and admits(path)
+
+        source = _local_entries(root, "", after, prefix, collapse, inside, frozenset())
     else:
         ufs = ufs_for(bucket.root, settings)
         assert isinstance(ufs, ObjectStoreUfs)
