@@ -174,3 +174,21 @@ def test_past_the_in_flight_limit_requests_are_shed(cluster_factory: Callable[..
         assert b"<Code>SlowDown</Code>" in shed.content
     assert httpx.get(url + key, timeout=30).status_code == 200, "served once the slot is free"
     assert loaded.metrics(0)["alluxio_worker_s3_requests_shed_total"] >= 1
+
+
+def test_etcd_membership_gives_the_same_owners(cluster_factory: Callable[..., Cluster],
+                                               tmp_path: Path) -> None:
+    from alluxiojob.testing.etcd import EtcdServer
+
+    with EtcdServer(data_dir=tmp_path / "etcd") as etcd:
+        loaded = start_loaded(cluster_factory, tmp_path, **{
+            "alluxio.worker.membership.manager.type": "ETCD",
+            "alluxio.etcd.endpoints": etcd.url})
+        s3 = boto3_client(loaded.endpoint(0))
+        for key, data in loaded.files.items():
+            response = s3.get_object(Bucket=BUCKET, Key=key)
+            assert response["Body"].read() == data, key
+            assert response["ResponseMetadata"]["HTTPHeaders"]["x-alluxio-cached"] == "true"
+        forwarded = loaded.metrics(0)['alluxio_worker_s3_forwarded_total{how="proxy"}']
+        assert forwarded == len(loaded.owned_by(1)), "the etcd registrations name S3 ports"
+        loaded.cluster.stop_all()
