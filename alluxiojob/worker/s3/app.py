@@ -253,10 +253,10 @@ class S3App:
                 raise S3Error("AccessDenied", f"{uri} lies outside "
                               f"{self.allowlist.describe()}")
 
-        await trio.to_thread.run_sync(confine)
         owner = self.ownership.owner(uri)
         forwarded = HOP_HEADER in request.headers or REDIRECT_MARKER in query
         if owner is not None and not forwarded:
+            await trio.to_thread.run_sync(confine)
             https = not owner.port
             if self.settings.redirect:
                 self.metrics.forwarded.labels(how="redirect").inc()
@@ -280,7 +280,7 @@ class S3App:
                 self.metrics.forwarded.labels(how="proxy").inc()
                 return Reply(status, headers, stream, op)
         answer = await self.reader.read(uri, request.method, request.headers,
-                                        request.resource)
+                                        request.resource, confine)
         (self.metrics.hits if answer.cached else self.metrics.misses).inc()
         if not answer.cached and request.method == "GET":
             self.metrics.bytes_read_through.inc(answer.length)

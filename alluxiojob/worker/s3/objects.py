@@ -30,12 +30,15 @@ from alluxiojob.ufs.local import to_local_path
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
+from alluxiojob.worker.index import IndexEntry
 from alluxiojob.worker.reads import UnsatisfiableRange, _open_read_through, _stream_ufs, parse_range
 from alluxiojob.worker.s3.errors import S3Error
 
 log = structlog.get_logger("alluxiojob.worker.s3")
 
 READ_THROUGH_JOB = "s3-read-through"
+INLINE_BODY = 256 * 1024  # a hit this small is read in one go
+TOUCH_INTERVAL = 1.0
 MAX_BACKGROUND_LOADS = 8
 _CHUNK = 1 << 20
 
@@ -77,6 +80,10 @@ async def _fd_chunks(fd: int, start: int, end: int) -> AsyncIterator[bytes]:
         position += len(chunk)
         remaining -= len(chunk)
         yield chunk
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _etag_list(header: str) -> list[str]:
@@ -126,53 +133,89 @@ class ObjectReader:
         self.only_cache = only_cache
         self.cache_misses = cache_misses
         self._loading: set[str] = set()
+        self._touched: set[str] = set()
         self._task_ids = itertools.count(1)
         self.nursery: trio.Nursery | None = None  # set by the server: background loads
 
-    async def read(self, uri: str, method: str, headers: Mapping[str, str],
-                   resource: str) -> ObjectResponse:
-        """The response to GET or HEAD of ``uri`` on its owner."""
+    def _open_hit(self, uri: str, confine: Callable[[], None]
+                  ) -> tuple[IndexEntry, int, bytes | None] | None:
+        """Blocking, in one thread hop: the caller's checks, then the indexed file opened
+        (its entry and descriptor; a small one read whole, its descriptor closed), or
+        None for a miss."""
+        confine()
         d = self.cache.dir_for(uri)
-        entry = await trio.to_thread.run_sync(d.lookup, uri, limiter=self.cache.limiter)
-        fd = -1
-        if entry is not None:
-            try:
-                fd, size = await trio.to_thread.run_sync(d.open_cached, uri)
-            except (UfsError, OSError):
-                entry = None  # evicted since the lookup: a miss
-            else:
-                if size != entry.length:
-                    os.close(fd)
-                    fd, entry = -1, None  # not the indexed file: never serve it as a hit
-        if entry is not None:
+        entry = d.lookup(uri)
+        if entry is None:
+            return None
+        try:
+            fd, size = d.open_cached(uri)
+        except (UfsError, OSError):
+            return None  # evicted since the lookup: a miss
+        if size != entry.length:
+            os.close(fd)
+            return None  # not the indexed file: never serve it as a hit
+        if size > INLINE_BODY:
+            return entry, fd, None
+        try:
+            data = os.pread(fd, size, 0)
+        finally:
+            os.close(fd)
+        return (entry, -1, data) if len(data) == size else None
+
+    async def read(self, uri: str, method: str, headers: Mapping[str, str],
+                   resource: str, confine: Callable[[], None] = lambda: None
+                   ) -> ObjectResponse:
+        """The response to GET or HEAD of ``uri`` on its owner, once ``confine`` (run
+        off the event loop) has let it through."""
+        hit = await trio.to_thread.run_sync(self._open_hit, uri, confine)
+        fd, inline = -1, None
+        if hit is not None:
+            entry, fd, inline = hit
             info = UfsStat(entry.length, entry.mtime_ns, entry.version)
-            await trio.to_thread.run_sync(d.touch, [uri], limiter=self.cache.limiter)
+            self._touched.add(uri)
         else:
             if self.only_cache:
                 raise S3Error("NoSuchKey", "The specified key is not cached "
                               "(alluxio.worker.s3.only.read.cache.data.enabled)", resource)
-            info = await self._stat(uri, resource)
+            info, fd = await self._stat(uri, resource)
         try:
-            answer = self._respond(fd, uri, info, method, headers, resource)
+            answer = self._respond(fd, uri, info, method, headers, resource, inline)
         except BaseException:
             if fd >= 0:
                 os.close(fd)
             raise
-        answer.cached = entry is not None
-        if entry is None and answer.status in (200, 206) and method == "GET":
+        answer.cached = hit is not None
+        if hit is None and answer.status in (200, 206) and method == "GET":
             self._cache_in_background(uri, info)
         return answer
 
-    async def _stat(self, uri: str, resource: str) -> UfsStat:
-        def stat() -> UfsStat:
+    async def flush_touches(self) -> None:
+        """Hits count as uses for eviction (LRU) in batches, once a second, rather than
+        one index write per GET."""
+        while True:
+            await trio.sleep(TOUCH_INTERVAL)
+            if not self._touched:
+                continue
+            touched, self._touched = self._touched, set()
+            by_dir: dict[int, list[str]] = {}
+            for uri in touched:
+                by_dir.setdefault(id(self.cache.dir_for(uri)), []).append(uri)
+            for uris in by_dir.values():
+                d = self.cache.dir_for(uris[0])
+                await trio.to_thread.run_sync(d.touch, uris, limiter=self.cache.limiter)
+
+    async def _stat(self, uri: str, resource: str) -> tuple[UfsStat, int]:
+        """A miss as the UFS has it now; a local file comes opened (its descriptor then
+        serves the response), an object with -1."""
+        def stat() -> tuple[UfsStat, int]:
             if is_local(uri):
                 fd, size = _open_read_through(to_local_path(uri), self.allowlist, uri)
                 try:
-                    info = os.fstat(fd)
-                finally:
+                    return UfsStat(size, os.fstat(fd).st_mtime_ns), fd
+                except BaseException:
                     os.close(fd)
-                return UfsStat(size, info.st_mtime_ns)
-            return ufs_for(uri, self.ufs_settings).stat(uri)
+                    raise
+            return ufs_for(uri, self.ufs_settings).stat(uri), -1
 
         try:
             return await trio.to_thread.run_sync(stat)
@@ -184,7 +227,8 @@ class ObjectReader:
             raise S3Error("NoSuchKey", "The specified key does not exist.", resource) from None
 
     def _respond(self, fd: int, uri: str, info: UfsStat, method: str,
-                 headers: Mapping[str, str], resource: str) -> ObjectResponse:
+                 headers: Mapping[str, str], resource: str,
+                 inline: bytes | None = None) -> ObjectResponse:
         size = info.length
         etag = etag_of(info.version, info.mtime_ns, size)
         base = {"ETag": etag, "Last-Modified": http_date(info.mtime_ns),
@@ -213,12 +257,10 @@ class ObjectReader:
             if fd >= 0:
                 os.close(fd)
             return ObjectResponse(status, base, length=0)
+        if inline is not None:
+            return ObjectResponse(status, base, Body(_once(inline[start:end + 1])),
+                                  length=length)
         if fd >= 0:
-            held = fd
-            return ObjectResponse(status, base, Body(_fd_chunks(held, start, end),
-                                                     lambda: os.close(held)), length=length)
-        if is_local(uri):
-            fd, _ = _open_read_through(to_local_path(uri), self.allowlist, uri)
             held = fd
             return ObjectResponse(status, base, Body(_fd_chunks(held, start, end),
                                                      lambda: os.close(held)), length=length)

@@ -71,6 +71,7 @@ class S3Service:
         try:
             async with trio.open_nursery() as nursery:
                 self.reader.nursery = nursery
+                nursery.start_soon(self.reader.flush_touches)
                 await nursery.start(ownership.run)
                 urls: list[str] = []
                 if not self.settings.only_https:
