@@ -192,3 +192,46 @@ def test_etcd_membership_gives_the_same_owners(cluster_factory: Callable[..., Cl
         forwarded = loaded.metrics(0)['alluxio_worker_s3_forwarded_total{how="proxy"}']
         assert forwarded == len(loaded.owned_by(1)), "the etcd registrations name S3 ports"
         loaded.cluster.stop_all()
+
+
+def test_stalled_and_many_clients_do_not_wedge_the_worker(loaded: Loaded) -> None:
+    """Clients that stop reading mid-body, and 256 connections at once, leave the S3 API
+    answering and the worker's LOADs running."""
+    import socket
+    import threading
+
+    port = int(loaded.endpoint(0).rsplit(":", 1)[1])
+    stalled = []
+    for _ in range(16):  # each asks for ~3 MiB and reads nothing
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(f"GET /{BUCKET}/big.bin HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+                     .encode())
+        stalled.append(sock)
+    results: list[int] = []
+    lock = threading.Lock()
+    keys = [k for k in loaded.owned_by(0) if loaded.files[k]][:8]
+
+    def fetch(i: int) -> None:
+        answer = httpx.get(f"{loaded.endpoint(0)}/{BUCKET}/{keys[i % len(keys)]}",
+                           timeout=60)
+        with lock:
+            results.append(answer.status_code)
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(256)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert len(results) == 256
+    assert set(results) <= {200, 503}, "served, or shed with SlowDown: never an error"
+    assert results.count(200) >= 128
+    new = loaded.root / "after"
+    new.mkdir()
+    (new / "x.bin").write_bytes(b"x" * 1000)
+    done = loaded.cluster.cli("job", "load", "--path", str(new), "--wait")
+    assert "SUCCEEDED" in done.stdout, "LOADs still run while clients stall"
+    s3 = boto3_client(loaded.endpoint(0))
+    assert s3.get_object(Bucket=BUCKET, Key="after/x.bin")["Body"].read() == b"x" * 1000
+    for sock in stalled:
+        sock.close()
