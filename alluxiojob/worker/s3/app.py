@@ -290,44 +290,56 @@ class S3App:
     # ------------------------------------------------------------------ responses
     async def _send(self, request: Request, receive: Receive, send: Send, reply: Reply,
                     started: float) -> None:
+        """Send the reply. One deadline covers the response, pushed back after each
+        chunk the client takes: a client that stops reading loses its response."""
         items = reply.headers.items() if isinstance(reply.headers, dict) else reply.headers
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in items]
         headers.append((b"x-amz-request-id", request.request_id.encode()))
         body = reply.body
-        if isinstance(body, bytes) and not any(k == b"content-length" for k, _ in headers):
-            headers.append((b"content-length", str(len(body)).encode()))
+        whole = body if isinstance(body, bytes) else body.data
+        if whole is not None and not any(k == b"content-length" for k, _ in headers):
+            headers.append((b"content-length", str(len(whole)).encode()))
         self.metrics.requests.labels(op=reply.op, status=str(reply.status)).inc()
+        counted = reply.op == "GetObject" and HOP_HEADER not in request.headers
+        scope = trio.CancelScope(deadline=trio.current_time() + SEND_TIMEOUT)
         try:
-            with trio.move_on_after(SEND_TIMEOUT):
+            with scope:
                 await send({"type": "http.response.start", "status": reply.status,
                             "headers": headers})
-            self.metrics.latency.labels(op=reply.op).observe(time.monotonic() - started)
-            if isinstance(body, bytes):
-                with trio.move_on_after(SEND_TIMEOUT):
-                    await send({"type": "http.response.body", "body": body})
-                return
-            await self._stream(body, send, reply.op == "GetObject" and not any(
-                k == HOP_HEADER for k, _ in request.header_list))
+                self.metrics.latency.labels(op=reply.op).observe(time.monotonic() - started)
+                if whole is not None:
+                    await send({"type": "http.response.body", "body": whole})
+                    if counted and not isinstance(body, bytes):
+                        self.metrics.bytes_served.inc(len(whole))
+                else:
+                    assert isinstance(body, Body)
+                    await self._stream(body, send, counted, scope)
+            if scope.cancelled_caught:
+                log.info("an S3 client stopped reading; dropping its response")
         finally:
             if not isinstance(body, bytes):
-                with trio.move_on_after(5) as cleanup:
-                    cleanup.shield = True
-                    closer = getattr(body.chunks, "aclose", None)
-                    if closer is not None:
-                        await closer()
-                    body.close()
-                    if body.aclose is not None:
-                        await body.aclose()
+                await self._close(body)
 
-    async def _stream(self, body: Body, send: Send, count: bool) -> None:
+    @staticmethod
+    async def _close(body: Body) -> None:
+        closer = getattr(body.chunks, "aclose", None)
+        if closer is None and body.aclose is None:
+            body.close()
+            return
+        with trio.move_on_after(5) as cleanup:
+            cleanup.shield = True
+            if closer is not None:
+                await closer()
+            body.close()
+            if body.aclose is not None:
+                await body.aclose()
+
+    async def _stream(self, body: Body, send: Send, count: bool,
+                      scope: trio.CancelScope) -> None:
         if body.chunks is not None:
             async for chunk in body.chunks:
-                with trio.move_on_after(SEND_TIMEOUT) as timeout:
-                    await send({"type": "http.response.body", "body": chunk,
-                                "more_body": True})
-                if timeout.cancelled_caught:
-                    log.info("an S3 client stopped reading; dropping its response")
-                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                scope.deadline = trio.current_time() + SEND_TIMEOUT
                 if count:
                     self.metrics.bytes_served.inc(len(chunk))
         await send({"type": "http.response.body", "body": b""})

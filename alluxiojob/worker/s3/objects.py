@@ -60,6 +60,7 @@ class Body:
     chunks: AsyncIterator[bytes] | None
     close: Callable[[], None] = lambda: None
     aclose: Callable[[], Awaitable[None]] | None = None
+    data: bytes | None = None  # the whole body at once, instead of chunks
 
 
 @dataclass
@@ -80,10 +81,6 @@ async def _fd_chunks(fd: int, start: int, end: int) -> AsyncIterator[bytes]:
         position += len(chunk)
         remaining -= len(chunk)
         yield chunk
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 def _etag_list(header: str) -> list[str]:
@@ -258,7 +255,7 @@ class ObjectReader:
                 os.close(fd)
             return ObjectResponse(status, base, length=0)
         if inline is not None:
-            return ObjectResponse(status, base, Body(_once(inline[start:end + 1])),
+            return ObjectResponse(status, base, Body(None, data=inline[start:end + 1]),
                                   length=length)
         if fd >= 0:
             held = fd
