@@ -134,11 +134,18 @@ def _object_entries(ufs: ObjectStoreUfs, root: str, after: str, prefix: str,
                     yield key, obj
             return
         offset = (base + "/" + after if base else after) if after else None
+        previous = ""
         for batch in obstore.list(store, prefix=directory or None, offset=offset,
                                   chunk_size=1000):
             for meta in batch:
                 obj = _object_meta(meta, skip)
-                if obj.key.startswith(prefix) and obj.key > after and obj.key:
+                # object_store lists a directory marker "d/" as "d": out of order, a
+                # repeat, or (when empty) no object at all, as ObjectStoreUfs.walk says
+                if not obj.key or obj.key <= previous or (
+                        obj.size == 0 and not ufs.is_object(store, meta["path"])):
+                    continue
+                previous = obj.key
+                if obj.key.startswith(prefix) and obj.key > after:
                     yield obj.key, obj
     except UfsError:
         raise
