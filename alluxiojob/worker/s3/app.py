@@ -156,7 +156,7 @@ class S3App:
             try:
                 reply = await self._handle(request)
             except S3Error as exc:
-                reply = self._error(request, exc, getattr(exc, "op", "Unknown"))
+                reply = self._error(request, exc, exc.op)
             except Exception:
                 log.exception("S3 request failed", method=request.method,
                               path=request.resource)
@@ -201,7 +201,7 @@ class S3App:
             self._authenticate(request)
             return await self._dispatch(request, op, bucket_name, key, query)
         except S3Error as exc:
-            exc.op = op  # type: ignore[attr-defined]
+            exc.op = op
             raise
 
     @staticmethod

@@ -41,6 +41,7 @@ class S3Error(Exception):
         self.message = message
         self.resource = resource
         self.headers = headers or {}
+        self.op = "Unknown"  # the operation it answers, for the metrics
 
     def body(self, request_id: str) -> bytes:
         return ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>"

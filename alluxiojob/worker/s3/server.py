@@ -96,4 +96,15 @@ class S3Service:
                      task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
                      ) -> None:
         config = hypercorn_config(self.host, port, self.security if tls else None)
-        await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+        try:
+            await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+        except* OSError as group:  # hypercorn binds inside its nursery
+            exc: BaseException = group
+            while isinstance(exc, BaseExceptionGroup):
+                exc = exc.exceptions[0]
+            assert isinstance(exc, OSError)
+            which = {self.settings.port: Keys.S3_PORT.name,
+                     self.settings.https_port: Keys.S3_HTTPS_PORT.name,
+                     self.settings.http_port: Keys.ALLUXIO_HTTP_PORT.name}.get(port, "port")
+            raise OSError(exc.errno, f"the S3 API cannot listen on {self.host}:{port} "
+                          f"({which}): {exc.strerror}") from None
