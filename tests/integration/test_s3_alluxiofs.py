@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.cluster import Cluster, free_port
 from tests.integration.s3_fixtures import BUCKET, make_dataset, owners_of
-from tests.integration.test_s3_clients import client_env, expected, need, run_client
+from tests.integration.test_s3_clients import client_env, need, run_client
 
 pytestmark = pytest.mark.timeout(600)
 S3_PORT = 29998  # what alluxiofs 1.1.17 reads from, whatever the cluster says
@@ -89,6 +89,3 @@ def expected_of(files: dict[str, bytes]) -> dict[str, str]:
     import hashlib
 
     return {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
-
-
-__all__ = ["expected"]
