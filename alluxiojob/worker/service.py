@@ -202,6 +202,8 @@ class WorkerService:
             cache_used=self.cache.used,
             cache_capacity=self.cache.capacity,
             cached_files=self.cache.files,
+            s3_requests=self.s3.metrics.requests_answered if self.s3 is not None else 0,
+            s3_bytes_served=self.s3.metrics.bytes_sent if self.s3 is not None else 0,
         )
 
     # ------------------------------------------------------------------ websocket side

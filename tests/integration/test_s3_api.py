@@ -57,6 +57,12 @@ def test_boto3_reads_every_file_through_one_worker_from_the_caches(loaded: Loade
     assert forwarded == len(loaded.owned_by(1))
     assert loaded.metrics(1)["alluxio_worker_s3_cache_hits_total"] >= len(loaded.owned_by(1))
     assert loaded.metrics(0)["alluxio_worker_s3_cache_misses_total"] == 0
+    # The coordinator's report (and its web page) shows each worker's read traffic.
+    report = loaded.cluster.api("GET", "/api/v1/master/report").json()
+    first = next(w for w in report["workers"] if w["worker"].endswith(
+        f":{loaded.cluster.workers[0].rpc_port}"))  # type: ignore[attr-defined]
+    assert first["s3_bytes_served"] >= sum(len(v) for v in loaded.files.values())
+    assert first["s3_requests"] >= len(loaded.files)
 
 
 def test_ranges_conditions_and_errors(loaded: Loaded) -> None:

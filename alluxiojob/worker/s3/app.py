@@ -300,6 +300,7 @@ class S3App:
         if whole is not None and not any(k == b"content-length" for k, _ in headers):
             headers.append((b"content-length", str(len(whole)).encode()))
         self.metrics.requests.labels(op=reply.op, status=str(reply.status)).inc()
+        self.metrics.requests_answered += 1
         counted = reply.op == "GetObject" and HOP_HEADER not in request.headers
         scope = trio.CancelScope(deadline=trio.current_time() + SEND_TIMEOUT)
         try:
@@ -311,6 +312,7 @@ class S3App:
                     await send({"type": "http.response.body", "body": whole})
                     if counted and not isinstance(body, bytes):
                         self.metrics.bytes_served.inc(len(whole))
+                        self.metrics.bytes_sent += len(whole)
                 else:
                     assert isinstance(body, Body)
                     await self._stream(body, send, counted, scope)
@@ -342,4 +344,5 @@ class S3App:
                 scope.deadline = trio.current_time() + SEND_TIMEOUT
                 if count:
                     self.metrics.bytes_served.inc(len(chunk))
+                    self.metrics.bytes_sent += len(chunk)
         await send({"type": "http.response.body", "body": b""})

@@ -45,6 +45,9 @@ class S3Metrics:
         self.shed = Counter("alluxio_worker_s3_requests_shed",
                             "Requests answered 503 SlowDown because too many were in "
                             "flight.", registry=registry)
+        # plain totals for the coordinator's report (and its web page)
+        self.requests_answered = 0
+        self.bytes_sent = 0
         for how in ("proxy", "redirect"):
             self.forwarded.labels(how=how)
         for op in OPERATIONS:
