@@ -24,6 +24,24 @@ READ_TIMEOUT = 10
 MAX_HEADER_BYTES = 16 * 1024
 
 
+def hypercorn_config(host: str, port: int, tls: Security | None) -> HypercornConfig:
+    """Every service's hypercorn settings: its timeouts and limits; TLS with the cluster's
+    certificate when ``tls`` is given."""
+    config = HypercornConfig()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 2.0
+    config.keep_alive_timeout = HEADER_TIMEOUT
+    config.read_timeout = READ_TIMEOUT
+    config.h11_max_incomplete_size = MAX_HEADER_BYTES
+    config.ssl_handshake_timeout = HEADER_TIMEOUT
+    if tls is not None:
+        config.certfile = tls.tls.cert_file
+        config.keyfile = tls.tls.key_file
+    return config
+
+
 async def serve_app(
     app: Starlette,
     host: str,
@@ -36,18 +54,7 @@ async def serve_app(
     """Serve ``app`` behind the HttpGuard until cancelled; ``started`` gets the bound URLs.
 
     ``public`` are the paths a peer may GET without the cluster token."""
-    config = HypercornConfig()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 2.0
-    config.keep_alive_timeout = HEADER_TIMEOUT
-    config.read_timeout = READ_TIMEOUT
-    config.h11_max_incomplete_size = MAX_HEADER_BYTES
-    config.ssl_handshake_timeout = HEADER_TIMEOUT
-    if security.tls.serving:
-        config.certfile = security.tls.cert_file
-        config.keyfile = security.tls.key_file
+    config = hypercorn_config(host, port, security if security.tls.serving else None)
     guarded = HttpGuard(app, security.token, public=public)
     await serve(guarded, config, task_status=task_status)  # type: ignore[arg-type]
 

@@ -1,7 +1,7 @@
 """The command line of ``scripts/bench``, shared by all of its parts.
 
 One parser knows every flag of every part (``bench_local.py``, ``bench_memory.py``,
-``bench_s3.py``, ``bench_ha.py``), so that ``scripts/bench``
+``bench_s3.py``, ``bench_ha.py``, ``bench_read.py``), so that ``scripts/bench``
 checks the whole command line before it starts anything: ``--help`` prints the usage of
 every part and exits 0, an unknown flag or a bad value exits 2 naming it. Each part
 parses the same command line again with the same parser and uses its own flags.
@@ -10,7 +10,7 @@ Standard library only: the wrapper runs it with the system Python, before it mak
 .venv, so that neither ``--help`` nor a typo installs or starts anything.
 
 Run as a script (what the wrapper does), it prints the parts to run, one word each
-(``local``, ``memory``, ``s3``, ``ha``), to the file descriptor given by ``--parts-fd``.
+(``local``, ``memory``, ``s3``, ``ha``, ``read``), to the file descriptor given by ``--parts-fd``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-PARTS = ("local", "memory", "s3", "ha")
+PARTS = ("local", "memory", "s3", "ha", "read")
 
 DESCRIPTION = """\
 Benchmarks of alluxiojob, each against a reference tool on the same data and machine:
@@ -33,8 +33,10 @@ Benchmarks of alluxiojob, each against a reference tool on the same data and mac
           against `rclone copy` at several --transfers, at 0 and 20 ms added latency
           per request, with the server's CPU per request (scripts/bench_s3.py);
   ha      the HA scheduler on a real etcd: claims/s with 3 coordinators against the same
-          etcd's raw txn/s, and submit-to-RUNNING latency (scripts/bench_ha.py).
-All four run, in that order, unless told otherwise (--PART-only, --no-PART).
+          etcd's raw txn/s, and submit-to-RUNNING latency (scripts/bench_ha.py);
+  read    reads of cached files through a worker's S3 API against nginx serving the
+          same files: one 1 GiB GET, and 4 KiB GETs 64 at once (scripts/bench_read.py).
+All five run, in that order, unless told otherwise (--PART-only, --no-PART).
 Everything a part starts is stopped when it ends, fails or is interrupted."""
 
 EPILOG = """\
@@ -147,6 +149,11 @@ def parser() -> argparse.ArgumentParser:
     ha.add_argument("--ha-latency-samples", type=_positive, default=200,
                     help="submissions timed for submit-to-RUNNING")
     ha.add_argument("--ha-json", type=Path, help="also write the HA figures to this file")
+
+    read = p.add_argument_group("read part (scripts/bench_read.py)")
+    read.add_argument("--read-clients", type=_positive, default=64,
+                      help="concurrent GETs of the small objects")
+    read.add_argument("--read-json", type=Path, help="also write the read figures to this file")
     return p
 
 

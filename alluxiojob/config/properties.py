@@ -515,6 +515,84 @@ class Keys:
         "",
         "Worker identity on the hash ring; defaults to hostname:rpc.port.",
     )
+    # --- the S3 API on every worker (docs/reading-the-cache.md) ---
+    S3_API_ENABLED = _key(
+        "alluxio.worker.s3.api.enabled", _parse_bool, "false",
+        "Serve the cache through an S3-compatible API (path-style) on every worker. Without "
+        "S3 key pairs it accepts loopback peers only.",
+    )
+    S3_PORT = _key(
+        "alluxio.worker.rest.port", _parse_port, "29998",
+        "Plain-HTTP port of the worker's S3 API.",
+    )
+    S3_HTTPS_PORT = _key(
+        "alluxio.worker.s3.https.port", _parse_port, "29996",
+        "HTTPS port of the worker's S3 API (with alluxio.worker.s3.tls.enabled), using "
+        "alluxio.job.tls.cert.file and .key.file.",
+    )
+    S3_TLS_ENABLED = _key(
+        "alluxio.worker.s3.tls.enabled", _parse_bool, "false",
+        "Also serve the S3 API over HTTPS on alluxio.worker.s3.https.port.",
+    )
+    S3_ONLY_HTTPS = _key(
+        "alluxio.worker.s3.only.https.access", _parse_bool, "false",
+        "Serve the S3 API over HTTPS only: the plain port is not opened.",
+    )
+    S3_REDIRECT = _key(
+        "alluxio.worker.s3.redirect.enabled", _parse_bool, "false",
+        "A request for a file another worker owns is answered 307 to the owner instead of "
+        "being proxied. Only for clients that follow redirects to another host.",
+    )
+    S3_ONLY_CACHE = _key(
+        "alluxio.worker.s3.only.read.cache.data.enabled", _parse_bool, "false",
+        "A file that is not cached is NoSuchKey, instead of being read from the UFS.",
+    )
+    S3_READ_TYPE = _key(
+        "alluxio.user.file.readtype.default", _enum("CACHE", "NO_CACHE"), "CACHE",
+        "S3 API read-through of a miss: CACHE also loads the file into the cache (as a "
+        "LOAD does); NO_CACHE only streams it.",
+    )
+    S3_SIGNATURE_VALIDATION = _key(
+        "alluxio.worker.s3.signature.validation.enabled", _parse_bool, "true",
+        "Check SigV4 signatures against the configured key pairs. false needs "
+        "alluxio.worker.s3.simple.auth.acknowledged=true as well.",
+    )
+    S3_SIMPLE_AUTH_ACK = _key(
+        "alluxio.worker.s3.simple.auth.acknowledged", _parse_bool, "false",
+        "Accept that with signature validation off (SIMPLE mode) anyone who can reach the "
+        "S3 port reads every bucket.",
+    )
+    S3_CREDENTIALS = _key(
+        "alluxio.worker.s3.privileged.users.credentials", _parse_str, "",
+        "S3 key pairs as a JSON map of access key to secret key (prefer "
+        "alluxio.worker.s3.credentials.file).",
+        secret=True,
+    )
+    S3_CREDENTIALS_FILE = _key(
+        "alluxio.worker.s3.credentials.file", _parse_str, "",
+        "File holding the S3 key pairs as a JSON map of access key to secret key; it must "
+        "be readable by the service user only (mode 600).",
+    )
+    S3_BUCKETS = _key(
+        "alluxio.worker.s3.bucket.mounts", _parse_list, "",
+        "Named buckets: name=URI pairs, comma-separated (data=file:///data/sets, "
+        "deep=s3://b/deep/prefix). Any other bucket B is s3://B.",
+    )
+    ALLUXIO_HTTP_ENABLED = _key(
+        "alluxio.worker.http.server.enabled", _parse_bool, "false",
+        "With the S3 API on, also serve Alluxio's worker HTTP API for alluxiofs (/v1/node, "
+        "/v1/info, /v1/files, /v1/load) on alluxio.worker.http.server.port.",
+    )
+    ALLUXIO_HTTP_PORT = _key(
+        "alluxio.worker.http.server.port", _parse_port, "28080",
+        "Port of Alluxio's worker HTTP API (alluxiofs); it accepts the peers the S3 API "
+        "accepts without a signature: loopback ones, or any in SIMPLE mode.",
+    )
+    S3_MAX_INFLIGHT = _key(
+        "alluxio.worker.s3.max.inflight.requests", _parse_positive_int, "256",
+        "S3 requests served at once by one worker; past it a request is answered 503 "
+        "SlowDown.",
+    )
 
 
 @dataclass(frozen=True)

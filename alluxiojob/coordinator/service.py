@@ -130,6 +130,8 @@ class CoordinatorService:
                     cache_used=status.cache_used,
                     cache_capacity=status.cache_capacity,
                     cached_files=status.cached_files,
+                    s3_requests=status.s3_requests,
+                    s3_bytes_served=status.s3_bytes_served,
                 )
             except Exception as exc:
                 entry["error"] = describe_error(exc)

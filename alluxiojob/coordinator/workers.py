@@ -349,24 +349,38 @@ class WorkerClient:
         return item.result
 
 
-def read_static_workers(path: Path) -> list[str]:
-    """``host:port`` lines; blank lines and ``#`` comments ignored."""
+def read_static_members(path: Path) -> list[tuple[str, dict[str, str]]]:
+    """``host:port [name=value ...]`` lines: each worker and its attributes (such as
+    ``s3=29998``, its S3 port); blank lines and ``#`` comments ignored."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ValueError(
             f"worker list {path} not found (alluxio.worker.static.config.file)"
         ) from None
-    workers: list[str] = []
+    workers: list[tuple[str, dict[str, str]]] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
-        entry = line.split("#", 1)[0].strip()
-        if not entry:
+        tokens = line.split("#", 1)[0].split()
+        if not tokens:
             continue
+        entry = tokens[0]
         host, sep, port = entry.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"{path}:{lineno}: expected host:port, got {entry!r}")
-        workers.append(entry)
+        attributes: dict[str, str] = {}
+        for token in tokens[1:]:
+            name, sep, value = token.partition("=")
+            if not sep or not name:
+                raise ValueError(f"{path}:{lineno}: expected name=value after the address, "
+                                 f"got {token!r}")
+            attributes[name] = value
+        workers.append((entry, attributes))
     return workers
+
+
+def read_static_workers(path: Path) -> list[str]:
+    """The ``host:port`` of each worker in a STATIC membership file."""
+    return [address for address, _ in read_static_members(path)]
 
 
 class Membership:

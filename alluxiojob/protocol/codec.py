@@ -128,6 +128,8 @@ class StatusReply:
     cache_used: int
     cache_capacity: int
     cached_files: int
+    s3_requests: int = 0  # S3 API requests answered, since the worker started
+    s3_bytes_served: int = 0  # object bytes the S3 API sent
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,8 @@ def _encode_status_reply(m: StatusReply) -> dict[str, Any]:
         "used": m.cache_used,
         "cap": m.cache_capacity,
         "files": m.cached_files,
+        "s3req": m.s3_requests,
+        "s3bytes": m.s3_bytes_served,
     }
 
 
@@ -356,6 +360,8 @@ def _decode_status_reply(body: dict[str, Any]) -> Message:
         cache_used=_int(body, "used"),
         cache_capacity=_int(body, "cap"),
         cached_files=_int(body, "files"),
+        s3_requests=_int(body, "s3req") if "s3req" in body else 0,
+        s3_bytes_served=_int(body, "s3bytes") if "s3bytes" in body else 0,
     )
 
 

@@ -211,7 +211,7 @@ class ObjectStoreUfs:
         """The object ``uri``, or any key under ``uri/`` (the bucket, for a bucket root)."""
         store, key = self._locate(uri)
         try:
-            if key and self._is_object(store, key):
+            if key and self.is_object(store, key):
                 return True
             for batch in obstore.list(store, prefix=key or None, chunk_size=1):
                 return bool(batch) or not key
@@ -248,7 +248,7 @@ class ObjectStoreUfs:
                     path = meta["path"]
                     if path == key or path < previous or path in recent:
                         continue  # a directory marker
-                    if meta["size"] == 0 and not self._is_object(store, path):
+                    if meta["size"] == 0 and not self.is_object(store, path):
                         continue  # an empty directory marker
                     recent = {p for p in recent if p + "/" > path}
                     recent.add(path)
@@ -260,7 +260,7 @@ class ObjectStoreUfs:
         except Exception as exc:
             raise self.error(exc, uri, "cannot list") from None
 
-    def _is_object(self, store: Any, key: str) -> bool:
+    def is_object(self, store: Any, key: str) -> bool:
         try:
             obstore.head(store, key)
             return True

@@ -51,8 +51,13 @@ def _page(sources: list[Iterator[tuple[str, T]]], limit: int
     return items[:limit], len(items) > limit
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(start, end inclusive) of a single-range header; None if absent. Raises ValueError."""
+class UnsatisfiableRange(ValueError):
+    """A well-formed range that lies outside the file (416), unlike a malformed one."""
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end inclusive) of a single-range header; None if absent. Raises ValueError
+    (``UnsatisfiableRange`` when it is well formed but outside the file)."""
     if not header:
         return None
     match = _RANGE.match(header.strip())
@@ -68,7 +73,7 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         start = int(first)
         end = min(int(last), size - 1) if last else size - 1
     if start >= size or start > end:
-        raise ValueError(f"range {header!r} is outside a {size}-byte file")
+        raise UnsatisfiableRange(f"range {header!r} is outside a {size}-byte file")
     return start, end
 
 
@@ -167,7 +172,7 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
         except (UfsError, OSError) as exc:
             return _error(exc, uri)
         try:
-            span = _parse_range(request.headers.get("range"), size)
+            span = parse_range(request.headers.get("range"), size)
         except ValueError as exc:
             return JSONResponse({"error": "BAD_RANGE", "message": str(exc)}, status_code=416,
                                 headers={"Content-Range": f"bytes */{size}"})
@@ -194,7 +199,7 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
             return _error(exc, uri)
         size = info.length
         try:
-            span = _parse_range(request.headers.get("range"), size)
+            span = parse_range(request.headers.get("range"), size)
         except ValueError as exc:
             return JSONResponse({"error": "BAD_RANGE", "message": str(exc)}, status_code=416,
                                 headers={"Content-Range": f"bytes */{size}"})

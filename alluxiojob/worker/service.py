@@ -63,6 +63,8 @@ from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
 from alluxiojob.worker.metrics import WorkerMetrics
 from alluxiojob.worker.reads import file_routes
+from alluxiojob.worker.s3.server import S3Service
+from alluxiojob.worker.s3.settings import S3Settings
 from alluxiojob.worker.session import (
     Accept,
     CancelJob,
@@ -182,6 +184,10 @@ class WorkerService:
         self.token = self.security.token
         self.sessions = 0
         self.metrics = WorkerMetrics(self.executor, self.cache)
+        s3 = S3Settings.from_config(config, tls_serving=self.security.tls.serving)
+        self.s3 = S3Service(config, s3, self.security, self.cache, self.executor,
+                            self.ufs_settings, self.identity.worker_id,
+                            self.metrics.registry) if s3.enabled else None
 
     def status(self, request_id: int) -> StatusReply:
         try:
@@ -198,6 +204,8 @@ class WorkerService:
             cache_used=self.cache.used,
             cache_capacity=self.cache.capacity,
             cached_files=self.cache.files,
+            s3_requests=self.s3.metrics.requests_answered if self.s3 is not None else 0,
+            s3_bytes_served=self.s3.metrics.bytes_sent if self.s3 is not None else 0,
         )
 
     # ------------------------------------------------------------------ websocket side
@@ -350,13 +358,20 @@ class WorkerService:
                               "alluxio.etcd.endpoints")
         kv = EtcdKVStore.from_config(self.config, membership=True)
         root = liveness_root(self.config[Keys.JOB_ETCD_PATH])
-        value = json.dumps({"rpc": self.identity.worker_id,
-                            "web": self.identity.web_port}).encode()
+        announced: dict[str, object] = {"rpc": self.identity.worker_id,
+                                        "web": self.identity.web_port}
+        if self.s3 is not None:
+            s3 = self.s3.settings
+            announced["s3"] = 0 if s3.only_https else s3.port
+            announced["s3s"] = s3.https_port if s3.tls else 0
+            announced["http"] = s3.http_port
+        value = json.dumps(announced).encode()
         return LeaseRegistration(kv, root + "workers/" + self.identity.worker_id, value,
                                  self.config[Keys.FAILURE_DETECTION_TIMEOUT])
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         registration = self._registration()
+        root = liveness_root(self.config[Keys.JOB_ETCD_PATH])
         for warning in self.security.warnings:
             log.warning(warning)
         if self.security.protected_mode:
@@ -396,6 +411,10 @@ class WorkerService:
                 )
                 if registration is not None:
                     await nursery.start(registration.run)
+                if self.s3 is not None:
+                    await nursery.start(
+                        self.s3.run, registration.kv if registration is not None else None,
+                        root + "workers/" if registration is not None else "")
                 log.info("worker ready", worker=self.identity.worker_id,
                          rpc_port=self.identity.rpc_port, web_port=self.identity.web_port,
                          pool_size=self.executor.pool_size)

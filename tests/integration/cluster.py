@@ -166,8 +166,9 @@ class Cluster:
         self.conf.write_text("".join(f"{k}={v}\n" for k, v in self.properties.items()))
 
     # ------------------------------------------------------------------ services
-    def add_worker(self, start: bool = True, prefix: tuple[str, ...] = (),
+    def add_worker(self, start: bool = True, prefix: tuple[str, ...] = (), s3: bool = False,
                    **props: str) -> Service:
+        """``s3``: serve the S3 API on free ports, announced in the worker list."""
         index = len(self.workers)
         rpc, web = free_port(), free_port()
         cache = self.root / f"cache{index}"
@@ -175,6 +176,13 @@ class Cluster:
                 "-D", f"alluxio.worker.web.port={web}",
                 "-D", f"alluxio.worker.page.store.dirs={cache}",
                 "-D", "alluxio.worker.hostname=127.0.0.1"]
+        line = f"127.0.0.1:{rpc}"
+        if s3:
+            s3_port, s3_https = free_port(), free_port()
+            args += ["-D", "alluxio.worker.s3.api.enabled=true",
+                     "-D", f"alluxio.worker.rest.port={s3_port}",
+                     "-D", f"alluxio.worker.s3.https.port={s3_https}"]
+            line += f" s3={s3_port} s3s={s3_https}"
         for key, value in props.items():
             args += ["-D", f"{key}={value}"]
         service = Service("worker", f"worker{index}", args, self.root / f"worker{index}.log",
@@ -183,9 +191,12 @@ class Cluster:
         service.rpc_port = rpc  # type: ignore[attr-defined]
         service.web_port = web  # type: ignore[attr-defined]
         service.cache_dir = cache  # type: ignore[attr-defined]
+        if s3:
+            service.s3_port = s3_port  # type: ignore[attr-defined]
+            service.s3_https_port = s3_https  # type: ignore[attr-defined]
         self.workers.append(service)
         with open(self.workers_file, "a") as f:
-            f.write(f"127.0.0.1:{rpc}\n")
+            f.write(line + "\n")
         if start:
             service.start()
         return service

@@ -105,8 +105,8 @@ def scraped(cluster_factory, etcd: EtcdServer,  # type: ignore[no-untyped-def]
         "alluxio.worker.page.store.sizes": "256KiB",
         "alluxio.job.cluster.token": token,
     })
-    cluster.add_worker()
-    cluster.add_worker()
+    cluster.add_worker(s3=True)  # the S3 API's panels need its series
+    cluster.add_worker(s3=True)
     cluster.add_coordinator()
     root = tmp_path / "prometheus"
     (root / "consoles").mkdir(parents=True)

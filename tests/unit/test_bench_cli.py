@@ -91,10 +91,10 @@ def bench_modules(monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
 
 
 @pytest.mark.parametrize(("args", "env", "expected"), [
-    ([], "1", ["local", "memory", "s3", "ha"]),
-    (["--no-rss"], "1", ["local", "s3", "ha"]),
-    (["--no-memory", "--no-s3"], "1", ["local", "ha"]),
-    ([], "0", ["local", "s3", "ha"]),
+    ([], "1", ["local", "memory", "s3", "ha", "read"]),
+    (["--no-rss"], "1", ["local", "s3", "ha", "read"]),
+    (["--no-memory", "--no-s3"], "1", ["local", "ha", "read"]),
+    ([], "0", ["local", "s3", "ha", "read"]),
     (["--rss-only"], "1", ["memory"]),
     (["--local-only"], "0", ["local"]),
     (["--ha-only"], "1", ["ha"]),

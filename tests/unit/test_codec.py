@@ -86,6 +86,8 @@ status_replies = st.builds(
     cache_used=int64,
     cache_capacity=int64,
     cached_files=int64,
+    s3_requests=int64,
+    s3_bytes_served=int64,
 )
 cancels = st.builds(Cancel, job_id=text)
 error_messages = st.builds(ErrorMessage, message=text, task_id=int64)
@@ -356,8 +358,8 @@ def test_any_field_replaced_by_any_value_only_raises_protocol_error(
 
 def _optional(path: tuple[Any, ...]) -> bool:
     """Fields newer than protocol version 1: an older peer does not send them."""
-    return path in (("o", "meta"), ("web",)) or (len(path) == 3 and path[0] == "f"
-                                                 and path[2] == 4)
+    return path in (("o", "meta"), ("web",), ("s3req",), ("s3bytes",)) or (
+        len(path) == 3 and path[0] == "f" and path[2] == 4)
 
 
 @HYPOTHESIS
@@ -384,7 +386,8 @@ INT_FIELDS = {
     TaskBatch: ["id"],
     TaskResult: ["id"],
     StatusRequest: ["id"],
-    StatusReply: ["id", "pool", "unfinished", "active", "used", "cap", "files"],
+    StatusReply: ["id", "pool", "unfinished", "active", "used", "cap", "files", "s3req",
+                  "s3bytes"],
     ErrorMessage: ["id"],
 }
 
@@ -517,6 +520,10 @@ def test_an_optional_field_left_out_takes_its_default(message: Message,
     decoded = decode(pack(body))
     if isinstance(message, Welcome):
         assert decoded == dataclasses.replace(message, web_port=0)
+    elif isinstance(message, StatusReply):
+        assert decoded == dataclasses.replace(
+            message, s3_requests=0 if ("s3req",) in gone else message.s3_requests,
+            s3_bytes_served=0 if ("s3bytes",) in gone else message.s3_bytes_served)
     else:
         assert isinstance(message, TaskBatch)
         assert isinstance(decoded, TaskBatch)

@@ -357,7 +357,7 @@ async function refreshWorkers() {
     if (w.error) {
       return el("tr", { dataset: { worker: w.worker } }, el("td", {}, w.worker),
                 el("td", { className: "disconnected" }, "unreachable"),
-                el("td", { colSpan: 5, className: "muted" }, w.error));
+                el("td", { colSpan: 6, className: "muted" }, w.error));
     }
     const bar = progressBar();
     if (w.cache_capacity) {
@@ -375,6 +375,8 @@ async function refreshWorkers() {
       el("td", {}, w.pool_size),
       el("td", {}, w.load_avg.map((x) => x.toFixed(2)).join(", ")),
       el("td", { className: "progress-col" }, bar),
+      el("td", { className: "s3-reads" },
+         `${w.s3_requests ?? 0} requests, ${size(w.s3_bytes_served ?? 0)}`),
       el("td", {}, w.cached_files));
   });
   $("#workers tbody").replaceChildren(...rows);
