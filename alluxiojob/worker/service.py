@@ -61,6 +61,7 @@ from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
 from alluxiojob.worker.metrics import WorkerMetrics
 from alluxiojob.worker.reads import file_routes
+from alluxiojob.worker.scrub import Scrubber
 from alluxiojob.worker.session import (
     Accept,
     CancelJob,
@@ -180,6 +181,9 @@ class WorkerService:
         self.token = self.security.token
         self.sessions = 0
         self.metrics = WorkerMetrics(self.executor, self.cache)
+        self.scrubber = Scrubber(self.cache, self.executor.writing)
+        self.read_checksum_max = config[Keys.WORKER_READ_CHECKSUM_MAX]
+        self.scrub_interval = config[Keys.WORKER_SCRUB_INTERVAL]
 
     def status(self, request_id: int) -> StatusReply:
         try:
@@ -327,7 +331,9 @@ class WorkerService:
             Route("/healthz", healthz),
             Route("/metrics", metrics_endpoint(self.metrics.registry)),  # type: ignore[arg-type]
             Route("/api/v1/worker/status", status),
-            *file_routes(self.cache, self.allowlist, self.ufs_settings),
+            *file_routes(self.cache, self.allowlist, self.ufs_settings,
+                         checksum_max=self.read_checksum_max, busy=self.executor.writing),
+            *self.scrubber.routes(),
         ]
         return Starlette(routes=routes)
 
@@ -366,6 +372,8 @@ class WorkerService:
             async with trio_parallel.cache_scope(idle_timeout=3600.0, grace_period=2.0), \
                     trio.open_nursery() as nursery:
                 nursery.start_soon(self.executor.warm_up)
+                if self.scrub_interval > 0:
+                    nursery.start_soon(self.scrubber.every, self.scrub_interval)
                 await nursery.start(serve_app, self.web_app(), self.identity.host,
                                     self.identity.web_port, self.security)
                 ssl_context = (self.security.tls.server_context()
