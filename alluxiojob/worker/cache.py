@@ -17,10 +17,11 @@ the index does not know. An entry's ``version`` is an object's ETag (empty for l
 files, whose mtime is their version): ``--skip-if-exists`` and ``--verify`` compare it
 with the listing's, with the length.
 
-The cache is the service's alone: the cache dir and ``data/``, ``tmp/`` and ``index/``
-are 0700, cached files 0600, whatever the umask; startup narrows what an older version
-left wider. Each index entry carries the file's content checksum (``checksum.py``),
-which reads, ``--verify`` and the scrub check (``scrub.py``).
+The cache is the service's alone: ``data/``, ``tmp/`` and ``index/`` are 0700 (and the
+cache dir itself, when the worker creates it), cached files 0600, whatever the umask;
+startup narrows what an older version left wider. Each index entry carries the file's
+content checksum (``checksum.py``), which reads, ``--verify`` and the scrub check
+(``scrub.py``).
 
 Memory does not grow with the number of cached files: the LRU order, the totals and
 the pins live in the index, and startup checks ``data/`` against it one directory chunk
@@ -59,8 +60,11 @@ class CacheDir:
         self.data = root / "data"
         self.tmp = root / "tmp"
         self.capacity = capacity  # 0: unlimited
-        for sub in (root, self.data, self.tmp, root / "index"):
-            sub.mkdir(mode=CACHE_DIR_MODE, parents=True, exist_ok=True)
+        # A cache dir the worker creates is 0700. One that exists keeps its mode (it may
+        # be a mount point the operator chose); what lives in it is made private.
+        root.mkdir(mode=CACHE_DIR_MODE, parents=True, exist_ok=True)
+        for sub in (self.data, self.tmp, root / "index"):
+            sub.mkdir(mode=CACHE_DIR_MODE, exist_ok=True)
             if stat.S_IMODE(sub.stat().st_mode) != CACHE_DIR_MODE:
                 sub.chmod(CACHE_DIR_MODE)  # the umask, or an older version, made it wider
         self.index = CacheIndex(str(root / "index"))

@@ -188,8 +188,9 @@ def test_a_cache_left_wide_by_an_older_version_is_narrowed(tmp_path: Path) -> No
     again = CacheDir(root, 0)
     again.recover()
     assert stat.S_IMODE(os.stat(again.data_path(uri)).st_mode) == 0o600
-    for sub in (root, root / "data", root / "tmp", root / "index"):
+    for sub in (root / "data", root / "tmp", root / "index"):
         assert stat.S_IMODE(sub.stat().st_mode) == 0o700
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755, "an existing cache dir keeps its mode"
     raw = again.index._db.get(FILE + uri.encode())
     assert raw is not None
     again.close()
