@@ -17,8 +17,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable, Iterator
 
 import crc32c
+
+from alluxiojob.ufs.base import UfsError
 
 ALGORITHM = "crc32c"
 _READ = 4 * 1024 * 1024
@@ -69,6 +72,18 @@ class Md5Check:
             return None
         return (f"the bytes read from {uri} do not match its ETag: their MD5 is {got}, the "
                 f"store's is {self.expected}; it will be retried")
+
+
+def checked_against_etag(chunks: Iterable[bytes], etag: str, uri: str) -> Iterator[bytes]:
+    """``chunks`` as they are, then ``UfsError(IO_ERROR)`` if their MD5 is not the one a
+    single-part ``etag`` stands for: a writer consuming them fails before it publishes."""
+    md5 = Md5Check(etag)
+    for chunk in chunks:
+        md5.update(chunk)
+        yield chunk
+    mismatch = md5.mismatch(uri)
+    if mismatch is not None:
+        raise UfsError("IO_ERROR", mismatch)
 
 
 def fd_checksum(fd: int, length: int, md5: Md5Check | None = None) -> tuple[str, int]:

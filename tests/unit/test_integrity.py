@@ -12,10 +12,12 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from alluxiojob.ufs.base import UfsError
 from alluxiojob.worker.cache import Cache, CacheDir, IndexEntry
 from alluxiojob.worker.checksum import (
     Checksum,
     Md5Check,
+    checked_against_etag,
     fd_checksum,
     file_checksum,
     md5_of_etag,
@@ -67,6 +69,19 @@ def test_md5_check_against_an_etag() -> None:
     multipart = Md5Check('"' + "0" * 32 + '-2"')
     multipart.update(b"anything")
     assert multipart.mismatch("s3://b/k") is None, "nothing to compare with"
+
+
+def test_a_stream_is_checked_against_its_etag_at_its_end() -> None:
+    data = [b"abc", b"def"]
+    etag = '"' + hashlib.md5(b"abcdef").hexdigest() + '"'
+    assert list(checked_against_etag(iter(data), etag, "s3://b/k")) == data
+    assert list(checked_against_etag(iter(data), "", "/local")) == data
+    wrong = checked_against_etag(iter([b"abc", b"dXf"]), etag, "s3://b/k")
+    assert next(wrong) == b"abc"
+    assert next(wrong) == b"dXf"
+    with pytest.raises(UfsError, match="do not match its ETag") as caught:
+        next(wrong)
+    assert caught.value.reason == "IO_ERROR"
 
 
 def test_read_back_finds_a_short_file_and_an_md5_mismatch(tmp_path: Path) -> None:
