@@ -62,7 +62,7 @@ from alluxiojob.worker.copier import (
     transfer_shard,
 )
 from alluxiojob.worker.fetch import ObjectFetch, fetch_shard
-from alluxiojob.worker.scrub import examine
+from alluxiojob.worker.scrub import cached_as_listed, content_intact
 from alluxiojob.worker.slots import FairSlots, Pacer, piece_size
 from alluxiojob.worker.transfer import ObjectTransfer, transfer_objects_shard
 
@@ -374,42 +374,13 @@ class TaskExecutor:
         """Is a load in flight writing this ``data/`` path (a scrub leaves it alone)?"""
         return data_path in self._writing
 
-    def _cached_as_listed(self, files: list[FileEntry]) -> list[tuple[FileEntry, IndexEntry]]:
-        """Blocking: the files fully cached with the listed length and version."""
-        found: list[tuple[FileEntry, IndexEntry]] = []
-        for f in files:
-            d = self.cache.dir_for(f.path)
-            entry = d.lookup(f.path)
-            if entry is None or not entry.matches(f.length, f.mtime_ns, f.version):
-                continue
-            try:
-                if os.stat(d.data_path(f.path)).st_size == f.length:
-                    found.append((f, entry))
-            except OSError:
-                continue
-        return found
-
-    def _intact(self, found: list[tuple[FileEntry, IndexEntry]]) -> list[FileEntry]:
-        """Blocking, a verify pass: the files whose content still has its checksum. One
-        cached by an older version (no checksum) is loaded again, to get one."""
-        intact = []
-        for f, entry in found:
-            d = self.cache.dir_for(f.path)
-            why = examine(d.data_path(f.path), entry) if entry.checksum else "no checksum"
-            if why is None:
-                intact.append(f)
-            else:
-                log.warning("cached file differs from what was loaded; loading it again",
-                            path=f.path, problem=why)
-        return intact
-
     async def _hits(self, files: list[FileEntry], verify: bool) -> set[str]:
         """Which files are cached as listed (and, in a verify pass, with their content
         intact); those become the most recently used."""
-        found = await trio.to_thread.run_sync(self._cached_as_listed, files,
+        found = await trio.to_thread.run_sync(cached_as_listed, self.cache, files,
                                               limiter=self.cache.limiter)
-        hits = ([f for f, _ in found] if not verify
-                else await trio.to_thread.run_sync(self._intact, found))  # reads: no index lock
+        hits = ([f for f, _ in found] if not verify  # a verify pass reads: no index lock
+                else await trio.to_thread.run_sync(content_intact, self.cache, found))
         by_dir: dict[int, list[str]] = {}
         for f in hits:
             by_dir.setdefault(self.cache.dirs.index(self.cache.dir_for(f.path)), []).append(
@@ -709,6 +680,7 @@ class TaskExecutor:
         results: dict[str, FileResult],
     ) -> None:
         commits: dict[int, list[tuple[str, IndexEntry, int]]] = {}
+        finished = await self._finish_all_large(ready, outcomes, results)
         for planned in ready:
             path = planned.entry.path
             if path in results:
@@ -719,7 +691,7 @@ class TaskExecutor:
             version = done[0].version if done else ""
             checksum = done[0].checksum if done else ""
             if failed is None and planned.tmp:
-                failed = await trio.to_thread.run_sync(self._finish_large, planned)
+                failed = finished[path]
                 entry_mtime, version = planned.entry.mtime_ns, planned.version
                 checksum = planned.checksum
             if failed is not None:
@@ -751,6 +723,26 @@ class TaskExecutor:
                 FileStatus.OK
             ):
                 planned.reserved = 0  # the commit turned the reservation into used space
+
+    async def _finish_all_large(
+        self, ready: list[_PlannedFile], outcomes: dict[PoolWork, CopyOutcome],
+        results: dict[str, FileResult],
+    ) -> dict[str, CopyOutcome | None]:
+        """Publish the large files whose ranges all succeeded, a pool's worth at a time:
+        each is read back whole for its checksum, which is CPU and I/O to spread."""
+        finished: dict[str, CopyOutcome | None] = {}
+        limiter = trio.CapacityLimiter(self.pool_size)
+
+        async def finish(planned: _PlannedFile) -> None:
+            finished[planned.entry.path] = await trio.to_thread.run_sync(
+                self._finish_large, planned, limiter=limiter)
+
+        async with trio.open_nursery() as nursery:
+            for planned in ready:
+                if (planned.tmp and planned.entry.path not in results
+                        and all(outcomes[j].ok for j in planned.pieces)):
+                    nursery.start_soon(finish, planned)
+        return finished
 
     @staticmethod
     def _finish_large(planned: _PlannedFile) -> CopyOutcome | None:

@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from alluxiojob.protocol.codec import FileEntry
 from alluxiojob.ufs import resolve_path
 from alluxiojob.ufs.base import UfsError, printable
 from alluxiojob.worker.cache import Cache, CacheDir
@@ -65,6 +66,38 @@ def examine(path: str, entry: IndexEntry) -> str | None:
     if digest != entry.checksum:
         return f"its content checksum is {digest}, the index says {entry.checksum}"
     return None
+
+
+def cached_as_listed(cache: Cache,
+                     files: list[FileEntry]) -> list[tuple[FileEntry, IndexEntry]]:
+    """The files fully cached with the listed length and version (``--skip-if-exists``)."""
+    found: list[tuple[FileEntry, IndexEntry]] = []
+    for f in files:
+        d = cache.dir_for(f.path)
+        entry = d.lookup(f.path)
+        if entry is None or not entry.matches(f.length, f.mtime_ns, f.version):
+            continue
+        try:
+            if os.stat(d.data_path(f.path)).st_size == f.length:
+                found.append((f, entry))
+        except OSError:
+            continue
+    return found
+
+
+def content_intact(cache: Cache, found: list[tuple[FileEntry, IndexEntry]]) -> list[FileEntry]:
+    """A verify pass: the files whose content still has its checksum. One cached by an
+    older version (no checksum) is loaded again, to get one."""
+    intact = []
+    for f, entry in found:
+        path = cache.dir_for(f.path).data_path(f.path)
+        why = examine(path, entry) if entry.checksum else "no checksum"
+        if why is None:
+            intact.append(f)
+        else:
+            log.warning("cached file differs from what was loaded; loading it again",
+                        path=printable(f.path), problem=why)
+    return intact
 
 
 def evict_unchanged(d: CacheDir, found: list[tuple[str, IndexEntry]], busy: Busy) -> int:
