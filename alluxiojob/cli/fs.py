@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from alluxiojob.cli.common import (
+    EXIT_ERROR,
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
@@ -97,7 +98,7 @@ def cat(path: PathArg, conf: ConfOption = None, define: DefineOption = None,
         try:
             with httpx.stream("GET", f"{web[owner]}/api/v1/files", params=params,
                               headers=headers, timeout=30, verify=verify) as response:
-                if response.status_code == 404:
+                if response.status_code in (404, 409):  # 409: its copy was corrupt
                     response.read()
                     last_miss = str(response.json().get("message", "not cached"))
                     continue
@@ -116,3 +117,69 @@ def cat(path: PathArg, conf: ConfOption = None, define: DefineOption = None,
             last_miss = f"cannot reach worker {owner}: {exc}"
     fail(f"{answer['path']} is not cached on any worker ({last_miss}); "
          "load it first, or use --read-through", EXIT_NOT_FOUND)
+
+
+@fs_app.command("check", epilog=examples(
+    "alluxiojob fs check --path /data/imagenet",
+    "alluxiojob fs check --path s3://bucket/train --reload",
+    "alluxiojob fs check --path /data/imagenet --no-repair",
+))
+def check(path: PathArg, conf: ConfOption = None, define: DefineOption = None,
+          repair: Annotated[bool, typer.Option(
+              "--repair/--no-repair",
+              help="Evict the corrupt copies (the default), or only report them.")] = True,
+          reload: Annotated[bool, typer.Option(
+              "--reload", help="Then load the path again (--skip-if-exists), so that "
+              "what was evicted is cached anew.")] = False,
+          ) -> None:
+    """Reread every cached file under a path, on every worker, against its checksum.
+
+    Reports files whose bytes no longer match what was loaded (and evicts them), and
+    files cached before checksums existed (unverified). Exit status 1 if any file was
+    corrupt, 5 if a worker could not be checked."""
+    import httpx
+
+    from alluxiojob.config import format_size
+
+    with coordinator(conf, define) as client:
+        answer = client.workers(path)
+        headers = client.security.token.authorization()
+        verify = client.security.tls.client_context() or True
+    typer.echo(f"Path: {answer['path']}")
+    corrupt = evicted = unchecked = 0
+    for worker in answer["workers"]:
+        name = worker["worker"]
+        if not worker["web"]:
+            typer.echo(f"Worker: {name}\tnot connected")
+            unchecked += 1
+            continue
+        try:
+            reply = httpx.post(f"{worker['web']}/api/v1/check", headers=headers,
+                               json={"path": answer["path"], "repair": repair},
+                               timeout=None, verify=verify)
+            data = reply.json()
+            if reply.status_code >= 400:
+                typer.echo(f"Worker: {name}\trefused: {data.get('message')}")
+                unchecked += 1
+                continue
+            typer.echo(f"Worker: {name}\tFiles: {data['files']}\t"
+                       f"Bytes: {format_size(data['bytes'])}\tCorrupt: {data['corrupt']}\t"
+                       f"Evicted: {data['evicted']}\tUnverified: {data['unverified']}")
+            for problem in data["problems"]:
+                typer.echo(f"  corrupt: {problem['path']}: {problem['problem']}")
+            corrupt += int(data["corrupt"])
+            evicted += int(data["evicted"])
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            typer.echo(f"Worker: {name}\tunreachable: {exc}")
+            unchecked += 1
+    if reload and evicted:
+        with coordinator(conf, define) as client:
+            job = client.submit("LOAD", answer["path"], "", {"skip_if_exists": True})
+        typer.echo(f"Reloading {evicted} evicted files: LOAD job {job['id']}")
+    elif evicted:
+        typer.echo(f"{evicted} corrupt files were evicted; load them again with: alluxiojob "
+                   f"job load --path {answer['path']} --skip-if-exists")
+    if unchecked:
+        raise typer.Exit(EXIT_UNAVAILABLE)
+    if corrupt:
+        raise typer.Exit(EXIT_ERROR)

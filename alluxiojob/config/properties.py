@@ -503,6 +503,20 @@ class Keys:
         "${alluxio.work.dir}/workers",
         "File of host:port lines (STATIC membership).",
     )
+    WORKER_READ_CHECKSUM_MAX = _key(
+        "alluxio.worker.read.checksum.max.size",
+        parse_size,
+        "1MiB",
+        "A cached file up to this size is checked against its checksum on every read "
+        "(it is read whole anyway); larger ones by length only. 0: length only.",
+    )
+    WORKER_SCRUB_INTERVAL = _key(
+        "alluxio.worker.cache.scrub.interval",
+        _parse_duration_allow_zero,
+        "0",
+        "How often the worker rereads every cached file against its checksum, evicting "
+        "the corrupt ones (0: never; alluxiojob fs check runs it on demand).",
+    )
     WORKER_PIN_TIME = _key(
         "alluxio.worker.job.cache.pin.time",
         _parse_duration_allow_zero,

@@ -479,6 +479,7 @@ class JobRunner:
                 bandwidth=self.job.options.bandwidth,
                 overwrite=self.job.options.overwrite,
                 metadata_only=self.job.options.metadata_only,
+                verify=self.ledger.pass_kind is PassKind.VERIFY,
             )
             await self._claim_confirmed()
             result = await client.call(self.job.id, self.policy.op, task.entries, options,

@@ -17,10 +17,11 @@ name this side does not know is a ``ProtocolError``, like any other malformed fi
 
 Fields added after ``PROTOCOL_VERSION`` 1 first shipped are optional on the way in, so
 that a newer side still works with an older peer: the task option ``meta`` (absent:
-``False``, data is loaded), a file row's fifth value, its version (absent: ``""``, as
-for a local file), and the welcome's ``web`` port (absent: ``0``, not told). Present,
-they are checked like every other field: a wrong type is a ``ProtocolError`` that names
-the field.
+``False``, data is loaded), the task option ``vf`` (absent: ``False``, not a verify
+pass: cached files are compared by length and version only), a file row's fifth
+value, its version (absent: ``""``, as for a local file), and the welcome's ``web``
+port (absent: ``0``, not told). Present, they are checked like every other field: a
+wrong type is a ``ProtocolError`` that names the field.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class TaskOptions:
     bandwidth: int = 0
     overwrite: bool = False
     metadata_only: bool = False  # LOAD: record each file as listed, copy no data
+    verify: bool = False  # LOAD: a verify pass; a cached file counts only if its checksum holds
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ def _encode_task(m: TaskBatch) -> dict[str, Any]:
             "bw": m.options.bandwidth,
             "ow": m.options.overwrite,
             "meta": m.options.metadata_only,
+            "vf": m.options.verify,
         },
     }
 
@@ -326,6 +329,7 @@ def _decode_task(body: dict[str, Any]) -> Message:
             skip_if_exists=_bool(opts, "skip"), bandwidth=_int(opts, "bw"),
             overwrite=_bool(opts, "ow"),
             metadata_only=_optional(opts, "meta", bool, False),
+            verify=_optional(opts, "vf", bool, False),
         ),
     )
 

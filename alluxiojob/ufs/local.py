@@ -65,9 +65,9 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
     return fd, info
 
 
-def make_dirs(path: str) -> None:
-    """``os.makedirs(path, exist_ok=True)`` in a loop: ``os.makedirs`` recurses once per
-    missing level, and a tree deeper than Python's recursion limit is a valid tree."""
+def make_dirs(path: str, mode: int = 0o777) -> None:
+    """``os.makedirs(path, mode, exist_ok=True)`` in a loop: ``os.makedirs`` recurses once
+    per missing level, and a tree deeper than Python's recursion limit is a valid tree."""
     missing: list[str] = []
     while path and not os.path.isdir(path):
         missing.append(path)
@@ -77,7 +77,7 @@ def make_dirs(path: str) -> None:
         path = parent
     for directory in reversed(missing):
         try:
-            os.mkdir(directory)
+            os.mkdir(directory, mode)
         except FileExistsError:
             if not os.path.isdir(directory):
                 raise

@@ -17,6 +17,12 @@ the index does not know. An entry's ``version`` is an object's ETag (empty for l
 files, whose mtime is their version): ``--skip-if-exists`` and ``--verify`` compare it
 with the listing's, with the length.
 
+The cache is the service's alone: ``data/``, ``tmp/`` and ``index/`` are 0700 (and the
+cache dir itself, when the worker creates it), cached files 0600, whatever the umask;
+startup narrows what an older version left wider. Each index entry carries the file's
+content checksum (``checksum.py``), which reads, ``--verify`` and the scrub check
+(``scrub.py``).
+
 Memory does not grow with the number of cached files: the LRU order, the totals and
 the pins live in the index, and startup checks ``data/`` against it one directory chunk
 at a time. What stays in memory per cache dir is a few numbers, among them the bytes
@@ -37,6 +43,7 @@ import trio
 
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.tmpnames import worker_tag
+from alluxiojob.worker.copier import CACHE_DIR_MODE, CACHE_FILE_MODE
 from alluxiojob.worker.index import CacheIndex, IndexEntry, MetadataRecord, Victim
 from alluxiojob.worker.layout import cache_relpath, index_key, uri_of_relpath
 
@@ -53,8 +60,13 @@ class CacheDir:
         self.data = root / "data"
         self.tmp = root / "tmp"
         self.capacity = capacity  # 0: unlimited
+        # A cache dir the worker creates is 0700. One that exists keeps its mode (it may
+        # be a mount point the operator chose); what lives in it is made private.
+        root.mkdir(mode=CACHE_DIR_MODE, parents=True, exist_ok=True)
         for sub in (self.data, self.tmp, root / "index"):
-            sub.mkdir(parents=True, exist_ok=True)
+            sub.mkdir(mode=CACHE_DIR_MODE, exist_ok=True)
+            if stat.S_IMODE(sub.stat().st_mode) != CACHE_DIR_MODE:
+                sub.chmod(CACHE_DIR_MODE)  # the umask, or an older version, made it wider
         self.index = CacheIndex(str(root / "index"))
         self.lock = self.index.lock
         self.reserved = 0  # bytes promised to loads in flight, not yet in the index
@@ -78,7 +90,7 @@ class CacheDir:
         """
         links = self._remove_tmp_links()
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(mode=CACHE_DIR_MODE, parents=True, exist_ok=True)
         self.index.open()
         removed = self._check_data(links)
         return self.index.files, removed, links
@@ -89,7 +101,7 @@ class CacheDir:
             if sub.is_symlink():
                 sub.unlink()
                 removed.append(str(sub))
-                sub.mkdir(parents=True, exist_ok=True)
+                sub.mkdir(mode=CACHE_DIR_MODE, parents=True, exist_ok=True)
         for path in self._walk(str(self.tmp)):
             if os.path.islink(path):
                 os.unlink(path)
@@ -145,6 +157,8 @@ class CacheDir:
                 os.unlink(path)  # not a name the cache gives, or not a file
                 removed += 1
             else:
+                if info.st_mode & 0o077:
+                    os.chmod(path, CACHE_FILE_MODE)  # cached by an older version
                 chunk.append((path, key))
                 if len(chunk) >= _CHECK_CHUNK:
                     removed += check(chunk)

@@ -7,6 +7,14 @@ in one preallocated tmp file, and the parent renames it when every range is done
 file in ``data/`` is always complete, and a crash leaves only ``tmp/`` debris, which the
 worker removes at startup.
 
+A whole file copied into the cache is read back once written, for its checksum
+(``checksum.py``): the kernel copied its bytes (copy_file_range), so they never passed
+through this process. The ranges of a large file are read back by the parent, once.
+
+The cache is the service's alone: its files are created 0600 and its directories 0700,
+whatever the umask. A COPY or MOVE keeps its source's permission bits, never wider (as
+``cp -p`` does).
+
 This module must stay cheap to import: it is loaded by every pool process.
 """
 
@@ -20,9 +28,12 @@ from dataclasses import dataclass, replace
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import fsync_dir, make_dirs, open_regular, reason_for
 from alluxiojob.ufs.tmpnames import TmpOwner, hold_lock, retarget, sweep
+from alluxiojob.worker.checksum import fd_checksum
 
 _CHUNK = 8 * 1024 * 1024
 _made_dirs: set[str] = set()
+CACHE_FILE_MODE = 0o600
+CACHE_DIR_MODE = 0o700
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,7 @@ class LocalCopy:
     expect_mtime_ns: int = -1
     durable: bool = False  # fsync the copy before it is renamed into place (COPY/MOVE)
     locked: bool = False  # hold a lock on tmp while it is written (COPY/MOVE: ``tmpnames``)
+    transfer: bool = False  # COPY/MOVE: keep the source's mode; no cache checksum
 
 
 @dataclass(frozen=True)
@@ -52,12 +64,15 @@ class CopyOutcome:
     message: str = ""
     version: str = ""  # an object's ETag when read
     written: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file we wrote
+    checksum: str = ""  # a whole file's content checksum (``checksum.py``)
 
 
-def ensure_parent(path: str) -> None:
+def ensure_parent(path: str, mode: int = CACHE_DIR_MODE) -> None:
+    """Make ``path``'s directory: private (0700) in the cache; ``0o777`` (the umask's
+    choice) for a COPY/MOVE destination."""
     parent = os.path.dirname(path)
     if parent not in _made_dirs:
-        make_dirs(parent)
+        make_dirs(parent, mode)
         if len(_made_dirs) > 100_000:
             _made_dirs.clear()
         _made_dirs.add(parent)
@@ -123,12 +138,15 @@ def copy_one(job: LocalCopy) -> CopyOutcome:
     except OSError as exc:
         return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
     fd_out = -1
+    dir_mode = 0o777 if job.transfer else CACHE_DIR_MODE
     try:
         try:
             if job.final:
-                ensure_parent(job.tmp)
-                fd_out = os.open(job.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                                 0o644)
+                ensure_parent(job.tmp, dir_mode)
+                fd_out = os.open(job.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                 CACHE_FILE_MODE)
+                if job.transfer:  # the source's bits, never wider (an older tmp may be)
+                    os.fchmod(fd_out, stat.S_IMODE(before.st_mode) & 0o777)
                 if job.locked:
                     hold_lock(fd_out)
             else:
@@ -138,6 +156,12 @@ def copy_one(job: LocalCopy) -> CopyOutcome:
         length = before.st_size if job.final else job.length
         copied = _copy_range(fd_in, fd_out, job.offset, length, job)
         after = os.fstat(fd_in)
+        checksum = ""
+        if job.final and not job.transfer:
+            try:
+                checksum, _read = fd_checksum(fd_out, copied)
+            except OSError as exc:
+                raise _cache_side(exc, job.tmp, job.src) from None
         try:
             if job.durable:
                 os.fsync(fd_out)
@@ -155,12 +179,12 @@ def copy_one(job: LocalCopy) -> CopyOutcome:
                           "retried")
         if job.final:
             try:
-                ensure_parent(job.final)
+                ensure_parent(job.final, dir_mode)
                 os.rename(job.tmp, job.final)
             except OSError as exc:
                 raise _cache_side(exc, job.final, job.src) from None
         return CopyOutcome(True, copied, before.st_size, before.st_mtime_ns,
-                           written=(out.st_dev, out.st_ino))
+                           written=(out.st_dev, out.st_ino), checksum=checksum)
     except _Failed as exc:
         _discard(job)
         return CopyOutcome(False, reason=exc.reason, message=str(exc))
@@ -207,8 +231,8 @@ def transfer_shard(jobs: list[LocalCopy], move: bool, overwrite: bool,
             # A file copied onto a directory goes inside it, as with cp.
             final = os.path.join(job.final, os.path.basename(job.src))
             job = replace(job, final=final, tmp=retarget(job.tmp, final))
-        outcomes.append(_transfer_one(replace(job, durable=True, locked=True), move, overwrite,
-                                      tmp_owner))
+        outcomes.append(_transfer_one(replace(job, durable=True, locked=True, transfer=True),
+                                      move, overwrite, tmp_owner))
     return outcomes
 
 
@@ -331,7 +355,7 @@ def _same_bytes(a: str, b: str) -> bool:
 
 def preallocate(path: str, length: int) -> None:
     """Create the tmp file of a large file, sized, so that ranges can be written in place."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, CACHE_FILE_MODE)
     try:
         if length:
             os.posix_fallocate(fd, 0, length)

@@ -54,7 +54,9 @@ from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.ufs.tmpnames import TmpName, TmpOwner, retarget
 from alluxiojob.ufs.uploads import UploadJournal
 from alluxiojob.worker.cache import Cache, IndexEntry, MetadataRecord, cache_relpath
+from alluxiojob.worker.checksum import read_back
 from alluxiojob.worker.copier import (
+    CACHE_DIR_MODE,
     CopyOutcome,
     LocalCopy,
     copy_shard,
@@ -62,6 +64,7 @@ from alluxiojob.worker.copier import (
     transfer_shard,
 )
 from alluxiojob.worker.fetch import ObjectFetch, fetch_shard
+from alluxiojob.worker.scrub import cached_as_listed, content_intact
 from alluxiojob.worker.slots import FairSlots, Pacer, piece_size
 from alluxiojob.worker.transfer import ObjectTransfer, transfer_objects_shard
 
@@ -83,6 +86,7 @@ class _PlannedFile:
     tmp: str = ""  # large files: the shared tmp file
     version: str = ""  # large objects: the ETag their ranges are pinned to
     reserved: int = 0
+    checksum: str = ""  # large files: read back once every range is written
 
 
 @dataclass
@@ -383,23 +387,28 @@ class TaskExecutor:
                 _unlink_quiet(retarget(job.tmp, inside))
 
     # ------------------------------------------------------------------ LOAD
-    def _check_cached(self, files: list[FileEntry]) -> set[str]:
-        """Blocking: which files are fully cached with the listed length and version;
-        those become the most recently used."""
-        hits: dict[int, list[str]] = {}
-        for f in files:
-            d = self.cache.dir_for(f.path)
-            entry = d.lookup(f.path)
-            if entry is None or not entry.matches(f.length, f.mtime_ns, f.version):
-                continue
-            try:
-                if os.stat(d.data_path(f.path)).st_size == f.length:
-                    hits.setdefault(self.cache.dirs.index(d), []).append(f.path)
-            except OSError:
-                continue
-        for index, uris in hits.items():
-            self.cache.dirs[index].touch(uris)
-        return {uri for uris in hits.values() for uri in uris}
+    def writing(self, data_path: str) -> bool:
+        """Is a load in flight writing this ``data/`` path (a scrub leaves it alone)?"""
+        return data_path in self._writing
+
+    async def _hits(self, files: list[FileEntry], verify: bool) -> set[str]:
+        """Which files are cached as listed (and, in a verify pass, with their content
+        intact); those become the most recently used."""
+        found = await trio.to_thread.run_sync(cached_as_listed, self.cache, files,
+                                              limiter=self.cache.limiter)
+        hits = ([f for f, _ in found] if not verify  # a verify pass reads: no index lock
+                else await trio.to_thread.run_sync(content_intact, self.cache, found))
+        by_dir: dict[int, list[str]] = {}
+        for f in hits:
+            by_dir.setdefault(self.cache.dirs.index(self.cache.dir_for(f.path)), []).append(
+                f.path)
+
+        def touch() -> None:
+            for index, uris in by_dir.items():
+                self.cache.dirs[index].touch(uris)
+
+        await trio.to_thread.run_sync(touch, limiter=self.cache.limiter)
+        return {f.path for f in hits}
 
     async def _load(self, batch: TaskBatch) -> list[FileResult]:
         results: dict[str, FileResult] = {}
@@ -418,9 +427,7 @@ class TaskExecutor:
             await self._record_metadata(batch, todo, results)
             return [results[f.path] for f in batch.files if f.path in results]
         if batch.options.skip_if_exists and todo:
-            hits = await trio.to_thread.run_sync(
-                self._check_cached, [p.entry for p in todo], limiter=self.cache.limiter
-            )
+            hits = await self._hits([p.entry for p in todo], batch.options.verify)
             for planned in todo:
                 if planned.entry.path in hits:
                     results[planned.entry.path] = FileResult(planned.entry.path,
@@ -690,6 +697,7 @@ class TaskExecutor:
         results: dict[str, FileResult],
     ) -> None:
         commits: dict[int, list[tuple[str, IndexEntry, int]]] = {}
+        finished = await self._finish_all_large(ready, outcomes, results)
         for planned in ready:
             path = planned.entry.path
             if path in results:
@@ -698,9 +706,11 @@ class TaskExecutor:
             failed = next((o for o in done if not o.ok), None)
             entry_mtime = done[0].mtime_ns if done else 0
             version = done[0].version if done else ""
+            checksum = done[0].checksum if done else ""
             if failed is None and planned.tmp:
-                failed = await trio.to_thread.run_sync(self._finish_large, planned)
+                failed = finished[path]
                 entry_mtime, version = planned.entry.mtime_ns, planned.version
+                checksum = planned.checksum
             if failed is not None:
                 if planned.tmp:
                     await trio.to_thread.run_sync(_unlink_quiet, planned.tmp)
@@ -712,7 +722,8 @@ class TaskExecutor:
             index = self.cache.dirs.index(self.cache.dir_for(path))
             reserved = planned.reserved if self.cache.dirs[index].capacity else 0
             commits.setdefault(index, []).append(
-                (path, IndexEntry(length, entry_mtime, job_id, version), reserved)
+                (path, IndexEntry(length, entry_mtime, job_id, version, checksum=checksum),
+                 reserved)
             )
             results[path] = FileResult(path, FileStatus.OK, length)
             self.stats.files_loaded += 1
@@ -730,11 +741,32 @@ class TaskExecutor:
             ):
                 planned.reserved = 0  # the commit turned the reservation into used space
 
+    async def _finish_all_large(
+        self, ready: list[_PlannedFile], outcomes: dict[PoolWork, CopyOutcome],
+        results: dict[str, FileResult],
+    ) -> dict[str, CopyOutcome | None]:
+        """Publish the large files whose ranges all succeeded, a pool's worth at a time:
+        each is read back whole for its checksum, which is CPU and I/O to spread."""
+        finished: dict[str, CopyOutcome | None] = {}
+        limiter = trio.CapacityLimiter(self.pool_size)
+
+        async def finish(planned: _PlannedFile) -> None:
+            finished[planned.entry.path] = await trio.to_thread.run_sync(
+                self._finish_large, planned, limiter=limiter)
+
+        async with trio.open_nursery() as nursery:
+            for planned in ready:
+                if (planned.tmp and planned.entry.path not in results
+                        and all(outcomes[j].ok for j in planned.pieces)):
+                    nursery.start_soon(finish, planned)
+        return finished
+
     @staticmethod
     def _finish_large(planned: _PlannedFile) -> CopyOutcome | None:
-        """All ranges of a large file are written: check the source, then publish it.
+        """All ranges of a large file are written: check the source, read the file back
+        for its checksum (and an object's MD5 against a single-part ETag), publish it.
 
-        An object needs no check here: every range was pinned to its ETag.
+        An object needs no other check: every range was pinned to its ETag.
         """
         if planned.local:
             try:
@@ -747,7 +779,16 @@ class TaskExecutor:
                 return CopyOutcome(False, reason="UFS_CHANGED",
                                    message=f"{planned.src} changed while it was loaded")
         try:
-            make_dirs(os.path.dirname(planned.final))
+            planned.checksum, mismatch = read_back(planned.tmp, planned.entry.length,
+                                                   "" if planned.local else planned.version,
+                                                   planned.src)
+        except OSError as exc:
+            return CopyOutcome(False, reason=reason_for(exc), message=(
+                f"cache file {planned.tmp}: {exc.strerror} (caching {planned.src})"))
+        if mismatch is not None:
+            return CopyOutcome(False, reason="IO_ERROR", message=mismatch)
+        try:
+            make_dirs(os.path.dirname(planned.final), CACHE_DIR_MODE)
             os.rename(planned.tmp, planned.final)
         except OSError as exc:
             return CopyOutcome(False, reason=reason_for(exc), message=(

@@ -8,6 +8,11 @@ place at its offset in the preallocated tmp file that the parent renames once ev
 range is done. Ranges are pinned to the ETag the parent read with HEAD (``If-Match``),
 so a change mid-read is ``UFS_CHANGED``, never a mixed file. Bytes are streamed in
 bounded chunks: memory is bounded by the chunks in flight, not by object sizes.
+
+A whole object's checksum is computed as its bytes are written, and, when its ETag is
+the MD5 of its content (a single-part upload), its MD5 too: a mismatch fails the file
+(``IO_ERROR``, retried) instead of caching bytes the store never held. The ranges of a
+large object are checked by the parent's read-back, once all are written.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import reason_for
 from alluxiojob.ufs.objects import ObjectStoreUfs
 from alluxiojob.ufs.settings import UfsSettings
-from alluxiojob.worker.copier import CopyOutcome, ensure_parent
+from alluxiojob.worker.checksum import Checksum, Md5Check
+from alluxiojob.worker.copier import CACHE_FILE_MODE, CopyOutcome, ensure_parent
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -67,16 +73,24 @@ def fetch_one(job: ObjectFetch, settings: UfsSettings) -> CopyOutcome:
             ensure_parent(job.tmp)
             info, chunks = ufs.open(job.uri)
             written = 0
-            with open(job.tmp, "wb") as f:
+            running, md5 = Checksum(), Md5Check(info.version)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            with open(os.open(job.tmp, flags, CACHE_FILE_MODE), "wb") as f:
                 for chunk in chunks:
                     f.write(chunk)
+                    running.update(chunk)
+                    md5.update(chunk)
                     written += len(chunk)
             if written != info.length:
                 raise UfsError("UFS_CHANGED", f"{job.uri} gave {written} bytes, not "
                                f"{info.length}; it will be retried")
+            mismatch = md5.mismatch(job.uri)
+            if mismatch is not None:
+                raise UfsError("IO_ERROR", mismatch)
             ensure_parent(job.final)
             os.rename(job.tmp, job.final)
-            return CopyOutcome(True, written, info.length, info.mtime_ns, version=info.version)
+            return CopyOutcome(True, written, info.length, info.mtime_ns, version=info.version,
+                               checksum=running.hexdigest())
         fd = os.open(job.tmp, os.O_WRONLY)
         try:
             position = job.offset

@@ -3,7 +3,7 @@ memory does not grow with the files it caches.
 
 Key families, each behind a one-byte tag so that a family is one contiguous range::
 
-    F<key>         -> [length, mtime_ns, seq, job_id, version]   a cached file
+    F<key>         -> [length, mtime_ns, seq, job_id, version, checksum]   a cached file
     A<seq>         -> [key, length, job_id]                       access order, oldest first
     M<key>         -> [length, mtime_ns, version, job_id, time]   a metadata-only record
     P<job_id>      -> time of the job's last task here            pins
@@ -18,6 +18,8 @@ An M record (``--metadata-only``) says what a file was when listed; it is no cac
 data. Nothing that serves, skips, verifies or counts cached files reads it.
 
 Keys written by older versions (the URI itself, no tag) are converted once, at startup.
+An F record of an older version has no ``checksum`` (five fields): it reads as ``""``,
+a file cached before checksums existed, *unverified* (``checksum.py``), not corrupt.
 
 Blocking: call from a thread. One lock orders the read-modify-write of each method.
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import msgpack
@@ -71,21 +73,25 @@ def _seq_key(seq: int) -> bytes:
 @dataclass(frozen=True)
 class IndexEntry:
     """A cached file: its length, its version when read (mtime, or an object's ETag),
-    the job that loaded it, and its place in the access order."""
+    the job that loaded it, its place in the access order and its content checksum."""
 
     length: int
     mtime_ns: int
     job_id: str
     version: str = ""  # an object's ETag
     seq: int = 0
+    checksum: str = ""  # "crc32c:<hex>"; "" for a file cached by an older version
 
     def pack(self) -> bytes:
-        return _pack([self.length, self.mtime_ns, self.seq, self.job_id, self.version])
+        return _pack([self.length, self.mtime_ns, self.seq, self.job_id, self.version,
+                      self.checksum])
 
     @classmethod
     def unpack(cls, raw: bytes) -> IndexEntry:
-        length, mtime_ns, seq, job_id, version = _unpack(raw)
-        return cls(int(length), int(mtime_ns), str(job_id), str(version), int(seq))
+        fields = _unpack(raw)
+        length, mtime_ns, seq, job_id, version = fields[:5]
+        checksum = str(fields[5]) if len(fields) > 5 else ""
+        return cls(int(length), int(mtime_ns), str(job_id), str(version), int(seq), checksum)
 
     def matches(self, length: int, mtime_ns: int, version: str) -> bool:
         """Still the listed file: same length, and same ETag (objects) or mtime (local)."""
@@ -249,8 +255,7 @@ class CacheIndex:
                     self.used -= old.length
                     self.files -= 1
                 seq = self._next_seq()
-                batch.put(FILE + _enc(key), IndexEntry(entry.length, entry.mtime_ns,
-                                                       entry.job_id, entry.version, seq).pack())
+                batch.put(FILE + _enc(key), replace(entry, seq=seq).pack())
                 batch.put(_seq_key(seq), _pack([key, entry.length, entry.job_id]))
                 self.used += entry.length
                 self.files += 1
@@ -267,8 +272,7 @@ class CacheIndex:
                 seq = self._next_seq()
                 batch.delete(_seq_key(entry.seq))
                 batch.put(_seq_key(seq), _pack([key, entry.length, entry.job_id]))
-                batch.put(FILE + _enc(key), IndexEntry(entry.length, entry.mtime_ns,
-                                                       entry.job_id, entry.version, seq).pack())
+                batch.put(FILE + _enc(key), replace(entry, seq=seq).pack())
             self._db.write(batch)
 
     def forget(self, keys: list[str], also_seqs: Iterable[int] = ()) -> list[tuple[str, int]]:
@@ -309,7 +313,12 @@ class CacheIndex:
 
     def under(self, prefix: str, after: str = "") -> Iterator[tuple[str, IndexEntry]]:
         """Cached files at ``prefix`` or below it (``prefix/...``), in key order: a range
-        scan; with ``after``, only the keys past it (the next page of a listing)."""
+        scan; every cached file for an empty ``prefix``; with ``after``, only the keys past
+        it (the next page of a listing)."""
+        if not prefix:
+            for key, raw in self._range(FILE, after=_enc(after) if after else b""):
+                yield _dec(key[1:]), IndexEntry.unpack(raw)
+            return
         exact = self.lookup(prefix)
         if exact is not None and (not after or _enc(prefix) > _enc(after)):
             yield prefix, exact

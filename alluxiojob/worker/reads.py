@@ -6,6 +6,14 @@ UFS directly (without caching it: loading is the job service's business), if the
 lies inside ``alluxio.job.path.allowlist``. Who may read at all is the HttpGuard's
 decision (the cluster token, or loopback peers only). A cached file is opened without
 following symlinks, and only from inside ``data/``.
+
+A cached file is served only if it is what the index says: its length always; its
+checksum too when it is at most ``checksum_max`` bytes (``alluxio.worker.read.checksum
+.max.size``), since such a file is read whole into memory and served from there, so the
+check costs no extra I/O. A larger file is checked by length only: a checksum would
+mean reading it all before the first byte is sent (the scrub and ``--verify`` cover
+it). A file that fails the check is evicted, and the read answered 409 ``CACHE_CORRUPT``
+instead of wrong bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import TypeVar
 
+import structlog
 import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -29,7 +38,11 @@ from alluxiojob.ufs import is_local, resolve_path, ufs_for
 from alluxiojob.ufs.base import UfsError, UfsStat, UnderFileSystem
 from alluxiojob.ufs.local import to_local_path
 from alluxiojob.ufs.settings import UfsSettings
-from alluxiojob.worker.cache import Cache
+from alluxiojob.worker.cache import Cache, CacheDir, IndexEntry, index_key
+from alluxiojob.worker.checksum import fd_checksum
+from alluxiojob.worker.scrub import Busy, evict_unchanged
+
+log = structlog.get_logger("alluxiojob.worker")
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CHUNK = 1 << 20
@@ -142,8 +155,20 @@ def _checked_uri(request: Request) -> str | Response:
         return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
 
 
+def _read_whole(fd: int, size: int) -> tuple[bytes, str]:
+    """Blocking: a small cached file's bytes and their checksum."""
+    data = os.pread(fd, size, 0)
+    digest, _ = fd_checksum(fd, size)  # from the page cache, just read
+    return data, digest
+
+
+def _not_busy(_path: str) -> bool:
+    return False
+
+
 def file_routes(cache: Cache, allowlist: PathAllowlist,
-                settings: UfsSettings | None = None) -> list[Route]:
+                settings: UfsSettings | None = None, *, checksum_max: int = 1 << 20,
+                busy: Busy = _not_busy) -> list[Route]:
     async def read_file(request: Request) -> Response:
         checked = _checked_uri(request)
         if isinstance(checked, Response):
@@ -166,9 +191,16 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
         open_file: Callable[[], tuple[int, int]] = (
             partial(d.open_cached, uri) if cached
             else partial(_open_read_through, to_local_path(uri), allowlist, uri))
+        body: bytes | None = None
         try:
             fd, size = await trio.to_thread.run_sync(open_file)
-            os.close(fd)  # reopened, and checked again, by the response's stream
+            try:
+                if entry is not None:
+                    body, problem = await _check_cached(d, fd, size, entry)
+                    if problem is not None:
+                        return await _refuse(d, uri, entry, problem)
+            finally:
+                os.close(fd)  # reopened, and checked again, by the response's stream
         except (UfsError, OSError) as exc:
             return _error(exc, uri)
         try:
@@ -187,8 +219,38 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
         headers["Content-Length"] = str(max(0, end - start + 1))
         if size == 0:
             return Response(b"", status_code=200, headers=headers)
+        if body is not None:
+            return Response(body[start:end + 1], status_code=status, headers=headers,
+                            media_type="application/octet-stream")
         return StreamingResponse(_stream(open_file, start, end), status_code=status,
                                  headers=headers, media_type="application/octet-stream")
+
+    async def _check_cached(d: CacheDir, fd: int, size: int,
+                            entry: IndexEntry) -> tuple[bytes | None, str | None]:
+        """(the whole file if it was read for its checksum, why it must not be served)."""
+        if size != entry.length:
+            return None, f"its cached copy holds {size} bytes, the index says {entry.length}"
+        if not entry.checksum or size > checksum_max:
+            return None, None
+        data, digest = await trio.to_thread.run_sync(_read_whole, fd, size)
+        if len(data) != size:
+            return None, f"its cached copy gave {len(data)} bytes, the index says {size}"
+        if digest != entry.checksum:
+            return None, (f"its cached copy's checksum is {digest}, the index says "
+                          f"{entry.checksum}")
+        return data, None
+
+    async def _refuse(d: CacheDir, uri: str, entry: IndexEntry, problem: str) -> Response:
+        """Never serve a corrupt copy: evict it (unless a load is replacing it now)."""
+        key = index_key(uri)
+        evicted = await trio.to_thread.run_sync(evict_unchanged, d, [(key, entry)], busy,
+                                                limiter=cache.limiter)
+        log.warning("refused to serve a corrupt cached file", path=uri, problem=problem,
+                    evicted=bool(evicted))
+        then = ("it was evicted: load it again, or read it with --read-through" if evicted
+                else "a load is replacing it: try again")
+        return JSONResponse({"error": "CACHE_CORRUPT", "message": f"{uri}: {problem}; {then}"},
+                            status_code=409)
 
     async def _read_object(request: Request, uri: str) -> Response:
         """Read-through of an object: HEAD it once, then stream the range pinned to its ETag."""

@@ -65,6 +65,7 @@ from alluxiojob.worker.metrics import WorkerMetrics
 from alluxiojob.worker.reads import file_routes
 from alluxiojob.worker.s3.server import S3Service
 from alluxiojob.worker.s3.settings import S3Settings
+from alluxiojob.worker.scrub import Scrubber
 from alluxiojob.worker.session import (
     Accept,
     CancelJob,
@@ -188,6 +189,9 @@ class WorkerService:
         self.s3 = S3Service(config, s3, self.security, self.cache, self.executor,
                             self.ufs_settings, self.identity.worker_id,
                             self.metrics.registry) if s3.enabled else None
+        self.scrubber = Scrubber(self.cache, self.executor.writing)
+        self.read_checksum_max = config[Keys.WORKER_READ_CHECKSUM_MAX]
+        self.scrub_interval = config[Keys.WORKER_SCRUB_INTERVAL]
 
     def status(self, request_id: int) -> StatusReply:
         try:
@@ -345,7 +349,9 @@ class WorkerService:
             Route("/healthz", healthz),
             Route("/metrics", metrics_endpoint(self.metrics.registry)),  # type: ignore[arg-type]
             Route("/api/v1/worker/status", status),
-            *file_routes(self.cache, self.allowlist, self.ufs_settings),
+            *file_routes(self.cache, self.allowlist, self.ufs_settings,
+                         checksum_max=self.read_checksum_max, busy=self.executor.writing),
+            *self.scrubber.routes(),
         ]
         return Starlette(routes=routes)
 
@@ -392,6 +398,8 @@ class WorkerService:
                     trio.open_nursery() as nursery:
                 nursery.start_soon(self.executor.warm_up)
                 nursery.start_soon(self.executor.sweep_uploads)
+                if self.scrub_interval > 0:
+                    nursery.start_soon(self.scrubber.every, self.scrub_interval)
                 await nursery.start(serve_app, self.web_app(), self.identity.host,
                                     self.identity.web_port, self.security)
                 ssl_context = (self.security.tls.server_context()

@@ -9,8 +9,10 @@ complete. Threads keep many requests in flight, as for loading.
 MOVE deletes a source only once the destination is a different object holding exactly
 the bytes just read: the write counted them, the destination's length was checked after
 it, and the source still has the version that was read (so a source rewritten meanwhile
-is kept). A destination found already in place from an interrupted MOVE is compared
-byte for byte before its source goes. At any point of an interruption, every file is in
+is kept). The bytes of an object whose ETag is its content MD5 (a single-part upload)
+are checked against it as they stream: a mismatch fails the file before the destination
+appears. A destination found already in place from an interrupted MOVE is compared byte
+for byte before its source goes. At any point of an interruption, every file is in
 the source, the destination, or both.
 """
 
@@ -27,6 +29,7 @@ from alluxiojob.ufs.objects import ObjectStoreUfs
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.ufs.tmpnames import TmpOwner
 from alluxiojob.ufs.uploads import UploadJournal
+from alluxiojob.worker.checksum import checked_against_etag
 from alluxiojob.worker.copier import CopyOutcome
 from alluxiojob.worker.fetch import thread_pool
 
@@ -108,6 +111,7 @@ def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
             return CopyOutcome(False, reason="EXISTS", message=f"{job.dst} exists; use "
                                "--overwrite")
         info, chunks = _open(src_ufs, job.src)
+        chunks = checked_against_etag(chunks, info.version, job.src)
         if isinstance(dst_ufs, LocalUfs):
             written = dst_ufs.write(job.dst, chunks, info.length, overwrite=True,
                                     tmp_owner=tmp_owner)

@@ -58,7 +58,7 @@ file_results = st.builds(
 )
 task_options = st.builds(
     TaskOptions, skip_if_exists=st.booleans(), bandwidth=int64, overwrite=st.booleans(),
-    metadata_only=st.booleans(),
+    metadata_only=st.booleans(), verify=st.booleans(),
 )
 
 hellos = st.builds(Hello, token=text, coordinator=text, version=int64)
@@ -358,7 +358,7 @@ def test_any_field_replaced_by_any_value_only_raises_protocol_error(
 
 def _optional(path: tuple[Any, ...]) -> bool:
     """Fields newer than protocol version 1: an older peer does not send them."""
-    return path in (("o", "meta"), ("web",), ("s3req",), ("s3bytes",)) or (
+    return path in (("o", "meta"), ("o", "vf"), ("web",), ("s3req",), ("s3bytes",)) or (
         len(path) == 3 and path[0] == "f" and path[2] == 4)
 
 
@@ -423,6 +423,8 @@ WRONG_SHAPES: list[tuple[str, Message, tuple[Any, ...], Any]] = [
     ("int metadata-only flag", _sample_batch(), ("o", "meta"), 1),
     ("nil metadata-only flag", _sample_batch(), ("o", "meta"), None),
     ("str metadata-only flag", _sample_batch(), ("o", "meta"), "false"),
+    ("int verify flag", _sample_batch(), ("o", "vf"), 1),
+    ("str verify flag", _sample_batch(), ("o", "vf"), "true"),
     ("file row as map", _sample_batch(), ("f", 0), {"path": "/a"}),
     ("files as map", _sample_batch(), ("f",), {"0": ["/a", 1, 2, ""]}),
     ("files as str", _sample_batch(), ("f",), "/a"),
@@ -498,7 +500,7 @@ def test_a_task_from_a_coordinator_before_meta_and_versions_decodes_with_default
         task_id=7, job_id="j1", op=TaskOp.LOAD,
         files=(FileEntry("/data/a", 10, 20, "", ""), FileEntry("/data/b", 11, 21, "", "")),
         options=TaskOptions(skip_if_exists=True, bandwidth=1024, overwrite=False,
-                            metadata_only=False),
+                            metadata_only=False, verify=False),
     )
 
 
@@ -528,7 +530,9 @@ def test_an_optional_field_left_out_takes_its_default(message: Message,
         assert isinstance(message, TaskBatch)
         assert isinstance(decoded, TaskBatch)
         meta = message.options.metadata_only and ("o", "meta") not in gone
-        assert decoded.options == dataclasses.replace(message.options, metadata_only=meta)
+        verify = message.options.verify and ("o", "vf") not in gone
+        assert decoded.options == dataclasses.replace(message.options, metadata_only=meta,
+                                                      verify=verify)
         assert decoded.files == tuple(
             dataclasses.replace(f, version="") if ("f", i, 4) in gone else f
             for i, f in enumerate(message.files))
