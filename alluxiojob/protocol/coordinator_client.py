@@ -1,4 +1,4 @@
-"""The CLI's HTTP client for the coordinator REST API.
+"""An HTTP client for the coordinator REST API: the CLI's, and a worker's forwarding of Alluxio's /v1/load.
 
 The standard library's ``http.client``, one keep-alive connection per command: an HTTP
 library's import alone takes longer than a whole ``job list`` round trip should.
