@@ -1,4 +1,5 @@
-"""An HTTP client for the coordinator REST API: the CLI's, and a worker's forwarding of Alluxio's /v1/load.
+"""An HTTP client for the coordinator REST API: the CLI's, and the one a worker forwards
+Alluxio's ``/v1/load`` with.
 
 The standard library's ``http.client``, one keep-alive connection per command: an HTTP
 library's import alone takes longer than a whole ``job list`` round trip should.
