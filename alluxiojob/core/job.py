@@ -34,6 +34,7 @@ OPTION_BOUNDS = {  # inclusive; the REST API's OpenAPI document shows the same b
     "replicas": (1, MAX_REPLICAS),
     "bandwidth": (0, MAX_BANDWIDTH),
 }
+SOURCES = ("", "index", "template")
 OPTION_ALIASES = {"batchSize": "batch_size", "skipIfExists": "skip_if_exists",
                   "partialListing": "partial_listing",
                   "loadMetadataOnly": "metadata_only"}  # Alluxio's REST spellings
@@ -49,6 +50,10 @@ class JobOptions:
     bandwidth: int = 0  # bytes/s per worker, 0 = unlimited
     overwrite: bool = False
     metadata_only: bool = False  # LOAD: list and record the files, copy no data
+    # Where the files come from: "" a listing of the job's path; "index" the job's path
+    # is an index file (or an S3 Inventory manifest.json); "template" it is a brace
+    # template. The job's identity stays (type, path). See core/manifest.py.
+    source: str = ""
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> JobOptions:
@@ -58,6 +63,9 @@ class JobOptions:
         return options
 
     def validate(self) -> None:
+        if self.source not in SOURCES:
+            raise InvalidArgument(f"unknown source {self.source!r}; expected one of "
+                                  + ", ".join(repr(s) for s in SOURCES))
         low, high = OPTION_BOUNDS["batch_size"]
         if not low <= self.batch_size <= high:
             raise InvalidArgument(
