@@ -173,14 +173,9 @@ class IndexSource:
             line += 1
             if stop is not None and line >= stop:
                 return
-            text = parse_index_line(raw, line)
-            if text is None:
-                continue
-            try:
-                path = resolve_path(text, self.ufs_root)
-            except UfsError as exc:
-                raise ManifestError(f"{printable(self.uri)} line {line}: {exc}") from None
-            yield path, (f"{line:012d}", str(end))
+            path = index_entry(self.uri, raw, line, self.ufs_root)
+            if path is not None:
+                yield path, (f"{line:012d}", str(end))
 
     def entries(self, after: tuple[str, ...], stop: int | None = None) -> Iterator[UfsFile]:
         line, offset = (int(after[0]), int(after[1])) if after else (0, 0)
@@ -188,6 +183,17 @@ class IndexSource:
             yield from self.stats.each(self._paths(line, offset, stop))
         except ManifestError as exc:
             raise UfsError("INVALID_PATH", f"index file {exc}") from None
+
+
+def index_entry(uri: str, raw: bytes, line: int, ufs_root: str) -> str | None:
+    """The URI on ``line`` of the index file ``uri``; None for a blank or # line."""
+    try:
+        text = parse_index_line(raw, line)
+        return None if text is None else resolve_path(text, ufs_root)
+    except ManifestError as exc:
+        raise ManifestError(f"{printable(uri)} {exc}") from None
+    except UfsError as exc:  # a relative path with no alluxio.dora.client.ufs.root
+        raise ManifestError(f"{printable(uri)} line {line}: {exc}") from None
 
 
 def check_index(uri: str, config: Config, limit: int = CHECK_AT_SUBMIT) -> int:
@@ -209,13 +215,9 @@ def check_index(uri: str, config: Config, limit: int = CHECK_AT_SUBMIT) -> int:
     count = 0
     for raw, _ in _lines(ufs.read(uri), 0):
         count += 1
-        text = parse_index_line(raw, count)
-        if text is None:
+        path = index_entry(uri, raw, count, config[Keys.UFS_ROOT])
+        if path is None:
             continue
-        try:
-            path = resolve_path(text, config[Keys.UFS_ROOT])
-        except UfsError as exc:
-            raise ManifestError(f"{printable(uri)} line {count}: {exc}") from None
         if allowlist.enabled and not allowlist.admits(path):
             raise ManifestError(f"{printable(uri)} line {count}: {printable(path)} is outside "
                                 f"alluxio.job.path.allowlist ({allowlist.describe()})")
