@@ -193,6 +193,17 @@ def _source_of(params: dict[str, Any]) -> tuple[str, Any]:
     return _SOURCE_OF[given[0]], params[given[0]]
 
 
+def _report_params(params: dict[str, Any]) -> tuple[str, str, bool]:
+    """A progress request's format, file status and verbosity."""
+    output = str(params.get("format") or "JSON").upper()
+    if output not in ("JSON", "TEXT"):
+        raise InvalidArgument(f"format must be TEXT or JSON, got {params['format']!r}")
+    status = str(params.get("file_status") or params.get("fileStatus") or "").upper()
+    if status and status not in ("SUCCESS", "FAILURE"):
+        raise InvalidArgument(f"file status must be FAILURE or SUCCESS, got {status!r}")
+    return output, status, _flag(params, "verbose")
+
+
 def _options(raw: Any) -> JobOptions:
     """Job options from a request, in our spelling or Alluxio's (``"batchSize": "10"``)."""
     if raw is None:
@@ -379,22 +390,18 @@ class CoordinatorApi:
     async def progress(self, request: Request) -> Response:
         job_type = JobType.parse(request.path_params["type"])
         params = await _query(request)
+        shown = _report_params(params)  # bad parameters are named before any lookup
         job = await self._find(job_type, params)
-        return await self._progress_of(job, params)
+        return await self._progress_of(job, *shown)
 
     async def job_progress(self, request: Request) -> Response:
+        shown = _report_params(await _query(request))
         job = (await self.store.get(request.path_params["id"])).job
-        return await self._progress_of(job, await _query(request))
+        return await self._progress_of(job, *shown)
 
-    async def _progress_of(self, job: JobRecord, params: dict[str, Any]) -> Response:
+    async def _progress_of(self, job: JobRecord, output: str, status: str,
+                           verbose: bool) -> Response:
         """The progress report as JSON, or with ``format=TEXT`` as the CLI prints it."""
-        output = str(params.get("format") or "JSON").upper()
-        if output not in ("JSON", "TEXT"):
-            raise InvalidArgument(f"format must be TEXT or JSON, got {params['format']!r}")
-        status = str(params.get("file_status") or params.get("fileStatus") or "").upper()
-        if status and status not in ("SUCCESS", "FAILURE"):
-            raise InvalidArgument(f"file status must be FAILURE or SUCCESS, got {status!r}")
-        verbose = _flag(params, "verbose")
         report = progress_report(job, await self.store.get_progress(job.id), time.time())
         if status == "SUCCESS":
             report["successes"] = await self.service.cached_under(job.path, SUCCESS_LIST_MAX)

@@ -14,7 +14,14 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from alluxiojob.core.job import OPTION_ALIASES, OPTION_BOUNDS, JobOptions, JobRecord, JobType
+from alluxiojob.core.job import (
+    OPTION_ALIASES,
+    OPTION_BOUNDS,
+    SOURCES,
+    JobOptions,
+    JobRecord,
+    JobType,
+)
 from alluxiojob.core.states import JobState
 from alluxiojob.security.access import PUBLIC_PATHS
 
@@ -86,13 +93,16 @@ def options_schema() -> Schema:
     """
     schema = dataclass_schema(JobOptions)
     properties: dict[str, Schema] = schema["properties"]
-    del properties["source"]  # set from indexFile or template, not an option
+    del properties["source"]
     for name, (low, high) in OPTION_BOUNDS.items():
         properties[name] = {**properties[name], "minimum": low, "maximum": high}
     for name, typed in list(properties.items()):
         properties[name] = {"anyOf": [typed, {"type": "string", "minLength": 1}]}
     for alias, name in OPTION_ALIASES.items():
         properties[alias] = {**properties[name], "description": f"Alluxio's spelling of {name}"}
+    properties["source"] = {"type": "string", "enum": list(SOURCES), "readOnly": True,
+                            "description": "Set from path, indexFile or template; a "
+                                           "request may not give it"}
     schema["additionalProperties"] = False
     return schema
 
@@ -168,7 +178,7 @@ INDEX_FILE: Schema = {**PATH, "description": "LOAD: a file (local or on any UFS)
                      "of path (Alluxio's indexFile)"}
 TEMPLATE: Schema = {**PATH, "description": "LOAD: a path with brace ranges, "
                    "s3://b/shard-{000..999}.tar; in place of path"}
-SOURCES: tuple[Schema, ...] = (  # a job's files: exactly one of these
+NAMED_BY: tuple[Schema, ...] = (  # a job's files: exactly one of these
     {"required": ["path"], "properties": {"path": PATH}},
     {"required": ["indexFile"], "properties": {"indexFile": INDEX_FILE}},
     {"required": ["template"], "properties": {"template": TEMPLATE}},
@@ -177,7 +187,7 @@ JOB_KEY_BODY: Schema = {
     "type": "object",
     "properties": {"id": STRING, "path": STRING, "dst": STRING, "indexFile": STRING,
                    "template": STRING},
-    "anyOf": [{"required": ["id"], "properties": {"id": {"minLength": 1}}}, *SOURCES],
+    "anyOf": [{"required": ["id"], "properties": {"id": {"minLength": 1}}}, *NAMED_BY],
     "description": "The job, by id or by its path (and destination, for COPY and MOVE)",
 }
 
@@ -187,7 +197,7 @@ ROUTES: tuple[ApiRoute, ...] = (
         "Submit a job; an active job for the same path is returned instead "
         "(ALREADY_RUNNING), a STOPPED one resumes (RESUMED)",
         params=(TYPE_PARAM,),
-        body={"type": "object", "anyOf": list(SOURCES),
+        body={"type": "object", "anyOf": list(NAMED_BY),
               "properties": {"path": PATH, "indexFile": INDEX_FILE, "template": TEMPLATE,
                              "dst": {**PATH, "description": "COPY and MOVE: the destination"},
                              "options": {"$ref": "#/components/schemas/JobOptions"}}},
