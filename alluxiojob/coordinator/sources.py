@@ -49,6 +49,7 @@ from alluxiojob.ufs.settings import UfsSettings
 STAT_BATCH = 256  # names stat'ed together
 STAT_THREADS = 16  # HEADs in flight at once on an object store
 MANIFEST_MAX = 64 << 20  # an inventory's manifest.json is read whole
+MAX_LINE = 64 << 10  # an index file's line: longer is an error, not a growing buffer
 CHECK_AT_SUBMIT = 4 << 20  # an index file up to this size is checked whole at submit
 FILE_REASONS = ("UFS_NOT_FOUND", "PERMISSION_DENIED", "INVALID_PATH")  # fail the file
 
@@ -140,7 +141,7 @@ class TemplateSource:
 
 
 # ====================================================================== index files
-def _lines(chunks: Iterable[bytes], offset: int) -> Iterator[tuple[bytes, int]]:
+def _lines(uri: str, chunks: Iterable[bytes], offset: int) -> Iterator[tuple[bytes, int]]:
     """(line without its newline, byte offset just after it), from ``offset`` on."""
     pending = b""
     for chunk in chunks:
@@ -151,6 +152,9 @@ def _lines(chunks: Iterable[bytes], offset: int) -> Iterator[tuple[bytes, int]]:
             yield pending[start:end], offset
             start = end + 1
         pending = pending[start:]
+        if len(pending) > MAX_LINE:
+            raise ManifestError(f"{printable(uri)}: the line at byte {offset} is longer "
+                                f"than {MAX_LINE} bytes")
     if pending:
         yield pending, offset + len(pending)
 
@@ -169,7 +173,7 @@ class IndexSource:
 
     def _paths(self, line: int, offset: int,
                stop: int | None = None) -> Iterator[tuple[str, tuple[str, ...]]]:
-        for raw, end in _lines(self.ufs.read(self.uri, offset), offset):
+        for raw, end in _lines(self.uri, self.ufs.read(self.uri, offset), offset):
             line += 1
             if stop is not None and line >= stop:
                 return
@@ -213,7 +217,7 @@ def check_index(uri: str, config: Config, limit: int = CHECK_AT_SUBMIT) -> int:
         return -1
     allowlist = PathAllowlist.from_config(config)
     count = 0
-    for raw, _ in _lines(ufs.read(uri), 0):
+    for raw, _ in _lines(uri, ufs.read(uri), 0):
         count += 1
         path = index_entry(uri, raw, count, config[Keys.UFS_ROOT])
         if path is None:

@@ -49,6 +49,9 @@ def test_a_bad_line_read_by_the_job_fails_it_naming_the_line(tmp_path: Path) -> 
     with pytest.raises(UfsError, match="line 2: .*relative") as caught:
         open_source(job(f"file://{index}", "index"), config())
     assert caught.value.reason == "INVALID_PATH"
+    index.write_bytes(b"/a\n" + b"x" * (1 << 20))  # memory stays bounded
+    with pytest.raises(UfsError, match="the line at byte 3 is longer than 65536 bytes"):
+        open_source(job(f"file://{index}", "index"), config())
 
 
 def test_template_source_and_the_allowlist(tmp_path: Path) -> None:
