@@ -37,7 +37,14 @@ from alluxiojob.core.errors import (
     WrongState,
     describe_error,
 )
-from alluxiojob.core.job import OPTION_ALIASES, JobOptions, JobRecord, JobType
+from alluxiojob.core.job import (
+    OPTION_ALIASES,
+    SOURCE_FIELDS,
+    JobOptions,
+    JobRecord,
+    JobType,
+    source_of,
+)
 from alluxiojob.core.manifest import parse_template
 from alluxiojob.core.progress import Progress, average_rate, eta_seconds, failure_ratio
 from alluxiojob.core.report import progress_text
@@ -177,22 +184,6 @@ def _option_value(name: str, value: Any, default: Any) -> Any:
     raise InvalidArgument(f"option {name} must be {kind}, got {value!r}")
 
 
-SOURCE_FIELDS = {"": "path", "index": "indexFile", "template": "template"}
-_SOURCE_OF = {"path": "", "indexFile": "index", "index_file": "index", "template": "template"}
-
-
-def _source_of(params: dict[str, Any]) -> tuple[str, Any]:
-    """Where a request names its files: ``path``, ``indexFile`` (Alluxio's spelling, or
-    ``index_file``) or ``template``; exactly one of them."""
-    given = [name for name in _SOURCE_OF if params.get(name) not in (None, "")]
-    if len(given) > 1:
-        raise InvalidArgument(f"give one of path, indexFile and template, not "
-                              f"{' and '.join(given)}")
-    if not given:
-        return "", None
-    return _SOURCE_OF[given[0]], params[given[0]]
-
-
 def _report_params(params: dict[str, Any]) -> tuple[str, str, bool]:
     """A progress request's format, file status and verbosity."""
     output = str(params.get("format") or "JSON").upper()
@@ -317,7 +308,7 @@ class CoordinatorApi:
     async def _find(self, job_type: JobType, params: dict[str, Any]) -> JobRecord:
         if params.get("id"):
             return (await self.store.get(_job_id(params["id"]))).job
-        source, raw = _source_of(params)
+        source, raw = source_of(params)
         path = await self._resolve(raw, must_exist=False, field=SOURCE_FIELDS[source])
         dst = (await self._resolve(params["dst"], must_exist=False, field="dst")
                if params.get("dst") else "")
@@ -362,7 +353,7 @@ class CoordinatorApi:
     async def submit(self, request: Request) -> Response:
         job_type = JobType.parse(request.path_params["type"])
         body = await _json_body(request)
-        source, raw = _source_of(body)
+        source, raw = source_of(body)
         options = _options(body.get("options"))
         if source:
             path = await self._manifest_job(job_type, source, raw)

@@ -40,6 +40,22 @@ OPTION_ALIASES = {"batchSize": "batch_size", "skipIfExists": "skip_if_exists",
                   "loadMetadataOnly": "metadata_only"}  # Alluxio's REST spellings
 
 
+SOURCE_FIELDS = {"": "path", "index": "indexFile", "template": "template"}
+_SOURCE_OF = {"path": "", "indexFile": "index", "index_file": "index", "template": "template"}
+
+
+def source_of(params: dict[str, Any]) -> tuple[str, Any]:
+    """Where a request names its files: ``path``, ``indexFile`` (Alluxio's spelling, or
+    ``index_file``) or ``template``; exactly one of them. Returns (source, value)."""
+    given = [name for name in _SOURCE_OF if params.get(name) not in (None, "")]
+    if len(given) > 1:
+        raise InvalidArgument(f"give one of path, indexFile and template, not "
+                              f"{' and '.join(given)}")
+    if not given:
+        return "", None
+    return _SOURCE_OF[given[0]], params[given[0]]
+
+
 @dataclass(frozen=True)
 class JobOptions:
     batch_size: int = 0  # 0: use alluxio.job.batch.size
