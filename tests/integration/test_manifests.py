@@ -189,6 +189,17 @@ def test_inventory_and_template_on_s3_need_no_listing(cluster_factory, s3: S3Ser
     assert (report["files"]["processed"], report["files"]["failed"]) == (12, 2)
     assert {f["reason"] for f in failures(cluster, job_id)} == {"UFS_NOT_FOUND"}
 
+    # an index file that is itself an object, naming objects
+    listed = sorted(objects)[:3]
+    s3.put("inventory", "lists/three.txt",
+           "".join(f"s3://photos/{key}\n" for key in listed).encode())
+    answer = cluster.api("POST", SUBMIT, json={"indexFile": "s3://inventory/lists/three.txt",
+                                               "options": {"metadata_only": True}})
+    assert answer.status_code == 200, answer.text
+    report = cluster.wait_state(answer.json()["id"], "SUCCEEDED")
+    assert report["files"]["processed"] == 3
+    assert report["bytes"]["listed"] == sum(len(objects[key]) for key in listed)
+
 
 def _url_encode(key: str) -> str:
     from urllib.parse import quote_plus
