@@ -48,6 +48,12 @@ SkipIfExists = Annotated[bool, typer.Option(
 PartialListing = Annotated[bool, typer.Option(
     "--partial-listing", help="Start loading before the listing completes (always on).")]
 Replicas = Annotated[int, typer.Option("--replicas", help="Workers that cache each file.")]
+IndexFile = Annotated[str | None, typer.Option(
+    "--index-file", help="Load the files listed in this file (local or a UFS URI), one "
+    "path or URI a line; or an S3 Inventory manifest.json.")]
+TemplateOption = Annotated[str | None, typer.Option(
+    "--template", help="Load the files a brace template names: "
+    "'s3://b/shard-{000..999}.tar' (ranges multiply; {0..100..10} steps).")]
 MetadataOnly = Annotated[bool, typer.Option(
     "--metadata-only", help="List and record the files (name, length, version) on their "
     "workers without copying data.")]
@@ -71,7 +77,8 @@ def _emit(data: dict[str, Any], output_format: str, text: str) -> None:
         fail(f"unknown --format {output_format!r}; expected TEXT or JSON", EXIT_USAGE)
 
 
-def _follow(client: CoordinatorClient, job_type: str, path: str, dst: str) -> dict[str, Any]:
+def _follow(client: CoordinatorClient, job_type: str, path: str, dst: str,
+            field: str = "path") -> dict[str, Any]:
     """Live progress bar until the job reaches a final state."""
     from rich.console import Console
     from rich.progress import (
@@ -91,14 +98,17 @@ def _follow(client: CoordinatorClient, job_type: str, path: str, dst: str) -> di
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("job", total=None, state="WAITING", files="")
         while True:
-            report = client.progress(job_type, path, dst)
+            report = client.progress(job_type, path, dst, field=field)
             state = report["job"]["state"]
             files, nbytes = report["files"], report["bytes"]
             done = nbytes["processed"] + nbytes["skipped"]
+            bytes_known = report["progress"]["listing_done"] or report["progress"].get(
+                "bytes_total")
             bar.update(task, completed=done,
-                       total=nbytes["listed"] if report["total_known"] else None,
+                       total=nbytes.get("total") if report["total_known"] and bytes_known
+                       else None,
                        state=state,
-                       files=f"{files['done']}/{files['listed']} files"
+                       files=f"{files['done']}/{files.get('total', files['listed'])} files"
                        + (f", {files['failed']} failed" if files["failed"] else ""))
             if state in SETTLED:
                 return report
@@ -117,14 +127,17 @@ def run_job_command(
     wait: bool,
     conf: ConfOption,
     define: DefineOption,
+    field: str = "path",
 ) -> None:
+    """``field``: what ``path`` is: a ``path``, an ``indexFile`` or a ``template``."""
     from alluxiojob.core.report import progress_text
 
     if not path:
-        fail("missing --path" if job_type in ("LOAD", "FREE") else "missing --src", EXIT_USAGE)
+        fail("missing --path" + (" (or --index-file, --template)" if job_type == "LOAD" else "")
+             if job_type in ("LOAD", "FREE") else "missing --src", EXIT_USAGE)
     with coordinator(conf, define) as client:
         if action == "submit":
-            answer = client.submit(job_type, path, dst, options)
+            answer = client.submit(job_type, path, dst, options, field)
             job = answer["job"]
             messages = {
                 "CREATED": f"Submitted {job_type} job {job['id']} for {job['path']}",
@@ -135,7 +148,7 @@ def run_job_command(
             _emit(answer, output_format, messages[answer["outcome"]]
                   + (f" -> {job['dst']}" if job.get("dst") else ""))
             if wait:
-                report = _follow(client, job_type, job["path"], job.get("dst", ""))
+                report = _follow(client, job_type, job["path"], job.get("dst", ""), field)
                 typer.echo(progress_text(report, verbose), err=False)
                 if report["job"]["state"] != "SUCCEEDED":
                     raise typer.Exit(EXIT_JOB_FAILED)
@@ -145,13 +158,14 @@ def run_job_command(
                 fail(f"--file-status must be FAILURE or SUCCESS, got {file_status!r}",
                      EXIT_USAGE)
             if wait:
-                _follow(client, job_type, path, dst)
-            report = client.progress(job_type, path, dst, verbose=verbose, file_status=status)
+                _follow(client, job_type, path, dst, field)
+            report = client.progress(job_type, path, dst, verbose=verbose, file_status=status,
+                                     field=field)
             _emit(report, output_format, progress_text(report, verbose))
             if wait and report["job"]["state"] != "SUCCEEDED":
                 raise typer.Exit(EXIT_JOB_FAILED)
         else:
-            answer = client.stop(job_type, path, dst)
+            answer = client.stop(job_type, path, dst, field)
             _emit(answer, output_format, f"Stopped {job_type} job {answer['id']} for {path}")
 
 
@@ -183,9 +197,14 @@ def options_for(batch_size: int | None, bandwidth: str | None, verify: bool,
     "alluxiojob job load --path /data/imagenet --progress --file-status FAILURE",
     "alluxiojob job load --path /data/imagenet --metadata-only --wait",
     "alluxiojob job load --path /data/imagenet --stop",
+    "alluxiojob job load --index-file s3://bucket/lists/train.txt --wait",
+    "alluxiojob job load --index-file s3://inventory/bucket/daily/2026-01-01T01-00Z/"
+    "manifest.json",
+    "alluxiojob job load --template 's3://bucket/train/shard-{000000..099999}.tar' --progress",
 ))
 def load(
-    path: Path_ = None, submit: Submit = False, progress: ShowProgress = False, stop: Stop = False,
+    path: Path_ = None, index_file: IndexFile = None, template: TemplateOption = None,
+    submit: Submit = False, progress: ShowProgress = False, stop: Stop = False,
     verify: Verify = False, batch_size: BatchSize = None, bandwidth: Bandwidth = None,
     skip_if_exists: SkipIfExists = False, partial_listing: PartialListing = False,
     replicas: Replicas = 1, metadata_only: MetadataOnly = False, output_format: Format = "TEXT",
@@ -197,8 +216,15 @@ def load(
                           replicas)
     if metadata_only:
         options["metadata_only"] = True
-    run_job_command("LOAD", path, "", _action(submit, progress, stop), options,
-                    output_format, verbose, file_status, wait, conf, define)
+    given = [(flag, field, value) for flag, field, value in (
+        ("--path", "path", path), ("--index-file", "indexFile", index_file),
+        ("--template", "template", template)) if value]
+    if len(given) > 1:
+        fail(f"give one of --path, --index-file and --template, not "
+             f"{' and '.join(flag for flag, _, _ in given)}", EXIT_USAGE)
+    _, field, value = given[0] if given else ("", "path", None)
+    run_job_command("LOAD", value, "", _action(submit, progress, stop), options,
+                    output_format, verbose, file_status, wait, conf, define, field)
 
 
 @job_app.command("free", epilog=examples(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 import structlog
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from alluxiojob.config import Config, Keys, parse_size
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.routes import ROUTES, openapi_document
+from alluxiojob.coordinator.sources import check_index
 from alluxiojob.coordinator.ui import FinalSummaries, ui_routes
 from alluxiojob.coordinator.workers import Membership
 from alluxiojob.core.errors import (
@@ -35,10 +37,18 @@ from alluxiojob.core.errors import (
     WrongState,
     describe_error,
 )
-from alluxiojob.core.job import OPTION_ALIASES, JobOptions, JobRecord, JobType
+from alluxiojob.core.job import (
+    OPTION_ALIASES,
+    SOURCE_FIELDS,
+    JobOptions,
+    JobRecord,
+    JobType,
+    source_of,
+)
+from alluxiojob.core.manifest import parse_template
 from alluxiojob.core.progress import Progress, average_rate, eta_seconds, failure_ratio
 from alluxiojob.core.report import progress_text
-from alluxiojob.core.states import COMPLETED_STATES, OWNED_STATES, JobState
+from alluxiojob.core.states import ACTIVE_STATES, COMPLETED_STATES, OWNED_STATES, JobState
 from alluxiojob.core.text import printable
 from alluxiojob.security import Security
 from alluxiojob.security.paths import PathNotAllowed, transfer_overlap
@@ -174,6 +184,17 @@ def _option_value(name: str, value: Any, default: Any) -> Any:
     raise InvalidArgument(f"option {name} must be {kind}, got {value!r}")
 
 
+def _report_params(params: dict[str, Any]) -> tuple[str, str, bool]:
+    """A progress request's format, file status and verbosity."""
+    output = str(params.get("format") or "JSON").upper()
+    if output not in ("JSON", "TEXT"):
+        raise InvalidArgument(f"format must be TEXT or JSON, got {params['format']!r}")
+    status = str(params.get("file_status") or params.get("fileStatus") or "").upper()
+    if status and status not in ("SUCCESS", "FAILURE"):
+        raise InvalidArgument(f"file status must be FAILURE or SUCCESS, got {status!r}")
+    return output, status, _flag(params, "verbose")
+
+
 def _options(raw: Any) -> JobOptions:
     """Job options from a request, in our spelling or Alluxio's (``"batchSize": "10"``)."""
     if raw is None:
@@ -182,7 +203,7 @@ def _options(raw: Any) -> JobOptions:
         raise InvalidArgument("options must be a JSON object")
     fields: dict[str, Any] = {str(OPTION_ALIASES.get(k, k)): v for k, v in raw.items()}
     defaults = JobOptions()
-    unknown = sorted(set(fields) - set(JobOptions.__dataclass_fields__))
+    unknown = sorted(set(fields) - set(JobOptions.__dataclass_fields__) | {"source"} & set(fields))
     if unknown:
         raise InvalidArgument(f"unknown job option(s): {', '.join(unknown)}")
     for name, value in fields.items():
@@ -224,13 +245,17 @@ def progress_report(job: JobRecord, progress: Progress, now: float) -> dict[str,
             "skipped": live.files_skipped,
             "failed": live.files_failed,
             "done": live.files_done,
+            # a manifest or template job knows its total before the listing ends
+            "total": progress.files_total or live.files_listed,
         },
         "bytes": {
             "listed": live.bytes_listed,
             "processed": live.bytes_processed,
             "skipped": live.bytes_skipped,
+            "total": progress.bytes_total or live.bytes_listed,
         },
-        "total_known": not job.options.partial_listing and progress.listing_done,
+        "total_known": (not job.options.partial_listing and progress.listing_done
+                        or bool(progress.files_total)),
         "elapsed_seconds": progress.active_seconds,
         "throughput_avg": average_rate(live.bytes_processed, progress.active_seconds),
         "throughput_recent": progress.recent_rate,
@@ -283,17 +308,58 @@ class CoordinatorApi:
     async def _find(self, job_type: JobType, params: dict[str, Any]) -> JobRecord:
         if params.get("id"):
             return (await self.store.get(_job_id(params["id"]))).job
-        path = await self._resolve(params.get("path"), must_exist=False)
+        source, raw = source_of(params)
+        path = await self._resolve(raw, must_exist=False, field=SOURCE_FIELDS[source])
         dst = (await self._resolve(params["dst"], must_exist=False, field="dst")
                if params.get("dst") else "")
         return (await self.store.find(job_type, path, dst)).job
+
+    async def _manifest_job(self, job_type: JobType, source: str, raw: Any) -> str:
+        """The path of a LOAD from an index file or a template, checked before it is
+        queued: the index file (whole, when small) or the template, and the allowlist."""
+        if job_type is not JobType.LOAD:
+            raise InvalidArgument(f"indexFile and template make LOAD jobs, not "
+                                  f"{job_type.value} jobs")
+        field = SOURCE_FIELDS[source]
+        if source == "template":
+            if not isinstance(raw, str):
+                raise InvalidArgument("template must be a string")
+            parse_template(raw)  # names the mistake before anything else
+            path = await self._resolve(raw, must_exist=False, field=field)
+            template = parse_template(path)
+            allowlist = self.service.security.allowlist
+            try:  # names differ only in digits: the first and the last stand for all
+                for index in (0, template.total - 1):
+                    await trio.to_thread.run_sync(allowlist.check, template.name(index),
+                                                  "source")
+            except PathNotAllowed as exc:
+                raise PermissionDenied(str(exc)) from None
+        else:
+            path = await self._resolve(raw, must_exist=True, confine=True,
+                                       what="index file", field=field)
+            await trio.to_thread.run_sync(check_index, path, self.config)
+        try:  # the identity (LOAD, path) must not be a running LOAD of another kind
+            other = (await self.store.find(job_type, path)).job
+        except NotFound:
+            return path
+        if ((other.state in ACTIVE_STATES or other.state is JobState.STOPPED)
+                and other.options.source != source):
+            kind = f"from its {other.options.source}" if other.options.source else "as a path"
+            raise WrongState(f"a LOAD of {printable(path)} {kind} is {other.state.value}; "
+                             "stop it first")
+        return path
 
     # ------------------------------------------------------------------ routes
     async def submit(self, request: Request) -> Response:
         job_type = JobType.parse(request.path_params["type"])
         body = await _json_body(request)
-        path = await self._resolve(body.get("path"), must_exist=True, confine=True,
-                                   what="source")
+        source, raw = source_of(body)
+        options = _options(body.get("options"))
+        if source:
+            path = await self._manifest_job(job_type, source, raw)
+            options = replace(options, source=source)  # not a user option (see _options)
+        else:
+            path = await self._resolve(raw, must_exist=True, confine=True, what="source")
         dst = ""
         if job_type in (JobType.COPY, JobType.MOVE):
             if not body.get("dst"):
@@ -303,7 +369,6 @@ class CoordinatorApi:
             overlap = await trio.to_thread.run_sync(transfer_overlap, path, dst)
             if overlap is not None:
                 raise InvalidPath(f"{overlap}; nothing was submitted")
-        options = _options(body.get("options"))
         if options.metadata_only and job_type is not JobType.LOAD:
             raise InvalidArgument(f"metadata_only (loadMetadataOnly) is a LOAD option, not "
                                   f"one of {job_type.value}")
@@ -316,22 +381,18 @@ class CoordinatorApi:
     async def progress(self, request: Request) -> Response:
         job_type = JobType.parse(request.path_params["type"])
         params = await _query(request)
+        shown = _report_params(params)  # bad parameters are named before any lookup
         job = await self._find(job_type, params)
-        return await self._progress_of(job, params)
+        return await self._progress_of(job, *shown)
 
     async def job_progress(self, request: Request) -> Response:
+        shown = _report_params(await _query(request))
         job = (await self.store.get(request.path_params["id"])).job
-        return await self._progress_of(job, await _query(request))
+        return await self._progress_of(job, *shown)
 
-    async def _progress_of(self, job: JobRecord, params: dict[str, Any]) -> Response:
+    async def _progress_of(self, job: JobRecord, output: str, status: str,
+                           verbose: bool) -> Response:
         """The progress report as JSON, or with ``format=TEXT`` as the CLI prints it."""
-        output = str(params.get("format") or "JSON").upper()
-        if output not in ("JSON", "TEXT"):
-            raise InvalidArgument(f"format must be TEXT or JSON, got {params['format']!r}")
-        status = str(params.get("file_status") or params.get("fileStatus") or "").upper()
-        if status and status not in ("SUCCESS", "FAILURE"):
-            raise InvalidArgument(f"file status must be FAILURE or SUCCESS, got {status!r}")
-        verbose = _flag(params, "verbose")
         report = progress_report(job, await self.store.get_progress(job.id), time.time())
         if status == "SUCCESS":
             report["successes"] = await self.service.cached_under(job.path, SUCCESS_LIST_MAX)

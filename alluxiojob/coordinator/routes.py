@@ -14,7 +14,14 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from alluxiojob.core.job import OPTION_ALIASES, OPTION_BOUNDS, JobOptions, JobRecord, JobType
+from alluxiojob.core.job import (
+    OPTION_ALIASES,
+    OPTION_BOUNDS,
+    SOURCES,
+    JobOptions,
+    JobRecord,
+    JobType,
+)
 from alluxiojob.core.states import JobState
 from alluxiojob.security.access import PUBLIC_PATHS
 
@@ -86,12 +93,16 @@ def options_schema() -> Schema:
     """
     schema = dataclass_schema(JobOptions)
     properties: dict[str, Schema] = schema["properties"]
+    del properties["source"]
     for name, (low, high) in OPTION_BOUNDS.items():
         properties[name] = {**properties[name], "minimum": low, "maximum": high}
     for name, typed in list(properties.items()):
         properties[name] = {"anyOf": [typed, {"type": "string", "minLength": 1}]}
     for alias, name in OPTION_ALIASES.items():
         properties[alias] = {**properties[name], "description": f"Alluxio's spelling of {name}"}
+    properties["source"] = {"type": "string", "enum": list(SOURCES), "readOnly": True,
+                            "description": "Set from path, indexFile or template; a "
+                                           "request may not give it"}
     schema["additionalProperties"] = False
     return schema
 
@@ -162,11 +173,21 @@ PROGRESS_ANSWER: Schema = {
                    "failures": {"type": "array", "items": {"type": "object"}},
                    "successes": {"type": "array", "items": {"type": "object"}}},
 }
+INDEX_FILE: Schema = {**PATH, "description": "LOAD: a file (local or on any UFS) listing "
+                     "one path or URI a line, or an S3 Inventory manifest.json; in place "
+                     "of path (Alluxio's indexFile)"}
+TEMPLATE: Schema = {**PATH, "description": "LOAD: a path with brace ranges, "
+                   "s3://b/shard-{000..999}.tar; in place of path"}
+NAMED_BY: tuple[Schema, ...] = (  # a job's files: exactly one of these
+    {"required": ["path"], "properties": {"path": PATH}},
+    {"required": ["indexFile"], "properties": {"indexFile": INDEX_FILE}},
+    {"required": ["template"], "properties": {"template": TEMPLATE}},
+)
 JOB_KEY_BODY: Schema = {
     "type": "object",
-    "properties": {"id": STRING, "path": STRING, "dst": STRING},
-    "anyOf": [{"required": ["id"], "properties": {"id": {"minLength": 1}}},
-              {"required": ["path"], "properties": {"path": PATH}}],
+    "properties": {"id": STRING, "path": STRING, "dst": STRING, "indexFile": STRING,
+                   "template": STRING},
+    "anyOf": [{"required": ["id"], "properties": {"id": {"minLength": 1}}}, *NAMED_BY],
     "description": "The job, by id or by its path (and destination, for COPY and MOVE)",
 }
 
@@ -176,8 +197,8 @@ ROUTES: tuple[ApiRoute, ...] = (
         "Submit a job; an active job for the same path is returned instead "
         "(ALREADY_RUNNING), a STOPPED one resumes (RESUMED)",
         params=(TYPE_PARAM,),
-        body={"type": "object", "required": ["path"],
-              "properties": {"path": PATH,
+        body={"type": "object", "anyOf": list(NAMED_BY),
+              "properties": {"path": PATH, "indexFile": INDEX_FILE, "template": TEMPLATE,
                              "dst": {**PATH, "description": "COPY and MOVE: the destination"},
                              "options": {"$ref": "#/components/schemas/JobOptions"}}},
         answer={**_job_answer(), "properties": {
@@ -188,7 +209,8 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute(
         "GET", f"{BASE}/progress_job/{{type}}", "progress",
         "Progress of the current job for a path",
-        params=(TYPE_PARAM, Param("path", "query", PATH, required=True),
+        params=(TYPE_PARAM, Param("path", "query", PATH),
+                Param("indexFile", "query", INDEX_FILE), Param("template", "query", TEMPLATE),
                 Param("dst", "query", STRING), Param("id", "query", STRING),
                 *PROGRESS_PARAMS),
         answer=PROGRESS_ANSWER, errors=(400, 404, 503), text_alternative=True,

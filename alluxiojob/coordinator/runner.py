@@ -35,6 +35,7 @@ import trio
 
 from alluxiojob.config import Config, Keys
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
+from alluxiojob.coordinator.sources import FailedFile, open_source
 from alluxiojob.coordinator.workers import Membership, WorkerClient, WorkerError
 from alluxiojob.core.errors import Fenced, describe_error, leaves
 from alluxiojob.core.job import JobType
@@ -313,7 +314,7 @@ class JobRunner:
                         raise JobFailed(str(exc)) from None
                     continue  # cannot tell: the files' own failures count
                 # A destination is made as it is written; a MOVE empties its source.
-                if (not there and uri == self.job.path
+                if (not there and uri == self.job.path and not self.job.options.source
                         and self.job.type is not JobType.MOVE):
                     raise JobFailed(f"{printable(uri)} no longer exists")
         finally:
@@ -361,9 +362,11 @@ class JobRunner:
                 for ufs_file in files:
                     entry = FileEntry(ufs_file.uri, ufs_file.length, ufs_file.mtime_ns,
                                       self._destination(ufs_file), ufs_file.version)
+                    failure = ((Reason(ufs_file.reason), ufs_file.message)
+                               if isinstance(ufs_file, FailedFile) else None)
                     placement = await self._placement()
                     self._apply(self.ledger.file_listed(ufs_file.parts, entry, placement,
-                                                        self._now()))
+                                                        self._now(), failure))
                     while self.ledger.backlogged():
                         self._room = trio.Event()
                         await self._room.wait()
@@ -382,6 +385,12 @@ class JobRunner:
 
         def walk(after: tuple[str, ...]) -> Iterator[UfsFile]:
             return ufs.walk(self.job.path, after, follow_link if allowlist.enabled else None)
+
+        if self.job.options.source:  # an index file, an inventory, a template
+            source = await trio.to_thread.run_sync(open_source, self.job, self.config)
+            self.stored = replace(self.stored, files_total=source.files_total,
+                                  bytes_total=source.bytes_total)
+            walk = source.entries
 
         walker = walk(after)
 

@@ -34,9 +34,26 @@ OPTION_BOUNDS = {  # inclusive; the REST API's OpenAPI document shows the same b
     "replicas": (1, MAX_REPLICAS),
     "bandwidth": (0, MAX_BANDWIDTH),
 }
+SOURCES = ("", "index", "template")
 OPTION_ALIASES = {"batchSize": "batch_size", "skipIfExists": "skip_if_exists",
                   "partialListing": "partial_listing",
                   "loadMetadataOnly": "metadata_only"}  # Alluxio's REST spellings
+
+
+SOURCE_FIELDS = {"": "path", "index": "indexFile", "template": "template"}
+_SOURCE_OF = {"path": "", "indexFile": "index", "index_file": "index", "template": "template"}
+
+
+def source_of(params: dict[str, Any]) -> tuple[str, Any]:
+    """Where a request names its files: ``path``, ``indexFile`` (Alluxio's spelling, or
+    ``index_file``) or ``template``; exactly one of them. Returns (source, value)."""
+    given = [name for name in _SOURCE_OF if params.get(name) not in (None, "")]
+    if len(given) > 1:
+        raise InvalidArgument(f"give one of path, indexFile and template, not "
+                              f"{' and '.join(given)}")
+    if not given:
+        return "", None
+    return _SOURCE_OF[given[0]], params[given[0]]
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,10 @@ class JobOptions:
     bandwidth: int = 0  # bytes/s per worker, 0 = unlimited
     overwrite: bool = False
     metadata_only: bool = False  # LOAD: list and record the files, copy no data
+    # Where the files come from: "" a listing of the job's path; "index" the job's path
+    # is an index file (or an S3 Inventory manifest.json); "template" it is a brace
+    # template. The job's identity stays (type, path). See core/manifest.py.
+    source: str = ""
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> JobOptions:
@@ -58,6 +79,9 @@ class JobOptions:
         return options
 
     def validate(self) -> None:
+        if self.source not in SOURCES:
+            raise InvalidArgument(f"unknown source {self.source!r}; expected one of "
+                                  + ", ".join(repr(s) for s in SOURCES))
         low, high = OPTION_BOUNDS["batch_size"]
         if not low <= self.batch_size <= high:
             raise InvalidArgument(

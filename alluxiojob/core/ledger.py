@@ -427,9 +427,14 @@ class Ledger:
 
     # ================================================================== listing
     def file_listed(
-        self, parts: tuple[str, ...], entry: FileEntry, placement: Placement, now: float
+        self, parts: tuple[str, ...], entry: FileEntry, placement: Placement, now: float,
+        failure: tuple[Reason, str] | None = None,
     ) -> list[Decision]:
-        """The listing found ``entry`` (``parts``: its path under the job's root)."""
+        """The listing found ``entry`` (``parts``: its path under the job's root).
+
+        ``failure``: the listing already knows the file fails, and why (a manifest names
+        a file that does not exist): it is counted and failed here, sent to no worker.
+        """
         index = self._files_listed
         self._files_listed += 1
         number = index // self.policy.segment_size
@@ -445,13 +450,15 @@ class Ledger:
         segment.files += 1
         segment.last_parts = parts
         self._count(segment, _LISTED, entry.length)
-        if not _is_utf8(entry.path + entry.dst):
+        if failure is None and not _is_utf8(entry.path + entry.dst):
             # Such a name cannot travel in the protocol: fail it here, by name.
+            failure = (Reason.INVALID_PATH, "the file name is not valid UTF-8")
+        if failure is not None:
             listed = _File(index, number, entry, remaining=1)
             assignment = Assignment(self._new_assignment_id(), listed, 0, "")
             self._last_targets = ()
             return self._judged(decisions + self._fail_for_good(
-                assignment, Reason.INVALID_PATH, "the file name is not valid UTF-8", now))
+                assignment, failure[0], failure[1], now))
         targets = placement.targets(self.policy.op, entry.path, self.policy.replicas)
         if not targets:
             raise ValueError("no worker to place the file on: wait for one before listing")

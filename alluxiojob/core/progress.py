@@ -139,6 +139,10 @@ class Progress:
     committed: Counters = field(default_factory=Counters)
     checkpoint: tuple[str, ...] = ()  # path components of the last committed file
     listing_done: bool = False
+    # Known before the listing ends (a manifest or template job): files, and bytes when
+    # the manifest gives sizes; 0 when not known.
+    files_total: int = 0
+    bytes_total: int = 0
     active_seconds: float = 0.0  # running time summed over every claim of the job
     recent_rate: float = 0.0  # bytes/s over the last few seconds
     verify_passes: int = 0
@@ -155,6 +159,8 @@ class Progress:
             "committed": self.committed.to_wire(),
             "checkpoint": list(self.checkpoint),
             "listing_done": self.listing_done,
+            "files_total": self.files_total,
+            "bytes_total": self.bytes_total,
             "active_seconds": self.active_seconds,
             "recent_rate": self.recent_rate,
             "verify_passes": self.verify_passes,
@@ -171,6 +177,8 @@ class Progress:
             committed=Counters.from_wire(data.get("committed") or {}),
             checkpoint=tuple(data.get("checkpoint") or ()),
             listing_done=bool(data.get("listing_done", False)),
+            files_total=int(data.get("files_total", 0)),
+            bytes_total=int(data.get("bytes_total", 0)),
             active_seconds=float(data.get("active_seconds", 0.0)),
             recent_rate=float(data.get("recent_rate", 0.0)),
             verify_passes=int(data.get("verify_passes", 0)),
@@ -192,9 +200,19 @@ def average_rate(num_bytes: int, seconds: float) -> float:
 
 def eta_seconds(progress: Progress) -> float | None:
     """Seconds left, from the recent rate; None while the total is unknown or rate is 0."""
-    if not progress.listing_done:
-        return None
     live = progress.live
+    if not progress.listing_done:
+        if progress.files_total and not progress.bytes_total:
+            # A template or index file: files are known, their sizes not yet.
+            left = progress.files_total - live.files_done
+            files_rate = average_rate(live.files_done, progress.active_seconds)
+            if left <= 0:
+                return 0.0
+            return left / files_rate if files_rate > 0 else None
+        if not progress.bytes_total:
+            return None
+        live = replace(live, bytes_listed=progress.bytes_total,
+                       files_listed=max(live.files_listed, progress.files_total))
     remaining = live.bytes_listed - live.bytes_processed - live.bytes_skipped
     if remaining <= 0 or 0 < live.files_listed <= live.files_done:
         return 0.0

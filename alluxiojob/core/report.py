@@ -41,8 +41,12 @@ def progress_text(report: dict[str, Any], verbose: bool = False) -> str:
         f"\tJob State: {job['state']}" + (f", error: {job['error']}" if job.get("error") else ""),
     ]
     listed = files["listed"]
-    of_files = f" out of {listed}" if total_known else f" (listed so far: {listed})"
-    of_bytes = f" out of {format_size(nbytes['listed'])}" if total_known else ""
+    of_files = (f" out of {files.get('total', listed)}" if total_known
+                else f" (listed so far: {listed})")
+    bytes_known = total_known and (report["progress"].get("listing_done")
+                                   or report["progress"].get("bytes_total"))
+    total_bytes = nbytes.get("total", nbytes["listed"])
+    of_bytes = f" out of {format_size(total_bytes)}" if bytes_known else ""
     lines += [
         f"\tFiles Processed: {files['processed']}{of_files}",
         f"\tBytes {'Freed' if job['type'] == 'FREE' else 'Loaded'}: "

@@ -117,17 +117,18 @@ class CoordinatorClient:
             raise ApiError("INTERNAL", "unexpected response from the coordinator", status)
         return body_json
 
-    def submit(self, job_type: str, path: str, dst: str, options: dict[str, Any]
-               ) -> dict[str, Any]:
-        payload: dict[str, Any] = {"path": path, "options": options}
+    def submit(self, job_type: str, path: str, dst: str, options: dict[str, Any],
+               field: str = "path") -> dict[str, Any]:
+        """``field``: what ``path`` is: a ``path``, an ``indexFile`` or a ``template``."""
+        payload: dict[str, Any] = {field: path, "options": options}
         if dst:
             payload["dst"] = dst
         return self._call("POST", f"/api/v1/master/submit_job/{job_type.lower()}",
                           json_body=payload)
 
     def progress(self, job_type: str, path: str, dst: str = "", *, verbose: bool = False,
-                 file_status: str = "") -> dict[str, Any]:
-        params = {"path": path, "verbose": str(verbose).lower()}
+                 file_status: str = "", field: str = "path") -> dict[str, Any]:
+        params = {field: path, "verbose": str(verbose).lower()}
         if dst:
             params["dst"] = dst
         if file_status:
@@ -139,8 +140,9 @@ class CoordinatorClient:
         return self._call("GET", f"/api/v1/master/job/{job_id}/progress",
                           params={"verbose": str(verbose).lower()})
 
-    def stop(self, job_type: str, path: str, dst: str = "") -> dict[str, Any]:
-        payload = {"path": path, **({"dst": dst} if dst else {})}
+    def stop(self, job_type: str, path: str, dst: str = "", field: str = "path"
+             ) -> dict[str, Any]:
+        payload = {field: path, **({"dst": dst} if dst else {})}
         return self._call("POST", f"/api/v1/master/stop_job/{job_type.lower()}",
                           json_body=payload)
 

@@ -27,7 +27,7 @@ def test_string_option_values_reach_the_job(cluster: Cluster, tmp_path: Path) ->
     assert job["options"] == {"batch_size": 10, "partial_listing": True,
                               "skip_if_exists": False, "replicas": 2, "verify": True,
                               "bandwidth": 64 * 1024 * 1024, "overwrite": False,
-                              "metadata_only": False}
+                              "metadata_only": False, "source": ""}
     report = cluster.wait_state(job["id"], "SUCCEEDED")
     assert report["files"]["processed"] == len(sizes)
     assert report["verify_passes"] >= 1, "verify (given as the string TRUE) ran"
