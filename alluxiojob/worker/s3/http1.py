@@ -38,6 +38,7 @@ Message = MutableMapping[str, Any]
 App = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Message]],
                 Callable[[Message], Awaitable[None]]], Awaitable[None]]
 RECEIVE_SIZE = 64 * 1024
+_COALESCE = 256 * 1024  # up to this, the head and body parts go in one write
 _ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError, OSError)
 
 
@@ -89,16 +90,20 @@ class _Exchange:
         elif message["type"] == "http.response.body":
             if not self.started or self.finished:
                 raise RuntimeError("a response body outside a response")
-            out = self.head
+            pieces: list[bytes] = [self.head] if self.head else []
             self.head = b""
-            body = bytes(message.get("body", b""))
-            if body:
-                out += self.conn.send(h11.Data(data=body))
+            body = message.get("body", b"")
+            if body:  # h11 frames the data without copying it
+                pieces += self.conn.send_with_data_passthrough(h11.Data(data=body)) or []
             if not message.get("more_body", False):
-                out += self.conn.send(h11.EndOfMessage())
+                pieces.append(self.conn.send(h11.EndOfMessage()))
                 self.finished = True
-            if out:
-                await self.stream.send_all(out)
+            if sum(len(p) for p in pieces) <= _COALESCE:
+                await self.stream.send_all(b"".join(pieces))
+            else:  # a big chunk is not copied to join a small head to it
+                for piece in pieces:
+                    if piece:
+                        await self.stream.send_all(piece)
 
 
 def _bodiless(conn: h11.Connection) -> bool:
