@@ -9,6 +9,7 @@ Two modes, as Redis has them:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class Denial:
     message: str
 
 
+@functools.lru_cache(maxsize=256)  # a few peers, asked once per request
 def is_loopback(host: str | None) -> bool:
     """127.0.0.0/8, ::1 and IPv4-mapped loopback; anything unparsable is not."""
     if not host:

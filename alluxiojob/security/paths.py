@@ -96,6 +96,9 @@ class PathAllowlist:
             except UfsError:
                 raise ConfigError(f"{ALLOWLIST_KEY}: {prefix!r} is neither an absolute path "
                                   "nor a URI such as s3://bucket/prefix") from None
+        self._literal_prefixes = tuple(
+            literal_location(p) for p in self.prefixes
+            if ".." not in literal_location(p).parts)
 
     @classmethod
     def from_config(cls, config: Config) -> PathAllowlist:
@@ -125,6 +128,21 @@ class PathAllowlist:
             if where.scheme == "file" or literal.within(literal_location(prefix)):
                 return True
         return False
+
+    def admits_literally(self, uri: str) -> bool:
+        """Pure string logic, no I/O: True when ``uri``, as written and with ``..``
+        resolved, lies under a prefix as written. Symlinks are not followed, so this
+        says nothing of where a local path leads now: it suits a copy already cached
+        (admitted by ``admits`` when it was loaded), and a False calls for ``admits``."""
+        if not self.enabled:
+            return True
+        try:
+            literal = literal_location(uri)
+        except (UfsError, ValueError):
+            return False
+        if ".." in literal.parts:
+            return False
+        return any(literal.within(where) for where in self._literal_prefixes)
 
     def check(self, uri: str, what: str = "path") -> None:
         """Blocking. Raises ``PathNotAllowed`` (``PERMISSION_DENIED``) naming the prefixes."""

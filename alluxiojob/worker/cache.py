@@ -47,6 +47,16 @@ from alluxiojob.worker.copier import CACHE_DIR_MODE, CACHE_FILE_MODE
 from alluxiojob.worker.index import CacheIndex, IndexEntry, MetadataRecord, Victim
 from alluxiojob.worker.layout import cache_relpath, index_key, uri_of_relpath
 
+_PROC_FD = os.path.isdir("/proc/self/fd")
+
+
+def _opened_path(fd: int, path: str) -> str:
+    """Where the open descriptor ``fd`` really is (``path`` resolved, failing that)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
+
 __all__ = ["Cache", "CacheDir", "IndexEntry", "MetadataRecord", "cache_relpath", "index_key"]
 
 _CHECK_CHUNK = 1000  # data/ files checked against the index per multi-get at startup
@@ -60,6 +70,7 @@ class CacheDir:
         self.data = root / "data"
         self.tmp = root / "tmp"
         self.capacity = capacity  # 0: unlimited
+        self._data_real: str | None = None  # data/ resolved, with a trailing separator
         # A cache dir the worker creates is 0700. One that exists keeps its mode (it may
         # be a mount point the operator chose); what lives in it is made private.
         root.mkdir(mode=CACHE_DIR_MODE, parents=True, exist_ok=True)
@@ -172,16 +183,23 @@ class CacheDir:
     def open_cached(self, uri: str) -> tuple[int, int]:
         """Blocking: (fd, size) of a cached file, opened only from inside ``data/``.
 
-        The resolved path must lie in ``data/`` (no symlinked directory on the way) and
-        the file itself is opened with ``O_NOFOLLOW``.
+        The file itself is opened with ``O_NOFOLLOW``, and the file actually opened must
+        lie in ``data/`` (no symlinked directory on the way): checked on the descriptor,
+        through ``/proc/self/fd`` (one ``readlink``, and no race with a rename) where
+        there is one, else by resolving the path first.
         """
         path = self.data_path(uri)
-        data = os.path.realpath(self.data)
-        if not os.path.realpath(path).startswith(data + os.sep):
+        data = self._data_real
+        if data is None:
+            data = self._data_real = os.path.realpath(self.data) + os.sep
+        if not _PROC_FD and not os.path.realpath(path).startswith(data):
             raise UfsError("PERMISSION_DENIED",
                            f"{uri}: its cache file resolves outside {self.data}")
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
+            if _PROC_FD and not _opened_path(fd, path).startswith(data):
+                raise UfsError("PERMISSION_DENIED",
+                               f"{uri}: its cache file resolves outside {self.data}")
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise UfsError("INVALID_PATH", f"{uri}: its cache file is not a regular file")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from alluxiojob.ufs.base import UfsError
-from alluxiojob.worker.cache import IndexEntry
+from alluxiojob.worker.cache import CacheDir, IndexEntry
 from alluxiojob.worker.layout import cache_relpath, index_key, uri_of_relpath
 
 
@@ -107,3 +110,29 @@ local_names = st.lists(st.text(st.characters(blacklist_categories=("Cs",),
 def test_every_local_path_round_trips(parts: list[str]) -> None:
     uri = "file:///" + "/".join(parts)
     assert uri_of_relpath(cache_relpath(uri)) == uri == index_key(uri)
+
+
+def test_a_cached_file_is_opened_only_from_inside_data(tmp_path: Path) -> None:
+    """The opened descriptor's path is checked: a symlinked directory planted in
+    ``data/`` (or a linked file) is refused, though the names look right."""
+    cache = CacheDir(tmp_path / "cache", 0)
+    uri = "s3://bucket/dir/key.bin"
+    path = Path(cache.data_path(uri))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"cached")
+    fd, size = cache.open_cached(uri)
+    os.close(fd)
+    assert size == 6
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / path.name).write_bytes(b"secret")
+    path.unlink()
+    path.parent.rmdir()
+    path.parent.symlink_to(outside)
+    with pytest.raises(UfsError, match="resolves outside"):
+        cache.open_cached(uri)
+    path.parent.unlink()
+    path.parent.mkdir()
+    path.symlink_to(outside / path.name)
+    with pytest.raises(OSError, match="symbolic links"):  # O_NOFOLLOW: ELOOP
+        cache.open_cached(uri)

@@ -170,6 +170,28 @@ def test_allowlist_matches_whole_components_after_resolution(tmp_path: Path) -> 
         PathAllowlist(["relative/dir"])
 
 
+def test_literal_admission_is_string_logic_that_follows_no_symlink(tmp_path: Path) -> None:
+    """For copies already cached: the path as written, ``..`` never admitted, whole
+    components; a symlink is not followed (``admits`` is what follows them)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "secret").mkdir()
+    os.symlink(tmp_path / "secret", data / "link-out")
+    allow = PathAllowlist([str(data), "s3://bucket/prefix"])
+    assert allow.admits_literally(str(data))
+    assert allow.admits_literally(f"file://{data}/in/x")
+    assert allow.admits_literally("s3://bucket/prefix/a/b")
+    assert allow.admits_literally(f"{data}/link-out/f"), "as written: inside"
+    assert not allow.admits(f"{data}/link-out/f"), "resolved: outside"
+    for outside in (str(tmp_path / "data-other"), f"{data}/../secret", str(tmp_path),
+                    "/etc/shadow", "s3://bucket/prefix-other/x", "s3://bucket/prefix/a/../b",
+                    "s3://other/prefix/x", "gs://bucket/prefix", "relative/x", ""):
+        assert not allow.admits_literally(outside), outside
+    assert PathAllowlist([]).admits_literally("/anything")
+    assert not PathAllowlist([f"{data}/../data"]).admits_literally(f"{data}/x"), \
+        "a prefix with '..' is never matched as written"
+
+
 def test_allowlist_defaults_to_the_ufs_root() -> None:
     config = build_config({"alluxio.dora.client.ufs.root": "/srv/ufs"})
     assert PathAllowlist.from_config(config).prefixes == ("/srv/ufs",)

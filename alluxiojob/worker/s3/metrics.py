@@ -48,8 +48,25 @@ class S3Metrics:
         # plain totals for the coordinator's report (and its web page)
         self.requests_answered = 0
         self.bytes_sent = 0
+        # label children looked up once each: (op, status) and op come from fixed sets
+        self._requests: dict[tuple[str, int], Counter] = {}
+        self._latency: dict[str, Histogram] = {}
         for how in ("proxy", "redirect"):
             self.forwarded.labels(how=how)
         for op in OPERATIONS:
             self.latency.labels(op=op)
             self.requests.labels(op=op, status="200")
+
+    def answered(self, op: str, status: int) -> None:
+        child = self._requests.get((op, status))
+        if child is None:
+            child = self._requests[op, status] = self.requests.labels(op=op,
+                                                                      status=str(status))
+        child.inc()
+        self.requests_answered += 1
+
+    def observe(self, op: str, seconds: float) -> None:
+        child = self._latency.get(op)
+        if child is None:
+            child = self._latency[op] = self.latency.labels(op=op)
+        child.observe(seconds)

@@ -15,6 +15,7 @@ most ``MAX_BACKGROUND_LOADS`` at once: past that a miss is only streamed.
 from __future__ import annotations
 
 import email.utils
+import functools
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -49,6 +50,7 @@ def etag_of(version: str, mtime_ns: int, length: int) -> str:
     return f'"{value}"'
 
 
+@functools.lru_cache(maxsize=4096)  # hits of the same files: formatted once each
 def http_date(mtime_ns: int) -> str:
     return email.utils.formatdate(mtime_ns / 1e9, usegmt=True)
 
@@ -134,15 +136,23 @@ class ObjectReader:
         self._task_ids = itertools.count(1)
         self.nursery: trio.Nursery | None = None  # set by the server: background loads
 
-    def _open_hit(self, uri: str, confine: Callable[[], None]
+    def _open_hit(self, uri: str, confine: Callable[[], None], literal: bool
                   ) -> tuple[IndexEntry, int, bytes | None] | None:
         """Blocking, in one thread hop: the caller's checks, then the indexed file opened
         (its entry and descriptor; a small one read whole, its descriptor closed), or
-        None for a miss."""
-        confine()
+        None for a miss.
+
+        ``literal``: the caller found ``uri`` confined as written (pure string logic);
+        then ``confine`` (which follows symlinks in the UFS) runs only for a miss. A hit
+        is the copy in our private ``data/``, admitted by the same checks when it was
+        loaded; where a UFS symlink leads now changes nothing about its bytes."""
+        if not literal:
+            confine()
         d = self.cache.dir_for(uri)
         entry = d.lookup(uri)
         if entry is None:
+            if literal:
+                confine()  # a miss reads the UFS: where the path leads now
             return None
         try:
             fd, size = d.open_cached(uri)
@@ -160,11 +170,11 @@ class ObjectReader:
         return (entry, -1, data) if len(data) == size else None
 
     async def read(self, uri: str, method: str, headers: Mapping[str, str],
-                   resource: str, confine: Callable[[], None] = lambda: None
-                   ) -> ObjectResponse:
+                   resource: str, confine: Callable[[], None] = lambda: None,
+                   literal: bool = False) -> ObjectResponse:
         """The response to GET or HEAD of ``uri`` on its owner, once ``confine`` (run
-        off the event loop) has let it through."""
-        hit = await trio.to_thread.run_sync(self._open_hit, uri, confine)
+        off the event loop) has let it through (see ``_open_hit`` for ``literal``)."""
+        hit = await trio.to_thread.run_sync(self._open_hit, uri, confine, literal)
         fd, inline = -1, None
         if hit is not None:
             entry, fd, inline = hit

@@ -1,4 +1,5 @@
-"""The S3 API's service: its parts assembled, and its ports served by hypercorn.
+"""The S3 API's service: its parts assembled, and its ports served (the plain S3 port by
+``http1.py``, the others by hypercorn).
 
 Started by the worker with ``nursery.start`` when ``alluxio.worker.s3.api.enabled``;
 ``started`` is given the bound URLs once both ports (plain, and HTTPS with the
@@ -25,6 +26,7 @@ from alluxiojob.worker.s3.alluxio_rest import AlluxioRestApp
 from alluxiojob.worker.s3.app import S3App
 from alluxiojob.worker.s3.bucket_ops import BucketOps
 from alluxiojob.worker.s3.forward import Proxy
+from alluxiojob.worker.s3.http1 import Http1Server
 from alluxiojob.worker.s3.metrics import S3Metrics
 from alluxiojob.worker.s3.objects import ObjectReader
 from alluxiojob.worker.s3.ownership import Ownership
@@ -95,8 +97,11 @@ class S3Service:
     async def _serve(self, app: S3App | AlluxioRestApp, port: int, tls: bool, *,
                      task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
                      ) -> None:
-        config = hypercorn_config(self.host, port, self.security if tls else None)
         try:
+            if isinstance(app, S3App) and not tls:  # the read path: the lean server
+                await Http1Server(app, self.host, port).run(task_status=task_status)
+                return
+            config = hypercorn_config(self.host, port, self.security if tls else None)
             await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
         except* OSError as group:  # hypercorn binds inside its nursery
             exc: BaseException = group
