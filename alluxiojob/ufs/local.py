@@ -46,19 +46,25 @@ def write_reason_for(exc: OSError) -> str:
     return reason_for(exc)
 
 
-def open_regular(path: str) -> tuple[int, os.stat_result]:
-    """(fd, stat) of a local file opened for reading, without ever blocking.
+def open_regular(path: str, *, name: str = "", nofollow: bool = False
+                 ) -> tuple[int, os.stat_result]:
+    """(fd, stat) of a local file opened for reading, without ever blocking: the one
+    way to open a file the worker reads (a copy's source, a cached file, a read-through).
 
     A FIFO, a device or a socket can take a file's place between a listing and a read;
     opened the usual way, a FIFO with no writer blocks for good. So the open does not
     block (``O_NONBLOCK``, which changes nothing for a regular file) and anything but a
-    regular file is refused: ``UfsError(IO_ERROR, "...: not a regular file")``.
+    regular file is refused: ``UfsError(INVALID_PATH, "<name>: not a regular file")``.
+    ``INVALID_PATH`` and not ``IO_ERROR``: no retry turns a FIFO into a file, so the
+    failure is final at once. ``name`` is what the message calls the file (its URI;
+    ``path`` by default); ``nofollow`` refuses a symlink (``O_NOFOLLOW``).
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
+    fd = os.open(path, flags)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise UfsError("IO_ERROR", f"{path}: not a regular file")
+            raise UfsError("INVALID_PATH", f"{name or path}: not a regular file")
     except BaseException:
         os.close(fd)
         raise

@@ -42,6 +42,7 @@ from pathlib import Path
 import trio
 
 from alluxiojob.ufs.base import UfsError
+from alluxiojob.ufs.local import open_regular
 from alluxiojob.ufs.tmpnames import worker_tag
 from alluxiojob.worker.copier import CACHE_DIR_MODE, CACHE_FILE_MODE
 from alluxiojob.worker.index import CacheIndex, IndexEntry, MetadataRecord, Victim
@@ -180,14 +181,7 @@ class CacheDir:
         if not os.path.realpath(path).startswith(data + os.sep):
             raise UfsError("PERMISSION_DENIED",
                            f"{uri}: its cache file resolves outside {self.data}")
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise UfsError("INVALID_PATH", f"{uri}: its cache file is not a regular file")
-        except BaseException:
-            os.close(fd)
-            raise
+        fd, info = open_regular(path, name=f"{uri}: its cache file", nofollow=True)
         return fd, info.st_size
 
     # --- paths -----------------------------------------------------------------------
