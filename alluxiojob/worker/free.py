@@ -1,0 +1,38 @@
+"""FREE: remove files from the cache (and from its index). Only the cache is touched,
+so FREE is not confined by the allowlist."""
+
+from __future__ import annotations
+
+import trio
+
+from alluxiojob.core.reasons import Reason
+from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus
+from alluxiojob.ufs.base import UfsError
+from alluxiojob.worker.cache import Cache
+
+
+async def free(cache: Cache, files: tuple[FileEntry, ...]) -> tuple[list[FileResult], int]:
+    """Each file's result (OK with the bytes freed, SKIPPED when it was not cached, or
+    FAILED for a name that cannot be cached), and how many files were freed."""
+    results: list[FileResult] = []
+    by_dir: dict[int, list[str]] = {}
+    for f in files:
+        try:
+            d = cache.dir_for(f.path)
+            d.data_path(f.path)
+        except UfsError as exc:
+            results.append(FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
+                                      str(exc)))
+            continue
+        by_dir.setdefault(cache.dirs.index(d), []).append(f.path)
+    freed: dict[str, int] = {}
+    for index, uris in by_dir.items():
+        removed = await trio.to_thread.run_sync(cache.dirs[index].remove, uris,
+                                                limiter=cache.limiter)
+        freed.update(removed)
+    for f in files:
+        if f.path in freed:
+            results.append(FileResult(f.path, FileStatus.OK, freed[f.path]))
+        elif not any(r.path == f.path for r in results):
+            results.append(FileResult(f.path, FileStatus.SKIPPED, 0))
+    return results, len(freed)
