@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from alluxiojob.config import Config, ConfigError, Keys
 from alluxiojob.ufs.base import UfsError
+from alluxiojob.ufs.uri import parse_uri, to_local_path
 
 ALLOWLIST_KEY = Keys.PATH_ALLOWLIST.name
 
@@ -42,39 +43,23 @@ def _components(path: str) -> tuple[str, ...]:
     return tuple(p for p in path.split("/") if p)
 
 
-def is_local(uri: str) -> bool:
-    return uri.startswith("/") or uri.startswith("file://")
-
-
-def local_path(uri: str) -> str:
-    """The local path of a plain path or ``file://`` URI (``file://localhost/`` too)."""
-    if not uri.startswith("file://"):
-        return uri
-    rest = uri[len("file://"):]
-    if rest.startswith("localhost/"):
-        rest = rest[len("localhost"):]
-    if not rest.startswith("/"):
-        raise UfsError("INVALID_PATH", f"file URI with a remote host is not supported: {uri}")
-    return rest
-
-
 def literal_location(uri: str) -> Location:
     """Components as written (``.`` and empty ones dropped, ``..`` kept)."""
-    if is_local(uri):
-        return Location("file", "", tuple(p for p in _components(local_path(uri)) if p != "."))
-    scheme, sep, rest = uri.partition("://")
-    if not sep or not scheme:
+    parsed = parse_uri(uri)
+    if parsed.local:
+        return Location("file", "", tuple(p for p in _components(parsed.local_path)
+                                          if p != "."))
+    if not parsed.scheme:
         raise UfsError("INVALID_PATH", f"not an absolute path or URI: {uri!r}")
-    authority, _, key = rest.partition("/")
-    return Location(scheme.lower(), authority,
-                    tuple(p for p in _components(key) if p != "."))
+    return Location(parsed.scheme, parsed.bucket,
+                    tuple(p for p in _components(parsed.key) if p != "."))
 
 
 def resolved_location(uri: str) -> Location:
     """Where ``uri`` really is: realpath for local paths, ``..`` resolved for the others."""
     literal = literal_location(uri)
     if literal.scheme == "file":
-        real = os.path.realpath(local_path(uri))
+        real = os.path.realpath(to_local_path(uri))
         return Location("file", "", _components(real))
     normalized = posixpath.normpath("/" + "/".join(literal.parts))
     return Location(literal.scheme, literal.authority, _components(normalized))

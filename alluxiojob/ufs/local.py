@@ -9,24 +9,13 @@ from collections.abc import Callable, Iterable, Iterator
 
 from alluxiojob.ufs.base import READ_CHUNK, UfsError, UfsFile, UfsStat
 from alluxiojob.ufs.tmpnames import TmpName, TmpOwner, hold_lock, sweep
+from alluxiojob.ufs.uri import to_local_path
 
 SCHEME = "file"
 _NO_WORKER = TmpOwner.anonymous()
 
-
-def to_local_path(uri: str) -> str:
-    """``file:///a/b`` → ``/a/b``; a plain absolute path is returned as is.
-
-    File URIs here are not percent-encoded: a name may hold ``%``, ``?`` or ``#``.
-    """
-    if uri.startswith("file://"):
-        rest = uri[len("file://") :]
-        if rest.startswith("localhost/"):
-            rest = rest[len("localhost") :]
-        if not rest.startswith("/"):
-            raise UfsError("INVALID_PATH", f"file URI with a remote host is not supported: {uri}")
-        return rest
-    return uri
+__all__ = ["LocalUfs", "make_dirs", "open_regular", "reason_for", "to_local_path",
+           "write_reason_for"]
 
 
 def reason_for(exc: OSError) -> str:

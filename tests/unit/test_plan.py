@@ -63,7 +63,8 @@ def test_every_byte_in_one_piece_and_every_piece_in_one_shard(
                                                        sizes.piece(planned)))
         else:
             [whole] = pieces
-            assert whole.final == planned.final and whole.length == -1
+            assert whole.final == planned.final
+            assert whole.length == -1
             whole_tmps.add(whole.tmp)
     assert plan.tmps == whole_tmps  # unique names, all returned
     assert len(whole_tmps) == sum(not sizes.is_large(p) for p in files)
