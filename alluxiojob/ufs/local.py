@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from alluxiojob.ufs.base import READ_CHUNK, UfsError, UfsFile, UfsStat
 from alluxiojob.ufs.tmpnames import TmpName, TmpOwner, hold_lock, sweep
-from alluxiojob.ufs.uri import to_local_path
+from alluxiojob.ufs.uri import UfsUri, parse_uri, to_local_path
 
 SCHEME = "file"
 _NO_WORKER = TmpOwner.anonymous()
@@ -100,8 +100,9 @@ def fsync_dir(path: str, *, best_effort: bool = False) -> None:
 class LocalUfs:
     scheme = SCHEME
 
-    def normalize(self, path: str) -> str:
-        local = to_local_path(path)
+    def normalize(self, path: str | UfsUri) -> str:
+        parsed = path if isinstance(path, UfsUri) else parse_uri(path)
+        local, path = parsed.local_path, parsed.text
         if not local.startswith("/"):
             raise UfsError("INVALID_PATH", f"not an absolute path: {path!r}")
         if "\x00" in local:

@@ -30,6 +30,7 @@ from obstore import exceptions as obs_errors
 from alluxiojob.ufs.base import READ_CHUNK, UfsError, UfsFile, UfsStat
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.ufs.uploads import UploadJournal, abort_stale
+from alluxiojob.ufs.uri import UfsUri, parse_uri
 
 if TYPE_CHECKING:
     from obstore import GetOptions
@@ -49,16 +50,15 @@ _XML_MESSAGE = re.compile(r"<Message>([^<\n]{1,300})")
 _MISSING_BUCKET = ("NoSuchBucket", "ContainerNotFound")
 
 
-def split_uri(uri: str) -> tuple[str, str, str]:
+def split_uri(uri: str | UfsUri) -> tuple[str, str, str]:
     """``s3://bucket/a/b`` → ``("s3", "bucket", "a/b")``; raises ``INVALID_PATH``."""
-    scheme, sep, rest = uri.partition("://")
-    scheme = scheme.lower()
-    if not sep or scheme not in OBJECT_SCHEMES:
-        raise UfsError("INVALID_PATH", f"not an object-store URI: {uri!r}")
-    bucket, _, key = rest.partition("/")
-    if not _BUCKET.match(bucket):
-        raise UfsError("INVALID_PATH", f"bad bucket name {bucket!r} in {uri!r}")
-    return scheme, bucket, key
+    parsed = uri if isinstance(uri, UfsUri) else parse_uri(uri)
+    if parsed.scheme not in OBJECT_SCHEMES:
+        raise UfsError("INVALID_PATH", f"not an object-store URI: {parsed.text!r}")
+    if not _BUCKET.match(parsed.bucket):
+        raise UfsError("INVALID_PATH",
+                       f"bad bucket name {parsed.bucket!r} in {parsed.text!r}")
+    return parsed.scheme, parsed.bucket, parsed.key
 
 
 def check_key(key: str, uri: str) -> None:
@@ -195,7 +195,7 @@ class ObjectStoreUfs:
         return UfsError("IO_ERROR", message)
 
     # ------------------------------------------------------------------ protocol
-    def normalize(self, path: str) -> str:
+    def normalize(self, path: str | UfsUri) -> str:
         scheme, bucket, key = split_uri(path)
         key = key.strip("/")
         uri = f"{scheme}://{bucket}" + (f"/{key}" if key else "")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alluxiojob.ufs.base import UfsError
+from alluxiojob.ufs.errors import UfsError
 
 _FILE = "file://"
 

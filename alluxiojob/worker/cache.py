@@ -186,7 +186,11 @@ class CacheDir:
 
     # --- paths -----------------------------------------------------------------------
     def data_path(self, uri: str) -> str:
-        return os.path.join(str(self.data), cache_relpath(uri))
+        return self.path_of(cache_relpath(uri))
+
+    def path_of(self, relpath: str) -> str:
+        """The ``data/`` file at a cache relative path (``layout.cache_name``)."""
+        return os.path.join(str(self.data), relpath)
 
     def tmp_path(self, uri: str) -> str:
         tag = zlib.crc32(uri.encode("utf-8", "surrogateescape"))
@@ -202,10 +206,14 @@ class CacheDir:
         Each file's reservation turns into used space in the same step, so that a
         concurrent reservation never sees the file counted twice, nor not at all.
         """
+        self.commit_keys([(index_key(uri), entry, reserved) for uri, entry, reserved in entries])
+
+    def commit_keys(self, entries: list[tuple[str, IndexEntry, int]]) -> None:
+        """``commit``, the files named by their index keys (``layout.cache_name``)."""
         if not entries:
             return
         with self.lock:
-            self.index.commit([(index_key(uri), entry) for uri, entry, _ in entries])
+            self.index.commit([(key, entry) for key, entry, _ in entries])
             self.reserved -= sum(reserved for _, _, reserved in entries)
 
     def remove(self, uris: list[str]) -> list[tuple[str, int]]:
@@ -291,7 +299,11 @@ class Cache:
             key = index_key(uri)
         except UfsError:
             key = uri  # not cacheable: the dir's data_path will say so
-        return self.dirs[zlib.crc32(key.encode("utf-8", "surrogateescape")) % len(self.dirs)]
+        return self.dirs[self.dir_index(key)]
+
+    def dir_index(self, key: str) -> int:
+        """Which cache dir holds the file of index key ``key``."""
+        return zlib.crc32(key.encode("utf-8", "surrogateescape")) % len(self.dirs)
 
     @property
     def used(self) -> int:
@@ -315,10 +327,12 @@ class Cache:
             links.extend(found)
         return files, removed, links
 
-    async def reserve(self, uri: str, length: int, pinned_jobs: set[str]) -> str | None:
-        """Make room for ``length`` bytes, evicting LRU files of jobs not pinned if
-        needed. None when reserved; otherwise why not (the ``CACHE_FULL`` message)."""
-        d = self.dir_for(uri)
+    async def reserve(self, uri: str | CacheDir, length: int, pinned_jobs: set[str]
+                      ) -> str | None:
+        """Make room for ``length`` bytes (in ``uri``'s dir, or the dir given), evicting
+        LRU files of jobs not pinned if needed. None when reserved; otherwise why not
+        (the ``CACHE_FULL`` message)."""
+        d = uri if isinstance(uri, CacheDir) else self.dir_for(uri)
         if not d.capacity:
             return None  # unlimited: nothing to account, nothing to evict
         async with self._space:
@@ -334,8 +348,8 @@ class Cache:
                 d.reserved += length
             return None
 
-    def release(self, uri: str, length: int) -> None:
-        d = self.dir_for(uri)
+    def release(self, uri: str | CacheDir, length: int) -> None:
+        d = uri if isinstance(uri, CacheDir) else self.dir_for(uri)
         if d.capacity:
             with d.lock:
                 d.reserved -= length

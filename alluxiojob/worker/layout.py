@@ -20,6 +20,7 @@ and ``file:///a//b`` are one file, under one index key.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from alluxiojob.ufs.base import UfsError
 
@@ -112,12 +113,39 @@ def uri_of_relpath(relpath: str) -> str:
     return "file:///" + "/".join(parts)
 
 
-def index_key(uri: str) -> str:
-    """The canonical name of ``uri`` in a cache index; raises ``UfsError`` as
-    ``cache_relpath`` does."""
+@dataclass(frozen=True, slots=True)
+class CacheName:
+    """A URI's place in a cache dir: its file under ``data/`` and its index key."""
+
+    relpath: str
+    key: str
+
+
+def cache_name(uri: str) -> CacheName:
+    """``uri``'s cache relative path and index key, from one ``cache_relpath``: what the
+    worker computes once per file and carries (raises ``UfsError`` as it does)."""
+    relpath = cache_relpath(uri)
+    if _canonical(uri):
+        return CacheName(relpath, uri)
+    scheme = relpath.partition("/")[0]
+    if scheme in OBJECT_SCHEME_DIRS and uri.startswith(scheme + "://"):
+        # An object's encoding is one to one and keeps scheme, bucket and key as they
+        # are written: its URI is its canonical name.
+        return CacheName(relpath, uri)
+    return CacheName(relpath, uri_of_relpath(relpath))
+
+
+def _canonical(uri: str) -> bool:
     if uri.startswith("file:///") and "//" not in uri[8:] and "/." not in uri \
             and "\x00" not in uri and not uri.endswith("/"):
         top = uri[8:].split("/", 1)[0]
-        if top and top.rstrip("%") not in OBJECT_SCHEME_DIRS:
-            return uri  # already canonical: the common case, without a round trip
+        return bool(top) and top.rstrip("%") not in OBJECT_SCHEME_DIRS
+    return False
+
+
+def index_key(uri: str) -> str:
+    """The canonical name of ``uri`` in a cache index; raises ``UfsError`` as
+    ``cache_relpath`` does."""
+    if _canonical(uri):
+        return uri  # already canonical: the common case, without a round trip
     return uri_of_relpath(cache_relpath(uri))

@@ -29,14 +29,16 @@ import trio_parallel
 
 from alluxiojob.core.reasons import Reason
 from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus, TaskBatch
-from alluxiojob.ufs import is_local, ufs_for
+from alluxiojob.ufs import ufs_for
 from alluxiojob.ufs.base import UfsError
-from alluxiojob.ufs.local import make_dirs, reason_for, to_local_path
+from alluxiojob.ufs.local import make_dirs, reason_for
 from alluxiojob.ufs.settings import UfsSettings
+from alluxiojob.ufs.uri import parse_uri
 from alluxiojob.worker.cache import Cache, IndexEntry, MetadataRecord
 from alluxiojob.worker.checksum import read_back
 from alluxiojob.worker.copier import CACHE_DIR_MODE, CopyOutcome, LocalCopy, copy_shard, preallocate
 from alluxiojob.worker.fetch import ObjectFetch, fetch_shard
+from alluxiojob.worker.layout import cache_name
 from alluxiojob.worker.pins import Pins
 from alluxiojob.worker.plan import PlannedFile, PoolWork, Shard, Sizes, plan_shards
 from alluxiojob.worker.pool import Pool, pool_died, unlink_quiet
@@ -104,19 +106,26 @@ class Loader:
         await trio.to_thread.run_sync(touch, limiter=self.cache.limiter)
         return {f.path for f in hits}
 
+    def _tmp_for(self, planned: PlannedFile) -> str:
+        return self.cache.dirs[planned.dir_index].tmp_path(planned.entry.path)
+
     async def load(self, batch: TaskBatch) -> list[FileResult]:
         results: dict[str, FileResult] = {}
         todo: list[PlannedFile] = []
         for f in batch.files:
+            # The worker's edge: each file's URI is parsed here, once, and its cache
+            # name computed once; everything after carries them.
             try:
-                local = is_local(f.path)
-                src = to_local_path(f.path) if local else ufs_for(f.path).normalize(f.path)
-                final = self.cache.dir_for(f.path).data_path(f.path)
+                uri = parse_uri(f.path)
+                src = uri.local_path if uri.local else ufs_for(uri).normalize(uri)
+                name = cache_name(f.path)
             except UfsError as exc:
                 results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
                                              str(exc))
                 continue
-            todo.append(PlannedFile(f, src, final, local))
+            index = self.cache.dir_index(name.key)
+            todo.append(PlannedFile(f, src, self.cache.dirs[index].path_of(name.relpath),
+                                    uri.local, key=name.key, dir_index=index))
         if batch.options.metadata_only:
             await self._record_metadata(batch, todo, results)
             return [results[f.path] for f in batch.files if f.path in results]
@@ -134,7 +143,8 @@ class Loader:
         try:
             for planned in todo:
                 f = planned.entry
-                refusal = await self.cache.reserve(f.path, f.length, pinned)
+                refusal = await self.cache.reserve(self.cache.dirs[planned.dir_index],
+                                                   f.length, pinned)
                 if refusal is None:
                     planned.reserved = f.length
                     ready.append(planned)
@@ -147,7 +157,7 @@ class Loader:
         finally:
             for planned in ready:
                 if planned.reserved:
-                    self.cache.release(planned.entry.path, planned.reserved)
+                    self.cache.release(self.cache.dirs[planned.dir_index], planned.reserved)
                 self._writing[planned.final] -= 1
                 if not self._writing[planned.final]:
                     del self._writing[planned.final]
@@ -217,7 +227,7 @@ class Loader:
         outcomes: dict[PoolWork, CopyOutcome] = {}
         failed: set[str] = set()
         for planned in large:
-            planned.tmp = self.cache.dir_for(planned.entry.path).tmp_path(planned.entry.path)
+            planned.tmp = self._tmp_for(planned)
             self._tmp_in_use.add(planned.tmp)
             if not planned.local:
                 problem = await trio.to_thread.run_sync(self._head, planned)
@@ -237,8 +247,7 @@ class Loader:
         rate = batch.options.bandwidth
         piece = piece_size(rate, self.partition_size) if rate else 0
         planned_ok = [p for p in ready if p.entry.path not in failed]
-        plan = plan_shards(planned_ok, piece, self.sizes,
-                           lambda uri: self.cache.dir_for(uri).tmp_path(uri))
+        plan = plan_shards(planned_ok, piece, self.sizes, self._tmp_for)
         self._tmp_in_use |= plan.tmps
         for planned in planned_ok:
             planned.pieces = plan.pieces[planned.entry.path]
@@ -343,10 +352,10 @@ class Loader:
                 self.stats.files_failed += 1
                 continue
             length = sum(o.bytes for o in done)
-            index = self.cache.dirs.index(self.cache.dir_for(path))
+            index = planned.dir_index
             reserved = planned.reserved if self.cache.dirs[index].capacity else 0
             commits.setdefault(index, []).append(
-                (path, IndexEntry(length, entry_mtime, job_id, version, checksum=checksum),
+                (planned.key, IndexEntry(length, entry_mtime, job_id, version, checksum=checksum),
                  reserved)
             )
             results[path] = FileResult(path, FileStatus.OK, length)
@@ -357,7 +366,7 @@ class Loader:
         with trio.CancelScope(shield=True):
             for index, entries in commits.items():
                 await trio.to_thread.run_sync(
-                    self.cache.dirs[index].commit, entries, limiter=self.cache.limiter
+                    self.cache.dirs[index].commit_keys, entries, limiter=self.cache.limiter
                 )
         for planned in ready:
             if planned.entry.path in results and results[planned.entry.path].status is (

@@ -39,6 +39,8 @@ class PlannedFile:
     version: str = ""  # large objects: the ETag their ranges are pinned to
     reserved: int = 0
     checksum: str = ""  # large files: read back once every range is written
+    key: str = ""  # its index key (``layout.cache_name``)
+    dir_index: int = 0  # which cache dir holds it
 
 
 @dataclass
@@ -71,7 +73,7 @@ class Sizes:
 
 
 def plan_shards(ready: list[PlannedFile], piece: int, sizes: Sizes,
-                tmp_for: Callable[[str], str]) -> Plan:
+                tmp_for: Callable[[PlannedFile], str]) -> Plan:
     """Shards for the pool. ``piece`` (a throttled job): small files are grouped into
     shards of about that many bytes; large files keep their partitions, which the
     runner copies a piece at a time. A large file's ``tmp`` must be set already."""
@@ -85,7 +87,7 @@ def plan_shards(ready: list[PlannedFile], piece: int, sizes: Sizes,
         current: list[PoolWork] = []
         current_bytes = 0
         for planned in small:
-            job = LocalCopy(planned.src, tmp_for(planned.entry.path), planned.final,
+            job = LocalCopy(planned.src, tmp_for(planned), planned.final,
                             expect_length=planned.entry.length,
                             expect_mtime_ns=planned.entry.mtime_ns)
             tmps.add(job.tmp)
@@ -103,7 +105,7 @@ def plan_shards(ready: list[PlannedFile], piece: int, sizes: Sizes,
         size = sizes.piece(planned)
         if length <= size:
             if not planned.local:
-                fetch = ObjectFetch(planned.src, tmp_for(planned.entry.path), planned.final)
+                fetch = ObjectFetch(planned.src, tmp_for(planned), planned.final)
                 tmps.add(fetch.tmp)
                 pieces[planned.entry.path].append(fetch)
                 fetches.append((fetch, length))

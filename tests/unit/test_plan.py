@@ -39,7 +39,7 @@ def test_every_byte_in_one_piece_and_every_piece_in_one_shard(
     files, piece, sizes = workload
     before = copy.deepcopy(files)
     counter = itertools.count()
-    plan = plan_shards(files, piece, sizes, lambda uri: f"/cache/tmp/{uri}-{next(counter)}")
+    plan = plan_shards(files, piece, sizes, lambda p: f"/cache/tmp/{p.entry.path}-{next(counter)}")
 
     assert files == before  # nothing given is mutated
     in_shards = [work for shard in plan.shards for work in shard.work]
@@ -75,7 +75,7 @@ def test_every_byte_in_one_piece_and_every_piece_in_one_shard(
 def test_unthrottled_objects_go_to_at_most_one_shard_per_process(
         workload: tuple[list[PlannedFile], int, Sizes]) -> None:
     files, _piece, sizes = workload
-    plan = plan_shards(files, 0, sizes, lambda uri: f"/cache/tmp/{uri}")
+    plan = plan_shards(files, 0, sizes, lambda p: f"/cache/tmp/{p.entry.path}")
     object_shards = [s for s in plan.shards if not isinstance(s.work[0], LocalCopy)]
     assert len(object_shards) <= sizes.pool_size
     small_local = [s for s in plan.shards

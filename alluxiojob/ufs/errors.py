@@ -1,0 +1,11 @@
+"""The one error of the UFS layer (``alluxiojob.ufs.base`` re-exports it)."""
+
+from __future__ import annotations
+
+
+class UfsError(Exception):
+    """A UFS operation failed; ``reason`` is the failure code shown to users."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # a ``Reason`` value
