@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from alluxiojob.config import Config, ConfigError, Keys
 from alluxiojob.ufs.base import UfsError
-from alluxiojob.ufs.uri import parse_uri, to_local_path
+from alluxiojob.ufs.uri import parse_uri
 
 ALLOWLIST_KEY = Keys.PATH_ALLOWLIST.name
 
@@ -57,9 +57,13 @@ def literal_location(uri: str) -> Location:
 
 def resolved_location(uri: str) -> Location:
     """Where ``uri`` really is: realpath for local paths, ``..`` resolved for the others."""
-    literal = literal_location(uri)
+    return _resolve(literal_location(uri))
+
+
+def _resolve(literal: Location) -> Location:
+    """Where a literal location really is (blocking for a local one: ``realpath``)."""
     if literal.scheme == "file":
-        real = os.path.realpath(to_local_path(uri))
+        real = os.path.realpath("/" + "/".join(literal.parts))
         return Location("file", "", _components(real))
     normalized = posixpath.normpath("/" + "/".join(literal.parts))
     return Location(literal.scheme, literal.authority, _components(normalized))
@@ -75,12 +79,18 @@ class PathAllowlist:
 
     def __init__(self, prefixes: Iterable[str]) -> None:
         self.prefixes = tuple(prefixes)
+        literals: list[Location] = []
         for prefix in self.prefixes:
             try:
-                literal_location(prefix)
+                literals.append(literal_location(prefix))
             except UfsError:
                 raise ConfigError(f"{ALLOWLIST_KEY}: {prefix!r} is neither an absolute path "
                                   "nor a URI such as s3://bucket/prefix") from None
+        # Parsed once. A local prefix is resolved (realpath) at each check, so that a
+        # symlink on its way is followed as it is now; an object prefix, once.
+        self._literals = tuple(literals)
+        self._objects_resolved = {i: _resolve(literal) for i, literal in enumerate(literals)
+                                  if literal.scheme != "file"}
 
     @classmethod
     def from_config(cls, config: Config) -> PathAllowlist:
@@ -99,15 +109,15 @@ class PathAllowlist:
         if not self.enabled:
             return True
         try:
-            where = resolved_location(uri)
             literal = literal_location(uri)
+            where = _resolve(literal)
         except (UfsError, ValueError, OSError):
             return False
-        for prefix in self.prefixes:
-            allowed = resolved_location(prefix)
+        for i, prefix in enumerate(self._literals):
+            allowed = self._objects_resolved.get(i) or _resolve(prefix)
             if not where.within(allowed):
                 continue
-            if where.scheme == "file" or literal.within(literal_location(prefix)):
+            if where.scheme == "file" or literal.within(prefix):
                 return True
         return False
 
