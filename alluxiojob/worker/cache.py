@@ -46,7 +46,13 @@ from alluxiojob.ufs.local import open_regular
 from alluxiojob.ufs.tmpnames import worker_tag
 from alluxiojob.worker.copier import CACHE_DIR_MODE, CACHE_FILE_MODE
 from alluxiojob.worker.index import CacheIndex, IndexEntry, MetadataRecord, Victim
-from alluxiojob.worker.layout import cache_relpath, index_key, uri_of_relpath
+from alluxiojob.worker.layout import (
+    CacheName,
+    cache_name,
+    cache_relpath,
+    index_key,
+    uri_of_relpath,
+)
 
 __all__ = ["Cache", "CacheDir", "IndexEntry", "MetadataRecord", "cache_relpath", "index_key"]
 
@@ -219,14 +225,20 @@ class CacheDir:
     def remove(self, uris: list[str]) -> list[tuple[str, int]]:
         """Evict files from the index and data/; returns (uri, bytes) actually removed.
         Metadata-only records of these files go too."""
-        keys = [index_key(uri) for uri in uris]
+        return self.remove_named([(uri, cache_name(uri)) for uri in uris])
+
+    def remove_named(self, named: list[tuple[str, CacheName]]) -> list[tuple[str, int]]:
+        """``remove``, each file's cache name computed already (``layout.cache_name``)."""
         with self.lock:
-            forgotten = dict(self.index.forget(keys))
+            forgotten = dict(self.index.forget([name.key for _, name in named]))
             removed = []
-            for uri, key in zip(uris, keys, strict=True):
-                if key in forgotten:
-                    self._unlink(uri)
-                    removed.append((uri, forgotten[key]))
+            for uri, name in named:
+                if name.key in forgotten:
+                    try:
+                        os.unlink(self.path_of(name.relpath))
+                    except FileNotFoundError:
+                        pass
+                    removed.append((uri, forgotten[name.key]))
         return removed
 
     def evict(self, victims: list[Victim]) -> int:

@@ -16,12 +16,12 @@ import trio_parallel
 
 from alluxiojob.core.reasons import Reason
 from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus, TaskBatch, TaskOp
-from alluxiojob.ufs import is_local, ufs_for
+from alluxiojob.ufs import ufs_for
 from alluxiojob.ufs.base import UfsError
-from alluxiojob.ufs.local import to_local_path
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.ufs.tmpnames import TmpName, TmpOwner, retarget
 from alluxiojob.ufs.uploads import UploadJournal
+from alluxiojob.ufs.uri import parse_uri
 from alluxiojob.worker.copier import LocalCopy, transfer_shard
 from alluxiojob.worker.layout import cache_relpath
 from alluxiojob.worker.pool import Pool, pool_died, unlink_quiet
@@ -38,15 +38,16 @@ def _plan(files: tuple[FileEntry, ...], tmp_owner: TmpOwner, pool_size: int,
             results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason.INVALID_PATH,
                                          "no destination given")
             continue
+        source, destination = parse_uri(f.path), parse_uri(f.dst)
         try:
             cache_relpath(f.dst)  # rejects '..' and empty components
-            if is_local(f.path) and is_local(f.dst):
-                src, dst = to_local_path(f.path), to_local_path(f.dst)
+            if source.local and destination.local:
+                src, dst = source.local_path, destination.local_path
                 tmp = TmpName.new(tmp_owner).beside(dst)
                 jobs.append((f, LocalCopy(src, tmp, dst)))
             else:
-                ufs_for(f.path).normalize(f.path)
-                ufs_for(f.dst).normalize(f.dst)
+                ufs_for(source).normalize(source)
+                ufs_for(destination).normalize(destination)
                 jobs.append((f, ObjectTransfer(f.path, f.dst)))
         except UfsError as exc:
             results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),

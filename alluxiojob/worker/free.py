@@ -9,25 +9,25 @@ from alluxiojob.core.reasons import Reason
 from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.worker.cache import Cache
+from alluxiojob.worker.layout import CacheName, cache_name
 
 
 async def free(cache: Cache, files: tuple[FileEntry, ...]) -> tuple[list[FileResult], int]:
     """Each file's result (OK with the bytes freed, SKIPPED when it was not cached, or
     FAILED for a name that cannot be cached), and how many files were freed."""
     results: list[FileResult] = []
-    by_dir: dict[int, list[str]] = {}
+    by_dir: dict[int, list[tuple[str, CacheName]]] = {}
     for f in files:
         try:
-            d = cache.dir_for(f.path)
-            d.data_path(f.path)
+            name = cache_name(f.path)  # each URI parsed once, here
         except UfsError as exc:
             results.append(FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
                                       str(exc)))
             continue
-        by_dir.setdefault(cache.dirs.index(d), []).append(f.path)
+        by_dir.setdefault(cache.dir_index(name.key), []).append((f.path, name))
     freed: dict[str, int] = {}
-    for index, uris in by_dir.items():
-        removed = await trio.to_thread.run_sync(cache.dirs[index].remove, uris,
+    for index, named in by_dir.items():
+        removed = await trio.to_thread.run_sync(cache.dirs[index].remove_named, named,
                                                 limiter=cache.limiter)
         freed.update(removed)
     for f in files:

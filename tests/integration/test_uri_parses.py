@@ -72,6 +72,11 @@ async def test_a_load_parses_each_uri_at_most_twice(tmp_path: Path,
             cached, source = d.data_path(f.path), f.path[len("file://"):]
             assert await trio.to_thread.run_sync(_read, cached) == \
                 await trio.to_thread.run_sync(_read, source)
+        calls.clear()  # FREE: one cache name per file
+        freed = await executor.run(TaskBatch(2, "job-1", TaskOp.FREE, tuple(files)))
+        assert [r.status for r in freed.results] == [FileStatus.OK] * len(files)
+        assert sum(calls.values()) <= len(files) + 2, calls
+        assert cache.files == 0
     finally:
         cache.close()
 
