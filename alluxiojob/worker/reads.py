@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from alluxiojob.core.errors import http_status
 from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.ufs import is_local, resolve_path, ufs_for
 from alluxiojob.ufs.base import UfsError, UfsStat, UnderFileSystem
@@ -135,8 +136,8 @@ def _error(exc: UfsError | OSError, uri: str) -> Response:
     if isinstance(exc, OSError):
         return JSONResponse({"error": "NOT_FOUND", "message": f"{uri}: {exc.strerror}"},
                             status_code=404)
-    status = {"PERMISSION_DENIED": 403, "UFS_NOT_FOUND": 404}.get(exc.reason, 400)
-    return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=status)
+    return JSONResponse({"error": exc.reason, "message": str(exc)},
+                        status_code=http_status(exc.reason))
 
 
 def _checked_uri(request: Request) -> str | Response:
