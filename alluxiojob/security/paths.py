@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from alluxiojob.config import Config, ConfigError, Keys
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.uri import parse_uri
 
@@ -50,7 +51,7 @@ def literal_location(uri: str) -> Location:
         return Location("file", "", tuple(p for p in _components(parsed.local_path)
                                           if p != "."))
     if not parsed.scheme:
-        raise UfsError("INVALID_PATH", f"not an absolute path or URI: {uri!r}")
+        raise UfsError(Reason.INVALID_PATH, f"not an absolute path or URI: {uri!r}")
     return Location(parsed.scheme, parsed.bucket,
                     tuple(p for p in _components(parsed.key) if p != "."))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError, UfsFile, UfsStat, UnderFileSystem
 from alluxiojob.ufs.local import LocalUfs
 from alluxiojob.ufs.objects import OBJECT_SCHEMES, ObjectStoreUfs
@@ -40,7 +41,7 @@ def ufs_for(path: str | UfsUri, settings: UfsSettings | None = None) -> UnderFil
                 handle = _handles[key] = ObjectStoreUfs(scheme, key[1])
             return handle
     raise UfsError(
-        "INVALID_PATH",
+        Reason.INVALID_PATH,
         f"unsupported UFS scheme {scheme!r} in {str(path)!r}; supported: local paths, file://, "
         + ", ".join(f"{s}://" for s in OBJECT_SCHEMES),
     )
@@ -49,11 +50,11 @@ def ufs_for(path: str | UfsUri, settings: UfsSettings | None = None) -> UnderFil
 def resolve_path(path: str, ufs_root: str) -> str:
     """Resolve a user-given job path (relative paths go under ``ufs_root``) to a URI."""
     if not path:
-        raise UfsError("INVALID_PATH", "empty path")
+        raise UfsError(Reason.INVALID_PATH, "empty path")
     if "://" not in path and not path.startswith("/"):
         if not ufs_root:
             raise UfsError(
-                "INVALID_PATH",
+                Reason.INVALID_PATH,
                 f"relative path {path!r} needs alluxio.dora.client.ufs.root to be set",
             )
         path = ufs_root.rstrip("/") + "/" + path

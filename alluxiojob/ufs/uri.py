@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.errors import UfsError
 
 _FILE = "file://"
@@ -31,7 +32,7 @@ class UfsUri:
     def local_path(self) -> str:
         """The local path of a local URI; ``UfsError(INVALID_PATH)`` for a remote host."""
         if self.problem:
-            raise UfsError("INVALID_PATH", self.problem)
+            raise UfsError(Reason.INVALID_PATH, self.problem)
         return self.key
 
 

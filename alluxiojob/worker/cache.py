@@ -41,6 +41,7 @@ from pathlib import Path
 
 import trio
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import open_regular
 from alluxiojob.ufs.tmpnames import worker_tag
@@ -185,7 +186,7 @@ class CacheDir:
         path = self.data_path(uri)
         data = os.path.realpath(self.data)
         if not os.path.realpath(path).startswith(data + os.sep):
-            raise UfsError("PERMISSION_DENIED",
+            raise UfsError(Reason.PERMISSION_DENIED,
                            f"{uri}: its cache file resolves outside {self.data}")
         fd, info = open_regular(path, name=f"{uri}: its cache file", nofollow=True)
         return fd, info.st_size

@@ -50,7 +50,7 @@ def _plan(files: tuple[FileEntry, ...], tmp_owner: TmpOwner, pool_size: int,
                 ufs_for(destination).normalize(destination)
                 jobs.append((f, ObjectTransfer(f.path, f.dst)))
         except UfsError as exc:
-            results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
+            results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, exc.reason,
                                          str(exc))
     local = [pair for pair in jobs if isinstance(pair[1], LocalCopy)]
     remote = [pair for pair in jobs if not isinstance(pair[1], LocalCopy)]
@@ -84,12 +84,12 @@ async def transfer(batch: TaskBatch, pool: Pool, tmp_owner: TmpOwner,
         for (entry, _job), outcome in zip(shard, done, strict=True):
             if outcome.ok:
                 results[entry.path] = FileResult(entry.path, FileStatus.OK, outcome.bytes)
-            elif outcome.reason == "EXISTS":
+            elif outcome.reason is Reason.EXISTS:
                 results[entry.path] = FileResult(entry.path, FileStatus.SKIPPED,
                                                  entry.length, None, outcome.message)
             else:
                 results[entry.path] = FileResult(entry.path, FileStatus.FAILED, 0,
-                                                 Reason(outcome.reason), outcome.message)
+                                                 outcome.reason or Reason.IO_ERROR, outcome.message)
 
     async with trio.open_nursery() as nursery:
         for shard in shards:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import trio
 
-from alluxiojob.core.reasons import Reason
 from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.worker.cache import Cache
@@ -21,7 +20,7 @@ async def free(cache: Cache, files: tuple[FileEntry, ...]) -> tuple[list[FileRes
         try:
             name = cache_name(f.path)  # each URI parsed once, here
         except UfsError as exc:
-            results.append(FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
+            results.append(FileResult(f.path, FileStatus.FAILED, 0, exc.reason,
                                       str(exc)))
             continue
         by_dir.setdefault(cache.dir_index(name.key), []).append((f.path, name))

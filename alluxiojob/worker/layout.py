@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError
 
 OBJECT_SCHEME_DIRS = ("s3", "gs", "az")
@@ -38,7 +39,7 @@ def _encode_key(key: str, uri: str) -> list[str]:
         elif name in (".", ".."):
             name = name.replace(".", "%2E")
         if len(os.fsencode(name)) > NAME_MAX:
-            raise UfsError("INVALID_PATH", f"a component of the key {key!r} of {uri} is "
+            raise UfsError(Reason.INVALID_PATH, f"a component of the key {key!r} of {uri} is "
                            f"longer than the {NAME_MAX} bytes a cache file name can hold")
         encoded.append(name)
     return encoded
@@ -53,11 +54,11 @@ def cache_relpath(uri: str) -> str:
         bucket, _, key = rest.partition("/")
         if (not bucket or not key or key.endswith("/") or bucket in (".", "..")
                 or "\x00" in bucket):
-            raise UfsError("INVALID_PATH", f"not a cacheable object: {uri!r}")
+            raise UfsError(Reason.INVALID_PATH, f"not a cacheable object: {uri!r}")
         return "/".join([scheme, bucket, *_encode_key(key, uri)])
     parts = [p for p in rest.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts) or "\x00" in rest:
-        raise UfsError("INVALID_PATH", f"not a cacheable path: {uri!r}")
+        raise UfsError(Reason.INVALID_PATH, f"not a cacheable path: {uri!r}")
     if parts[0].rstrip("%") in OBJECT_SCHEME_DIRS:
         parts[0] += "%"
     return "/".join(parts)

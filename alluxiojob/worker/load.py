@@ -120,7 +120,7 @@ class Loader:
                 src = uri.local_path if uri.local else ufs_for(uri).normalize(uri)
                 name = cache_name(f.path)
             except UfsError as exc:
-                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, Reason(exc.reason),
+                results[f.path] = FileResult(f.path, FileStatus.FAILED, 0, exc.reason,
                                              str(exc))
                 continue
             index = self.cache.dir_index(name.key)
@@ -201,7 +201,7 @@ class Loader:
         except UfsError as exc:
             return CopyOutcome(False, reason=exc.reason, message=str(exc))
         if info.length != planned.entry.length:
-            return CopyOutcome(False, reason="UFS_CHANGED", message=(
+            return CopyOutcome(False, reason=Reason.UFS_CHANGED, message=(
                 f"{planned.src} is {info.length} bytes, not the {planned.entry.length} "
                 "listed; it changed since the listing"))
         planned.version = info.version
@@ -233,7 +233,7 @@ class Loader:
                 problem = await trio.to_thread.run_sync(self._head, planned)
                 if problem is not None:
                     results[planned.entry.path] = FileResult(
-                        planned.entry.path, FileStatus.FAILED, 0, Reason(problem.reason),
+                        planned.entry.path, FileStatus.FAILED, 0, problem.reason or Reason.IO_ERROR,
                         problem.message)
                     failed.add(planned.entry.path)
                     continue
@@ -241,7 +241,7 @@ class Loader:
                 await trio.to_thread.run_sync(preallocate, planned.tmp, planned.entry.length)
             except OSError as exc:
                 results[planned.entry.path] = FileResult(
-                    planned.entry.path, FileStatus.FAILED, 0, Reason(reason_for(exc)),
+                    planned.entry.path, FileStatus.FAILED, 0, reason_for(exc),
                     f"cache file {planned.tmp}: {exc.strerror} (caching {planned.src})")
                 failed.add(planned.entry.path)
         rate = batch.options.bandwidth
@@ -347,8 +347,8 @@ class Loader:
             if failed is not None:
                 if planned.tmp:
                     await trio.to_thread.run_sync(unlink_quiet, planned.tmp)
-                results[path] = FileResult(path, FileStatus.FAILED, 0, Reason(failed.reason),
-                                           failed.message)
+                results[path] = FileResult(path, FileStatus.FAILED, 0,
+                                           failed.reason or Reason.IO_ERROR, failed.message)
                 self.stats.files_failed += 1
                 continue
             length = sum(o.bytes for o in done)
@@ -409,7 +409,7 @@ class Loader:
                                    message=f"{planned.src}: {exc.strerror}")
             if (info.st_size != planned.entry.length
                     or info.st_mtime_ns != planned.entry.mtime_ns):
-                return CopyOutcome(False, reason="UFS_CHANGED",
+                return CopyOutcome(False, reason=Reason.UFS_CHANGED,
                                    message=f"{planned.src} changed while it was loaded")
         try:
             planned.checksum, mismatch = read_back(planned.tmp, planned.entry.length,
@@ -419,7 +419,7 @@ class Loader:
             return CopyOutcome(False, reason=reason_for(exc), message=(
                 f"cache file {planned.tmp}: {exc.strerror} (caching {planned.src})"))
         if mismatch is not None:
-            return CopyOutcome(False, reason="IO_ERROR", message=mismatch)
+            return CopyOutcome(False, reason=Reason.IO_ERROR, message=mismatch)
         try:
             make_dirs(os.path.dirname(planned.final), CACHE_DIR_MODE)
             os.rename(planned.tmp, planned.final)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import trio
 import trio_parallel
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.worker.copier import CopyOutcome
 from alluxiojob.worker.slots import FairSlots
 
@@ -29,7 +30,7 @@ class ExecutorStats:
 
 
 def pool_died(exc: BaseException) -> CopyOutcome:
-    return CopyOutcome(False, reason="IO_ERROR",
+    return CopyOutcome(False, reason=Reason.IO_ERROR,
                        message=f"a pool process died while copying this file ({exc}); "
                        "it will be retried")
 
