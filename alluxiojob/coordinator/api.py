@@ -36,6 +36,7 @@ from alluxiojob.core.errors import (
     PermissionDenied,
     WrongState,
     describe_error,
+    http_status,
 )
 from alluxiojob.core.job import (
     OPTION_ALIASES,
@@ -123,10 +124,7 @@ def guarded(handler: Handler) -> Handler:
         except JobServiceError as exc:
             return error_response(exc)
         except UfsError as exc:
-            status = {"UFS_NOT_FOUND": 404, "PERMISSION_DENIED": 403}.get(exc.reason, 400)
-            if exc.reason in ("UFS_THROTTLED", "IO_ERROR"):
-                status = 503
-            return _error(exc.reason, str(exc), status)
+            return _error(exc.reason, str(exc), http_status(exc.reason))
         except (ValueError, TypeError, KeyError) as exc:
             return _error("INVALID_ARGUMENT", describe_error(exc), 400)
         except Exception as exc:

@@ -6,6 +6,8 @@ pick an exit code and a user sees the same name everywhere.
 
 from __future__ import annotations
 
+from alluxiojob.core.reasons import Reason
+
 
 class JobServiceError(Exception):
     code = "INTERNAL"
@@ -72,6 +74,22 @@ class Fenced(JobServiceError):
 
     code = "FENCED"
     http_status = 409
+
+
+# The HTTP status of a file's failure reason, wherever a request fails with one (the
+# coordinator's API, a worker's reads). A retryable store failure is the server's (503);
+# any other reason not listed here is the request's (400).
+_REASON_STATUS: dict[str, int] = {
+    Reason.UFS_NOT_FOUND: 404,
+    Reason.PERMISSION_DENIED: 403,
+    Reason.UFS_THROTTLED: 503,
+    Reason.IO_ERROR: 503,
+}
+
+
+def http_status(reason: str) -> int:
+    """The HTTP status of a failure ``reason`` (a ``Reason`` value)."""
+    return _REASON_STATUS.get(reason, 400)
 
 
 def leaves(exc: BaseException) -> list[BaseException]:

@@ -19,7 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from alluxiojob.config import Config, ConfigError, Keys
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError
+from alluxiojob.ufs.uri import parse_uri
 
 ALLOWLIST_KEY = Keys.PATH_ALLOWLIST.name
 
@@ -42,39 +44,27 @@ def _components(path: str) -> tuple[str, ...]:
     return tuple(p for p in path.split("/") if p)
 
 
-def is_local(uri: str) -> bool:
-    return uri.startswith("/") or uri.startswith("file://")
-
-
-def local_path(uri: str) -> str:
-    """The local path of a plain path or ``file://`` URI (``file://localhost/`` too)."""
-    if not uri.startswith("file://"):
-        return uri
-    rest = uri[len("file://"):]
-    if rest.startswith("localhost/"):
-        rest = rest[len("localhost"):]
-    if not rest.startswith("/"):
-        raise UfsError("INVALID_PATH", f"file URI with a remote host is not supported: {uri}")
-    return rest
-
-
 def literal_location(uri: str) -> Location:
     """Components as written (``.`` and empty ones dropped, ``..`` kept)."""
-    if is_local(uri):
-        return Location("file", "", tuple(p for p in _components(local_path(uri)) if p != "."))
-    scheme, sep, rest = uri.partition("://")
-    if not sep or not scheme:
-        raise UfsError("INVALID_PATH", f"not an absolute path or URI: {uri!r}")
-    authority, _, key = rest.partition("/")
-    return Location(scheme.lower(), authority,
-                    tuple(p for p in _components(key) if p != "."))
+    parsed = parse_uri(uri)
+    if parsed.local:
+        return Location("file", "", tuple(p for p in _components(parsed.local_path)
+                                          if p != "."))
+    if not parsed.scheme:
+        raise UfsError(Reason.INVALID_PATH, f"not an absolute path or URI: {uri!r}")
+    return Location(parsed.scheme, parsed.bucket,
+                    tuple(p for p in _components(parsed.key) if p != "."))
 
 
 def resolved_location(uri: str) -> Location:
     """Where ``uri`` really is: realpath for local paths, ``..`` resolved for the others."""
-    literal = literal_location(uri)
+    return _resolve(literal_location(uri))
+
+
+def _resolve(literal: Location) -> Location:
+    """Where a literal location really is (blocking for a local one: ``realpath``)."""
     if literal.scheme == "file":
-        real = os.path.realpath(local_path(uri))
+        real = os.path.realpath("/" + "/".join(literal.parts))
         return Location("file", "", _components(real))
     normalized = posixpath.normpath("/" + "/".join(literal.parts))
     return Location(literal.scheme, literal.authority, _components(normalized))
@@ -90,15 +80,19 @@ class PathAllowlist:
 
     def __init__(self, prefixes: Iterable[str]) -> None:
         self.prefixes = tuple(prefixes)
+        literals: list[Location] = []
         for prefix in self.prefixes:
             try:
-                literal_location(prefix)
+                literals.append(literal_location(prefix))
             except UfsError:
                 raise ConfigError(f"{ALLOWLIST_KEY}: {prefix!r} is neither an absolute path "
                                   "nor a URI such as s3://bucket/prefix") from None
-        self._literal_prefixes = tuple(
-            literal_location(p) for p in self.prefixes
-            if ".." not in literal_location(p).parts)
+        # Parsed once. A local prefix is resolved (realpath) at each check, so that a
+        # symlink on its way is followed as it is now; an object prefix, once.
+        self._literals = tuple(literals)
+        self._objects_resolved = {i: _resolve(literal) for i, literal in enumerate(literals)
+                                  if literal.scheme != "file"}
+        self._literal_prefixes = tuple(p for p in literals if ".." not in p.parts)
 
     @classmethod
     def from_config(cls, config: Config) -> PathAllowlist:
@@ -117,15 +111,15 @@ class PathAllowlist:
         if not self.enabled:
             return True
         try:
-            where = resolved_location(uri)
             literal = literal_location(uri)
+            where = _resolve(literal)
         except (UfsError, ValueError, OSError):
             return False
-        for prefix in self.prefixes:
-            allowed = resolved_location(prefix)
+        for i, prefix in enumerate(self._literals):
+            allowed = self._objects_resolved.get(i) or _resolve(prefix)
             if not where.within(allowed):
                 continue
-            if where.scheme == "file" or literal.within(literal_location(prefix)):
+            if where.scheme == "file" or literal.within(prefix):
                 return True
         return False
 

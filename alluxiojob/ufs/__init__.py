@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError, UfsFile, UfsStat, UnderFileSystem
 from alluxiojob.ufs.local import LocalUfs
 from alluxiojob.ufs.objects import OBJECT_SCHEMES, ObjectStoreUfs
 from alluxiojob.ufs.settings import UfsSettings
+from alluxiojob.ufs.uri import UfsUri, parse_uri
 
 _LOCAL = LocalUfs()
 _handles: dict[tuple[str, UfsSettings], ObjectStoreUfs] = {}
@@ -19,17 +21,16 @@ _lock = threading.Lock()
 
 
 def scheme_of(path: str) -> str:
-    if path.startswith("/") or path.startswith("file://"):
-        return "file"
-    return path.split("://", 1)[0].lower() if "://" in path else ""
+    return parse_uri(path).scheme
 
 
 def is_local(uri: str) -> bool:
     return scheme_of(uri) == "file"
 
 
-def ufs_for(path: str, settings: UfsSettings | None = None) -> UnderFileSystem:
-    scheme = scheme_of(path)
+def ufs_for(path: str | UfsUri, settings: UfsSettings | None = None) -> UnderFileSystem:
+    """The UFS of ``path`` (a URI, or one parsed already)."""
+    scheme = path.scheme if isinstance(path, UfsUri) else scheme_of(path)
     if scheme == "file":
         return _LOCAL
     if scheme in OBJECT_SCHEMES:
@@ -40,8 +41,8 @@ def ufs_for(path: str, settings: UfsSettings | None = None) -> UnderFileSystem:
                 handle = _handles[key] = ObjectStoreUfs(scheme, key[1])
             return handle
     raise UfsError(
-        "INVALID_PATH",
-        f"unsupported UFS scheme {scheme!r} in {path!r}; supported: local paths, file://, "
+        Reason.INVALID_PATH,
+        f"unsupported UFS scheme {scheme!r} in {str(path)!r}; supported: local paths, file://, "
         + ", ".join(f"{s}://" for s in OBJECT_SCHEMES),
     )
 
@@ -49,11 +50,11 @@ def ufs_for(path: str, settings: UfsSettings | None = None) -> UnderFileSystem:
 def resolve_path(path: str, ufs_root: str) -> str:
     """Resolve a user-given job path (relative paths go under ``ufs_root``) to a URI."""
     if not path:
-        raise UfsError("INVALID_PATH", "empty path")
+        raise UfsError(Reason.INVALID_PATH, "empty path")
     if "://" not in path and not path.startswith("/"):
         if not ufs_root:
             raise UfsError(
-                "INVALID_PATH",
+                Reason.INVALID_PATH,
                 f"relative path {path!r} needs alluxio.dora.client.ufs.root to be set",
             )
         path = ufs_root.rstrip("/") + "/" + path
@@ -61,4 +62,5 @@ def resolve_path(path: str, ufs_root: str) -> str:
 
 
 __all__ = ["LocalUfs", "ObjectStoreUfs", "UfsError", "UfsFile", "UfsSettings", "UfsStat",
-           "UnderFileSystem", "is_local", "resolve_path", "scheme_of", "ufs_for"]
+           "UfsUri", "UnderFileSystem", "is_local", "parse_uri", "resolve_path", "scheme_of",
+           "ufs_for"]

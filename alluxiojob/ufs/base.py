@@ -22,6 +22,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from alluxiojob.ufs.errors import UfsError
+from alluxiojob.ufs.uri import UfsUri
+
+__all__ = ["READ_CHUNK", "UfsError", "UfsFile", "UfsStat", "UfsUri", "UnderFileSystem"]
+
 READ_CHUNK = 1 << 20  # what a read yields at a time: memory is bounded by chunks in flight
 
 
@@ -41,19 +46,12 @@ class UfsStat:
     version: str = ""
 
 
-class UfsError(Exception):
-    """A UFS operation failed; ``reason`` is the failure code shown to users."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason  # a ``Reason`` value
-
-
 class UnderFileSystem(Protocol):
     scheme: str
 
-    def normalize(self, path: str) -> str:
-        """Canonical URI of ``path``; raises ``UfsError`` for a malformed path."""
+    def normalize(self, path: str | UfsUri) -> str:
+        """Canonical URI of ``path`` (as written, or parsed already); raises
+        ``UfsError`` for a malformed path."""
         ...
 
     def exists(self, uri: str) -> bool:

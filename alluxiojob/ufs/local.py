@@ -7,58 +7,54 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import READ_CHUNK, UfsError, UfsFile, UfsStat
 from alluxiojob.ufs.tmpnames import TmpName, TmpOwner, hold_lock, sweep
+from alluxiojob.ufs.uri import UfsUri, parse_uri, to_local_path
 
 SCHEME = "file"
 _NO_WORKER = TmpOwner.anonymous()
 
-
-def to_local_path(uri: str) -> str:
-    """``file:///a/b`` → ``/a/b``; a plain absolute path is returned as is.
-
-    File URIs here are not percent-encoded: a name may hold ``%``, ``?`` or ``#``.
-    """
-    if uri.startswith("file://"):
-        rest = uri[len("file://") :]
-        if rest.startswith("localhost/"):
-            rest = rest[len("localhost") :]
-        if not rest.startswith("/"):
-            raise UfsError("INVALID_PATH", f"file URI with a remote host is not supported: {uri}")
-        return rest
-    return uri
+__all__ = ["LocalUfs", "make_dirs", "open_regular", "reason_for", "to_local_path",
+           "write_reason_for"]
 
 
-def reason_for(exc: OSError) -> str:
+def reason_for(exc: OSError) -> Reason:
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return "UFS_NOT_FOUND"
+        return Reason.UFS_NOT_FOUND
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return "PERMISSION_DENIED"
+        return Reason.PERMISSION_DENIED
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "CACHE_FULL"
-    return "IO_ERROR"
+        return Reason.CACHE_FULL
+    return Reason.IO_ERROR
 
 
-def write_reason_for(exc: OSError) -> str:
+def write_reason_for(exc: OSError) -> Reason:
     """Writing: a file in the way of a directory is a path this tree cannot hold."""
     if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENAMETOOLONG):
-        return "INVALID_PATH"
+        return Reason.INVALID_PATH
     return reason_for(exc)
 
 
-def open_regular(path: str) -> tuple[int, os.stat_result]:
-    """(fd, stat) of a local file opened for reading, without ever blocking.
+def open_regular(path: str, *, name: str = "", nofollow: bool = False
+                 ) -> tuple[int, os.stat_result]:
+    """(fd, stat) of a local file opened for reading, without ever blocking: the one
+    way to open a file the worker reads (a copy's source, a cached file, a read-through).
 
     A FIFO, a device or a socket can take a file's place between a listing and a read;
     opened the usual way, a FIFO with no writer blocks for good. So the open does not
     block (``O_NONBLOCK``, which changes nothing for a regular file) and anything but a
-    regular file is refused: ``UfsError(IO_ERROR, "...: not a regular file")``.
+    regular file is refused: ``UfsError(INVALID_PATH, "<name>: not a regular file")``.
+    ``INVALID_PATH`` and not ``IO_ERROR``: no retry turns a FIFO into a file, so the
+    failure is final at once. ``name`` is what the message calls the file (its URI;
+    ``path`` by default); ``nofollow`` refuses a symlink (``O_NOFOLLOW``).
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
+    fd = os.open(path, flags)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise UfsError("IO_ERROR", f"{path}: not a regular file")
+            raise UfsError(Reason.INVALID_PATH, f"{name or path}: not a regular file")
     except BaseException:
         os.close(fd)
         raise
@@ -105,12 +101,13 @@ def fsync_dir(path: str, *, best_effort: bool = False) -> None:
 class LocalUfs:
     scheme = SCHEME
 
-    def normalize(self, path: str) -> str:
-        local = to_local_path(path)
+    def normalize(self, path: str | UfsUri) -> str:
+        parsed = path if isinstance(path, UfsUri) else parse_uri(path)
+        local, path = parsed.local_path, parsed.text
         if not local.startswith("/"):
-            raise UfsError("INVALID_PATH", f"not an absolute path: {path!r}")
+            raise UfsError(Reason.INVALID_PATH, f"not an absolute path: {path!r}")
         if "\x00" in local:
-            raise UfsError("INVALID_PATH", f"path contains a NUL byte: {path!r}")
+            raise UfsError(Reason.INVALID_PATH, f"path contains a NUL byte: {path!r}")
         normalized = os.path.normpath(local)
         if normalized.startswith("//"):
             normalized = "/" + normalized.lstrip("/")
@@ -125,7 +122,7 @@ class LocalUfs:
         except OSError as exc:
             raise UfsError(reason_for(exc), f"{uri}: {exc.strerror}") from None
         if not stat.S_ISREG(info.st_mode):
-            raise UfsError("IO_ERROR", f"{uri}: not a regular file")
+            raise UfsError(Reason.IO_ERROR, f"{uri}: not a regular file")
         return UfsStat(info.st_size, info.st_mtime_ns)
 
     def read(self, uri: str, offset: int = 0, length: int = -1,
@@ -147,7 +144,7 @@ class LocalUfs:
             after = os.fstat(f.fileno())
             if left > 0 or (after.st_size, after.st_mtime_ns) != (before.st_size,
                                                                    before.st_mtime_ns):
-                raise UfsError("UFS_CHANGED", f"{uri} changed while it was read")
+                raise UfsError(Reason.UFS_CHANGED, f"{uri} changed while it was read")
 
     def write(self, uri: str, chunks: Iterable[bytes], length: int,
               overwrite: bool, tmp_owner: TmpOwner | None = None) -> UfsStat:
@@ -159,7 +156,7 @@ class LocalUfs:
         """
         path = to_local_path(uri)
         if not overwrite and os.path.lexists(path):
-            raise UfsError("EXISTS", f"{uri} exists; use --overwrite")
+            raise UfsError(Reason.EXISTS, f"{uri} exists; use --overwrite")
         head = os.path.dirname(path)
         tmp = TmpName.new(tmp_owner or _NO_WORKER).beside(path)
         try:
@@ -175,7 +172,7 @@ class LocalUfs:
                 f.flush()
                 os.fsync(f.fileno())
             if written != length:
-                raise UfsError("UFS_CHANGED",
+                raise UfsError(Reason.UFS_CHANGED,
                                f"the source of {uri} gave {written} bytes, not {length}")
             os.rename(tmp, path)
             fsync_dir(head, best_effort=True)
@@ -183,7 +180,7 @@ class LocalUfs:
         except OSError as exc:
             reason = write_reason_for(exc)
             why = (" (a local tree cannot hold a file and a directory of the same name, "
-                   "as an object store can)" if reason == "INVALID_PATH" else "")
+                   "as an object store can)" if reason is Reason.INVALID_PATH else "")
             raise UfsError(reason, f"cannot write {uri}: {exc.strerror}{why}") from None
         finally:
             try:

@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any, cast
 import obstore
 from obstore import exceptions as obs_errors
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import READ_CHUNK, UfsError, UfsFile, UfsStat
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.ufs.uploads import UploadJournal, abort_stale
+from alluxiojob.ufs.uri import UfsUri, parse_uri
 
 if TYPE_CHECKING:
     from obstore import GetOptions
@@ -49,16 +51,15 @@ _XML_MESSAGE = re.compile(r"<Message>([^<\n]{1,300})")
 _MISSING_BUCKET = ("NoSuchBucket", "ContainerNotFound")
 
 
-def split_uri(uri: str) -> tuple[str, str, str]:
+def split_uri(uri: str | UfsUri) -> tuple[str, str, str]:
     """``s3://bucket/a/b`` → ``("s3", "bucket", "a/b")``; raises ``INVALID_PATH``."""
-    scheme, sep, rest = uri.partition("://")
-    scheme = scheme.lower()
-    if not sep or scheme not in OBJECT_SCHEMES:
-        raise UfsError("INVALID_PATH", f"not an object-store URI: {uri!r}")
-    bucket, _, key = rest.partition("/")
-    if not _BUCKET.match(bucket):
-        raise UfsError("INVALID_PATH", f"bad bucket name {bucket!r} in {uri!r}")
-    return scheme, bucket, key
+    parsed = uri if isinstance(uri, UfsUri) else parse_uri(uri)
+    if parsed.scheme not in OBJECT_SCHEMES:
+        raise UfsError(Reason.INVALID_PATH, f"not an object-store URI: {parsed.text!r}")
+    if not _BUCKET.match(parsed.bucket):
+        raise UfsError(Reason.INVALID_PATH,
+                       f"bad bucket name {parsed.bucket!r} in {parsed.text!r}")
+    return parsed.scheme, parsed.bucket, parsed.key
 
 
 def check_key(key: str, uri: str) -> None:
@@ -68,7 +69,7 @@ def check_key(key: str, uri: str) -> None:
     segments = key.split("/")
     if any(s in ("", ".", "..") for s in segments) or any(ord(c) < 32 or c == "\x7f"
                                                           for c in key):
-        raise UfsError("INVALID_PATH",
+        raise UfsError(Reason.INVALID_PATH,
                        f"the key {key!r} of {uri} has an empty, '.' or '..' segment or a "
                        "control character, which the object-store client cannot address")
 
@@ -141,7 +142,7 @@ class ObjectStoreUfs:
             if self.scheme == "az" and not s.azure_account:
                 hint = (" (set alluxio.underfs.azure.account.name, or a key "
                         "fs.azure.account.key.<account>.blob.core.windows.net)")
-            raise UfsError("INVALID_PATH", f"cannot set up {self.scheme}://{bucket}: "
+            raise UfsError(Reason.INVALID_PATH, f"cannot set up {self.scheme}://{bucket}: "
                            f"{self._message(exc)}{hint}") from None
 
     # ------------------------------------------------------------------ errors
@@ -168,34 +169,34 @@ class ObjectStoreUfs:
         status = int(match.group(1)) if match else 0
         message = f"{doing} {uri}: {self._message(exc)}"
         if isinstance(exc, obs_errors.PreconditionError) or status == 412:
-            return UfsError("UFS_CHANGED", f"{uri} changed while it was read (ETag no longer "
+            return UfsError(Reason.UFS_CHANGED, f"{uri} changed while it was read (ETag no longer "
                             "matches); it will be retried")
         if isinstance(exc, FileNotFoundError | obs_errors.NotFoundError) or status == 404:
             if any(code in full for code in _MISSING_BUCKET):
                 _, bucket, _ = split_uri(uri)
-                return UfsError("UFS_NOT_FOUND", f"{self.bucket_noun} {bucket!r} does not "
+                return UfsError(Reason.UFS_NOT_FOUND, f"{self.bucket_noun} {bucket!r} does not "
                                 f"exist ({self.scheme}://{bucket})")
-            return UfsError("UFS_NOT_FOUND", message)
+            return UfsError(Reason.UFS_NOT_FOUND, message)
         if (isinstance(exc, PermissionError | obs_errors.PermissionDeniedError
                        | obs_errors.UnauthenticatedError) or status in (401, 403)):
             _, bucket, _ = split_uri(uri)
-            return UfsError("PERMISSION_DENIED", f"{message} (access to {self.bucket_noun} "
+            return UfsError(Reason.PERMISSION_DENIED, f"{message} (access to {self.bucket_noun} "
                             f"{bucket!r} refused: check its credentials and permissions)")
         if status in (429, 503) or "SlowDown" in full or "Throttl" in full:
-            return UfsError("UFS_THROTTLED", f"{message} (still throttled after "
+            return UfsError(Reason.UFS_THROTTLED, f"{message} (still throttled after "
                             f"{self.settings.max_retries} retries)")
         if isinstance(exc, obs_errors.AlreadyExistsError):
-            return UfsError("EXISTS", f"{uri} exists; use --overwrite")
+            return UfsError(Reason.EXISTS, f"{uri} exists; use --overwrite")
         if isinstance(exc, obs_errors.InvalidPathError | ValueError):
             bad = _BAD_SEGMENT.search(full)
             key = bad.group(1) if bad else "?"
-            return UfsError("INVALID_PATH", f"{doing} {uri}: the key {key!r} has an empty, "
+            return UfsError(Reason.INVALID_PATH, f"{doing} {uri}: the key {key!r} has an empty, "
                             "'.' or '..' segment or a control character, which the "
                             "object-store client cannot address; use a narrower path")
-        return UfsError("IO_ERROR", message)
+        return UfsError(Reason.IO_ERROR, message)
 
     # ------------------------------------------------------------------ protocol
-    def normalize(self, path: str) -> str:
+    def normalize(self, path: str | UfsUri) -> str:
         scheme, bucket, key = split_uri(path)
         key = key.strip("/")
         uri = f"{scheme}://{bucket}" + (f"/{key}" if key else "")
@@ -235,7 +236,7 @@ class ObjectStoreUfs:
                 root = self.stat(uri)
                 yield UfsFile(uri, (), root.length, root.mtime_ns, root.version)
             except UfsError as exc:
-                if exc.reason != "UFS_NOT_FOUND":
+                if exc.reason is not Reason.UFS_NOT_FOUND:
                     raise
         offset = (f"{key}/{after[0]}" if key else after[0]) if after else None
         skip = len(key) + 1 if key else 0
@@ -293,7 +294,8 @@ class ObjectStoreUfs:
             raise self.error(exc, uri, "cannot read") from None
         info = UfsStat(meta["size"], _mtime_ns(meta["last_modified"]), meta["e_tag"] or "")
         if version and info.version != version:
-            raise UfsError("UFS_CHANGED", f"{uri} changed while it was read; it will be retried")
+            raise UfsError(Reason.UFS_CHANGED,
+                           f"{uri} changed while it was read; it will be retried")
         start, end = result.range
         if end - start <= READ_CHUNK:  # small: one buffer, no stream machinery
             try:
@@ -320,7 +322,7 @@ class ObjectStoreUfs:
             got += len(chunk)
             yield chunk
         if got != want:
-            raise UfsError("UFS_CHANGED", f"{uri} gave {got} bytes, not {want}; it changed "
+            raise UfsError(Reason.UFS_CHANGED, f"{uri} gave {got} bytes, not {want}; it changed "
                            "while it was read")
 
     def write(self, uri: str, chunks: Iterable[bytes], length: int,
@@ -331,16 +333,16 @@ class ObjectStoreUfs:
         aborted first, and ``uploads`` records the upload until it ends."""
         store, key = self._locate(uri)
         if not key:
-            raise UfsError("INVALID_PATH", f"cannot write a bucket root: {uri}")
+            raise UfsError(Reason.INVALID_PATH, f"cannot write a bucket root: {uri}")
         if not overwrite:
             try:
                 obstore.head(store, key)
-                raise UfsError("EXISTS", f"{uri} exists; use --overwrite")
+                raise UfsError(Reason.EXISTS, f"{uri} exists; use --overwrite")
             except UfsError:
                 raise
             except Exception as exc:
                 error = self.error(exc, uri, "cannot check")
-                if error.reason != "UFS_NOT_FOUND":
+                if error.reason is not Reason.UFS_NOT_FOUND:
                     raise error from None
         counted = _Counted(chunks)
         multipart = length > MULTIPART_THRESHOLD
@@ -362,11 +364,11 @@ class ObjectStoreUfs:
         if counted.count != length:
             # A source that changed size: do not leave a wrong object behind.
             self.delete(uri)
-            raise UfsError("UFS_CHANGED", f"the source of {uri} gave {counted.count} bytes, "
+            raise UfsError(Reason.UFS_CHANGED, f"the source of {uri} gave {counted.count} bytes, "
                            f"not {length}")
         written = self.stat(uri)
         if written.length != length:
-            raise UfsError("IO_ERROR", f"{uri} holds {written.length} bytes after writing "
+            raise UfsError(Reason.IO_ERROR, f"{uri} holds {written.length} bytes after writing "
                            f"{length}")
         return written
 
@@ -376,7 +378,7 @@ class ObjectStoreUfs:
             obstore.delete(store, key)
         except Exception as exc:
             error = self.error(exc, uri, "cannot remove")
-            if error.reason != "UFS_NOT_FOUND":
+            if error.reason is not Reason.UFS_NOT_FOUND:
                 raise error from None
 
 

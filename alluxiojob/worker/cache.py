@@ -41,11 +41,18 @@ from pathlib import Path
 
 import trio
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.tmpnames import worker_tag
 from alluxiojob.worker.copier import CACHE_DIR_MODE, CACHE_FILE_MODE
 from alluxiojob.worker.index import CacheIndex, IndexEntry, MetadataRecord, Victim
-from alluxiojob.worker.layout import cache_relpath, index_key, uri_of_relpath
+from alluxiojob.worker.layout import (
+    CacheName,
+    cache_name,
+    cache_relpath,
+    index_key,
+    uri_of_relpath,
+)
 
 _PROC_FD = os.path.isdir("/proc/self/fd")
 
@@ -193,16 +200,16 @@ class CacheDir:
         if data is None:
             data = self._data_real = os.path.realpath(self.data) + os.sep
         if not _PROC_FD and not os.path.realpath(path).startswith(data):
-            raise UfsError("PERMISSION_DENIED",
+            raise UfsError(Reason.PERMISSION_DENIED,
                            f"{uri}: its cache file resolves outside {self.data}")
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             if _PROC_FD and not _opened_path(fd, path).startswith(data):
-                raise UfsError("PERMISSION_DENIED",
+                raise UfsError(Reason.PERMISSION_DENIED,
                                f"{uri}: its cache file resolves outside {self.data}")
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise UfsError("INVALID_PATH", f"{uri}: its cache file is not a regular file")
+                raise UfsError(Reason.INVALID_PATH, f"{uri}: its cache file is not a regular file")
         except BaseException:
             os.close(fd)
             raise
@@ -210,7 +217,11 @@ class CacheDir:
 
     # --- paths -----------------------------------------------------------------------
     def data_path(self, uri: str) -> str:
-        return os.path.join(str(self.data), cache_relpath(uri))
+        return self.path_of(cache_relpath(uri))
+
+    def path_of(self, relpath: str) -> str:
+        """The ``data/`` file at a cache relative path (``layout.cache_name``)."""
+        return os.path.join(str(self.data), relpath)
 
     def tmp_path(self, uri: str) -> str:
         tag = zlib.crc32(uri.encode("utf-8", "surrogateescape"))
@@ -226,23 +237,33 @@ class CacheDir:
         Each file's reservation turns into used space in the same step, so that a
         concurrent reservation never sees the file counted twice, nor not at all.
         """
+        self.commit_keys([(index_key(uri), entry, reserved) for uri, entry, reserved in entries])
+
+    def commit_keys(self, entries: list[tuple[str, IndexEntry, int]]) -> None:
+        """``commit``, the files named by their index keys (``layout.cache_name``)."""
         if not entries:
             return
         with self.lock:
-            self.index.commit([(index_key(uri), entry) for uri, entry, _ in entries])
+            self.index.commit([(key, entry) for key, entry, _ in entries])
             self.reserved -= sum(reserved for _, _, reserved in entries)
 
     def remove(self, uris: list[str]) -> list[tuple[str, int]]:
         """Evict files from the index and data/; returns (uri, bytes) actually removed.
         Metadata-only records of these files go too."""
-        keys = [index_key(uri) for uri in uris]
+        return self.remove_named([(uri, cache_name(uri)) for uri in uris])
+
+    def remove_named(self, named: list[tuple[str, CacheName]]) -> list[tuple[str, int]]:
+        """``remove``, each file's cache name computed already (``layout.cache_name``)."""
         with self.lock:
-            forgotten = dict(self.index.forget(keys))
+            forgotten = dict(self.index.forget([name.key for _, name in named]))
             removed = []
-            for uri, key in zip(uris, keys, strict=True):
-                if key in forgotten:
-                    self._unlink(uri)
-                    removed.append((uri, forgotten[key]))
+            for uri, name in named:
+                if name.key in forgotten:
+                    try:
+                        os.unlink(self.path_of(name.relpath))
+                    except FileNotFoundError:
+                        pass
+                    removed.append((uri, forgotten[name.key]))
         return removed
 
     def evict(self, victims: list[Victim]) -> int:
@@ -315,7 +336,11 @@ class Cache:
             key = index_key(uri)
         except UfsError:
             key = uri  # not cacheable: the dir's data_path will say so
-        return self.dirs[zlib.crc32(key.encode("utf-8", "surrogateescape")) % len(self.dirs)]
+        return self.dirs[self.dir_index(key)]
+
+    def dir_index(self, key: str) -> int:
+        """Which cache dir holds the file of index key ``key``."""
+        return zlib.crc32(key.encode("utf-8", "surrogateescape")) % len(self.dirs)
 
     @property
     def used(self) -> int:
@@ -339,10 +364,12 @@ class Cache:
             links.extend(found)
         return files, removed, links
 
-    async def reserve(self, uri: str, length: int, pinned_jobs: set[str]) -> str | None:
-        """Make room for ``length`` bytes, evicting LRU files of jobs not pinned if
-        needed. None when reserved; otherwise why not (the ``CACHE_FULL`` message)."""
-        d = self.dir_for(uri)
+    async def reserve(self, uri: str | CacheDir, length: int, pinned_jobs: set[str]
+                      ) -> str | None:
+        """Make room for ``length`` bytes (in ``uri``'s dir, or the dir given), evicting
+        LRU files of jobs not pinned if needed. None when reserved; otherwise why not
+        (the ``CACHE_FULL`` message)."""
+        d = uri if isinstance(uri, CacheDir) else self.dir_for(uri)
         if not d.capacity:
             return None  # unlimited: nothing to account, nothing to evict
         async with self._space:
@@ -358,8 +385,8 @@ class Cache:
                 d.reserved += length
             return None
 
-    def release(self, uri: str, length: int) -> None:
-        d = self.dir_for(uri)
+    def release(self, uri: str | CacheDir, length: int) -> None:
+        d = uri if isinstance(uri, CacheDir) else self.dir_for(uri)
         if d.capacity:
             with d.lock:
                 d.reserved -= length

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 
 import crc32c
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError
 
 ALGORITHM = "crc32c"
@@ -83,7 +84,7 @@ def checked_against_etag(chunks: Iterable[bytes], etag: str, uri: str) -> Iterat
         yield chunk
     mismatch = md5.mismatch(uri)
     if mismatch is not None:
-        raise UfsError("IO_ERROR", mismatch)
+        raise UfsError(Reason.IO_ERROR, mismatch)
 
 
 def fd_checksum(fd: int, length: int, md5: Md5Check | None = None) -> tuple[str, int]:

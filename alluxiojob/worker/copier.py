@@ -25,6 +25,7 @@ import os
 import stat
 from dataclasses import dataclass, replace
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import fsync_dir, make_dirs, open_regular, reason_for
 from alluxiojob.ufs.tmpnames import TmpOwner, hold_lock, retarget, sweep
@@ -60,7 +61,7 @@ class CopyOutcome:
     bytes: int = 0
     length: int = 0  # the source's length when read
     mtime_ns: int = 0  # the source's mtime when read
-    reason: str = ""
+    reason: Reason | None = None  # why it failed (None when ok)
     message: str = ""
     version: str = ""  # an object's ETag when read
     written: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file we wrote
@@ -84,7 +85,7 @@ _WRITE_SIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 class _Failed(Exception):
     """One file's failure, with the reason and a message that names the right path."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -175,7 +176,7 @@ def copy_one(job: LocalCopy) -> CopyOutcome:
             or after.st_size != before.st_size
             or after.st_mtime_ns != before.st_mtime_ns
         ):
-            raise _Failed("UFS_CHANGED", f"{job.src} changed while it was read; it will be "
+            raise _Failed(Reason.UFS_CHANGED, f"{job.src} changed while it was read; it will be "
                           "retried")
         if job.final:
             try:
@@ -247,7 +248,8 @@ def _transfer_one(job: LocalCopy, move: bool, overwrite: bool,
     except OSError as exc:
         return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
     if not stat.S_ISREG(source.st_mode):
-        return CopyOutcome(False, reason="IO_ERROR", message=f"{job.src}: not a regular file")
+        return CopyOutcome(False, reason=Reason.INVALID_PATH,
+                           message=f"{job.src}: not a regular file")
     try:
         target: os.stat_result | None = os.stat(job.final)
     except FileNotFoundError:
@@ -256,17 +258,17 @@ def _transfer_one(job: LocalCopy, move: bool, overwrite: bool,
         return CopyOutcome(False, reason=reason_for(exc),
                            message=f"{job.final}: {exc.strerror}")
     if target is not None and _identity(target) == _identity(source):
-        return CopyOutcome(False, reason="INVALID_PATH",
+        return CopyOutcome(False, reason=Reason.INVALID_PATH,
                            message=f"{job.final} is {job.src} itself under another name "
                                    "(a symlink or a hard link): nothing was copied or removed")
     if not overwrite and os.path.lexists(job.final):
         if not move:
-            return CopyOutcome(False, reason="EXISTS",
+            return CopyOutcome(False, reason=Reason.EXISTS,
                                message=f"{job.final} exists; use --overwrite")
         # An earlier MOVE may have copied it and stopped before removing the source.
         refusal = safe_to_remove_source(job.src, job.final, source, written=None)
         if refusal is not None:
-            return CopyOutcome(False, reason="EXISTS",
+            return CopyOutcome(False, reason=Reason.EXISTS,
                                message=f"{job.final} exists and {refusal}; use --overwrite")
         return _remove_source(job, CopyOutcome(True, source.st_size, source.st_size,
                                                source.st_mtime_ns))
@@ -284,7 +286,7 @@ def _transfer_one(job: LocalCopy, move: bool, overwrite: bool,
         return outcome
     refusal = safe_to_remove_source(job.src, job.final, source, written=outcome.written)
     if refusal is not None:
-        return CopyOutcome(False, reason="UFS_CHANGED",
+        return CopyOutcome(False, reason=Reason.UFS_CHANGED,
                            message=f"copied to {job.final}, but kept {job.src}: {refusal}")
     return _remove_source(job, outcome)
 

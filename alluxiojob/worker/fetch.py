@@ -22,6 +22,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs import ufs_for
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import reason_for
@@ -82,11 +83,11 @@ def fetch_one(job: ObjectFetch, settings: UfsSettings) -> CopyOutcome:
                     md5.update(chunk)
                     written += len(chunk)
             if written != info.length:
-                raise UfsError("UFS_CHANGED", f"{job.uri} gave {written} bytes, not "
+                raise UfsError(Reason.UFS_CHANGED, f"{job.uri} gave {written} bytes, not "
                                f"{info.length}; it will be retried")
             mismatch = md5.mismatch(job.uri)
             if mismatch is not None:
-                raise UfsError("IO_ERROR", mismatch)
+                raise UfsError(Reason.IO_ERROR, mismatch)
             ensure_parent(job.final)
             os.rename(job.tmp, job.final)
             return CopyOutcome(True, written, info.length, info.mtime_ns, version=info.version,

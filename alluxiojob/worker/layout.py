@@ -20,7 +20,9 @@ and ``file:///a//b`` are one file, under one index key.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError
 
 OBJECT_SCHEME_DIRS = ("s3", "gs", "az")
@@ -37,7 +39,7 @@ def _encode_key(key: str, uri: str) -> list[str]:
         elif name in (".", ".."):
             name = name.replace(".", "%2E")
         if len(os.fsencode(name)) > NAME_MAX:
-            raise UfsError("INVALID_PATH", f"a component of the key {key!r} of {uri} is "
+            raise UfsError(Reason.INVALID_PATH, f"a component of the key {key!r} of {uri} is "
                            f"longer than the {NAME_MAX} bytes a cache file name can hold")
         encoded.append(name)
     return encoded
@@ -52,11 +54,11 @@ def cache_relpath(uri: str) -> str:
         bucket, _, key = rest.partition("/")
         if (not bucket or not key or key.endswith("/") or bucket in (".", "..")
                 or "\x00" in bucket):
-            raise UfsError("INVALID_PATH", f"not a cacheable object: {uri!r}")
+            raise UfsError(Reason.INVALID_PATH, f"not a cacheable object: {uri!r}")
         return "/".join([scheme, bucket, *_encode_key(key, uri)])
     parts = [p for p in rest.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts) or "\x00" in rest:
-        raise UfsError("INVALID_PATH", f"not a cacheable path: {uri!r}")
+        raise UfsError(Reason.INVALID_PATH, f"not a cacheable path: {uri!r}")
     if parts[0].rstrip("%") in OBJECT_SCHEME_DIRS:
         parts[0] += "%"
     return "/".join(parts)
@@ -112,12 +114,39 @@ def uri_of_relpath(relpath: str) -> str:
     return "file:///" + "/".join(parts)
 
 
-def index_key(uri: str) -> str:
-    """The canonical name of ``uri`` in a cache index; raises ``UfsError`` as
-    ``cache_relpath`` does."""
+@dataclass(frozen=True, slots=True)
+class CacheName:
+    """A URI's place in a cache dir: its file under ``data/`` and its index key."""
+
+    relpath: str
+    key: str
+
+
+def cache_name(uri: str) -> CacheName:
+    """``uri``'s cache relative path and index key, from one ``cache_relpath``: what the
+    worker computes once per file and carries (raises ``UfsError`` as it does)."""
+    relpath = cache_relpath(uri)
+    if _canonical(uri):
+        return CacheName(relpath, uri)
+    scheme = relpath.partition("/")[0]
+    if scheme in OBJECT_SCHEME_DIRS and uri.startswith(scheme + "://"):
+        # An object's encoding is one to one and keeps scheme, bucket and key as they
+        # are written: its URI is its canonical name.
+        return CacheName(relpath, uri)
+    return CacheName(relpath, uri_of_relpath(relpath))
+
+
+def _canonical(uri: str) -> bool:
     if uri.startswith("file:///") and "//" not in uri[8:] and "/." not in uri \
             and "\x00" not in uri and not uri.endswith("/"):
         top = uri[8:].split("/", 1)[0]
-        if top and top.rstrip("%") not in OBJECT_SCHEME_DIRS:
-            return uri  # already canonical: the common case, without a round trip
+        return bool(top) and top.rstrip("%") not in OBJECT_SCHEME_DIRS
+    return False
+
+
+def index_key(uri: str) -> str:
+    """The canonical name of ``uri`` in a cache index; raises ``UfsError`` as
+    ``cache_relpath`` does."""
+    if _canonical(uri):
+        return uri  # already canonical: the common case, without a round trip
     return uri_of_relpath(cache_relpath(uri))

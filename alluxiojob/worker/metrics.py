@@ -71,5 +71,5 @@ class WorkerMetrics:
             if item.status is FileStatus.OK:
                 moved += item.bytes
             elif item.status is FileStatus.FAILED:
-                self.failures.labels(op=op.value, reason=(item.reason or "IO_ERROR")).inc()
+                self.failures.labels(op=op.value, reason=(item.reason or Reason.IO_ERROR)).inc()
         self.bytes.labels(op=op.value).inc(moved)

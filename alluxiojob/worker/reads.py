@@ -22,7 +22,6 @@ import heapq
 import itertools
 import os
 import re
-import stat
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import TypeVar
@@ -33,10 +32,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from alluxiojob.core.errors import http_status
 from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.ufs import is_local, resolve_path, ufs_for
 from alluxiojob.ufs.base import UfsError, UfsStat, UnderFileSystem
-from alluxiojob.ufs.local import to_local_path
+from alluxiojob.ufs.local import open_regular, to_local_path
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.worker.cache import Cache, CacheDir, IndexEntry, index_key
 from alluxiojob.worker.checksum import fd_checksum
@@ -111,14 +111,7 @@ async def _stream(open_file: Callable[[], tuple[int, int]], start: int, end: int
 def _open_read_through(path: str, allowlist: PathAllowlist, uri: str) -> tuple[int, int]:
     """Blocking: (fd, size) of a UFS file inside the allowlist."""
     allowlist.check(uri, "read-through path")
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UfsError("INVALID_PATH", f"{uri} is not a regular file")
-    except BaseException:
-        os.close(fd)
-        raise
+    fd, info = open_regular(path, name=uri)
     return fd, info.st_size
 
 
@@ -143,8 +136,8 @@ def _error(exc: UfsError | OSError, uri: str) -> Response:
     if isinstance(exc, OSError):
         return JSONResponse({"error": "NOT_FOUND", "message": f"{uri}: {exc.strerror}"},
                             status_code=404)
-    status = {"PERMISSION_DENIED": 403, "UFS_NOT_FOUND": 404}.get(exc.reason, 400)
-    return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=status)
+    return JSONResponse({"error": exc.reason, "message": str(exc)},
+                        status_code=http_status(exc.reason))
 
 
 def _checked_uri(request: Request) -> str | Response:

@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs import ufs_for
 from alluxiojob.ufs.base import UfsError, UfsStat, UnderFileSystem
 from alluxiojob.ufs.local import LocalUfs, to_local_path
@@ -57,7 +58,7 @@ def _exists(ufs: UnderFileSystem, uri: str) -> bool:
         ufs.stat(uri)
         return True
     except UfsError as exc:
-        if exc.reason == "UFS_NOT_FOUND":
+        if exc.reason is Reason.UFS_NOT_FOUND:
             return False
         raise
 
@@ -98,7 +99,7 @@ def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
     src_ufs, dst_ufs = ufs_for(job.src, settings), ufs_for(job.dst, settings)
     try:
         if isinstance(dst_ufs, LocalUfs) and os.path.isdir(to_local_path(job.dst)):
-            return CopyOutcome(False, reason="INVALID_PATH", message=(
+            return CopyOutcome(False, reason=Reason.INVALID_PATH, message=(
                 f"cannot write {job.dst}: a directory of that name is in the way (a local "
                 "tree cannot hold a file and a directory of the same name, as an object "
                 "store can)"))
@@ -108,7 +109,7 @@ def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
                 length = dst_ufs.stat(job.dst).length
                 src_ufs.delete(job.src)
                 return CopyOutcome(True, length)
-            return CopyOutcome(False, reason="EXISTS", message=f"{job.dst} exists; use "
+            return CopyOutcome(False, reason=Reason.EXISTS, message=f"{job.dst} exists; use "
                                "--overwrite")
         info, chunks = _open(src_ufs, job.src)
         chunks = checked_against_etag(chunks, info.version, job.src)
@@ -121,13 +122,13 @@ def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
         else:
             written = dst_ufs.write(job.dst, chunks, info.length, overwrite=True)
         if written.length != info.length:
-            return CopyOutcome(False, reason="IO_ERROR", message=f"{job.dst} holds "
+            return CopyOutcome(False, reason=Reason.IO_ERROR, message=f"{job.dst} holds "
                                f"{written.length} bytes, the source {info.length}")
         if move:
             now = src_ufs.stat(job.src)
             if (now.length, now.version or now.mtime_ns) != (info.length,
                                                              info.version or info.mtime_ns):
-                return CopyOutcome(False, reason="UFS_CHANGED", message=f"{job.src} changed "
+                return CopyOutcome(False, reason=Reason.UFS_CHANGED, message=f"{job.src} changed "
                                    "while it was moved; it is kept and will be retried")
             src_ufs.delete(job.src)
         return CopyOutcome(True, info.length, info.length, info.mtime_ns,

@@ -98,7 +98,7 @@ def test_a_source_replaced_by_a_fifo_fails_alone(cluster_factory, tmp_path: Path
     assert report["files"]["processed"] == len(sizes) - 1
     [failure] = cluster.progress(job["id"], file_status="FAILURE")["failures"]
     assert failure["path"] == f"file://{victim}"
-    assert failure["reason"] == "IO_ERROR"
+    assert failure["reason"] == "INVALID_PATH"  # final: no retry makes a FIFO a file
     assert "not a regular file" in failure["message"]
     cached = cached_files(cluster)
     assert set(cached) == set(sizes) - {str(victim)}

@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.worker.cache import CacheDir, IndexEntry
-from alluxiojob.worker.layout import cache_relpath, index_key, uri_of_relpath
+from alluxiojob.worker.layout import cache_name, cache_relpath, index_key, uri_of_relpath
 
 
 def test_documented_examples() -> None:
@@ -136,3 +136,20 @@ def test_a_cached_file_is_opened_only_from_inside_data(tmp_path: Path) -> None:
     path.symlink_to(outside / path.name)
     with pytest.raises(OSError, match="symbolic links"):  # O_NOFOLLOW: ELOOP
         cache.open_cached(uri)
+
+
+@given(st.sampled_from(["s3", "gs", "az", "file", "S3", "wasb", ""]),
+       st.text(alphabet="ab.%/\x00", max_size=6), st.text(alphabet="ab.%/\x00 ", max_size=12))
+@settings(max_examples=500, deadline=None)
+def test_cache_name_is_cache_relpath_and_index_key_at_once(scheme: str, bucket: str,
+                                                           key: str) -> None:
+    """The worker computes both once per file (``cache_name``); they must be what
+    ``cache_relpath`` and ``index_key`` say, or fail as they do."""
+    uri = f"{scheme}://{bucket}/{key}" if scheme else f"/{bucket}/{key}"
+    try:
+        expected = (cache_relpath(uri), index_key(uri))
+    except (UfsError, ValueError) as exc:
+        with pytest.raises(type(exc)):
+            cache_name(uri)
+        return
+    assert (cache_name(uri).relpath, cache_name(uri).key) == expected

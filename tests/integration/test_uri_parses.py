@@ -1,0 +1,115 @@
+"""A LOAD parses each file's URI once at the worker's edge and carries it: at most two
+parses per file (the URI, and its cache name), however many steps the file goes
+through (plan, reserve, copy, commit, index). Counted on a real executor, cache dirs
+and process pool."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from alluxiojob.protocol.codec import FileEntry, FileStatus, TaskBatch, TaskOp
+from alluxiojob.testing.s3 import S3Server
+from alluxiojob.ufs import objects, uri
+from alluxiojob.ufs.settings import UfsSettings
+from alluxiojob.worker import layout
+from alluxiojob.worker.cache import Cache
+from alluxiojob.worker.executor import TaskExecutor
+
+PARSERS: list[tuple[Any, str]] = [(uri, "parse_uri"), (layout, "cache_relpath"),
+                                  (layout, "uri_of_relpath"), (objects, "split_uri")]
+
+
+def count_parses(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Wrap every URI parser wherever a module imported it; returns the live counts of
+    strings taken apart (``split_uri`` given a parsed ``UfsUri`` parses nothing)."""
+    calls: Counter[str] = Counter()
+    for module, name in PARSERS:
+        original = getattr(module, name)
+
+        def counted(*args: Any, _f: Callable[..., Any] = original, _n: str = name) -> Any:
+            if isinstance(args[0], str):
+                calls[_n] += 1
+            return _f(*args)
+
+        for loaded in list(sys.modules.values()):
+            if loaded is not None and getattr(loaded, "__name__", "").startswith(
+                    "alluxiojob") and getattr(loaded, name, None) is original:
+                monkeypatch.setattr(loaded, name, counted)
+    return calls
+
+
+async def test_a_load_parses_each_uri_at_most_twice(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    files = []
+    for i in range(24):
+        path = src / f"f{i:02d}.bin"
+        path.write_bytes(bytes([i]) * (i * 700))  # from empty to larger than a partition
+        files.append(FileEntry(f"file://{path}", path.stat().st_size,
+                               path.stat().st_mtime_ns))
+    cache = Cache([tmp_path / "c1", tmp_path / "c2"], [1 << 30])
+    await cache.recover()
+    executor = TaskExecutor(cache, partition_size=8 * 1024, pool_size=2)
+    try:
+        calls = count_parses(monkeypatch)
+        with trio.fail_after(120):
+            result = await executor.run(TaskBatch(1, "job-1", TaskOp.LOAD, tuple(files)))
+        assert [r.status for r in result.results] == [FileStatus.OK] * len(files)
+        print("parses", dict(calls), "files", len(files))
+        assert sum(calls.values()) <= 2 * len(files) + 2, calls
+        assert calls["parse_uri"] <= len(files) + 1, calls
+        for f in files:  # and it is all there, under the name the index knows
+            d = cache.dir_for(f.path)
+            assert d.lookup(f.path) is not None
+            cached, source = d.data_path(f.path), f.path[len("file://"):]
+            assert await trio.to_thread.run_sync(_read, cached) == \
+                await trio.to_thread.run_sync(_read, source)
+        calls.clear()  # FREE: one cache name per file
+        freed = await executor.run(TaskBatch(2, "job-1", TaskOp.FREE, tuple(files)))
+        assert [r.status for r in freed.results] == [FileStatus.OK] * len(files)
+        assert sum(calls.values()) <= len(files) + 2, calls
+        assert cache.files == 0
+    finally:
+        cache.close()
+
+
+async def test_a_load_of_objects_parses_each_uri_at_most_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Objects were the costly case: sixteen parses for each one after the first."""
+    with S3Server(log_path=str(tmp_path / "s3.log")) as s3:
+        s3.create_bucket("parses")
+        objects = {f"d/o{i:02d}": bytes([i]) * (i * 300 + 1) for i in range(16)}
+        s3.put_many("parses", objects)
+        settings = UfsSettings(s3_endpoint=s3.url, s3_region=s3.region, s3_path_style=True,
+                               s3_access_key=s3.access_key, s3_secret_key=s3.secret_key)
+        files = [FileEntry(f"s3://parses/{key}", len(data), 1) for key, data in objects.items()]
+        cache = Cache([tmp_path / "c1", tmp_path / "c2"], [1 << 30])
+        await cache.recover()
+        executor = TaskExecutor(cache, partition_size=8 * 1024, pool_size=2,
+                                ufs_settings=settings)
+        try:
+            calls = count_parses(monkeypatch)
+            with trio.fail_after(120):
+                result = await executor.run(TaskBatch(1, "job-1", TaskOp.LOAD, tuple(files)))
+            assert [r.status for r in result.results] == [FileStatus.OK] * len(files), result
+            print("parses", dict(calls), "objects", len(files))
+            assert sum(calls.values()) <= 2 * len(files) + 2, calls
+            for f in files:
+                d = cache.dir_for(f.path)
+                assert d.lookup(f.path) is not None
+                cached = await trio.to_thread.run_sync(_read, d.data_path(f.path))
+                assert cached == objects[f.path[len("s3://parses/"):]]
+        finally:
+            cache.close()
+
+
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes()
