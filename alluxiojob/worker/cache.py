@@ -43,6 +43,7 @@ import trio
 
 from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError
+from alluxiojob.ufs.local import open_regular
 from alluxiojob.ufs.tmpnames import worker_tag
 from alluxiojob.worker.copier import CACHE_DIR_MODE, CACHE_FILE_MODE
 from alluxiojob.worker.index import CacheIndex, IndexEntry, MetadataRecord, Victim
@@ -202,17 +203,11 @@ class CacheDir:
         if not _PROC_FD and not os.path.realpath(path).startswith(data):
             raise UfsError(Reason.PERMISSION_DENIED,
                            f"{uri}: its cache file resolves outside {self.data}")
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        try:
-            if _PROC_FD and not _opened_path(fd, path).startswith(data):
-                raise UfsError(Reason.PERMISSION_DENIED,
-                               f"{uri}: its cache file resolves outside {self.data}")
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise UfsError(Reason.INVALID_PATH, f"{uri}: its cache file is not a regular file")
-        except BaseException:
+        fd, info = open_regular(path, name=f"{uri}: its cache file", nofollow=True)
+        if _PROC_FD and not _opened_path(fd, path).startswith(data):
             os.close(fd)
-            raise
+            raise UfsError(Reason.PERMISSION_DENIED,
+                           f"{uri}: its cache file resolves outside {self.data}")
         return fd, info.st_size
 
     # --- paths -----------------------------------------------------------------------
