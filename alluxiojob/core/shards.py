@@ -66,6 +66,14 @@ class ShardRecord:
             progress=Progress.from_wire(data.get("progress") or {}),
         )
 
+    def summary(self) -> dict[str, Any]:
+        """What ``job stat -v`` and the progress report show of the shard."""
+        live = self.progress.live
+        return {"index": self.index, "state": self.state.value, "owner": self.owner,
+                "files_listed": live.files_listed, "files_processed": live.files_processed,
+                "files_skipped": live.files_skipped, "files_failed": live.files_failed,
+                "bytes_processed": live.bytes_processed}
+
     def start(self, checkpoint: tuple[str, ...]) -> tuple[str, ...]:
         """Where the shard's walk resumes: after its checkpoint, never before its range."""
         return max(checkpoint, self.after)
