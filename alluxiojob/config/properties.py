@@ -363,7 +363,7 @@ class Keys:
         "local tree, common prefixes of an object store), so that several coordinators, "
         "or one coordinator several times over, list and dispatch it side by side. "
         "0: choose (up to 8, when the top level has several entries); 1: never shard. "
-        "Jobs with --verify are not sharded.",
+        "Jobs with --verify or --bandwidth are not sharded.",
     )
     JOB_SHARD_CONCURRENCY = _key(
         "alluxio.job.shard.concurrency",

@@ -7,8 +7,8 @@ sharded. A job that already has shards (resumed, reclaimed, rerun) puts every sh
 back in the queue, each keeping its checkpoint and counters. A new job is split if
 ``alluxio.job.shard.count`` allows it and its path's top level has several entries
 (one delimiter listing of an object store, one directory read of a local tree); a job
-with ``--verify``, or one that already ran unsharded, is not. The split is stored once,
-in one transaction fenced by the claim (``store/shards.py``).
+with ``--verify`` or ``--bandwidth``, or one that already ran unsharded, is not. The
+split is stored once, in one transaction fenced by the claim (``store/shards.py``).
 
 After that the job record only waits for its final state. Every coordinator, the
 claimer included, claims waiting shards (``alluxio.job.shard.concurrency`` at once)
@@ -87,7 +87,9 @@ async def prepare(owned: OwnedJob, store: JobStore, shards: ShardStore,
         return True
     job = owned.job
     target = target_shards(config)
-    if target <= 1 or job.options.verify or (await store.get_progress(job.id)).checkpoint:
+    # --verify passes and a --bandwidth limit are the whole job's: such jobs run whole.
+    if (target <= 1 or job.options.verify or job.options.bandwidth
+            or (await store.get_progress(job.id)).checkpoint):
         return False
     try:
         bounds = await trio.to_thread.run_sync(top_level, job.path, config)
