@@ -118,7 +118,7 @@ class ShardStore:
 
     # ------------------------------------------------------------------ any coordinator
     async def claim(self, owner: str, limit: int) -> list[OwnedShard]:
-        """Claim up to ``limit`` waiting shards of running jobs, oldest job first."""
+        """Claim up to ``limit`` waiting shards of running jobs, in key order."""
         claimed: list[OwnedShard] = []
         if limit <= 0:
             return claimed
