@@ -101,8 +101,11 @@ class Scheduler:
         key = (owned.job.id, owned.shard.index)
         try:
             with scope:
-                runner = ShardRunner(owned, self.shards, self.store, self.membership,
-                                     self.config, self.metrics)
+                runner = ShardRunner(
+                    owned, self.shards, self.store, self.membership, self.config,
+                    self.metrics, siblings_running=lambda: any(
+                        job == key[0] and index != key[1]
+                        for job, index in self.shard_runners))
                 try:
                     await runner.run()
                     self.metrics.files.inc(runner.files_processed)

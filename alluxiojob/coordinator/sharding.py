@@ -20,7 +20,7 @@ finishes the last shard writes the job's final state.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import obstore
 import structlog
@@ -30,6 +30,8 @@ from alluxiojob.config import Config, Keys
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.runner import JobRunner
 from alluxiojob.coordinator.workers import Membership
+from alluxiojob.core.errors import Fenced, leaves
+from alluxiojob.core.ledger import Decision
 from alluxiojob.core.progress import FailureRecord, Progress
 from alluxiojob.core.shards import split, top_level_bound
 from alluxiojob.store.jobs import JobStore, OwnedJob
@@ -107,14 +109,37 @@ async def prepare(owned: OwnedJob, store: JobStore, shards: ShardStore,
 
 
 class ShardRunner(JobRunner):
-    """A ``JobRunner`` over one shard's range, writing to the shard's record."""
+    """A ``JobRunner`` over one shard's range, writing to the shard's record.
+
+    A worker cancels a job's tasks by job, for the coordinator that asks. A shard that
+    ends on an error of its own (the store failed at its end) therefore cancels nothing
+    while ``siblings_running()`` says other shards of its job run here: their tasks
+    would fail as CANCELLED. A stop, a fence or a shutdown ends them all alike.
+    """
 
     def __init__(self, owned: OwnedShard, shards: ShardStore, store: JobStore,
                  membership: Membership, config: Config,
-                 metrics: CoordinatorMetrics | None = None) -> None:
+                 metrics: CoordinatorMetrics | None = None,
+                 siblings_running: Callable[[], bool] = lambda: False) -> None:
         super().__init__(owned.owned_job, store, membership, config, metrics)
         self.owned_shard = owned
         self.shards = shards
+        self.siblings_running = siblings_running
+        self._failed_alone = False
+
+    async def _run(self) -> None:
+        try:
+            await super()._run()
+        except BaseException as exc:
+            self._failed_alone = not any(isinstance(leaf, (Fenced, trio.Cancelled))
+                                         for leaf in leaves(exc))
+            raise
+
+    async def _cancel_tasks(self, decisions: Sequence[Decision]) -> None:
+        if self._failed_alone and self.siblings_running():
+            log.info("not cancelling tasks: other shards of the job run here")
+            return
+        await super()._cancel_tasks(decisions)
 
     async def run(self) -> None:
         with structlog.contextvars.bound_contextvars(shard=self.owned_shard.shard.index):
