@@ -30,14 +30,13 @@ from alluxiojob.config import Config, Keys
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.runner import JobRunner
 from alluxiojob.coordinator.workers import Membership
-from alluxiojob.core.errors import Fenced, leaves
+from alluxiojob.core.errors import Fenced, describe_error, leaves
 from alluxiojob.core.ledger import Decision
 from alluxiojob.core.progress import FailureRecord, Progress
 from alluxiojob.core.shards import split, top_level_bound
 from alluxiojob.store.jobs import JobStore, OwnedJob
 from alluxiojob.store.shards import MAX_SHARDS, OwnedShard, ShardStore
 from alluxiojob.ufs import ufs_for
-from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import to_local_path
 from alluxiojob.ufs.objects import ObjectStoreUfs
 from alluxiojob.ufs.settings import UfsSettings
@@ -95,9 +94,9 @@ async def prepare(owned: OwnedJob, store: JobStore, shards: ShardStore,
         return False
     try:
         bounds = await trio.to_thread.run_sync(top_level, job.path, config)
-    except (UfsError, OSError) as exc:  # the job's own listing reports it, as before
+    except Exception as exc:  # whatever it is, the job's own listing reports it, as before
         log.info("not sharding the job: its top level cannot be read", job_id=job.id,
-                 error=str(exc))
+                 error=describe_error(exc))
         return False
     ranges = split(bounds, target)
     if len(ranges) <= 1:
