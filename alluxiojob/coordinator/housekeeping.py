@@ -104,7 +104,7 @@ class Reconciler:
         for job in resumed:
             log.info("resuming job after restart", job_id=job.id, path=job.path)
         shards = await ShardStore(self.store).reclaim_orphans(
-            lambda owner: ha and owner != mine)
+            lambda shard: not ha or shard.owner == mine)
         self._requeued(len(resumed) + shards)
 
     async def _reclaim_from_dead_peers(self) -> None:
@@ -119,7 +119,8 @@ class Reconciler:
             self._last_live = live
             return
         reclaimed = await self.store.reclaim_orphans(lambda owner: owner in live)
-        shards = await ShardStore(self.store).reclaim_orphans(lambda owner: owner in live)
+        shards = await ShardStore(self.store).reclaim_orphans(
+            lambda shard: shard.owner not in live)
         if shards:
             log.info("reclaimed shards from a dead coordinator", shards=shards)
         self._last_live = live

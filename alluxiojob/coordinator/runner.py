@@ -142,6 +142,11 @@ class JobRunner:
         self._pass_done = trio.Event()
 
     @property
+    def finished(self) -> bool:
+        """True once the runner wrote its end (the job's, or its shard's)."""
+        return self._finished
+
+    @property
     def files_processed(self) -> int:
         return self.ledger.shown.files_processed
 

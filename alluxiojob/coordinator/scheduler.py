@@ -28,6 +28,9 @@ from alluxiojob.store.shards import OwnedShard, ShardStore
 log = structlog.get_logger("alluxiojob.coordinator")
 
 
+OWN_SHARDS_BACKSTOP = 30.0  # seconds between looks for shards of ours nobody runs here
+
+
 class Scheduler:
     def __init__(
         self,
@@ -51,6 +54,8 @@ class Scheduler:
         self.shards = ShardStore(store)
         self.shard_capacity = config[Keys.JOB_SHARD_CONCURRENCY]
         self.shard_runners: dict[tuple[str, int], trio.CancelScope] = {}
+        self._check_own_shards = False
+        self._next_own_check = 0.0
         self._wake = trio.Event()
         self.last_error = ""
 
@@ -82,14 +87,24 @@ class Scheduler:
 
     async def _claim_shards(self, nursery: trio.Nursery) -> int:
         room = self.shard_capacity - len(self.shard_runners)
+        if trio.current_time() >= self._next_own_check:
+            self._check_own_shards = True
         if room <= 0:
             return 0
         try:
+            if self._check_own_shards:
+                await self._requeue_unrun_shards()
             claimed = await self.shards.claim(self.coordinator_id, room)
         except Exception as exc:
+            # A claim may have landed without its answer: look for it once the store
+            # answers again.
+            self._check_own_shards = True
             log.warning("cannot poll the shard queue", error=describe_error(exc))
             return 0
         for owned in claimed:
+            if (owned.job.id, owned.shard.index) in self.shard_runners:
+                continue  # already running here (its record was rewritten): that runner
+                # is fenced by this claim and ends; the check after it requeues the shard
             scope = trio.CancelScope()
             self.shard_runners[owned.job.id, owned.shard.index] = scope
             nursery.start_soon(self._run_shard, owned, scope)
@@ -109,6 +124,11 @@ class Scheduler:
                 try:
                     await runner.run()
                     self.metrics.files.inc(runner.files_processed)
+                    if not runner.finished:
+                        # Fenced: a peer took the shard, or the job changed. If the
+                        # store still shows the shard as ours, nobody runs it: requeue it.
+                        self._check_own_shards = True
+                        self.notify()
                 except Exception as exc:
                     # The store failed at the shard's end: give the shard back, so that
                     # this coordinator or a peer resumes it from its checkpoint.
@@ -120,13 +140,27 @@ class Scheduler:
             self.shard_runners.pop(key, None)
             self.notify()
 
+    async def _requeue_unrun_shards(self) -> None:
+        """Shards the store shows as this coordinator's that no runner here runs."""
+        mine = self.coordinator_id
+        count = await self.shards.reclaim_orphans(
+            lambda shard: shard.owner == mine
+            and (shard.job_id, shard.index) not in self.shard_runners)
+        self._check_own_shards = False
+        self._next_own_check = trio.current_time() + OWN_SHARDS_BACKSTOP
+        if count:
+            log.info("requeued shards of ours that no runner here runs", shards=count)
+
     async def _give_back(self, owned: OwnedShard) -> None:
-        for attempt in range(1, 20):
+        """Requeue the shard (if still ours) as soon as the store takes the write."""
+        attempt = 0
+        while True:
             try:
                 await self.shards.release(owned)
                 return
             except Exception as exc:
                 log.info("cannot requeue the shard yet", error=describe_error(exc))
+            attempt += 1
             await trio.sleep(backoff_delay(attempt, first=0.5, cap=5.0))
 
     async def _claim_jobs(self, nursery: trio.Nursery) -> int:

@@ -220,15 +220,16 @@ class ShardStore:
                           [self._put(back), self._queue(back)])
 
     # ------------------------------------------------------------------ housekeeping
-    async def reclaim_orphans(self, is_alive: Callable[[str], bool]) -> int:
-        """Running shards whose owner is gone wait again, keeping their checkpoints."""
+    async def reclaim_orphans(self, is_orphan: Callable[[ShardRecord], bool]) -> int:
+        """Running shards that ``is_orphan`` (their owner is gone, or runs them no more)
+        wait again, keeping their checkpoints."""
         reclaimed = 0
         start: bytes | None = None
         while True:
             page = await self.kv.scan(self.jobs._k("shard", ""), start_after=start, limit=1000)
             for entry in page:
                 shard = self._decode(entry)
-                if shard.state is not ShardState.RUNNING or is_alive(shard.owner):
+                if shard.state is not ShardState.RUNNING or not is_orphan(shard):
                     continue
                 back = replace(shard, state=ShardState.WAITING, owner="",
                                progress=shard.progress.settled())

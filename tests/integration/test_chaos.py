@@ -89,7 +89,7 @@ async def test_owner_audit_of_shard_writes(etcd: EtcdServer) -> None:
             assert await shards.plan(owned, [((), ("m",)), (("m",), ())])
             [old, _] = await shards.claim("coord-a", 2)
             old = await shards.save(old, Progress(committed=Counters(files_processed=1)))
-            await shards.reclaim_orphans(lambda owner: owner != "coord-a")
+            await shards.reclaim_orphans(lambda shard: shard.owner == "coord-a")
             [new, other] = await shards.claim("coord-b", 2)
             with pytest.raises(Fenced):
                 await shards.save(old, Progress())

@@ -109,7 +109,7 @@ async def test_reclaimed_shard_fences_its_old_owner(jobs: JobStore) -> None:
         checkpointed = Progress(live=Counters(files_processed=4),
                                 committed=Counters(files_processed=4), checkpoint=("a", "f4"))
         old = await shards.save(old, checkpointed)
-        assert await shards.reclaim_orphans(lambda owner: owner != "coord-b") == 1
+        assert await shards.reclaim_orphans(lambda shard: shard.owner == "coord-b") == 1
         [new] = await shards.claim("coord-c", 1)
         assert new.shard.index == old.shard.index
         assert new.shard.progress.checkpoint == ("a", "f4")  # resumes where it was
