@@ -234,7 +234,7 @@ class JobRunner:
             if self.ledger.unsaved_failures:
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, CHECKPOINT_INTERVAL * 5)
-        state = await self._write_final(error)
+        state, error = await self._write_final(error)
         self._finished = True
         shown = self.ledger.shown
         if self.metrics is not None and state:
@@ -245,14 +245,14 @@ class JobRunner:
                  skipped=shown.files_skipped, failed=self.ledger.live.files_failed,
                  seconds=round(self._active_seconds(), 3))
 
-    async def _write_final(self, error: str) -> str:
-        """The job's final transition, with its progress; returns the state written."""
+    async def _write_final(self, error: str) -> tuple[str, str]:
+        """The job's final transition, with its progress: (the state written, why)."""
         error = error or self.ledger.outcome()
         event = JobEvent.FAIL if error else JobEvent.SUCCEED
         self.owned = await self.store.transition(
             self.owned, event, error=error, progress=self._snapshot()
         )
-        return self.owned.job.state.value
+        return self.owned.job.state.value, error
 
     # ================================================================== passes
     async def _run_pass(self, after: tuple[str, ...]) -> None:

@@ -157,7 +157,8 @@ class ShardRunner(JobRunner):
                               failures: Sequence[FailureRecord]) -> None:
         self.owned_shard = await self.shards.save(self.owned_shard, progress, failures)
 
-    async def _write_final(self, error: str) -> str:
+    async def _write_final(self, error: str) -> tuple[str, str]:
+        """The shard's end; also the job's when it is the last (or ``error`` fails it)."""
         final = await self.shards.finish(self.owned_shard, self._snapshot(), outcome,
                                          error=error)
-        return final.state.value if final is not None else ""
+        return ("", error) if final is None else (final.state.value, final.error)
