@@ -36,6 +36,13 @@ def _parse_int(text: str) -> int:
         raise ValueError(f"not an integer: {text!r}") from None
 
 
+def _parse_non_negative_int(text: str) -> int:
+    value = _parse_int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _parse_positive_int(text: str) -> int:
     value = _parse_int(text)
     if value <= 0:
@@ -347,6 +354,22 @@ class Keys:
         _parse_ratio,
         "0.05",
         "A job fails early when the failed-file ratio exceeds this and the count threshold.",
+    )
+    JOB_SHARD_COUNT = _key(
+        "alluxio.job.shard.count",
+        _parse_non_negative_int,
+        "0",
+        "Shards a new job is split into, at its top-level entries (subdirectories of a "
+        "local tree, common prefixes of an object store), so that several coordinators, "
+        "or one coordinator several times over, list and dispatch it side by side. "
+        "0: choose (up to 8, when the top level has several entries); 1: never shard. "
+        "Jobs with --verify or --bandwidth are not sharded.",
+    )
+    JOB_SHARD_CONCURRENCY = _key(
+        "alluxio.job.shard.concurrency",
+        _parse_positive_int,
+        "4",
+        "Shards, of any job, one coordinator runs at once.",
     )
     JOB_FAILURE_LIST_MAX = _key(
         "alluxio.job.failure.list.max",

@@ -54,6 +54,7 @@ from alluxiojob.core.text import printable
 from alluxiojob.security import Security
 from alluxiojob.security.paths import PathNotAllowed, transfer_overlap
 from alluxiojob.store.jobs import JobStore
+from alluxiojob.store.shards import ShardStore
 from alluxiojob.ufs import resolve_path, ufs_for
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.settings import UfsSettings
@@ -392,6 +393,9 @@ class CoordinatorApi:
                            verbose: bool) -> Response:
         """The progress report as JSON, or with ``format=TEXT`` as the CLI prints it."""
         report = progress_report(job, await self.store.get_progress(job.id), time.time())
+        shards = await ShardStore(self.store).of_job(job.id)
+        if shards:
+            report["shards"] = [shard.summary() for shard, _ in shards]
         if status == "SUCCESS":
             report["successes"] = await self.service.cached_under(job.path, SUCCESS_LIST_MAX)
         if status == "FAILURE" or verbose:

@@ -2,12 +2,13 @@
 
 Theory of operation
 -------------------
-``Reconciler`` puts back in the queue the jobs nobody drives. At startup, before the
-scheduler claims anything, it requeues this coordinator's own RUNNING jobs (they were
-its own before a restart). In HA, every ``scheduler.interval.time`` it reads the live
-coordinators (one scan of their liveness keys) and looks for orphaned jobs only when a
-peer has disappeared since the last look, and otherwise once a minute as a backstop, so
-the job table is not scanned every interval.
+``Reconciler`` puts back in the queue the jobs (and shards of jobs) nobody drives. At
+startup, before the scheduler claims anything, it requeues this coordinator's own
+RUNNING jobs and shards (they were its own before a restart). In HA, every
+``scheduler.interval.time`` it reads the live coordinators (one scan of their liveness
+keys) and looks for orphaned jobs only when a peer has disappeared since the last look,
+and otherwise once a minute as a backstop, so the job table is not scanned every
+interval.
 
 ``RetentionService`` removes finished jobs past ``alluxio.job.retention.time``, once
 every ``alluxio.job.cleanup.interval``.
@@ -35,6 +36,7 @@ from alluxiojob.core.states import JobState
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.store.kv import KVStore
 from alluxiojob.store.liveness import LeaseRegistration, live_ids
+from alluxiojob.store.shards import ShardStore
 
 log = structlog.get_logger("alluxiojob.coordinator")
 
@@ -101,7 +103,9 @@ class Reconciler:
         resumed = await self.store.reclaim_orphans(lambda owner: ha and owner != mine)
         for job in resumed:
             log.info("resuming job after restart", job_id=job.id, path=job.path)
-        self._requeued(len(resumed))
+        shards = await ShardStore(self.store).reclaim_orphans(
+            lambda shard: not ha or shard.owner == mine)
+        self._requeued(len(resumed) + shards)
 
     async def _reclaim_from_dead_peers(self) -> None:
         """HA: jobs whose owner has no liveness key go back to the queue."""
@@ -115,11 +119,15 @@ class Reconciler:
             self._last_live = live
             return
         reclaimed = await self.store.reclaim_orphans(lambda owner: owner in live)
+        shards = await ShardStore(self.store).reclaim_orphans(
+            lambda shard: shard.owner not in live)
+        if shards:
+            log.info("reclaimed shards from a dead coordinator", shards=shards)
         self._last_live = live
         self._next_backstop = now + ORPHAN_SCAN_BACKSTOP
         for job in reclaimed:
             log.info("reclaimed job from a dead coordinator", job_id=job.id, path=job.path)
-        self._requeued(len(reclaimed))
+        self._requeued(len(reclaimed) + shards)
 
     def _requeued(self, count: int) -> None:
         if count:

@@ -143,6 +143,11 @@ class JobRunner:
         self._pass_done = trio.Event()
 
     @property
+    def finished(self) -> bool:
+        """True once the runner wrote its end (the job's, or its shard's)."""
+        return self._finished
+
+    @property
     def files_processed(self) -> int:
         return self.ledger.shown.files_processed
 
@@ -188,8 +193,11 @@ class JobRunner:
                         await client.cancel(self.job.id)
                 log.info("cancelled the job's tasks on workers", workers=list(decision.workers))
 
+    async def _stored_progress(self) -> Progress:
+        return await self.store.get_progress(self.job.id)
+
     async def _run(self) -> None:
-        stored = await self.store.get_progress(self.job.id)
+        stored = await self._stored_progress()
         failures_stored = 0
         if stored.checkpoint:
             failures_stored = len(
@@ -227,19 +235,25 @@ class JobRunner:
             if self.ledger.unsaved_failures:
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, CHECKPOINT_INTERVAL * 5)
+        state, error = await self._write_final(error)
+        self._finished = True
+        shown = self.ledger.shown
+        if self.metrics is not None and state:
+            self.metrics.job_finished(self.job.type.value, state)
+        log.info("job finished" if state else "shard finished", state=state or None,
+                 error=error or None,
+                 files=shown.files_processed, bytes=shown.bytes_processed,
+                 skipped=shown.files_skipped, failed=self.ledger.live.files_failed,
+                 seconds=round(self._active_seconds(), 3))
+
+    async def _write_final(self, error: str) -> tuple[str, str]:
+        """The job's final transition, with its progress: (the state written, why)."""
         error = error or self.ledger.outcome()
         event = JobEvent.FAIL if error else JobEvent.SUCCEED
         self.owned = await self.store.transition(
             self.owned, event, error=error, progress=self._snapshot()
         )
-        self._finished = True
-        shown = self.ledger.shown
-        if self.metrics is not None:
-            self.metrics.job_finished(self.job.type.value, self.owned.job.state.value)
-        log.info("job finished", state=self.owned.job.state.value, error=error or None,
-                 files=shown.files_processed, bytes=shown.bytes_processed,
-                 skipped=shown.files_skipped, failed=self.ledger.live.files_failed,
-                 seconds=round(self._active_seconds(), 3))
+        return self.owned.job.state.value, error
 
     # ================================================================== passes
     async def _run_pass(self, after: tuple[str, ...]) -> None:
@@ -384,7 +398,8 @@ class JobRunner:
             return False
 
         def walk(after: tuple[str, ...]) -> Iterator[UfsFile]:
-            return ufs.walk(self.job.path, after, follow_link if allowlist.enabled else None)
+            return ufs.walk(self.job.path, self._walk_start(after),
+                            follow_link if allowlist.enabled else None)
 
         if self.job.options.source:  # an index file, an inventory, a template
             source = await trio.to_thread.run_sync(open_source, self.job, self.config)
@@ -397,6 +412,8 @@ class JobRunner:
         def next_page() -> list[UfsFile]:
             out: list[UfsFile] = []
             for item in walker:
+                if self._past_end(item.parts):
+                    break
                 out.append(item)
                 if len(out) >= LIST_PAGE:
                     break
@@ -428,6 +445,14 @@ class JobRunner:
                 yield files
             if len(files) < LIST_PAGE:  # the walk is over
                 return
+
+    def _walk_start(self, after: tuple[str, ...]) -> tuple[str, ...]:
+        """Where the walk starts: after ``after`` (a shard's range may start later)."""
+        return after
+
+    def _past_end(self, parts: tuple[str, ...]) -> bool:
+        """True for a file past the end of what this runner lists (a shard's range)."""
+        return False
 
     def _destination(self, ufs_file: UfsFile) -> str:
         """COPY/MOVE: the file's place under the destination, mirroring the source tree."""
@@ -528,8 +553,7 @@ class JobRunner:
             failures = self.ledger.take_failures()
             started = trio.current_time()
             try:
-                await self.store.save_progress(self.owned, self._snapshot(),
-                                               [_storable(f) for f in failures])
+                await self._write_progress(self._snapshot(), [_storable(f) for f in failures])
                 self._confirmed_at = max(self._confirmed_at, started)
             except Fenced:
                 raise
@@ -541,6 +565,10 @@ class JobRunner:
                 if not isinstance(exc, Exception):
                     raise
                 log.warning("cannot save progress; will retry", error=describe_error(exc))
+
+    async def _write_progress(self, progress: Progress,
+                              failures: Sequence[FailureRecord]) -> None:
+        await self.store.save_progress(self.owned, progress, failures)
 
     async def _checkpointer(self) -> None:
         while True:

@@ -71,6 +71,8 @@ def progress_text(report: dict[str, Any], verbose: bool = False) -> str:
     ]
     if report.get("workers") and verbose:
         lines.append(f"\tWorkers: {', '.join(report['workers'])}")
+    if verbose:
+        lines += ["\t" + line for line in _shard_lines(report.get("shards") or [])]
     successes = report.get("successes")
     if successes is not None:
         lines.append(f"\tCached files ({len(successes)} shown):")
@@ -142,8 +144,16 @@ def job_stat_text(job: dict[str, Any], report: dict[str, Any] | None, verbose: b
         files = report["files"]
         lines.append(f"Files: processed {files['processed']}, skipped {files['skipped']}, "
                      f"failed {files['failed']}")
+        lines += _shard_lines(report.get("shards") or [])
         lines += _task_lines(report.get("tasks") or [])
     return "\n".join(lines)
+
+
+def _shard_lines(shards: list[dict[str, Any]]) -> list[str]:
+    """Each shard of a sharded job with its state, owner and counts."""
+    return [f"Shard {s['index']}: {s['state']:<7} Owner: {s['owner'] or '-'}  "
+            f"Files: listed {s['files_listed']}, processed {s['files_processed']}, "
+            f"skipped {s['files_skipped']}, failed {s['files_failed']}" for s in shards]
 
 
 def _task_lines(tasks: list[dict[str, Any]]) -> list[str]:

@@ -59,6 +59,7 @@ from alluxiojob.core.errors import (
 from alluxiojob.core.job import JobOptions, JobRecord, JobType, job_identity
 from alluxiojob.core.progress import FailureRecord, Progress
 from alluxiojob.core.reasons import Reason
+from alluxiojob.core.shards import ShardRecord, merge
 from alluxiojob.core.states import ACTIVE_STATES, OWNED_STATES, JobEvent, JobState
 from alluxiojob.store.kv import Compare, Delete, Entry, KVStore, Op, Put, Txn
 from alluxiojob.store.records import pack_record, unpack_record
@@ -148,6 +149,11 @@ class JobStore:
     def _failures_prefix(self, job_id: str) -> bytes:
         return self._k("failures", job_id, "")
 
+    def _shard_deletes(self, job_id: str) -> list[Op]:
+        """A job's shard records and queue entries (``store/shards.py``)."""
+        return [Delete(self._k("shard", job_id, ""), prefix=True),
+                Delete(self._k("shardq", job_id, ""), prefix=True)]
+
     @staticmethod
     def _decode_job(entry: Entry) -> JobRecord:
         try:
@@ -200,13 +206,20 @@ class JobStore:
         return await self.kv.count(self._k("waiting", ""))
 
     async def get_progress(self, job_id: str) -> Progress:
+        """The job's progress; a sharded job's sums its shards' (``store/shards.py``)."""
         entry = await self.kv.get(self._progress_key(job_id))
-        if entry is None:
-            return Progress()
+        shards = await self.kv.scan(self._k("shard", job_id, ""))
         try:
-            return Progress.from_wire(unpack_record(entry.value))
+            stored = Progress() if entry is None else Progress.from_wire(
+                unpack_record(entry.value))
+            if not shards:
+                return stored
+            total = merge([ShardRecord.from_wire(unpack_record(shard.value)).progress
+                           for shard in shards])
         except Exception as exc:
             raise JobServiceError(f"the progress of job {job_id} is unreadable: {exc}") from None
+        # The final transition stores the sum; a report never shows less than it did.
+        return replace(total, live=total.live.envelope(stored.live))
 
     async def list_failures(self, job_id: str, limit: int = 0) -> list[FailureRecord]:
         prefix = self._failures_prefix(job_id)
@@ -365,7 +378,8 @@ class JobStore:
             if job.state is JobState.FAILED:
                 # A failed job starts over, so that its failed files are tried again.
                 ops += [Delete(self._progress_key(job.id)),
-                        Delete(self._failures_prefix(job.id), prefix=True)]
+                        Delete(self._failures_prefix(job.id), prefix=True),
+                        *self._shard_deletes(job.id)]
             if await self.kv.txn(compares, ops):
                 return rerun
         raise Fenced("the job kept changing during rerun; try again")
@@ -476,9 +490,22 @@ class JobStore:
         twice, so failures go one op per key, in fenced chunks, and the progress (with
         its checkpoint) last: a checkpoint is never saved without the failures before it.
         """
+        fence = [Compare(self._job_key(owned.job.id), owned.revision)]
+        *chunks, ops = self.failure_chunks(owned.job.id, failures, cleared)
+        for chunk in chunks:
+            if await self.kv.txn(fence, chunk) is None:
+                raise Fenced(f"job {owned.job.id} changed under its owner; abandoning it")
+        ops.append(Put(self._progress_key(owned.job.id), self._pack_progress(owned, progress)))
+        if await self.kv.txn(fence, ops) is None:
+            raise Fenced(f"job {owned.job.id} changed under its owner; abandoning it")
+
+    def failure_chunks(self, job_id: str, failures: Iterable[FailureRecord],
+                       cleared: Iterable[str] = ()) -> list[list[Op]]:
+        """The writes of new and resolved failures, in chunks a transaction takes with
+        one more op; the last chunk (always there, maybe empty) is for that op."""
         changes: dict[bytes, Op] = {}
         for failure in failures:
-            key = self._failures_prefix(owned.job.id) + _path_bytes(failure.path)
+            key = self._failures_prefix(job_id) + _path_bytes(failure.path)
             changes[key] = Put(
                 key,
                 pack_record(
@@ -487,17 +514,11 @@ class JobStore:
                 ),
             )
         for path in cleared:
-            key = self._failures_prefix(owned.job.id) + _path_bytes(path)
+            key = self._failures_prefix(job_id) + _path_bytes(path)
             changes[key] = Delete(key)
         ops = list(changes.values())
-        fence = [Compare(self._job_key(owned.job.id), owned.revision)]
-        while len(ops) >= _MAX_TXN_OPS:
-            if await self.kv.txn(fence, ops[:_MAX_TXN_OPS]) is None:
-                raise Fenced(f"job {owned.job.id} changed under its owner; abandoning it")
-            ops = ops[_MAX_TXN_OPS:]
-        ops.append(Put(self._progress_key(owned.job.id), self._pack_progress(owned, progress)))
-        if await self.kv.txn(fence, ops) is None:
-            raise Fenced(f"job {owned.job.id} changed under its owner; abandoning it")
+        size = _MAX_TXN_OPS - 1
+        return [ops[i:i + size] for i in range(0, len(ops), size)] or [[]]
 
     @staticmethod
     def _pack_progress(owned: OwnedJob, progress: Progress) -> bytes:
@@ -548,6 +569,7 @@ class JobStore:
                 Delete(self._job_key(job.id)),
                 Delete(self._progress_key(job.id)),
                 Delete(self._failures_prefix(job.id), prefix=True),
+                *self._shard_deletes(job.id),
             ]
             compares = [Compare(entry.key, entry.revision)]
             pointer = await self.kv.get(self._identity_key(job.identity))

@@ -101,9 +101,13 @@ def audit_owner_writes(events: Iterable[HistoryEvent], prefix: str = JOB_PREFIX)
     A ``progress/<id>`` write must come from the owner the job record names just before
     it (its ``writer``); a ``failures/<id>/…`` write must happen while the job is owned;
     a job's move from RUNNING/VERIFYING to SUCCEEDED/FAILED must carry its owner's
-    progress in the same transaction (revision).
+    progress in the same transaction (revision). A shard record (``shard/<id>/<n>``)
+    written RUNNING or DONE under an owner must be that owner's: either its claim (the
+    shard waited, and the same transaction removed its ``shardq/`` entry) or a write
+    after one, while the shard was still RUNNING under that owner.
     """
     jobs: dict[str, dict[str, Any]] = {}
+    shards: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     by_revision: dict[int, list[HistoryEvent]] = {}
     for event in events:
@@ -112,9 +116,14 @@ def audit_owner_writes(events: Iterable[HistoryEvent], prefix: str = JOB_PREFIX)
         batch = by_revision[revision]
         before = dict(jobs)  # the job records as they were just before this transaction
         progress_writers: dict[str, str] = {}
+        dequeued = {event.key[len(prefix):].partition("/")[2] for event in batch
+                    if event.type == "DELETE" and event.key[len(prefix):].startswith("shardq/")}
         for event in batch:
             kind, _, rest = event.key[len(prefix):].partition("/")
             job_id = rest.split("/", 1)[0]
+            if kind == "shard":
+                problems += _audit_shard(revision, rest, event, shards, dequeued)
+                continue
             if event.type == "DELETE":
                 if kind == "job":
                     jobs.pop(job_id, None)
@@ -145,6 +154,27 @@ def audit_owner_writes(events: Iterable[HistoryEvent], prefix: str = JOB_PREFIX)
                 problems.append(f"revision {revision}: job {job_id} became {record['state']} "
                                 f"without the progress of its owner {prior['owner']}")
     return problems
+
+
+def _audit_shard(revision: int, name: str, event: HistoryEvent,
+                 shards: dict[str, dict[str, Any]], dequeued: set[str]) -> list[str]:
+    """The shard write ``event`` (``name``: ``<job id>/<n>``) against the record before."""
+    if event.type == "DELETE":
+        shards.pop(name, None)
+        return []
+    prior, record = shards.get(name), unpack_record(event.value)
+    shards[name] = record
+    if record["state"] == "WAITING":
+        return []
+    owner = record["owner"]
+    claimed = prior is not None and prior["state"] == "WAITING" and name in dequeued
+    kept = prior is not None and prior["state"] == "RUNNING" and prior["owner"] == owner
+    if claimed or kept:
+        return []
+    held = "no record" if prior is None else \
+        f"{prior['state']} owned by {prior['owner'] or 'nobody'}"
+    return [f"revision {revision}: shard {name} written {record['state']} by {owner} "
+            f"while it was {held}"]
 
 
 __all__ = ["JOB_PREFIX", "OWNED", "EtcdGateway", "HistoryEvent", "audit_owner_writes"]

@@ -22,6 +22,7 @@ from alluxiojob.store.etcd import EtcdKVStore
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.store.kv import Put
 from alluxiojob.store.records import pack_record
+from alluxiojob.store.shards import ShardStore
 from alluxiojob.testing.etcd import EtcdServer
 from tests.integration.chaos import (
     JOB_PREFIX,
@@ -71,6 +72,40 @@ async def test_owner_audit_catches_a_write_fencing_should_have_refused(
             assert len(problems) == 1, problems
             assert "written by coord-a" in problems[0], problems
             assert "SUCCEEDED" in problems[0], problems
+    finally:
+        await kv.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_owner_audit_of_shard_writes(etcd: EtcdServer) -> None:
+    kv = EtcdKVStore([etcd.url], read_timeout=5, write_timeout=5)
+    jobs = JobStore(kv, prefix=JOB_PREFIX)
+    shards = ShardStore(jobs)
+    gateway = EtcdGateway(etcd.url)
+    try:
+        with trio.fail_after(50):
+            await jobs.submit(JobType.LOAD, "file:///shards", "", JobOptions(), 100)
+            [owned] = await jobs.claim_waiting("coord-a", 1)
+            assert await shards.plan(owned, [((), ("m",)), (("m",), ())])
+            [old, _] = await shards.claim("coord-a", 2)
+            old = await shards.save(old, Progress(committed=Counters(files_processed=1)))
+            await shards.reclaim_orphans(lambda shard: shard.owner == "coord-a")
+            [new, other] = await shards.claim("coord-b", 2)
+            with pytest.raises(Fenced):
+                await shards.save(old, Progress())
+            await shards.finish(new, Progress(), lambda _: "")
+            await shards.finish(other, Progress(), lambda _: "")
+            history = await trio.to_thread.run_sync(gateway.history, JOB_PREFIX)
+            assert audit_owner_writes(history) == []
+
+            # What a broken fence would let through: coord-a's save after coord-b's claim.
+            stale = replace(old.shard, progress=Progress())
+            await kv.txn([], [Put(f"{JOB_PREFIX}shard/{owned.job.id}/0000".encode(),
+                                  pack_record(stale.to_wire()))])
+            history = await trio.to_thread.run_sync(gateway.history, JOB_PREFIX)
+            problems = audit_owner_writes(history)
+            assert len(problems) == 1, problems
+            assert "by coord-a while it was DONE owned by coord-b" in problems[0], problems
     finally:
         await kv.aclose()
 

@@ -392,8 +392,9 @@ def test_coordinator_sigkill_mid_s3_load_resumes(cluster_factory, s3: S3Server) 
     started = [json.loads(line) for line in restarted.log().splitlines()
                if '"job started"' in line]
     assert started, restarted.log()
-    assert started[0]["resume_after"] is not None
-    assert started[0]["files_committed"] >= before
+    # Resumed from its checkpoints (one per shard when the job runs as shards).
+    assert any(line["resume_after"] is not None for line in started)
+    assert sum(line["files_committed"] for line in started) >= before
     _assert_each_cached_once(cluster, "kill-coordinator", objects)
 
 

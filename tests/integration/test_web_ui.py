@@ -102,6 +102,14 @@ def test_submit_watch_stop_and_rerun_from_the_page(cluster: Cluster, tmp_path: P
         assert settings == "20", "the batch size typed in the form reached the job"
         assert _by_css(driver, "#detail-no-failures").is_displayed()
         assert cluster.progress(job_id)["job"]["options"]["batch_size"] == 20
+        # Its five top-level directories made five shards, listed with their owners.
+        shards = cluster.progress(job_id)["shards"]
+        assert len(shards) == 5
+        wait_for(lambda: len(_all_css(driver, "#detail-shards tbody tr")) == 5, 10,
+                 "the job's shards")
+        cells = [c.text for c in _all_css(driver, "#detail-shards tbody tr:first-child td")]
+        assert cells == ["0", "DONE", shards[0]["owner"],
+                         f"{shards[0]['files_processed']} / {shards[0]['files_listed']}", "0"]
 
         # A slow job, whose name is HTML: shown as text; stopped, then rerun, from the page.
         _submit(driver, slow, batch_size="2", bandwidth="16KiB")

@@ -336,6 +336,11 @@ async function refreshDetail() {
     ["Started", when(job.started_at)],
     ["Finished", when(job.finished_at)],
   ]);
+  const shards = report.shards || [];
+  $("#detail-shards tbody").replaceChildren(...shards.map((s) =>
+    el("tr", {}, el("td", {}, String(s.index)), el("td", {}, s.state), el("td", {}, s.owner || "–"),
+       el("td", {}, `${s.files_processed} / ${s.files_listed}`), el("td", {}, String(s.files_failed)))));
+  $("#detail-shards-section").hidden = shards.length === 0;
   const failures = report.failures || [];
   const tbody = $("#detail-failures tbody");
   const rows = failures.slice(0, FAILURES_SHOWN).map((f) =>

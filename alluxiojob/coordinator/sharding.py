@@ -1,0 +1,164 @@
+"""Sharded jobs: planning a job's shards when it is claimed, and running one shard.
+
+Theory of operation
+-------------------
+When a coordinator claims a job (``scheduler.py``), ``prepare`` decides whether it runs
+sharded. A job that already has shards (resumed, reclaimed, rerun) puts every shard
+back in the queue, each keeping its checkpoint and counters. A new job is split if
+``alluxio.job.shard.count`` allows it and its path's top level has several entries
+(one delimiter listing of an object store, one directory read of a local tree); a job
+with ``--verify`` or ``--bandwidth``, or one that already ran unsharded, is not. The
+split is stored once, in one transaction fenced by the claim (``store/shards.py``).
+
+After that the job record only waits for its final state. Every coordinator, the
+claimer included, claims waiting shards (``alluxio.job.shard.concurrency`` at once)
+and runs each in a ``ShardRunner``: a ``JobRunner`` whose walk is bounded to the
+shard's range and whose progress, checkpoint and end go to the shard record. Whoever
+finishes the last shard writes the job's final state.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import obstore
+import structlog
+import trio
+
+from alluxiojob.config import Config, Keys
+from alluxiojob.coordinator.metrics import CoordinatorMetrics
+from alluxiojob.coordinator.runner import JobRunner
+from alluxiojob.coordinator.workers import Membership
+from alluxiojob.core.errors import Fenced, describe_error, leaves
+from alluxiojob.core.ledger import Decision
+from alluxiojob.core.progress import FailureRecord, Progress
+from alluxiojob.core.shards import split, top_level_bound
+from alluxiojob.store.jobs import JobStore, OwnedJob
+from alluxiojob.store.shards import MAX_SHARDS, OwnedShard, ShardStore
+from alluxiojob.ufs import ufs_for
+from alluxiojob.ufs.local import to_local_path
+from alluxiojob.ufs.objects import ObjectStoreUfs
+from alluxiojob.ufs.settings import UfsSettings
+
+log = structlog.get_logger("alluxiojob.coordinator")
+
+AUTO_SHARDS = 8  # shards of a job when alluxio.job.shard.count is 0 (choose)
+TOP_LEVEL_MAX = 100_000  # top-level entries read to place the boundaries
+
+
+def outcome(total: Progress) -> str:
+    """Why a sharded job failed, from its shards' summed progress, or "" (success)."""
+    failed = total.committed.files_failed
+    return f"{failed} files failed; see --progress --file-status FAILURE" if failed else ""
+
+
+def target_shards(config: Config) -> int:
+    wanted = config[Keys.JOB_SHARD_COUNT]
+    return min(MAX_SHARDS, AUTO_SHARDS if wanted == 0 else wanted)
+
+
+def top_level(path: str, config: Config) -> list[tuple[str, ...]]:
+    """The bounds of the top-level entries under ``path`` (blocking: run in a thread)."""
+    ufs = ufs_for(path, UfsSettings.from_config(config))
+    if isinstance(ufs, ObjectStoreUfs):
+        store, key = ufs._locate(path)
+        if not key:
+            listed = obstore.list_with_delimiter(store)
+        else:
+            listed = obstore.list_with_delimiter(store, prefix=key.rstrip("/") + "/")
+        skip = len(key.rstrip("/")) + 1 if key else 0
+        names = [p[skip:] + "/" for p in listed["common_prefixes"]]
+        names += [o["path"][skip:] for o in listed["objects"]]
+        return [top_level_bound(n, object_store=True) for n in names[:TOP_LEVEL_MAX] if n]
+    root = to_local_path(path)
+    if not os.path.isdir(root):
+        return []
+    with os.scandir(root) as entries:
+        names = sorted(entry.name for entry in entries)
+    return [top_level_bound(n, object_store=False) for n in names[:TOP_LEVEL_MAX]]
+
+
+async def prepare(owned: OwnedJob, store: JobStore, shards: ShardStore,
+                  config: Config) -> bool:
+    """Called on claiming ``owned``: True if it runs as shards (now queued)."""
+    requeued = await shards.requeue_all(owned)
+    if requeued:
+        log.info("job resumes as shards", job_id=owned.job.id, shards=requeued)
+        return True
+    job = owned.job
+    target = target_shards(config)
+    # --verify passes and a --bandwidth limit are the whole job's: such jobs run whole.
+    if (target <= 1 or job.options.verify or job.options.bandwidth
+            or (await store.get_progress(job.id)).checkpoint):
+        return False
+    try:
+        bounds = await trio.to_thread.run_sync(top_level, job.path, config)
+    except Exception as exc:  # whatever it is, the job's own listing reports it, as before
+        log.info("not sharding the job: its top level cannot be read", job_id=job.id,
+                 error=describe_error(exc))
+        return False
+    ranges = split(bounds, target)
+    if len(ranges) <= 1:
+        return False
+    if not await shards.plan(owned, ranges):
+        await shards.requeue_all(owned)
+    log.info("job split into shards", job_id=job.id, shards=len(ranges))
+    return True
+
+
+class ShardRunner(JobRunner):
+    """A ``JobRunner`` over one shard's range, writing to the shard's record.
+
+    A worker cancels a job's tasks by job, for the coordinator that asks. A shard that
+    ends on an error of its own (the store failed at its end) therefore cancels nothing
+    while ``siblings_running()`` says other shards of its job run here: their tasks
+    would fail as CANCELLED. A stop, a fence or a shutdown ends them all alike.
+    """
+
+    def __init__(self, owned: OwnedShard, shards: ShardStore, store: JobStore,
+                 membership: Membership, config: Config,
+                 metrics: CoordinatorMetrics | None = None,
+                 siblings_running: Callable[[], bool] = lambda: False) -> None:
+        super().__init__(owned.owned_job, store, membership, config, metrics)
+        self.owned_shard = owned
+        self.shards = shards
+        self.siblings_running = siblings_running
+        self._failed_alone = False
+
+    async def _run(self) -> None:
+        try:
+            await super()._run()
+        except BaseException as exc:
+            self._failed_alone = not any(isinstance(leaf, (Fenced, trio.Cancelled))
+                                         for leaf in leaves(exc))
+            raise
+
+    async def _cancel_tasks(self, decisions: Sequence[Decision]) -> None:
+        if self._failed_alone and self.siblings_running():
+            log.info("not cancelling tasks: other shards of the job run here")
+            return
+        await super()._cancel_tasks(decisions)
+
+    async def run(self) -> None:
+        with structlog.contextvars.bound_contextvars(shard=self.owned_shard.shard.index):
+            await super().run()
+
+    async def _stored_progress(self) -> Progress:
+        return self.owned_shard.shard.progress
+
+    def _walk_start(self, after: tuple[str, ...]) -> tuple[str, ...]:
+        return self.owned_shard.shard.start(after)
+
+    def _past_end(self, parts: tuple[str, ...]) -> bool:
+        return self.owned_shard.shard.past_end(parts)
+
+    async def _write_progress(self, progress: Progress,
+                              failures: Sequence[FailureRecord]) -> None:
+        self.owned_shard = await self.shards.save(self.owned_shard, progress, failures)
+
+    async def _write_final(self, error: str) -> tuple[str, str]:
+        """The shard's end; also the job's when it is the last (or ``error`` fails it)."""
+        final = await self.shards.finish(self.owned_shard, self._snapshot(), outcome,
+                                         error=error)
+        return ("", error) if final is None else (final.state.value, final.error)

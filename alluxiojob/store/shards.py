@@ -1,0 +1,248 @@
+"""Shard records of sharded jobs, written over the ``KVStore`` protocol for both backends.
+
+Keys under the job prefix, beside those of ``store/jobs.py``:
+
+==============================  ==========================================================
+``shard/<uuid>/<nnnn>``         msgpack ``ShardRecord``: bounds, state, owner, progress
+``shardq/<uuid>/<nnnn>``        present while the shard waits for a coordinator
+==============================  ==========================================================
+
+Fencing: a shard's owner holds the revision of its shard record and that of the job
+record from its claim. Every write it makes compares both: a peer that reclaimed the
+shard changes the first; a stop, a failure of another shard, a reclaim or the final
+transition of the job change the second. Either way the old owner's write fails with
+``Fenced`` and it abandons the shard. Progress lives in the shard record itself, so a
+checkpoint is one small write; failures go under the job's ``failures/`` keys.
+
+The job's final transition is made by whoever finishes its last shard: marking a shard
+DONE compares the revisions of every other shard as just read, so of two shards that
+finish at once one sees the other's DONE, and that one's transaction also moves the job
+to its final state, with the summed progress. The job record changes only then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from alluxiojob.core.errors import Fenced, JobServiceError
+from alluxiojob.core.job import JobRecord
+from alluxiojob.core.progress import FailureRecord, Progress
+from alluxiojob.core.shards import ShardRecord, ShardState, merge
+from alluxiojob.core.states import JobEvent, JobState
+from alluxiojob.store.jobs import JobStore, OwnedJob
+from alluxiojob.store.kv import Compare, Delete, Entry, Op, Put
+from alluxiojob.store.records import pack_record, unpack_record
+
+MAX_SHARDS = 60  # a plan or reset is one transaction: two ops a shard, below etcd's 128
+_FINISH_ATTEMPTS = 50  # a finish retried while other shards checkpoint meanwhile
+
+
+@dataclass(frozen=True)
+class OwnedShard:
+    """A shard, the revision its owner's next write compares, and its claimed job."""
+
+    shard: ShardRecord
+    revision: int
+    owned_job: OwnedJob
+
+    @property
+    def job(self) -> JobRecord:
+        return self.owned_job.job
+
+
+class ShardStore:
+    def __init__(self, jobs: JobStore) -> None:
+        self.jobs = jobs
+        self.kv = jobs.kv
+
+    # ------------------------------------------------------------------ keys
+    def _key(self, job_id: str, index: int) -> bytes:
+        return self.jobs._k("shard", job_id, f"{index:04d}")
+
+    def _queue_key(self, job_id: str, index: int) -> bytes:
+        return self.jobs._k("shardq", job_id, f"{index:04d}")
+
+    def _put(self, shard: ShardRecord) -> Put:
+        return Put(self._key(shard.job_id, shard.index), pack_record(shard.to_wire()))
+
+    def _queue(self, shard: ShardRecord) -> Put:
+        return Put(self._queue_key(shard.job_id, shard.index), b"")
+
+    @staticmethod
+    def _decode(entry: Entry) -> ShardRecord:
+        try:
+            return ShardRecord.from_wire(unpack_record(entry.value))
+        except Exception as exc:
+            raise JobServiceError(f"the shard record at {entry.key!r} is unreadable: "
+                                  f"{exc}") from None
+
+    # ------------------------------------------------------------------ reads
+    async def of_job(self, job_id: str) -> list[tuple[ShardRecord, int]]:
+        """The shards of a job, in order, with their revisions (none: not sharded)."""
+        entries = await self.kv.scan(self.jobs._k("shard", job_id, ""))
+        return [(self._decode(entry), entry.revision) for entry in entries]
+
+    # ------------------------------------------------------------------ the job's claimer
+    async def plan(self, owned: OwnedJob,
+                   ranges: Sequence[tuple[tuple[str, ...], tuple[str, ...]]]) -> bool:
+        """Store the shards of a job just claimed, once: False if they exist already."""
+        if not 1 <= len(ranges) <= MAX_SHARDS:
+            raise ValueError(f"a job has 1 to {MAX_SHARDS} shards, not {len(ranges)}")
+        job_id = owned.job.id
+        ops: list[Op] = []
+        for index, (after, until) in enumerate(ranges):
+            shard = ShardRecord(job_id, index, after, until)
+            ops += [self._put(shard), self._queue(shard)]
+        compares = [Compare(self.jobs._job_key(job_id), owned.revision),
+                    Compare(self._key(job_id, 0), 0)]
+        if await self.kv.txn(compares, ops) is not None:
+            return True
+        if (await self.jobs.get(job_id)).revision != owned.revision:
+            raise Fenced(f"job {job_id} changed under its owner; abandoning it")
+        return False
+
+    async def requeue_all(self, owned: OwnedJob) -> int:
+        """A job claimed again (resumed, reclaimed, rerun): every shard waits again, with
+        its checkpoint and counters; the claims of their old owners are fenced off."""
+        shards = await self.of_job(owned.job.id)
+        ops: list[Op] = []
+        for shard, _ in shards:
+            back = replace(shard, state=ShardState.WAITING, owner="",
+                           progress=shard.progress.settled())
+            ops += [self._put(back), self._queue(back)]
+        if ops and await self.kv.txn(
+                [Compare(self.jobs._job_key(owned.job.id), owned.revision)], ops) is None:
+            raise Fenced(f"job {owned.job.id} changed under its owner; abandoning it")
+        return len(shards)
+
+    # ------------------------------------------------------------------ any coordinator
+    async def claim(self, owner: str, limit: int) -> list[OwnedShard]:
+        """Claim up to ``limit`` waiting shards of running jobs, in key order."""
+        claimed: list[OwnedShard] = []
+        if limit <= 0:
+            return claimed
+        jobs: dict[str, Entry | None] = {}
+        queue = self.jobs._k("shardq", "")
+        for waiting in await self.kv.scan(queue, limit=limit * 4):
+            if len(claimed) >= limit:
+                break
+            job_id, _, number = waiting.key[len(queue):].decode().partition("/")
+            index = int(number)
+            if job_id not in jobs:
+                jobs[job_id] = await self.kv.get(self.jobs._job_key(job_id))
+            job_entry = jobs[job_id]
+            job = self.jobs._decode_job(job_entry) if job_entry is not None else None
+            if job is None or job.state not in (JobState.RUNNING, JobState.WAITING):
+                # Stopped, finished or gone: the entry is stale (a resume requeues anew).
+                await self.kv.txn([Compare(waiting.key, waiting.revision)],
+                                  [Delete(waiting.key)])
+                continue
+            entry = await self.kv.get(self._key(job_id, index))
+            if job.state is not JobState.RUNNING or entry is None or job_entry is None:
+                continue
+            shard = self._decode(entry)
+            if shard.state is not ShardState.WAITING:
+                continue
+            mine = replace(shard, state=ShardState.RUNNING, owner=owner)
+            revision = await self.kv.txn(
+                [Compare(job_entry.key, job_entry.revision), Compare(entry.key, entry.revision),
+                 Compare(waiting.key, waiting.revision)],
+                [self._put(mine), Delete(waiting.key)])
+            if revision is not None:
+                claimed.append(OwnedShard(mine, revision,
+                                          OwnedJob(job, job_entry.revision)))
+        return claimed
+
+    # ------------------------------------------------------------------ the shard's owner
+    def _fence(self, owned: OwnedShard) -> list[Compare]:
+        return [Compare(self.jobs._job_key(owned.job.id), owned.owned_job.revision),
+                Compare(self._key(owned.job.id, owned.shard.index), owned.revision)]
+
+    def _fenced(self, owned: OwnedShard) -> Fenced:
+        return Fenced(f"shard {owned.shard.index} of job {owned.job.id} changed under "
+                      "its owner; abandoning it")
+
+    async def save(self, owned: OwnedShard, progress: Progress,
+                   failures: Iterable[FailureRecord] = ()) -> OwnedShard:
+        """Fenced write of the shard's counters and checkpoint, and of new failures
+        (stored first: a checkpoint is never saved without the failures before it)."""
+        fence = self._fence(owned)
+        *chunks, ops = self.jobs.failure_chunks(owned.job.id, failures)
+        for chunk in chunks:
+            if await self.kv.txn(fence, chunk) is None:
+                raise self._fenced(owned)
+        shard = replace(owned.shard, progress=progress)
+        revision = await self.kv.txn(fence, [*ops, self._put(shard)])
+        if revision is None:
+            raise self._fenced(owned)
+        return OwnedShard(shard, revision, owned.owned_job)
+
+    async def finish(self, owned: OwnedShard, progress: Progress,
+                     outcome: Callable[[Progress], str], *, error: str = "") -> JobRecord | None:
+        """Mark the shard DONE; if it is the last, or ``error`` fails the job, also make
+        the job's final transition in the same transaction. Returns the job's final
+        record when this call made it, None when shards remain."""
+        job_key = self.jobs._job_key(owned.job.id)
+        mine = replace(owned.shard, state=ShardState.DONE, progress=progress)
+        for _ in range(_FINISH_ATTEMPTS):
+            others = [(shard, rev) for shard, rev in await self.of_job(owned.job.id)
+                      if shard.index != owned.shard.index]
+            compares = self._fence(owned)
+            ops: list[Op] = [self._put(mine)]
+            final: JobRecord | None = None
+            if error or all(shard.state is ShardState.DONE for shard, _ in others):
+                total = merge([mine.progress, *(shard.progress for shard, _ in others)])
+                why = error or outcome(total)
+                final = owned.job.apply(JobEvent.FAIL if why else JobEvent.SUCCEED,
+                                        self.jobs._clock(), owner=owned.job.owner, error=why)
+                ops += [Put(job_key, pack_record(final.to_wire())),
+                        Put(self.jobs._progress_key(owned.job.id),
+                            self.jobs._pack_progress(owned.owned_job, total))]
+            if not error:
+                compares += [Compare(self._key(owned.job.id, shard.index), rev)
+                             for shard, rev in others]
+            if await self.kv.txn(compares, ops) is not None:
+                return final
+            current = await self.kv.get(job_key)
+            mine_now = await self.kv.get(self._key(owned.job.id, owned.shard.index))
+            if (current is None or current.revision != owned.owned_job.revision
+                    or mine_now is None or mine_now.revision != owned.revision):
+                raise self._fenced(owned)
+        raise JobServiceError(f"could not finish shard {owned.shard.index} of job "
+                              f"{owned.job.id}: its peers kept changing")
+
+    async def release(self, owned: OwnedShard) -> None:
+        """Its owner gives the shard back to the queue, keeping its checkpoint."""
+        back = replace(owned.shard, state=ShardState.WAITING, owner="",
+                       progress=owned.shard.progress.settled())
+        await self.kv.txn([Compare(self._key(owned.job.id, owned.shard.index), owned.revision)],
+                          [self._put(back), self._queue(back)])
+
+    # ------------------------------------------------------------------ housekeeping
+    async def reclaim_orphans(self, is_orphan: Callable[[ShardRecord], bool]) -> int:
+        """Running shards that ``is_orphan`` (their owner is gone, or runs them no more)
+        wait again, keeping their checkpoints."""
+        reclaimed = 0
+        start: bytes | None = None
+        while True:
+            page = await self.kv.scan(self.jobs._k("shard", ""), start_after=start, limit=1000)
+            for entry in page:
+                shard = self._decode(entry)
+                if shard.state is not ShardState.RUNNING or not is_orphan(shard):
+                    continue
+                back = replace(shard, state=ShardState.WAITING, owner="",
+                               progress=shard.progress.settled())
+                if await self.kv.txn([Compare(entry.key, entry.revision)],
+                                     [self._put(back), self._queue(back)]) is not None:
+                    reclaimed += 1
+            if len(page) < 1000:
+                return reclaimed
+            start = page[-1].key
+
+
+def merged_progress(shards: Sequence[ShardRecord]) -> Progress:
+    return merge([shard.progress for shard in shards])
+
+
+__all__: Sequence[str] = ["MAX_SHARDS", "OwnedShard", "ShardStore", "merged_progress"]

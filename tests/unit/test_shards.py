@@ -1,0 +1,86 @@
+"""The pure shard logic: ranges that cover every file once, and summed progress."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alluxiojob.core.progress import Counters, Progress
+from alluxiojob.core.shards import (
+    HIGHEST,
+    ShardRecord,
+    ShardState,
+    merge,
+    split,
+    top_level_bound,
+)
+
+NAMES = st.text(alphabet="ab/-.0\u00e9", min_size=1, max_size=4)
+
+
+def owners(ranges: list[tuple[tuple[str, ...], tuple[str, ...]]],
+           parts: tuple[str, ...]) -> list[int]:
+    return [i for i, (after, until) in enumerate(ranges)
+            if (not after or parts > after) and (not until or parts <= until)]
+
+
+@given(st.lists(NAMES.filter(lambda n: "/" not in n), max_size=20),
+       st.lists(st.lists(NAMES.filter(lambda n: "/" not in n), min_size=1, max_size=3),
+                max_size=30),
+       st.integers(1, 10))
+def test_local_ranges_cover_every_file_once(names: list[str], files: list[list[str]],
+                                            target: int) -> None:
+    ranges = split([top_level_bound(n, object_store=False) for n in names], target)
+    assert 1 <= len(ranges) <= max(1, min(target, len(set(names))))
+    for parts in map(tuple, files):
+        assert len(owners(ranges, parts)) == 1
+        # A file under a listed top-level entry shares a shard with that entry's others.
+        if parts[0] in names:
+            assert owners(ranges, parts) == owners(ranges, (parts[0],))
+
+
+@given(st.lists(NAMES, max_size=20), st.lists(NAMES, max_size=30), st.integers(1, 10))
+def test_object_ranges_cover_every_key_once(entries: list[str], keys: list[str],
+                                            target: int) -> None:
+    # Entries as a delimiter listing shows them: common prefixes end with "/".
+    tops = {e.split("/")[0] + "/" if "/" in e else e for e in entries}
+    ranges = split([top_level_bound(t, object_store=True) for t in tops], target)
+    for key in keys:
+        assert len(owners(ranges, (key,))) == 1
+        prefix = key.split("/")[0] + "/"
+        if "/" in key and prefix in tops:
+            # Every key under one common prefix falls in one shard.
+            assert owners(ranges, (key,)) == owners(ranges, (prefix,))
+
+
+def test_split_groups_evenly_and_ends_open() -> None:
+    bounds = [top_level_bound(n, object_store=False) for n in "abcdefgh"]
+    ranges = split(bounds, 3)
+    assert [until for _, until in ranges] == [("b", HIGHEST), ("e", HIGHEST), ()]
+    assert ranges[0][0] == ()
+    assert split([], 4) == [((), ())]
+    assert len(split(bounds, 1)) == 1
+
+
+def test_record_start_and_end() -> None:
+    shard = ShardRecord("j", 1, after=("b", HIGHEST), until=("d", HIGHEST))
+    assert shard.start(()) == ("b", HIGHEST)
+    assert shard.start(("c", "x")) == ("c", "x")  # resumed after its checkpoint
+    assert not shard.past_end(("d", "z", "deep"))
+    assert shard.past_end(("e",))
+    assert ShardRecord.from_wire(shard.to_wire()) == shard
+    assert ShardRecord("j", 0).state is ShardState.WAITING
+
+
+def test_merge_sums_counters_and_waits_for_every_listing() -> None:
+    a = Progress(live=Counters(files_listed=3, files_processed=2), listing_done=True,
+                 active_seconds=5.0, workers=("w1",))
+    b = Progress(live=Counters(files_listed=4, files_failed=1), listing_done=False,
+                 active_seconds=7.0, workers=("w2", "w1"))
+    total = merge([a, b])
+    assert total.live == Counters(files_listed=7, files_processed=2, files_failed=1)
+    assert not total.listing_done
+    assert total.active_seconds == 7.0
+    assert total.workers == ("w1", "w2")
+    assert merge([a]).listing_done
+    assert merge([]) == Progress()
