@@ -88,8 +88,10 @@ async def prepare(owned: OwnedJob, store: JobStore, shards: ShardStore,
         return True
     job = owned.job
     target = target_shards(config)
-    # --verify passes and a --bandwidth limit are the whole job's: such jobs run whole.
-    if (target <= 1 or job.options.verify or job.options.bandwidth
+    # --verify passes and a --bandwidth limit are the whole job's, and a manifest or a
+    # template is read as one stream (its line ranges are not shards yet): such jobs run
+    # whole.
+    if (target <= 1 or job.options.verify or job.options.bandwidth or job.options.source
             or (await store.get_progress(job.id)).checkpoint):
         return False
     try:
