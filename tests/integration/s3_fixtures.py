@@ -8,6 +8,7 @@ LOADs it, so that each file is cached on the worker the ring gives it.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.cluster import Cluster, cached_files
+from tests.integration.cluster import Cluster, cached_files, wait_for
 
 BUCKET = "data"
 
@@ -78,6 +79,27 @@ def owners_of(cluster: Cluster, root: Path) -> dict[str, int]:
     return owners
 
 
+def s3_membership(log: str) -> int:
+    """How many workers a worker's S3 API last said its ring holds (0: not said yet)."""
+    seen = 0
+    for line in log.splitlines():
+        if "S3 API membership" in line:
+            try:
+                seen = int(json.loads(line)["workers"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return seen
+
+
+def wait_s3_membership(cluster: Cluster) -> None:
+    """Wait until every worker's S3 API places paths on the ring of all the workers, as
+    the coordinator does: a worker reads the worker list every 2 s, and one started
+    before the others would otherwise answer for paths it does not own."""
+    count = len(cluster.workers)
+    wait_for(lambda: all(s3_membership(w.log()) == count for w in cluster.workers), 30,
+             f"every worker's S3 API to know all {count} workers")
+
+
 def start_loaded(cluster_factory: Callable[..., Cluster], tmp_path: Path,
                  worker_props: dict[str, str] | None = None, **properties: str) -> Loaded:
     root = tmp_path / "dataset"
@@ -89,6 +111,7 @@ def start_loaded(cluster_factory: Callable[..., Cluster], tmp_path: Path,
     cluster = cluster_factory(**props)
     for _ in range(2):
         cluster.add_worker(s3=True, **(worker_props or {}))
+    wait_s3_membership(cluster)
     cluster.add_coordinator()
     result = cluster.cli("job", "load", "--path", str(root), "--wait")
     assert "SUCCEEDED" in result.stdout, result.stdout

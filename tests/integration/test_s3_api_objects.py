@@ -9,7 +9,7 @@ import pytest
 
 from alluxiojob.testing.s3 import S3Server
 from tests.integration.cluster import Cluster, cached_under, wait_for
-from tests.integration.s3_fixtures import boto3_client
+from tests.integration.s3_fixtures import boto3_client, wait_s3_membership
 from tests.integration.test_s3 import put_dataset
 
 pytestmark = pytest.mark.timeout(300)
@@ -28,6 +28,7 @@ def test_bucket_b_is_the_cached_view_of_s3_b(cluster_factory: Callable[..., Clus
                                  "alluxio.worker.load.file.partition.size": "1MiB"})
     for _ in range(2):
         cluster.add_worker(s3=True)
+    wait_s3_membership(cluster)
     cluster.add_coordinator()
     assert "SUCCEEDED" in cluster.cli("job", "load", "--path", "s3://datasets/set",
                                       "--wait").stdout

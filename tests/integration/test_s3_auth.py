@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from alluxiojob.core.ring import HashRing
 from tests.integration.cluster import Cluster, Service
-from tests.integration.s3_fixtures import BUCKET, boto3_client, make_dataset
+from tests.integration.s3_fixtures import BUCKET, boto3_client, make_dataset, wait_s3_membership
 from tests.integration.security_fixtures import outside_address, tls_files
 
 pytestmark = pytest.mark.timeout(300)
@@ -40,6 +40,7 @@ def s3_workers(cluster_factory: Callable[..., Cluster], tmp_path: Path, count: i
                                  **props})
     for _ in range(count):
         cluster.add_worker(s3=True)
+    wait_s3_membership(cluster)
     return cluster, root, files
 
 

@@ -258,7 +258,14 @@ async function rerunJob(job) {
     } else {
       // One coordinator (RocksDB): a rerun is the same submission again. It resumes a
       // STOPPED job and starts a new one after SUCCEEDED or FAILED.
-      const body = { path: job.path, options: job.options };
+      // A job's options carry where its files came from (a manifest, a template), which
+      // a submission names as its own field rather than as an option.
+      const options = Object.assign({}, job.options);
+      delete options.source;
+      const body = { options };
+      if (job.options.source === "index") body.indexFile = job.path;
+      else if (job.options.source === "template") body.template = job.path;
+      else body.path = job.path;
       if (job.dst) body.dst = job.dst;
       const answer = await api("POST", `/api/v1/master/submit_job/${job.type.toLowerCase()}`,
                                body);
