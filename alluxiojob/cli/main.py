@@ -142,6 +142,12 @@ add_alluxio2_commands(fs_app, fsadmin_report_app, report_jobservice)
 
 
 def main() -> None:
+    import sys
+
+    from alluxiojob.cli.light_help import help_requested, import_help_renderer
+
+    if help_requested(sys.argv[1:]):
+        import_help_renderer()
     app()
 
 
