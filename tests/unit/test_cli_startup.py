@@ -17,8 +17,7 @@ import sys
 SERVICE_MODULES = ["trio", "trio_websocket", "hypercorn", "starlette", "structlog",
                    "prometheus_client", "msgpack", "rocksdict", "httpx",
                    "alluxiojob.coordinator", "alluxiojob.worker", "alluxiojob.logs"]
-# Only when a command runs: --help needs none of them. (The path allowlist of the
-# security settings brings the UFS package, and obstore with it: a few milliseconds.)
+# Only when a command runs: --help needs none of them.
 COMMAND_MODULES = ["rich", "alluxiojob.config", "alluxiojob.security", "alluxiojob.ufs",
                    "obstore", "alluxiojob.protocol.coordinator_client", "alluxiojob.core.report"]
 
@@ -59,6 +58,9 @@ except SystemExit as exc:
     assert "alluxiojob.protocol.coordinator_client" in loaded
     assert loaded.isdisjoint(SERVICE_MODULES), sorted(loaded & set(SERVICE_MODULES))
     assert "rich" not in loaded, "the progress bar's library, only for --wait"
+    # The path allowlist parses URIs; the UFS implementations stay unloaded.
+    assert "alluxiojob.ufs.uri" in loaded
+    assert loaded.isdisjoint(["obstore", "alluxiojob.ufs.objects", "alluxiojob.ufs.local"])
 
 
 # typer's help renderer imports these at its top, for markdown help and pretty
