@@ -58,6 +58,7 @@ except SystemExit as exc:
     assert "alluxiojob.protocol.coordinator_client" in loaded
     assert loaded.isdisjoint(SERVICE_MODULES), sorted(loaded & set(SERVICE_MODULES))
     assert "rich" not in loaded, "the progress bar's library, only for --wait"
+    assert "pydantic" not in loaded, "typer's value conversion (alluxiojob/cli/coercion.py)"
     # The path allowlist parses URIs; the UFS implementations stay unloaded.
     assert "alluxiojob.ufs.uri" in loaded
     assert loaded.isdisjoint(["obstore", "alluxiojob.ufs.objects", "alluxiojob.ufs.local"])
