@@ -65,5 +65,7 @@ def import_help_renderer() -> None:
 
 
 def help_requested(args: list[str]) -> bool:
-    """Whether these arguments print a help page (``--help``, or a bare group)."""
+    """Whether these arguments may print a help page: ``--help``, or one word at most
+    (a bare group prints its help; ``coordinator`` and ``worker`` just import a little
+    early what they would not need)."""
     return "--help" in args or len(args) < 2

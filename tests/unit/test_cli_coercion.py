@@ -4,7 +4,7 @@ errors alike (``alluxiojob/cli/coercion.py``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import typer
@@ -15,12 +15,12 @@ from alluxiojob.cli.coercion import Typer
 
 def _apps() -> tuple[typer.Typer, Typer]:
     def command(
-        name: str = typer.Option("-", "--name"),
-        count: int = typer.Option(1, "--count"),
-        ranged: int = typer.Option(5, "--ranged", min=1, max=9),
-        conf: Path | None = typer.Option(None, "--conf"),
-        define: list[str] | None = typer.Option(None, "-D"),
-        flag: bool = typer.Option(False, "--flag"),
+        name: Annotated[str, typer.Option("--name")] = "-",
+        count: Annotated[int, typer.Option("--count")] = 1,
+        ranged: Annotated[int, typer.Option("--ranged", min=1, max=9)] = 5,
+        conf: Annotated[Path | None, typer.Option("--conf")] = None,
+        define: Annotated[list[str] | None, typer.Option("-D")] = None,
+        flag: Annotated[bool, typer.Option("--flag")] = False,
     ) -> None:
         typer.echo(repr((name, count, ranged, conf, define, flag)))
 
