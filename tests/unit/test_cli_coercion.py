@@ -32,7 +32,8 @@ def _apps() -> tuple[typer.Typer, Typer]:
 
 
 @pytest.mark.parametrize("args", [
-    [], ["--name", "x y"], ["--name", ""], ["--count", "12"], ["--count", "0"],
+    [], ["--name", "x y"], ["--name", ""], ["--name", "bad\udcff"],
+    ["--count", "12"], ["--count", "0"],
     ["--count", "007"], ["--count", "-5"], ["--count", "1e3"], ["--count", "abc"],
     ["--count", ""], ["--count", "1" * 30], ["--count", "٣"], ["--ranged", "12"],
     ["--ranged", "3"], ["--conf", "."], ["--conf", "/nonexistent/file"], ["--conf", ""],
