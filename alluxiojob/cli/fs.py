@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from alluxiojob.cli.coercion import Typer
 from alluxiojob.cli.common import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
@@ -23,7 +24,7 @@ from alluxiojob.cli.common import (
     fail,
 )
 
-fs_app = typer.Typer(
+fs_app = Typer(
     help="Inspect and read the cache; Alluxio 2.x's distributedLoad, distributedCp, "
     "distributedMv.", no_args_is_help=True,
     epilog=examples("alluxiojob fs location --path /data/imagenet",

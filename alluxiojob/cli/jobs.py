@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from alluxiojob.cli.coercion import Typer
 from alluxiojob.cli.common import (
     EXIT_JOB_FAILED,
     EXIT_USAGE,
@@ -22,7 +23,7 @@ from alluxiojob.core.states import SETTLED_STATES
 if TYPE_CHECKING:
     from alluxiojob.protocol.coordinator_client import CoordinatorClient
 
-job_app = typer.Typer(help="Submit and follow jobs (load, free, copy, move).",
+job_app = Typer(help="Submit and follow jobs (load, free, copy, move).",
                       no_args_is_help=True, epilog=examples(
                           "alluxiojob job load --path /data/imagenet --wait",
                           "alluxiojob job list --job-state RUNNING"))

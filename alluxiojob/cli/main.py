@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from alluxiojob.cli.alluxio2 import add_alluxio2_commands
+from alluxiojob.cli.coercion import Typer
 from alluxiojob.cli.common import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
@@ -22,7 +23,7 @@ from alluxiojob.cli.common import (
 from alluxiojob.cli.fs import fs_app
 from alluxiojob.cli.jobs import job_app
 
-app = typer.Typer(
+app = Typer(
     name="alluxiojob",
     help="A job service that loads datasets into worker caches, frees them, "
     "and copies or moves data between storage systems.",
@@ -36,13 +37,13 @@ app = typer.Typer(
 )
 app.add_typer(job_app, name="job")
 app.add_typer(fs_app, name="fs")
-report_app = typer.Typer(help="Reports about the job service.", no_args_is_help=True,
+report_app = Typer(help="Reports about the job service.", no_args_is_help=True,
                          epilog=examples("alluxiojob report jobservice"))
 app.add_typer(report_app, name="report")
-fsadmin_app = typer.Typer(help="Alluxio 2.x's admin commands (fsadmin report jobservice).",
+fsadmin_app = Typer(help="Alluxio 2.x's admin commands (fsadmin report jobservice).",
                           no_args_is_help=True,
                           epilog=examples("alluxiojob fsadmin report jobservice"))
-fsadmin_report_app = typer.Typer(help="Reports about the job service.", no_args_is_help=True,
+fsadmin_report_app = Typer(help="Reports about the job service.", no_args_is_help=True,
                                  epilog=examples("alluxiojob fsadmin report jobservice"))
 fsadmin_app.add_typer(fsadmin_report_app, name="report")
 app.add_typer(fsadmin_app, name="fsadmin")
@@ -142,6 +143,12 @@ add_alluxio2_commands(fs_app, fsadmin_report_app, report_jobservice)
 
 
 def main() -> None:
+    import sys
+
+    from alluxiojob.cli.light_help import help_requested, import_help_renderer
+
+    if help_requested(sys.argv[1:]):
+        import_help_renderer()
     app()
 
 

@@ -2,22 +2,48 @@
 
 Handles are cached per process and per settings, so that an object store's client (its
 connection pool, its credentials) is built once and reused by every call.
+
+The implementations are imported by the first ``ufs_for`` that needs them: a process
+that only parses URIs (the CLI, through the path allowlist) never loads obstore.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING, Any
 
 from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError, UfsFile, UfsStat, UnderFileSystem
-from alluxiojob.ufs.local import LocalUfs
-from alluxiojob.ufs.objects import OBJECT_SCHEMES, ObjectStoreUfs
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.ufs.uri import UfsUri, parse_uri
 
-_LOCAL = LocalUfs()
+if TYPE_CHECKING:
+    from alluxiojob.ufs.local import LocalUfs
+    from alluxiojob.ufs.objects import ObjectStoreUfs
+
+_LOCAL: LocalUfs | None = None
 _handles: dict[tuple[str, UfsSettings], ObjectStoreUfs] = {}
 _lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LocalUfs":
+        from alluxiojob.ufs.local import LocalUfs
+
+        return LocalUfs
+    if name == "ObjectStoreUfs":
+        from alluxiojob.ufs.objects import ObjectStoreUfs
+
+        return ObjectStoreUfs
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _local() -> LocalUfs:
+    global _LOCAL
+    from alluxiojob.ufs.local import LocalUfs
+
+    _LOCAL = LocalUfs()
+    return _LOCAL
 
 
 def scheme_of(path: str) -> str:
@@ -32,7 +58,9 @@ def ufs_for(path: str | UfsUri, settings: UfsSettings | None = None) -> UnderFil
     """The UFS of ``path`` (a URI, or one parsed already)."""
     scheme = path.scheme if isinstance(path, UfsUri) else scheme_of(path)
     if scheme == "file":
-        return _LOCAL
+        return _LOCAL or _local()
+    from alluxiojob.ufs.objects import OBJECT_SCHEMES, ObjectStoreUfs
+
     if scheme in OBJECT_SCHEMES:
         key = (scheme, settings or UfsSettings())
         with _lock:

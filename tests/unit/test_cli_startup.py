@@ -17,8 +17,7 @@ import sys
 SERVICE_MODULES = ["trio", "trio_websocket", "hypercorn", "starlette", "structlog",
                    "prometheus_client", "msgpack", "rocksdict", "httpx",
                    "alluxiojob.coordinator", "alluxiojob.worker", "alluxiojob.logs"]
-# Only when a command runs: --help needs none of them. (The path allowlist of the
-# security settings brings the UFS package, and obstore with it: a few milliseconds.)
+# Only when a command runs: --help needs none of them.
 COMMAND_MODULES = ["rich", "alluxiojob.config", "alluxiojob.security", "alluxiojob.ufs",
                    "obstore", "alluxiojob.protocol.coordinator_client", "alluxiojob.core.report"]
 
@@ -59,3 +58,64 @@ except SystemExit as exc:
     assert "alluxiojob.protocol.coordinator_client" in loaded
     assert loaded.isdisjoint(SERVICE_MODULES), sorted(loaded & set(SERVICE_MODULES))
     assert "rich" not in loaded, "the progress bar's library, only for --wait"
+    assert "pydantic" not in loaded, "typer's value conversion (alluxiojob/cli/coercion.py)"
+    # The path allowlist parses URIs; the UFS implementations stay unloaded.
+    assert "alluxiojob.ufs.uri" in loaded
+    assert loaded.isdisjoint(["obstore", "alluxiojob.ufs.objects", "alluxiojob.ufs.local"])
+
+
+# typer's help renderer imports these at its top, for markdown help and pretty
+# tracebacks; the CLI uses neither (alluxiojob/cli/light_help.py).
+HELP_UNUSED_MODULES = ["rich.markdown", "rich.syntax", "rich.traceback", "markdown_it",
+                       "pygments", "pydantic"]
+
+
+def test_help_imports_no_markdown_no_traceback_and_no_service_module() -> None:
+    code = """
+from alluxiojob.cli.main import main
+sys.argv = ["alluxiojob", "--help"]
+try:
+    main()
+except SystemExit as exc:
+    assert exc.code == 0, exc.code
+assert "typer.rich_utils" in sys.modules  # the help page was drawn by rich
+"""
+    loaded = _modules_after(code)
+    assert loaded.isdisjoint(HELP_UNUSED_MODULES), sorted(loaded & set(HELP_UNUSED_MODULES))
+    assert loaded.isdisjoint(SERVICE_MODULES), sorted(loaded & set(SERVICE_MODULES))
+
+
+def test_help_is_the_same_as_typers_own_rendering() -> None:
+    def help_page(entry: str, *args: str) -> tuple[int, str]:
+        result = subprocess.run(
+            [sys.executable, "-c", f"import sys\nfrom alluxiojob.cli.main import {entry}\n"
+             f"sys.argv = ['alluxiojob', *{list(args)!r}]\n{entry}()"],
+            capture_output=True, text=True, timeout=120, env={"COLUMNS": "100", "PATH": ""})
+        return result.returncode, result.stdout + result.stderr
+
+    # A bare group prints its help too (and exits 2, as typer does).
+    for args in (["--help"], ["job", "load", "--help"], ["job"]):
+        fast = help_page("main", *args)
+        assert "Examples" in fast[1], fast
+        assert "--help" in fast[1], fast
+        assert fast == help_page("app", *args), args
+
+
+def test_the_stand_ins_give_the_real_classes_once_used() -> None:
+    code = """
+from alluxiojob.cli.light_help import import_help_renderer
+import_help_renderer()
+import typer.rich_utils as rich_utils
+assert "rich.markdown" not in sys.modules and "rich.traceback" not in sys.modules
+import rich.markdown
+assert hasattr(rich.markdown, "__file__")  # the real module, not the stand-in
+made = rich_utils.Markdown("*a*")
+assert type(made) is rich.markdown.Markdown, type(made)
+try:
+    raise ValueError("x")
+except ValueError as exc:
+    from rich.traceback import Traceback
+    assert type(rich_utils.Traceback.from_exception(type(exc), exc, None)) is Traceback
+"""
+    loaded = _modules_after(code)
+    assert "rich.traceback" in loaded
