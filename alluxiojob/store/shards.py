@@ -197,9 +197,7 @@ class ShardStore:
         entry = await self.kv.get(self._key(owned.job.id, owned.shard.index))
         if entry is None or entry.revision == owned.revision:
             raise self._fenced(owned)  # gone, or the job record changed
-        stored = self._decode(entry)
-        if (stored.state is not ShardState.RUNNING or stored.owner != owned.shard.owner
-                or stored.claims != owned.shard.claims):
+        if not _same_claim(self._decode(entry), owned.shard):
             raise self._fenced(owned)
         return replace(owned, revision=entry.revision)
 
@@ -240,10 +238,19 @@ class ShardStore:
 
     async def release(self, owned: OwnedShard) -> None:
         """Its owner gives the shard back to the queue, keeping its checkpoint."""
-        back = replace(owned.shard, state=ShardState.WAITING, owner="",
-                       progress=owned.shard.progress.settled())
-        await self.kv.txn([Compare(self._key(owned.job.id, owned.shard.index), owned.revision)],
-                          [self._put(back), self._queue(back)])
+        key = self._key(owned.job.id, owned.shard.index)
+        shard, revision = owned.shard, owned.revision
+        for _ in range(2):
+            back = replace(shard, state=ShardState.WAITING, owner="",
+                           progress=shard.progress.settled())
+            if await self.kv.txn([Compare(key, revision)],
+                                 [self._put(back), self._queue(back)]) is not None:
+                return
+            entry = await self.kv.get(key)
+            if entry is None or not _same_claim(self._decode(entry), owned.shard):
+                return  # a peer's now, or gone: nothing to give back
+            # Its own write landed unanswered: give back what that write stored.
+            shard, revision = self._decode(entry), entry.revision
 
     # ------------------------------------------------------------------ housekeeping
     async def reclaim_orphans(self, is_orphan: Callable[[ShardRecord], bool]) -> int:
@@ -265,6 +272,12 @@ class ShardStore:
             if len(page) < 1000:
                 return reclaimed
             start = page[-1].key
+
+
+def _same_claim(stored: ShardRecord, mine: ShardRecord) -> bool:
+    """``stored`` is still RUNNING under the claim ``mine`` came from."""
+    return (stored.state is ShardState.RUNNING and stored.owner == mine.owner
+            and stored.claims == mine.claims)
 
 
 def merged_progress(shards: Sequence[ShardRecord]) -> Progress:

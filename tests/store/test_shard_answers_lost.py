@@ -32,6 +32,15 @@ def listed(files: int) -> Progress:
     return Progress(live=Counters(files_listed=files, files_processed=files))
 
 
+async def landed(shards: ShardStore, job_id: str, files: int) -> None:
+    """Until the first shard's record shows ``files`` processed: the write did land."""
+    while True:
+        [(stored, _), *_] = await shards.of_job(job_id)
+        if stored.progress.live.files_processed == files:
+            return
+        await trio.sleep(0.05)
+
+
 async def test_a_checkpoint_whose_answer_was_lost_does_not_fence_its_owner(
         etcd_server: EtcdServer) -> None:
     host, port = etcd_server.url.removeprefix("http://").split(":")
@@ -54,11 +63,7 @@ async def test_a_checkpoint_whose_answer_was_lost_does_not_fence_its_owner(
                 with pytest.raises(Unavailable):
                     await shards.save(mine, listed(2))
                 proxy.cut()
-                while True:  # the write did land
-                    [(stored, _), _] = await ShardStore(direct).of_job(owned_job.job.id)
-                    if stored.progress.live.files_processed == 2:
-                        break
-                    await trio.sleep(0.05)
+                await landed(ShardStore(direct), owned_job.job.id, 2)
 
                 mine = await shards.save(mine, listed(3))  # still the owner
                 [(stored, _), _] = await ShardStore(direct).of_job(owned_job.job.id)
@@ -105,3 +110,37 @@ async def test_a_finish_after_a_lost_answer_still_ends_the_job(etcd_server: Etcd
                 assert (await jobs.get_progress(owned_job.job.id)).live.files_processed == 3
         finally:
             await kv.aclose()
+
+
+async def test_a_shard_given_back_after_a_lost_answer_waits_again(
+        etcd_server: EtcdServer) -> None:
+    """The scheduler gives a shard back when the store failed at its end; a checkpoint
+    that landed unanswered before must not make that a silent no-op."""
+    host, port = etcd_server.url.removeprefix("http://").split(":")
+    prefix = f"/t/{uuid.uuid4().hex}/"
+    direct = ShardStore(JobStore(EtcdKVStore([etcd_server.url], read_timeout=5,
+                                             write_timeout=5), prefix=prefix))
+    with TcpProxy(host, int(port)) as proxy:
+        kv = EtcdKVStore([proxy.url], read_timeout=1, write_timeout=1, max_retries=0)
+        jobs = JobStore(kv, prefix=prefix)
+        shards = ShardStore(jobs)
+        try:
+            with trio.fail_after(60):
+                await jobs.submit(JobType.LOAD, "/data", "", JobOptions(), 100)
+                [owned_job] = await jobs.claim_waiting("coord-a", 1)
+                assert await shards.plan(owned_job, RANGES)
+                [mine] = await shards.claim("coord-a", 1)
+                proxy.hold_answers()
+                with pytest.raises(Unavailable):
+                    await shards.save(mine, listed(1))
+                proxy.cut()
+                await landed(direct, owned_job.job.id, 1)
+                await shards.release(mine)
+                [(stored, _), _] = await shards.of_job(owned_job.job.id)
+                assert (stored.state, stored.owner) == (ShardState.WAITING, "")
+                [again] = await shards.claim("coord-b", 1)
+                assert again.shard.index == mine.shard.index
+                assert again.shard.progress.live.files_processed == 1  # its checkpoint kept
+        finally:
+            await kv.aclose()
+            await direct.kv.aclose()
