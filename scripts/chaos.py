@@ -1,5 +1,6 @@
 """Driver of ``scripts/chaos``: one chaos run (see tests/integration/chaos.py for what it
-does and checks), its report, and an exit code that is non-zero if anything was lost."""
+does and checks), its report, and an exit code that is non-zero if anything was lost or
+a check failed."""
 
 from __future__ import annotations
 
@@ -61,13 +62,15 @@ def main() -> int:
     print(report.render())
     if args.json:
         args.json.write_text(json.dumps(report.summary(), indent=2) + "\n")
-    if args.workdir is None and not args.keep and report.lost == 0:
+    if args.workdir is None and not args.keep and report.failed_checks == 0:
         shutil.rmtree(root, ignore_errors=True)
     else:
         print(f"work dir (logs of every process): {root}")
     print(f"chaos run took {time.monotonic() - started:.0f}s; "
-          + ("nothing lost" if report.lost == 0 else f"{report.lost} LOST"))
-    return 0 if report.lost == 0 else 1
+          + ("nothing lost" if report.lost == 0 else f"{report.lost} LOST")
+          + ("" if report.failed_checks == report.lost
+             else f"; {report.failed_checks - report.lost} other checks FAILED"))
+    return 0 if report.failed_checks == 0 else 1
 
 
 if __name__ == "__main__":

@@ -48,11 +48,12 @@ class ShardRecord:
     state: ShardState = ShardState.WAITING
     owner: str = ""
     progress: Progress = field(default_factory=Progress)
+    claims: int = 0  # how many times a coordinator took it: tells one claim from the next
 
     def to_wire(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "index": self.index, "after": list(self.after),
                 "until": list(self.until), "state": self.state.value, "owner": self.owner,
-                "progress": self.progress.to_wire()}
+                "progress": self.progress.to_wire(), "claims": self.claims}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> ShardRecord:
@@ -64,6 +65,7 @@ class ShardRecord:
             state=ShardState(str(data.get("state", ShardState.WAITING.value))),
             owner=str(data.get("owner", "")),
             progress=Progress.from_wire(data.get("progress") or {}),
+            claims=int(data.get("claims", 0)),
         )
 
     def summary(self) -> dict[str, Any]:

@@ -14,6 +14,12 @@ transition of the job change the second. Either way the old owner's write fails 
 ``Fenced`` and it abandons the shard. Progress lives in the shard record itself, so a
 checkpoint is one small write; failures go under the job's ``failures/`` keys.
 
+Since the owner's own writes change the shard record, a write of its that etcd applied
+while the answer was lost (etcd paused past the write timeout, a connection cut) leaves
+the owner holding an old revision. When a compare fails, the owner therefore reads the
+record: if it is still RUNNING under the same claim (owner and claim count, which every
+claim raises), the change was its own, and it retries once on the revision it read.
+
 The job's final transition is made by whoever finishes its last shard: marking a shard
 DONE compares the revisions of every other shard as just read, so of two shards that
 finish at once one sees the other's DONE, and that one's transaction also moves the job
@@ -144,7 +150,8 @@ class ShardStore:
             shard = self._decode(entry)
             if shard.state is not ShardState.WAITING:
                 continue
-            mine = replace(shard, state=ShardState.RUNNING, owner=owner)
+            mine = replace(shard, state=ShardState.RUNNING, owner=owner,
+                           claims=shard.claims + 1)
             revision = await self.kv.txn(
                 [Compare(job_entry.key, job_entry.revision), Compare(entry.key, entry.revision),
                  Compare(waiting.key, waiting.revision)],
@@ -167,16 +174,32 @@ class ShardStore:
                    failures: Iterable[FailureRecord] = ()) -> OwnedShard:
         """Fenced write of the shard's counters and checkpoint, and of new failures
         (stored first: a checkpoint is never saved without the failures before it)."""
-        fence = self._fence(owned)
         *chunks, ops = self.jobs.failure_chunks(owned.job.id, failures)
         for chunk in chunks:
-            if await self.kv.txn(fence, chunk) is None:
-                raise self._fenced(owned)
+            owned, _ = await self._fenced_txn(owned, chunk)
         shard = replace(owned.shard, progress=progress)
-        revision = await self.kv.txn(fence, [*ops, self._put(shard)])
-        if revision is None:
-            raise self._fenced(owned)
+        owned, revision = await self._fenced_txn(owned, [*ops, self._put(shard)])
         return OwnedShard(shard, revision, owned.owned_job)
+
+    async def _fenced_txn(self, owned: OwnedShard, ops: list[Op]) -> tuple[OwnedShard, int]:
+        """``ops`` under the owner's fence, retried once on the owner's own late write."""
+        revision = await self.kv.txn(self._fence(owned), ops)
+        if revision is None:
+            owned = await self._after_own_write(owned)
+            revision = await self.kv.txn(self._fence(owned), ops)
+            if revision is None:
+                raise self._fenced(owned)
+        return owned, revision
+
+    async def _after_own_write(self, owned: OwnedShard) -> OwnedShard:
+        """After a failed compare: ``owned`` on the record's revision if the record
+        changed by a write of this same claim; ``Fenced`` otherwise."""
+        entry = await self.kv.get(self._key(owned.job.id, owned.shard.index))
+        if entry is None or entry.revision == owned.revision:
+            raise self._fenced(owned)  # gone, or the job record changed
+        if not _same_claim(self._decode(entry), owned.shard):
+            raise self._fenced(owned)
+        return replace(owned, revision=entry.revision)
 
     async def finish(self, owned: OwnedShard, progress: Progress,
                      outcome: Callable[[Progress], str], *, error: str = "") -> JobRecord | None:
@@ -205,19 +228,29 @@ class ShardStore:
             if await self.kv.txn(compares, ops) is not None:
                 return final
             current = await self.kv.get(job_key)
-            mine_now = await self.kv.get(self._key(owned.job.id, owned.shard.index))
-            if (current is None or current.revision != owned.owned_job.revision
-                    or mine_now is None or mine_now.revision != owned.revision):
+            if current is None or current.revision != owned.owned_job.revision:
                 raise self._fenced(owned)
+            mine_now = await self.kv.get(self._key(owned.job.id, owned.shard.index))
+            if mine_now is None or mine_now.revision != owned.revision:
+                owned = await self._after_own_write(owned)
         raise JobServiceError(f"could not finish shard {owned.shard.index} of job "
                               f"{owned.job.id}: its peers kept changing")
 
     async def release(self, owned: OwnedShard) -> None:
         """Its owner gives the shard back to the queue, keeping its checkpoint."""
-        back = replace(owned.shard, state=ShardState.WAITING, owner="",
-                       progress=owned.shard.progress.settled())
-        await self.kv.txn([Compare(self._key(owned.job.id, owned.shard.index), owned.revision)],
-                          [self._put(back), self._queue(back)])
+        key = self._key(owned.job.id, owned.shard.index)
+        shard, revision = owned.shard, owned.revision
+        for _ in range(2):
+            back = replace(shard, state=ShardState.WAITING, owner="",
+                           progress=shard.progress.settled())
+            if await self.kv.txn([Compare(key, revision)],
+                                 [self._put(back), self._queue(back)]) is not None:
+                return
+            entry = await self.kv.get(key)
+            if entry is None or not _same_claim(self._decode(entry), owned.shard):
+                return  # a peer's now, or gone: nothing to give back
+            # Its own write landed unanswered: give back what that write stored.
+            shard, revision = self._decode(entry), entry.revision
 
     # ------------------------------------------------------------------ housekeeping
     async def reclaim_orphans(self, is_orphan: Callable[[ShardRecord], bool]) -> int:
@@ -239,6 +272,12 @@ class ShardStore:
             if len(page) < 1000:
                 return reclaimed
             start = page[-1].key
+
+
+def _same_claim(stored: ShardRecord, mine: ShardRecord) -> bool:
+    """``stored`` is still RUNNING under the claim ``mine`` came from."""
+    return (stored.state is ShardState.RUNNING and stored.owner == mine.owner
+            and stored.claims == mine.claims)
 
 
 def merged_progress(shards: Sequence[ShardRecord]) -> Progress:

@@ -80,7 +80,13 @@ from tests.integration.chaos_lanes import (
     sha256_file,
 )
 from tests.integration.cluster import Cluster, Service
-from tests.integration.etcd_history import JOB_PREFIX, EtcdGateway, audit_owner_writes
+from tests.integration.etcd_history import (
+    JOB_PREFIX,
+    EtcdGateway,
+    JobEnds,
+    audit_job_ends,
+    audit_owner_writes,
+)
 
 SMALL_CACHE_WORKER = 2  # the worker whose cache fills (alluxio.worker.page.store.sizes)
 
@@ -95,7 +101,13 @@ class Report:
     files_wrong: list[str] = field(default_factory=list)
     move_lost: list[str] = field(default_factory=list)
     double_owner: list[str] = field(default_factory=list)
+    counters_backwards: list[str] = field(default_factory=list)
+    final_not_once: list[str] = field(default_factory=list)
+    shards_unfinished: list[str] = field(default_factory=list)
+    progress_reports: int = 0
+    ends: JobEnds = field(default_factory=JobEnds)
     failovers: list[float] = field(default_factory=list)
+    shard_failovers: list[float] = field(default_factory=list)
     stale_copies: int = 0
     anomalies: list[str] = field(default_factory=list)
     history_events: int = 0
@@ -106,6 +118,13 @@ class Report:
     def lost(self) -> int:
         return (len(self.jobs_lost) + len(self.files_wrong) + len(self.move_lost)
                 + len(self.double_owner))
+
+    @property
+    def failed_checks(self) -> int:
+        """Lost, plus counters that went back, final states not written once, and
+        shards not finished."""
+        return (self.lost + len(self.counters_backwards) + len(self.final_not_once)
+                + len(self.shards_unfinished))
 
     def add(self, bucket: list[str], message: str) -> None:
         with self.lock:
@@ -127,8 +146,20 @@ class Report:
             "move_sources_lost": len(self.move_lost),
             "double_owner_writes": len(self.double_owner),
             "history_events_audited": self.history_events,
+            "progress_reports_checked": self.progress_reports,
+            "counters_backwards": len(self.counters_backwards),
+            "final_state_not_written_once": len(self.final_not_once),
+            "shards_unfinished": len(self.shards_unfinished),
+            "sharded_jobs": self.ends.sharded_jobs,
+            "sharded_jobs_on_2_or_more_coordinators": self.ends.spread_jobs,
+            "shards": self.ends.shards,
+            "shard_claims": self.ends.shard_claims,
+            "sharded_jobs_failed_early": self.ends.failed_early,
             "longest_failover_s": round(max(self.failovers), 2) if self.failovers else None,
             "failovers_measured": len(self.failovers),
+            "longest_shard_failover_s": (round(max(self.shard_failovers), 2)
+                                         if self.shard_failovers else None),
+            "shard_failovers_measured": len(self.shard_failovers),
             "stale_copies_reloaded": self.stale_copies,
             "anomalies": len(self.anomalies),
             "wall_s": round(self.wall_seconds, 1),
@@ -145,13 +176,23 @@ class Report:
             f"  files lost or wrong {s['files_lost_or_wrong']}, MOVE sources lost "
             f"{s['move_sources_lost']}, double-owner writes {s['double_owner_writes']} "
             f"(of {s['history_events_audited']} etcd events)",
+            f"  sharded jobs {s['sharded_jobs']} ({s['sharded_jobs_on_2_or_more_coordinators']} "
+            f"on 2+ coordinators; {s['shards']} shards, {s['shard_claims']} claims), "
+            f"counters backwards {s['counters_backwards']} (of {s['progress_reports_checked']} "
+            f"reports), final state not written once {s['final_state_not_written_once']}, "
+            f"shards unfinished {s['shards_unfinished']}",
             f"  longest failover {s['longest_failover_s']} s over {s['failovers_measured']} "
-            f"measured, stale copies reloaded {s['stale_copies_reloaded']}, "
+            f"measured, longest shard failover {s['longest_shard_failover_s']} s over "
+            f"{s['shard_failovers_measured']}, stale copies reloaded "
+            f"{s['stale_copies_reloaded']}, "
             f"anomalies {s['anomalies']}, wall {s['wall_s']} s",
         ]
         for title, items in (("JOBS LOST", self.jobs_lost), ("FILES LOST OR WRONG",
                              self.files_wrong), ("MOVE SOURCES LOST", self.move_lost),
                              ("DOUBLE-OWNER WRITES", self.double_owner),
+                             ("COUNTERS BACKWARDS", self.counters_backwards),
+                             ("FINAL STATE NOT WRITTEN ONCE", self.final_not_once),
+                             ("SHARDS UNFINISHED", self.shards_unfinished),
                              ("ANOMALIES", self.anomalies)):
             for item in items[:20]:
                 lines.append(f"  {title}: {item}")
@@ -316,6 +357,7 @@ class ChaosRun(FaultsMixin, LanesMixin):
     # ------------------------------------------------------------------ the end
     def _final_checks(self) -> None:
         self.log("final checks")
+        final: set[str] = set()
         for job_id in sorted(self.report.acknowledged):
             answer = None
             for _ in range(20):
@@ -333,6 +375,8 @@ class ChaosRun(FaultsMixin, LanesMixin):
                                 f"job {job_id} ({job['type']} {job['path']}) still "
                                 f"{job['state']} (owner {job['owner'] or 'none'}) "
                                 f"{self.cfg.grace:.0f}s after the faults")
+            else:
+                final.add(job_id)
         for lane in self.lanes:
             for rel, digest in self._current(lane).items():
                 where = [p for p in lane.tree.parent.glob("g*") if sha256_file(p / rel) == digest]
@@ -345,6 +389,14 @@ class ChaosRun(FaultsMixin, LanesMixin):
         self.report.history_events = len(events)
         for problem in audit_owner_writes(events):
             self.report.add(self.report.double_owner, problem)
+        ends = self.report.ends = audit_job_ends(events)
+        for problem in ends.problems:
+            self.report.add(self.report.shards_unfinished, problem)
+        for job_id in sorted(final):
+            writes = ends.final_writes.get(job_id, 0)
+            if writes != 1:
+                self.report.add(self.report.final_not_once,
+                                f"job {job_id}: its final state was written {writes} times")
 
 
 __all__ = ["ChaosConfig", "ChaosRun", "Report"]

@@ -30,10 +30,10 @@ if TYPE_CHECKING:
     from tests.integration.chaos import ChaosConfig, Report
 
 FAULT_KINDS = (
-    "kill_coordinator", "stop_coordinator", "kill_worker", "stop_worker",
-    "kill_etcd", "stop_etcd", "fill_cache", "change_source",
+    "kill_coordinator", "stop_coordinator", "kill_shard_owner", "stop_shard_owner",
+    "kill_worker", "stop_worker", "kill_etcd", "stop_etcd", "fill_cache", "change_source",
 )
-FAULT_WEIGHTS = (3, 3, 3, 3, 1, 1, 1, 2)
+FAULT_WEIGHTS = (2, 2, 3, 3, 3, 3, 1, 1, 1, 2)
 
 
 class FaultsMixin:
@@ -137,22 +137,25 @@ class FaultsMixin:
             time.sleep(1)
         self.report.add(self.report.anomalies, f"{service.name} would not start again")
 
-    def _kill(self, kind: str) -> bool:
-        service = self._pick_service(kind)
+    def _kill(self, kind: str, service: Service | None = None) -> bool:
+        service = service or self._pick_service(kind)
         if service is None:
             return False
         owned = self._owned_jobs(service) if kind == "coordinator" else {}
+        shards = self._running_shards(service) if kind == "coordinator" else {}
         killed_at = time.monotonic()
         service.kill()
         delay = self.fault_rng.uniform(0.5, 6.0)
         self.log(f"SIGKILL {service.name}; restart in {delay:.1f}s")
         if owned:
             self._watch_failover(service.name, owned, killed_at)
+        if shards:
+            self._watch_shard_failover(service.name, shards, killed_at)
         self._later(delay, lambda: self._restart(service), service.name)
         return True
 
-    def _stop(self, kind: str) -> bool:
-        service = self._pick_service(kind)
+    def _stop(self, kind: str, service: Service | None = None) -> bool:
+        service = service or self._pick_service(kind)
         if service is None:
             return False
         service.signal(signal.SIGSTOP)
@@ -171,6 +174,82 @@ class FaultsMixin:
 
     def _fault_stop_coordinator(self) -> bool:
         return self._stop("coordinator")
+
+    def _fault_kill_shard_owner(self) -> bool:
+        return self._kill("coordinator", self._shard_owner())
+
+    def _fault_stop_shard_owner(self) -> bool:
+        return self._stop("coordinator", self._shard_owner())
+
+    def _shard_owner(self) -> Service | None:
+        """A live coordinator running some shards of a running job now (read from etcd),
+        jobs whose shards several coordinators run first; None when none does."""
+        running: dict[str, set[str]] = {}  # job id -> owners of its RUNNING shards
+        for (job_id, _index), (state, owner, _claims) in self._shards_now().items():
+            if state == "RUNNING":
+                running.setdefault(job_id, set()).add(owner)
+        coordinators = {self._coordinator_id(s): s for s in self._cluster().coordinators}
+        for job_id in sorted(running, key=lambda j: (-len(running[j]), j)):
+            owners = sorted(running[job_id])
+            for owner in self.fault_rng.sample(owners, len(owners)):
+                service = coordinators.get(owner)
+                if service is not None and service.alive and self._claim(service.name):
+                    self.log(f"{service.name} runs shards of job {job_id} "
+                             f"({len(owners)} coordinators do)")
+                    return service
+        return None
+
+    def _shards_now(self) -> dict[tuple[str, int], tuple[str, str, int]]:
+        """(job id, shard) -> (state, owner, claims) of every shard of a job not ended."""
+        assert self.gateway is not None
+        try:
+            jobs = self.gateway.scan(JOB_PREFIX + "job/", timeout=1.0)
+            shards = self.gateway.scan(JOB_PREFIX + "shard/", timeout=1.0)
+        except httpx.HTTPError:
+            return {}  # etcd is down
+        live = {key.rsplit("/", 1)[-1] for key, value, _ in jobs
+                if unpack_record(value)["state"] in ("RUNNING", "WAITING")}
+        found: dict[tuple[str, int], tuple[str, str, int]] = {}
+        for _key, value, _rev in shards:
+            shard = unpack_record(value)
+            if shard["job_id"] in live:
+                found[shard["job_id"], int(shard["index"])] = (
+                    str(shard["state"]), str(shard["owner"]), int(shard.get("claims", 0)))
+        return found
+
+    def _running_shards(self, service: Service) -> dict[tuple[str, int], int]:
+        me = self._coordinator_id(service)
+        return {key: claims for key, (state, owner, claims) in self._shards_now().items()
+                if state == "RUNNING" and owner == me}
+
+    def _watch_shard_failover(self, name: str, held: dict[tuple[str, int], int],
+                              killed_at: float) -> None:
+        """From the kill until each shard it ran is claimed again, DONE, or its job ended."""
+        def watch() -> None:
+            waiting = dict(held)
+            deadline = killed_at + 180
+            while waiting and time.monotonic() < deadline:
+                shards = self._shards_now()
+                for key, claims in list(waiting.items()):
+                    now = shards.get(key)  # None: its job ended
+                    if now is None or now[0] == "DONE" or (now[0] == "RUNNING"
+                                                           and now[2] > claims):
+                        del waiting[key]
+                time.sleep(0.1)  # a scan of every shard record: not too often
+            took = time.monotonic() - killed_at
+            if waiting:
+                self.log(f"shard failover of {name}: {len(waiting)} shards not claimed again")
+                self.report.add(self.report.anomalies, f"{len(waiting)} shards of {name} "
+                                f"not claimed again within 180 s: {sorted(waiting)}")
+                return
+            with self.report.lock:
+                self.report.shard_failovers.append(took)
+            self.log(f"shard failover of {name}: {len(held)} shards claimed again, DONE or "
+                     f"ended within {took:.2f}s")
+
+        thread = threading.Thread(target=watch, daemon=True, name=f"shard-failover-{name}")
+        self.checkers.append(thread)
+        thread.start()
 
     def _fault_kill_worker(self) -> bool:
         return self._kill("worker")

@@ -131,13 +131,17 @@ class LanesMixin:
 
     def _wait_final(self, job_id: str, sample: Callable[[], None] | None = None
                     ) -> dict[str, Any] | None:
-        """Poll until the job is final; None if it is not by the end of the grace period."""
+        """Poll until the job is final; None if it is not by the end of the grace period.
+
+        Every report read must show each counter at least where the last one did."""
+        seen: dict[str, int] = {}
         while not self.hard_stop or time.monotonic() < self.hard_stop:
             if sample is not None:
                 sample()
             answer = self.request("GET", f"/api/v1/master/job/{job_id}/progress")
             if answer is not None and answer.status_code == 200:
                 report: dict[str, Any] = answer.json()
+                self._check_counters(job_id, report, seen)
                 if report["job"]["state"] in FINAL:
                     if report["job"]["state"] == "FAILED":
                         failed = self.request(
@@ -147,9 +151,22 @@ class LanesMixin:
                             time.sleep(0.3)
                             continue
                         report = failed.json()
+                        self._check_counters(job_id, report, seen)
                     return report
             time.sleep(0.3)
         return None
+
+    def _check_counters(self, job_id: str, report: dict[str, Any], seen: dict[str, int]) -> None:
+        """Each live counter of ``report`` against the highest of the job's reports before."""
+        with self.report.lock:
+            self.report.progress_reports += 1
+        for name, value in report["progress"]["live"].items():
+            if value < seen.get(name, 0):
+                self.report.add(self.report.counters_backwards,
+                                f"job {job_id} ({report['job']['type']}, "
+                                f"{report['job']['state']}): {name} went from "
+                                f"{seen[name]} to {value}")
+            seen[name] = max(value, seen.get(name, 0))
 
     def _lane_main(self, lane: Lane) -> None:
         try:

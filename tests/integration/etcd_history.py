@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -177,4 +177,72 @@ def _audit_shard(revision: int, name: str, event: HistoryEvent,
             f"while it was {held}"]
 
 
-__all__ = ["JOB_PREFIX", "OWNED", "EtcdGateway", "HistoryEvent", "audit_owner_writes"]
+@dataclass
+class JobEnds:
+    """What etcd's history tells of each job's final state and of its shards."""
+
+    final_writes: dict[str, int] = field(default_factory=dict)  # job id -> final writes
+    problems: list[str] = field(default_factory=list)
+    sharded_jobs: int = 0
+    shards: int = 0
+    shard_claims: int = 0  # a shard claimed again after a fault counts once more
+    spread_jobs: int = 0  # sharded jobs whose shards ran under 2 or more coordinators
+    failed_early: int = 0  # FAILED with shards left unfinished: an error fenced them
+
+
+def audit_job_ends(events: Iterable[HistoryEvent], prefix: str = JOB_PREFIX) -> JobEnds:
+    """Each job record written with a final state how many times, and whether every shard
+    of a job was DONE when it SUCCEEDED (and stayed DONE), or when it FAILED for its
+    failed files; a job FAILED by an error (a listing error, too many failures) fences
+    its other shards, which are counted, not flagged."""
+    ends = JobEnds()
+    shards: dict[str, dict[str, str]] = {}  # job id -> shard number -> state
+    owners: dict[str, set[str]] = {}
+    final: dict[str, dict[str, Any]] = {}  # job id -> its final record
+    by_revision: dict[int, list[HistoryEvent]] = {}
+    for event in events:
+        by_revision.setdefault(event.revision, []).append(event)
+    for revision in sorted(by_revision):
+        batch = by_revision[revision]
+        for event in batch:  # the last shard's DONE and the job's end share a transaction
+            kind, _, rest = event.key[len(prefix):].partition("/")
+            if kind != "shard" or event.type == "DELETE":
+                continue
+            job_id, _, number = rest.partition("/")
+            record = unpack_record(event.value)
+            prior = shards.setdefault(job_id, {}).get(number)
+            if record["state"] == "RUNNING" and prior != "RUNNING":
+                ends.shard_claims += 1
+                owners.setdefault(job_id, set()).add(str(record["owner"]))
+            shards[job_id][number] = str(record["state"])
+        for event in batch:
+            kind, _, job_id = event.key[len(prefix):].partition("/")
+            if kind != "job" or event.type == "DELETE":
+                continue
+            record = unpack_record(event.value)
+            if record["state"] not in ("SUCCEEDED", "FAILED", "STOPPED"):
+                continue
+            ends.final_writes[job_id] = ends.final_writes.get(job_id, 0) + 1
+            final[job_id] = record
+            undone = sorted(n for n, state in shards.get(job_id, {}).items() if state != "DONE")
+            if not undone:
+                continue
+            if record["state"] == "SUCCEEDED" or "files failed; see" in str(record["error"]):
+                ends.problems.append(f"revision {revision}: job {job_id} became "
+                                     f"{record['state']} with shards {undone} not DONE")
+            elif record["state"] == "FAILED":
+                ends.failed_early += 1
+    for job_id, states in shards.items():
+        ends.sharded_jobs += 1
+        ends.shards += len(states)
+        ends.spread_jobs += len(owners.get(job_id, ())) >= 2
+        ended = final.get(job_id)
+        undone = sorted(n for n, state in states.items() if state != "DONE")
+        if ended is not None and ended["state"] == "SUCCEEDED" and undone:
+            ends.problems.append(f"job {job_id} SUCCEEDED, and its shards {undone} were "
+                                 "written again since")
+    return ends
+
+
+__all__ = ["JOB_PREFIX", "OWNED", "EtcdGateway", "HistoryEvent", "JobEnds", "audit_job_ends",
+           "audit_owner_writes"]

@@ -31,6 +31,7 @@ from tests.integration.chaos import (
     EtcdGateway,
     audit_owner_writes,
 )
+from tests.integration.etcd_history import audit_job_ends
 
 SEED = 20240607
 
@@ -110,6 +111,45 @@ async def test_owner_audit_of_shard_writes(etcd: EtcdServer) -> None:
         await kv.aclose()
 
 
+@pytest.mark.timeout(60)
+async def test_audit_of_job_ends_counts_final_writes_and_unfinished_shards(
+        etcd: EtcdServer) -> None:
+    kv = EtcdKVStore([etcd.url], read_timeout=5, write_timeout=5)
+    jobs = JobStore(kv, prefix=JOB_PREFIX)
+    shards = ShardStore(jobs)
+    gateway = EtcdGateway(etcd.url)
+    try:
+        with trio.fail_after(50):
+            job, _ = await jobs.submit(JobType.LOAD, "file:///ends", "", JobOptions(), 100)
+            [owned] = await jobs.claim_waiting("coord-a", 1)
+            assert await shards.plan(owned, [((), ("m",)), (("m",), ())])
+            [first] = await shards.claim("coord-a", 1)
+            [second] = await shards.claim("coord-b", 1)
+            assert await shards.finish(first, Progress(), lambda _: "") is None
+            final = await shards.finish(second, Progress(), lambda _: "")
+            assert final is not None
+            history = await trio.to_thread.run_sync(gateway.history, JOB_PREFIX)
+            ends = audit_job_ends(history)
+            assert ends.final_writes == {job.id: 1}
+            assert ends.problems == []
+            assert (ends.sharded_jobs, ends.shards, ends.shard_claims, ends.spread_jobs) == (
+                1, 2, 2, 1)
+
+            # What a broken end would leave: the final state written again, and a shard
+            # of the SUCCEEDED job running again.
+            await kv.txn([], [Put(f"{JOB_PREFIX}job/{job.id}".encode(),
+                                  pack_record(final.to_wire()))])
+            again = replace(second.shard, owner="coord-c")
+            await kv.txn([], [Put(f"{JOB_PREFIX}shard/{job.id}/0001".encode(),
+                                  pack_record(again.to_wire()))])
+            ends = audit_job_ends(await trio.to_thread.run_sync(gateway.history, JOB_PREFIX))
+            assert ends.final_writes == {job.id: 2}
+            assert len(ends.problems) == 1, ends.problems
+            assert "shards ['0001'] were written again" in ends.problems[0], ends.problems
+    finally:
+        await kv.aclose()
+
+
 @pytest.mark.timeout(300)
 def test_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
     lines: list[str] = []
@@ -125,5 +165,9 @@ def test_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
     assert report.files_wrong == [], text
     assert report.move_lost == [], text
     assert report.double_owner == [], text
+    assert report.counters_backwards == [], text
+    assert report.final_not_once == [], text
+    assert report.shards_unfinished == [], text
+    assert report.progress_reports, text
     assert report.anomalies == [], text
     print(report.render())

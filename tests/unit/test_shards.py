@@ -69,6 +69,11 @@ def test_record_start_and_end() -> None:
     assert not shard.past_end(("d", "z", "deep"))
     assert shard.past_end(("e",))
     assert ShardRecord.from_wire(shard.to_wire()) == shard
+    claimed = ShardRecord("j", 1, state=ShardState.RUNNING, owner="c", claims=3)
+    assert ShardRecord.from_wire(claimed.to_wire()) == claimed
+    wire = claimed.to_wire()
+    del wire["claims"]  # a record written before claims were counted
+    assert ShardRecord.from_wire(wire).claims == 0
     assert ShardRecord("j", 0).state is ShardState.WAITING
 
 
