@@ -15,7 +15,8 @@ import pytest
 import trio
 
 from alluxiojob.config import build_config
-from alluxiojob.coordinator.runner import LISTING_ATTEMPTS, JobRunner
+from alluxiojob.coordinator.listing import LISTING_ATTEMPTS
+from alluxiojob.coordinator.runner import JobRunner
 from alluxiojob.coordinator.workers import Membership
 from alluxiojob.core.job import JobOptions, JobType
 from alluxiojob.core.states import JobState
