@@ -23,11 +23,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from alluxiojob.config import Config, Keys, parse_size
+from alluxiojob.coordinator.membership import Membership
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.routes import ROUTES, openapi_document
 from alluxiojob.coordinator.sources import check_index
 from alluxiojob.coordinator.ui import FinalSummaries, ui_routes
-from alluxiojob.coordinator.workers import Membership
 from alluxiojob.core.errors import (
     InvalidArgument,
     InvalidPath,

@@ -41,9 +41,10 @@ import trio
 
 from alluxiojob.config import Config, Keys
 from alluxiojob.coordinator.listing import JobFailed, check_roots, destination, list_pages
+from alluxiojob.coordinator.membership import Membership
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.sources import FailedFile
-from alluxiojob.coordinator.workers import Membership, WorkerClient, WorkerError
+from alluxiojob.coordinator.workers import WorkerClient, WorkerError
 from alluxiojob.core.errors import Fenced, describe_error, leaves
 from alluxiojob.core.job import JobType
 from alluxiojob.core.ledger import (
