@@ -10,9 +10,9 @@ Key layout under the job prefix (``alluxio.coordinator.scheduler.job.etcd.path``
 ``meta/waiting-added``          rewritten by every transaction that adds to the index
 ``progress/<uuid>``             msgpack ``Progress``: counters and the resume checkpoint
 ``failures/<uuid>/<path>``      msgpack ``{reason, message, time}``, bounded per job
-``shard/<uuid>/<n>``            a shard record, and ``shardq/<uuid>/<n>`` its queue entry
-                                (``store/shards.py``)
 ==============================  ==========================================================
+
+A sharded job's ``shard/`` and ``shardq/`` keys are described in ``store/shards.py``.
 """
 
 from __future__ import annotations

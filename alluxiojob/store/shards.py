@@ -1,6 +1,6 @@
 """Shard records of sharded jobs, written over the ``KVStore`` protocol for both backends.
 
-Keys under the job prefix, beside those of ``store/jobs.py``:
+Keys under the job prefix, beside those of ``store/job_keys.py``:
 
 ==============================  ==========================================================
 ``shard/<uuid>/<nnnn>``         msgpack ``ShardRecord``: bounds, state, owner, progress
