@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -22,26 +21,29 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from alluxiojob.config import Config, Keys, parse_size
+from alluxiojob.config import Config, Keys
+from alluxiojob.coordinator.membership import Membership
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
+from alluxiojob.coordinator.requests import (
+    guarded,
+    job_id_param,
+    job_options,
+    json_body,
+    query_params,
+    report_params,
+)
 from alluxiojob.coordinator.routes import ROUTES, openapi_document
 from alluxiojob.coordinator.sources import check_index
 from alluxiojob.coordinator.ui import FinalSummaries, ui_routes
-from alluxiojob.coordinator.workers import Membership
 from alluxiojob.core.errors import (
     InvalidArgument,
     InvalidPath,
-    JobServiceError,
     NotFound,
     PermissionDenied,
     WrongState,
-    describe_error,
-    http_status,
 )
 from alluxiojob.core.job import (
-    OPTION_ALIASES,
     SOURCE_FIELDS,
-    JobOptions,
     JobRecord,
     JobType,
     source_of,
@@ -56,12 +58,10 @@ from alluxiojob.security.paths import PathNotAllowed, transfer_overlap
 from alluxiojob.store.jobs import JobStore
 from alluxiojob.store.shards import ShardStore
 from alluxiojob.ufs import resolve_path, ufs_for
-from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.settings import UfsSettings
 
 log = structlog.get_logger("alluxiojob.coordinator")
 
-Handler = Callable[[Request], Awaitable[Response]]
 SUCCESS_LIST_MAX = 1000
 OVERVIEW_LIMIT = 200  # jobs in one jobs_overview answer, most recently updated first
 
@@ -104,128 +104,6 @@ class CoordinatorView(Protocol):
 
     async def store_health(self) -> dict[str, Any]: ...
 
-
-def _error(code: str, message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": code, "message": printable(message)}, status_code=status)
-
-
-def error_response(exc: JobServiceError) -> JSONResponse:
-    return _error(exc.code, str(exc), exc.http_status)
-
-
-def guarded(handler: Handler) -> Handler:
-    """Map the error family to JSON: bad input 400, wrong state 409, a dependency down 503.
-
-    Anything unexpected is a bug: a 500 that says what, logged with its traceback.
-    """
-
-    async def wrapper(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except JobServiceError as exc:
-            return error_response(exc)
-        except UfsError as exc:
-            return _error(exc.reason, str(exc), http_status(exc.reason))
-        except (ValueError, TypeError, KeyError) as exc:
-            return _error("INVALID_ARGUMENT", describe_error(exc), 400)
-        except Exception as exc:
-            log.exception("unexpected error in a REST handler", path=request.url.path)
-            return _error("INTERNAL", describe_error(exc), 500)
-
-    return wrapper
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    # A browser sends a cross-site form or text/plain POST without asking first; it must
-    # ask (a CORS preflight, which nothing here answers) before it may send JSON.
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/json":
-        raise InvalidArgument("the request body must be JSON, sent with "
-                              "Content-Type: application/json")
-    try:
-        body = await request.json()
-    except Exception:
-        raise InvalidArgument("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidArgument("request body must be a JSON object")
-    return body
-
-
-def _job_id(raw: Any) -> str:
-    if not isinstance(raw, str):
-        raise InvalidArgument(f"id must be a string, got {type(raw).__name__}")
-    return raw
-
-
-TRUE_WORDS = {"true": True, "false": False}
-
-
-def _option_value(name: str, value: Any, default: Any) -> Any:
-    """``value`` as the type of ``default``; Alluxio sends every value as a string."""
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in TRUE_WORDS:
-            return TRUE_WORDS[value.strip().lower()]
-        raise InvalidArgument(f"option {name} must be true or false, got {value!r}")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip():
-        text = value.strip()
-        if name == "bandwidth":
-            try:
-                return parse_size(text)
-            except ValueError as exc:
-                raise InvalidArgument(f"option bandwidth: {exc}") from None
-        if text.isascii() and text.isdigit() and len(text) <= 18:
-            return int(text)
-    kind = "a size (e.g. 100MiB) or a number of bytes" if name == "bandwidth" else "a whole number"
-    raise InvalidArgument(f"option {name} must be {kind}, got {value!r}")
-
-
-def _report_params(params: dict[str, Any]) -> tuple[str, str, bool]:
-    """A progress request's format, file status and verbosity."""
-    output = str(params.get("format") or "JSON").upper()
-    if output not in ("JSON", "TEXT"):
-        raise InvalidArgument(f"format must be TEXT or JSON, got {params['format']!r}")
-    status = str(params.get("file_status") or params.get("fileStatus") or "").upper()
-    if status and status not in ("SUCCESS", "FAILURE"):
-        raise InvalidArgument(f"file status must be FAILURE or SUCCESS, got {status!r}")
-    return output, status, _flag(params, "verbose")
-
-
-def _options(raw: Any) -> JobOptions:
-    """Job options from a request, in our spelling or Alluxio's (``"batchSize": "10"``)."""
-    if raw is None:
-        return JobOptions()
-    if not isinstance(raw, dict):
-        raise InvalidArgument("options must be a JSON object")
-    fields: dict[str, Any] = {str(OPTION_ALIASES.get(k, k)): v for k, v in raw.items()}
-    defaults = JobOptions()
-    unknown = sorted(set(fields) - set(JobOptions.__dataclass_fields__) | {"source"} & set(fields))
-    if unknown:
-        raise InvalidArgument(f"unknown job option(s): {', '.join(unknown)}")
-    for name, value in fields.items():
-        fields[name] = _option_value(name, value, getattr(defaults, name))
-    return JobOptions.from_wire(fields)
-
-
-async def _query(request: Request) -> dict[str, Any]:
-    """A GET's parameters: the query string, or a JSON body as Alluxio's clients send.
-
-    ``curl -X GET .../progress_job/load -d '{"path": "/data", "format": "TEXT"}'`` works
-    as well as ``?path=/data&format=TEXT``; the query string wins where both give a name.
-    """
-    params: dict[str, Any] = {}
-    if await request.body():
-        params.update(await _json_body(request))
-    params.update(request.query_params)
-    return params
-
-
-def _flag(params: dict[str, Any], name: str) -> bool:
-    value = params.get(name, False)
-    return _option_value(name, value, False) if value != "" else False
 
 
 def progress_report(job: JobRecord, progress: Progress, now: float) -> dict[str, Any]:
@@ -306,7 +184,7 @@ class CoordinatorApi:
 
     async def _find(self, job_type: JobType, params: dict[str, Any]) -> JobRecord:
         if params.get("id"):
-            return (await self.store.get(_job_id(params["id"]))).job
+            return (await self.store.get(job_id_param(params["id"]))).job
         source, raw = source_of(params)
         path = await self._resolve(raw, must_exist=False, field=SOURCE_FIELDS[source])
         dst = (await self._resolve(params["dst"], must_exist=False, field="dst")
@@ -351,9 +229,9 @@ class CoordinatorApi:
     # ------------------------------------------------------------------ routes
     async def submit(self, request: Request) -> Response:
         job_type = JobType.parse(request.path_params["type"])
-        body = await _json_body(request)
+        body = await json_body(request)
         source, raw = source_of(body)
-        options = _options(body.get("options"))
+        options = job_options(body.get("options"))
         if source:
             path = await self._manifest_job(job_type, source, raw)
             options = replace(options, source=source)  # not a user option (see _options)
@@ -379,13 +257,13 @@ class CoordinatorApi:
 
     async def progress(self, request: Request) -> Response:
         job_type = JobType.parse(request.path_params["type"])
-        params = await _query(request)
-        shown = _report_params(params)  # bad parameters are named before any lookup
+        params = await query_params(request)
+        shown = report_params(params)  # bad parameters are named before any lookup
         job = await self._find(job_type, params)
         return await self._progress_of(job, *shown)
 
     async def job_progress(self, request: Request) -> Response:
-        shown = _report_params(await _query(request))
+        shown = report_params(await query_params(request))
         job = (await self.store.get(request.path_params["id"])).job
         return await self._progress_of(job, *shown)
 
@@ -410,7 +288,7 @@ class CoordinatorApi:
 
     async def stop(self, request: Request) -> Response:
         job_type = JobType.parse(request.path_params["type"])
-        body = await _json_body(request)
+        body = await json_body(request)
         job = await self._find(job_type, body)
         stopped = await self.store.stop(job.type, job.path, job.dst)
         self.service.scheduler.cancel(stopped.id)
@@ -419,12 +297,12 @@ class CoordinatorApi:
     async def rerun(self, request: Request) -> Response:
         if not self.service.ha:
             raise WrongState("UnavailableException: Job ETCD is not enabled")
-        body = await _json_body(request)
+        body = await json_body(request)
         job_type = None
         if "type" in body or not body.get("id"):  # a type given beside an id must be one too
             job_type = JobType.parse(str(body.get("type", "")))
         if body.get("id"):
-            job_id = _job_id(body["id"])
+            job_id = job_id_param(body["id"])
         else:
             assert job_type is not None
             job_id = (await self._find(job_type, body)).id

@@ -3,11 +3,11 @@
 Theory of operation
 -------------------
 The ledger decides; the runner does what it decides. The runner lists the UFS (a
-stream, in a worker thread, in a total order) and tells the ledger of each file; runs
-one dispatcher per worker that takes the ledger's next task for it whenever a slot of
-that worker (``max.tasks.per.worker``, shared by the coordinator's jobs; a job with
-``--bandwidth`` has slots of its own, ``_slots``) is free;
-sends the task and hands the answer back to the ledger; sleeps before retries; follows
+stream, in a worker thread, in a total order: ``listing.py``) and tells the ledger of
+each file; runs one dispatcher per worker that takes the ledger's next task for it
+whenever a slot of that worker (``max.tasks.per.worker``, shared by the coordinator's
+jobs; a job with ``--bandwidth`` has slots of its own, ``_slots``) is free; sends the
+task and hands the answer back to the ledger; sleeps before retries; follows
 membership (a worker that is down or gone: its queued work moves); and about once a
 second writes progress, checkpoint and new failures with one fenced write.
 
@@ -21,12 +21,18 @@ the workers that still run its tasks to cancel them.
 
 Time comes from trio's clock: durations directly, wall-clock timestamps (shown to
 users) as the wall time at start plus trio time elapsed since.
+
+Why this module is long: ``JobRunner`` is one object whose parts (the pass's nursery,
+the dispatchers' wake events, the listing's room, the fenced store writes and the
+claim's freshness) share the state of one running job, and ``ShardRunner``
+(``sharding.py``) overrides its hooks; the listing, which needs none of that state,
+is in ``listing.py``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 
@@ -34,9 +40,11 @@ import structlog
 import trio
 
 from alluxiojob.config import Config, Keys
+from alluxiojob.coordinator.listing import JobFailed, check_roots, destination, list_pages
+from alluxiojob.coordinator.membership import Membership
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
-from alluxiojob.coordinator.sources import FailedFile, open_source
-from alluxiojob.coordinator.workers import Membership, WorkerClient, WorkerError
+from alluxiojob.coordinator.sources import FailedFile
+from alluxiojob.coordinator.workers import WorkerClient, WorkerError
 from alluxiojob.core.errors import Fenced, describe_error, leaves
 from alluxiojob.core.job import JobType
 from alluxiojob.core.ledger import (
@@ -58,27 +66,17 @@ from alluxiojob.core.reasons import Reason
 from alluxiojob.core.states import JobEvent, JobState
 from alluxiojob.core.text import printable
 from alluxiojob.protocol.codec import FileEntry, TaskOp, TaskOptions
-from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.store.jobs import JobStore, OwnedJob
-from alluxiojob.ufs import ufs_for
 from alluxiojob.ufs.base import UfsError, UfsFile
-from alluxiojob.ufs.settings import UfsSettings
 
 log = structlog.get_logger("alluxiojob.coordinator")
 
 CHECKPOINT_INTERVAL = 1.0
-LISTING_ATTEMPTS = 5  # unexpected listing errors in a row at one place fail the job
-LISTING_BACKOFF = 0.5  # first wait before such a listing is resumed
 FLUSH_BACKOFF = 0.2  # first wait before the final flush of failures is tried again
-LIST_PAGE = 1000  # files listed per call into the listing thread
 MAX_VERIFY_PASSES = 5
 FILL_WAIT = 0.02  # how long a dispatcher waits to fill a task while listing goes on
 ABANDON_TIMEOUT = 2.0
 CLAIM_FRESHNESS = 3.0  # HA: seconds after a confirmed claim in which tasks may be sent
-
-
-class JobFailed(Exception):
-    pass
 
 
 def policy_for(job_type: JobType, batch_size: int, replicas: int, config: Config,
@@ -316,21 +314,8 @@ class JobRunner:
             # CheckpointAdvanced: the checkpointer writes it within a second.
 
     async def _check_roots(self) -> None:
-        """A file was not found: if its bucket, container or the job's path is gone, no
-        other file can be done either, so the job fails at once, naming what is gone."""
-        settings = UfsSettings.from_config(self.config)
         try:
-            for uri in filter(None, (self.job.path, self.job.dst)):
-                try:
-                    there = await trio.to_thread.run_sync(ufs_for(uri, settings).exists, uri)
-                except UfsError as exc:
-                    if exc.reason == Reason.UFS_NOT_FOUND:  # the bucket or container
-                        raise JobFailed(str(exc)) from None
-                    continue  # cannot tell: the files' own failures count
-                # A destination is made as it is written; a MOVE empties its source.
-                if (not there and uri == self.job.path and not self.job.options.source
-                        and self.job.type is not JobType.MOVE):
-                    raise JobFailed(f"{printable(uri)} no longer exists")
+            await check_roots(self.job, self.config)
         finally:
             self._checking_roots = False
 
@@ -375,7 +360,7 @@ class JobRunner:
             async for files in pages:
                 for ufs_file in files:
                     entry = FileEntry(ufs_file.uri, ufs_file.length, ufs_file.mtime_ns,
-                                      self._destination(ufs_file), ufs_file.version)
+                                      destination(self.job, ufs_file), ufs_file.version)
                     failure = ((Reason(ufs_file.reason), ufs_file.message)
                                if isinstance(ufs_file, FailedFile) else None)
                     placement = await self._placement()
@@ -385,66 +370,12 @@ class JobRunner:
                         self._room = trio.Event()
                         await self._room.wait()
 
-    async def _listing(self, after: tuple[str, ...]) -> AsyncGenerator[list[UfsFile], None]:
-        ufs = ufs_for(self.job.path, UfsSettings.from_config(self.config))
-        allowlist = PathAllowlist.from_config(self.config)
+    def _listing(self, after: tuple[str, ...]) -> AsyncGenerator[list[UfsFile], None]:
+        return list_pages(self.job, self.config, after, walk_start=self._walk_start,
+                          past_end=self._past_end, on_totals=self._source_totals)
 
-        def follow_link(path: str) -> bool:
-            """Walks never follow a symlink out of alluxio.job.path.allowlist."""
-            if allowlist.admits(path):
-                return True
-            log.warning("not following a symlink that leads outside the allowlist",
-                        path=path, allowlist=allowlist.describe())
-            return False
-
-        def walk(after: tuple[str, ...]) -> Iterator[UfsFile]:
-            return ufs.walk(self.job.path, self._walk_start(after),
-                            follow_link if allowlist.enabled else None)
-
-        if self.job.options.source:  # an index file, an inventory, a template
-            source = await trio.to_thread.run_sync(open_source, self.job, self.config)
-            self.stored = replace(self.stored, files_total=source.files_total,
-                                  bytes_total=source.bytes_total)
-            walk = source.entries
-
-        walker = walk(after)
-
-        def next_page() -> list[UfsFile]:
-            out: list[UfsFile] = []
-            for item in walker:
-                if self._past_end(item.parts):
-                    break
-                out.append(item)
-                if len(out) >= LIST_PAGE:
-                    break
-            return out
-
-        # An unexpected error (a UfsError fails the job at once) resumes the walk after
-        # the last file listed; one that recurs there fails the job, naming it, rather
-        # than hold a running slot for good.
-        attempts, backoff = 0, LISTING_BACKOFF
-        while True:
-            try:
-                files = await trio.to_thread.run_sync(next_page)
-            except UfsError:
-                raise
-            except Exception as exc:
-                attempts += 1
-                place = printable("/".join(after)) or "the start"
-                if attempts >= LISTING_ATTEMPTS:
-                    raise JobFailed(f"listing {printable(self.job.path)} failed {attempts} "
-                                    f"times after {place}: {describe_error(exc)}") from None
-                log.warning("listing failed; resuming it", after=place, attempts=attempts,
-                            error=describe_error(exc))
-                await trio.sleep(backoff)
-                backoff *= 2
-                walker = walk(after)
-                continue
-            if files:
-                after, attempts, backoff = files[-1].parts, 0, LISTING_BACKOFF
-                yield files
-            if len(files) < LIST_PAGE:  # the walk is over
-                return
+    def _source_totals(self, files_total: int, bytes_total: int) -> None:
+        self.stored = replace(self.stored, files_total=files_total, bytes_total=bytes_total)
 
     def _walk_start(self, after: tuple[str, ...]) -> tuple[str, ...]:
         """Where the walk starts: after ``after`` (a shard's range may start later)."""
@@ -453,14 +384,6 @@ class JobRunner:
     def _past_end(self, parts: tuple[str, ...]) -> bool:
         """True for a file past the end of what this runner lists (a shard's range)."""
         return False
-
-    def _destination(self, ufs_file: UfsFile) -> str:
-        """COPY/MOVE: the file's place under the destination, mirroring the source tree."""
-        if not self.job.dst:
-            return ""
-        if not ufs_file.parts:  # the job's path is a single file
-            return self.job.dst
-        return self.job.dst.rstrip("/") + "/" + "/".join(ufs_file.parts)
 
     # ================================================================== dispatch
     async def _dispatcher(self, worker: str) -> None:

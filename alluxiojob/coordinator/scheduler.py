@@ -15,10 +15,10 @@ import structlog
 import trio
 
 from alluxiojob.config import Config, Keys
+from alluxiojob.coordinator.membership import Membership
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.runner import JobRunner
 from alluxiojob.coordinator.sharding import ShardRunner, prepare
-from alluxiojob.coordinator.workers import Membership
 from alluxiojob.core.backoff import backoff_delay, jittered
 from alluxiojob.core.errors import describe_error
 from alluxiojob.core.states import OWNED_STATES

@@ -16,10 +16,11 @@ import trio
 from alluxiojob.config import Config, ConfigError, Keys
 from alluxiojob.coordinator.api import CoordinatorApi
 from alluxiojob.coordinator.housekeeping import JobStateGauges, Reconciler, RetentionService
+from alluxiojob.coordinator.membership import Membership
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.scheduler import Scheduler
 from alluxiojob.coordinator.ui import UI_PUBLIC_PATHS
-from alluxiojob.coordinator.workers import Membership, WorkerClient
+from alluxiojob.coordinator.workers import WorkerClient
 from alluxiojob.core.backoff import jittered
 from alluxiojob.core.errors import describe_error
 from alluxiojob.core.states import JobState

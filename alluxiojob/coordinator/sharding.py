@@ -27,9 +27,9 @@ import structlog
 import trio
 
 from alluxiojob.config import Config, Keys
+from alluxiojob.coordinator.membership import Membership
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.runner import JobRunner
-from alluxiojob.coordinator.workers import Membership
 from alluxiojob.core.errors import Fenced, describe_error, leaves
 from alluxiojob.core.ledger import Decision
 from alluxiojob.core.progress import FailureRecord, Progress

@@ -26,7 +26,7 @@ Known defects of ``etcd3`` 0.13, and how they are avoided:
 - ``watch.py`` calls ``six.itervalues`` without importing ``six``: when a watch stream
   ends (``close()``, a lost connection), the watcher thread dies with a ``NameError``
   and its callbacks are never told. We never create a watcher: membership and the job
-  queue are polled (see ``coordinator/workers.py`` and ``coordinator/scheduler.py``).
+  queue are polled (see ``coordinator/membership.py`` and ``coordinator/scheduler.py``).
 - ``close()`` closes the gRPC channel under calls still in flight in other threads;
   those calls end with ``CANCELLED: Channel closed!``, which the library re-raises raw
   and which, uncaught in a thread, is an unhandled thread exception. Every call here

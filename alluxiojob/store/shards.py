@@ -1,6 +1,6 @@
 """Shard records of sharded jobs, written over the ``KVStore`` protocol for both backends.
 
-Keys under the job prefix, beside those of ``store/jobs.py``:
+Keys under the job prefix, beside those of ``store/job_keys.py``:
 
 ==============================  ==========================================================
 ``shard/<uuid>/<nnnn>``         msgpack ``ShardRecord``: bounds, state, owner, progress
@@ -36,7 +36,8 @@ from alluxiojob.core.job import JobRecord
 from alluxiojob.core.progress import FailureRecord, Progress
 from alluxiojob.core.shards import ShardRecord, ShardState, merge
 from alluxiojob.core.states import JobEvent, JobState
-from alluxiojob.store.jobs import JobStore, OwnedJob
+from alluxiojob.store.job_keys import OwnedJob, decode_job, pack_progress
+from alluxiojob.store.jobs import JobStore
 from alluxiojob.store.kv import Compare, Delete, Entry, Op, Put
 from alluxiojob.store.records import pack_record, unpack_record
 
@@ -64,10 +65,10 @@ class ShardStore:
 
     # ------------------------------------------------------------------ keys
     def _key(self, job_id: str, index: int) -> bytes:
-        return self.jobs._k("shard", job_id, f"{index:04d}")
+        return self.jobs.keys.k("shard", job_id, f"{index:04d}")
 
     def _queue_key(self, job_id: str, index: int) -> bytes:
-        return self.jobs._k("shardq", job_id, f"{index:04d}")
+        return self.jobs.keys.k("shardq", job_id, f"{index:04d}")
 
     def _put(self, shard: ShardRecord) -> Put:
         return Put(self._key(shard.job_id, shard.index), pack_record(shard.to_wire()))
@@ -86,7 +87,7 @@ class ShardStore:
     # ------------------------------------------------------------------ reads
     async def of_job(self, job_id: str) -> list[tuple[ShardRecord, int]]:
         """The shards of a job, in order, with their revisions (none: not sharded)."""
-        entries = await self.kv.scan(self.jobs._k("shard", job_id, ""))
+        entries = await self.kv.scan(self.jobs.keys.k("shard", job_id, ""))
         return [(self._decode(entry), entry.revision) for entry in entries]
 
     # ------------------------------------------------------------------ the job's claimer
@@ -100,7 +101,7 @@ class ShardStore:
         for index, (after, until) in enumerate(ranges):
             shard = ShardRecord(job_id, index, after, until)
             ops += [self._put(shard), self._queue(shard)]
-        compares = [Compare(self.jobs._job_key(job_id), owned.revision),
+        compares = [Compare(self.jobs.keys.job(job_id), owned.revision),
                     Compare(self._key(job_id, 0), 0)]
         if await self.kv.txn(compares, ops) is not None:
             return True
@@ -118,7 +119,7 @@ class ShardStore:
                            progress=shard.progress.settled())
             ops += [self._put(back), self._queue(back)]
         if ops and await self.kv.txn(
-                [Compare(self.jobs._job_key(owned.job.id), owned.revision)], ops) is None:
+                [Compare(self.jobs.keys.job(owned.job.id), owned.revision)], ops) is None:
             raise Fenced(f"job {owned.job.id} changed under its owner; abandoning it")
         return len(shards)
 
@@ -129,16 +130,16 @@ class ShardStore:
         if limit <= 0:
             return claimed
         jobs: dict[str, Entry | None] = {}
-        queue = self.jobs._k("shardq", "")
+        queue = self.jobs.keys.k("shardq", "")
         for waiting in await self.kv.scan(queue, limit=limit * 4):
             if len(claimed) >= limit:
                 break
             job_id, _, number = waiting.key[len(queue):].decode().partition("/")
             index = int(number)
             if job_id not in jobs:
-                jobs[job_id] = await self.kv.get(self.jobs._job_key(job_id))
+                jobs[job_id] = await self.kv.get(self.jobs.keys.job(job_id))
             job_entry = jobs[job_id]
-            job = self.jobs._decode_job(job_entry) if job_entry is not None else None
+            job = decode_job(job_entry) if job_entry is not None else None
             if job is None or job.state not in (JobState.RUNNING, JobState.WAITING):
                 # Stopped, finished or gone: the entry is stale (a resume requeues anew).
                 await self.kv.txn([Compare(waiting.key, waiting.revision)],
@@ -163,7 +164,7 @@ class ShardStore:
 
     # ------------------------------------------------------------------ the shard's owner
     def _fence(self, owned: OwnedShard) -> list[Compare]:
-        return [Compare(self.jobs._job_key(owned.job.id), owned.owned_job.revision),
+        return [Compare(self.jobs.keys.job(owned.job.id), owned.owned_job.revision),
                 Compare(self._key(owned.job.id, owned.shard.index), owned.revision)]
 
     def _fenced(self, owned: OwnedShard) -> Fenced:
@@ -174,7 +175,7 @@ class ShardStore:
                    failures: Iterable[FailureRecord] = ()) -> OwnedShard:
         """Fenced write of the shard's counters and checkpoint, and of new failures
         (stored first: a checkpoint is never saved without the failures before it)."""
-        *chunks, ops = self.jobs.failure_chunks(owned.job.id, failures)
+        *chunks, ops = self.jobs.keys.failure_chunks(owned.job.id, failures)
         for chunk in chunks:
             owned, _ = await self._fenced_txn(owned, chunk)
         shard = replace(owned.shard, progress=progress)
@@ -206,7 +207,7 @@ class ShardStore:
         """Mark the shard DONE; if it is the last, or ``error`` fails the job, also make
         the job's final transition in the same transaction. Returns the job's final
         record when this call made it, None when shards remain."""
-        job_key = self.jobs._job_key(owned.job.id)
+        job_key = self.jobs.keys.job(owned.job.id)
         mine = replace(owned.shard, state=ShardState.DONE, progress=progress)
         for _ in range(_FINISH_ATTEMPTS):
             others = [(shard, rev) for shard, rev in await self.of_job(owned.job.id)
@@ -218,10 +219,10 @@ class ShardStore:
                 total = merge([mine.progress, *(shard.progress for shard, _ in others)])
                 why = error or outcome(total)
                 final = owned.job.apply(JobEvent.FAIL if why else JobEvent.SUCCEED,
-                                        self.jobs._clock(), owner=owned.job.owner, error=why)
+                                        self.jobs.clock(), owner=owned.job.owner, error=why)
                 ops += [Put(job_key, pack_record(final.to_wire())),
-                        Put(self.jobs._progress_key(owned.job.id),
-                            self.jobs._pack_progress(owned.owned_job, total))]
+                        Put(self.jobs.keys.progress(owned.job.id),
+                            pack_progress(owned.owned_job, total))]
             if not error:
                 compares += [Compare(self._key(owned.job.id, shard.index), rev)
                              for shard, rev in others]
@@ -259,7 +260,7 @@ class ShardStore:
         reclaimed = 0
         start: bytes | None = None
         while True:
-            page = await self.kv.scan(self.jobs._k("shard", ""), start_after=start, limit=1000)
+            page = await self.kv.scan(self.jobs.keys.k("shard", ""), start_after=start, limit=1000)
             for entry in page:
                 shard = self._decode(entry)
                 if shard.state is not ShardState.RUNNING or not is_orphan(shard):

@@ -15,8 +15,9 @@ import pytest
 import trio
 
 from alluxiojob.config import build_config
-from alluxiojob.coordinator.runner import LISTING_ATTEMPTS, JobRunner
-from alluxiojob.coordinator.workers import Membership
+from alluxiojob.coordinator.listing import LISTING_ATTEMPTS
+from alluxiojob.coordinator.membership import Membership
+from alluxiojob.coordinator.runner import JobRunner
 from alluxiojob.core.job import JobOptions, JobType
 from alluxiojob.core.states import JobState
 from alluxiojob.store.jobs import JobStore

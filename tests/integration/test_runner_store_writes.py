@@ -25,8 +25,9 @@ import pytest
 import trio
 
 from alluxiojob.config import Config, Keys, build_config
+from alluxiojob.coordinator.membership import Membership
 from alluxiojob.coordinator.runner import JobRunner
-from alluxiojob.coordinator.workers import Membership, WorkerClient
+from alluxiojob.coordinator.workers import WorkerClient
 from alluxiojob.core.job import JobOptions, JobType
 from alluxiojob.core.progress import FailureRecord, Progress
 from alluxiojob.core.states import JobEvent, JobState

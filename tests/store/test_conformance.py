@@ -28,12 +28,12 @@ from alluxiojob.core.progress import Counters, Progress
 from alluxiojob.core.reasons import Reason
 from alluxiojob.core.states import JobEvent, JobState
 from alluxiojob.store.etcd import EtcdKVStore
+from alluxiojob.store.job_queue import claim_order
 from alluxiojob.store.jobs import (
     FailureRecord,
     JobStore,
     OwnedJob,
     SubmitOutcome,
-    claim_order,
 )
 from alluxiojob.store.kv import Compare, Delete, KVStore, Put
 from alluxiojob.store.rocks import RocksKVStore

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from alluxiojob.coordinator.workers import read_static_workers
+from alluxiojob.coordinator.membership import read_static_workers
 from alluxiojob.testing import blocking
 from alluxiojob.ufs.local import fsync_dir
 
@@ -23,7 +23,7 @@ async def test_a_file_read_on_the_loop_is_caught_and_a_thread_is_not(tmp_path: P
             read_static_workers(workers)
         assert await trio.to_thread.run_sync(read_static_workers, workers) == ["host:1"]
     assert len(found) == 1
-    assert "alluxiojob/coordinator/workers.py" in found[0]
+    assert "alluxiojob/coordinator/membership.py" in found[0]
     assert "trio.to_thread.run_sync" in found[0]
 
 

@@ -17,9 +17,10 @@ import trio.testing
 
 from alluxiojob.config import Config, Keys, build_config
 from alluxiojob.coordinator.housekeeping import Reconciler
+from alluxiojob.coordinator.membership import Membership
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.runner import JobRunner
-from alluxiojob.coordinator.workers import Membership, WorkerClient, WorkerTimeout
+from alluxiojob.coordinator.workers import WorkerClient, WorkerTimeout
 from alluxiojob.core.job import JobOptions, JobType
 from alluxiojob.core.progress import TaskStatus
 from alluxiojob.core.reasons import Reason

@@ -13,7 +13,7 @@ from alluxiojob.config.properties import PROPERTIES, TEMPLATES, Keys, PropertyKe
 def test_the_committed_page_is_what_the_registry_generates() -> None:
     committed = docs.PAGE.read_text(encoding="utf-8")
     assert committed == docs.render_page(), (
-        f"{docs.PAGE.name} is out of date with alluxiojob/config/properties.py; "
+        f"{docs.PAGE.name} is out of date with the property registry (alluxiojob/config/); "
         f"regenerate it: {docs.REGENERATE}")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 import trio
 
-from alluxiojob.coordinator.workers import ETCD_POLL_INTERVAL, read_static_members
+from alluxiojob.coordinator.membership import ETCD_POLL_INTERVAL, read_static_members
 from alluxiojob.core.errors import describe_error
 from alluxiojob.core.ring import HashRing
 from alluxiojob.store.kv import KVStore
