@@ -159,10 +159,14 @@ class S3Load:
             files, nbytes = files + f, nbytes + b
         return files, nbytes
 
-    def load(self) -> tuple[float, float]:
+    def load(self) -> tuple[float, float, float]:
+        """(wall s, submit→SUCCEEDED s, CPU s of the timed CLI command). The checks after
+        it (a ``--progress`` call, the cache's contents) are neither timed nor counted."""
+        cli_cpu = bench_cpu.children_cpu()
         started = time.perf_counter()
         result = self.cluster.cli("job", "load", "--path", self.uri, "--wait", check=False)
         wall = time.perf_counter() - started
+        cli_cpu = bench_cpu.children_cpu() - cli_cpu
         if result.returncode != 0:
             self.cluster.check_alive()
             raise BenchError(f"LOAD of {self.uri} exited {result.returncode}:\n"
@@ -173,7 +177,7 @@ class S3Load:
         if job["state"] != "SUCCEEDED" or self.cached() != (self.files, self.nbytes):
             raise BenchError(f"LOAD of {self.uri}: {job['state']}, cached {self.cached()}, "
                              f"expected {(self.files, self.nbytes)}")
-        return wall, float(job["finished_at"]) - float(job["created_at"])
+        return wall, float(job["finished_at"]) - float(job["created_at"]), cli_cpu
 
     def free(self) -> None:
         self.cluster.cli("job", "free", "--path", self.uri, "--wait")
@@ -238,9 +242,9 @@ def bench_prefix(name: str, loads: dict[str, S3Load], server: Server, out: Path,
             probes["s3"] = lambda: sum(vm_rss_kib(p) for p in pids)
 
             def body() -> dict[str, float]:
-                groups, cli = bench_cpu.cluster_cpu(roles), bench_cpu.children_cpu()
+                groups = bench_cpu.cluster_cpu(roles)
                 with PeakRss(probes) as sampler:
-                    wall, elapsed = load.load()
+                    wall, elapsed, cli = load.load()
                 groups = bench_cpu.minus(bench_cpu.cluster_cpu(roles), groups)
                 if timed:
                     peaks.setdefault(tool, []).append(max(sampler.peak_kib["worker1"],
@@ -248,7 +252,7 @@ def bench_prefix(name: str, loads: dict[str, S3Load], server: Server, out: Path,
                     server_peaks.append(sampler.peak_kib["s3"])
                 return {"wall": wall, "job": elapsed,
                         **{f"cpu {g}": v for g, v in groups.items()},
-                        "cpu cli": bench_cpu.children_cpu() - cli}
+                        "cpu cli": cli}
 
             measured(tool, timed, body)
             load.free()
