@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from alluxiojob.client import ApiError, CoordinatorClient
     from alluxiojob.config import Config
-    from alluxiojob.protocol.coordinator_client import ApiError, CoordinatorClient
     from alluxiojob.security import Security
 
 EXIT_OK = 0
@@ -108,7 +108,7 @@ def exit_code_for(error: ApiError) -> int:
 
 @contextmanager
 def coordinator(conf: Path | None, defines: list[str] | None) -> Iterator[CoordinatorClient]:
-    from alluxiojob.protocol.coordinator_client import ApiError, CoordinatorClient
+    from alluxiojob.client import ApiError, CoordinatorClient
 
     config = get_config(conf, defines)
     client = CoordinatorClient(config, get_security(config))

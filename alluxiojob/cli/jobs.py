@@ -20,7 +20,7 @@ from alluxiojob.cli.common import (
 from alluxiojob.core.states import SETTLED_STATES
 
 if TYPE_CHECKING:
-    from alluxiojob.protocol.coordinator_client import CoordinatorClient
+    from alluxiojob.client import CoordinatorClient
 
 job_app = typer.Typer(help="Submit and follow jobs (load, free, copy, move).",
                       no_args_is_help=True, epilog=examples(

@@ -51,6 +51,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from alluxiojob.core.backoff import JITTER, backoff_delay
+from alluxiojob.core.job import JobType
 from alluxiojob.core.progress import (
     RECENT_TASKS_MAX,
     Counters,
@@ -62,7 +63,7 @@ from alluxiojob.core.progress import (
 )
 from alluxiojob.core.reasons import Reason
 from alluxiojob.core.ring import HashRing
-from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus, TaskOp
+from alluxiojob.core.rows import FileEntry, FileResult, FileStatus
 
 
 class PassKind(enum.StrEnum):
@@ -72,7 +73,7 @@ class PassKind(enum.StrEnum):
 
 @dataclass(frozen=True)
 class LedgerPolicy:
-    op: TaskOp
+    op: JobType
     segment_size: int  # files per segment, and per task at most
     max_attempts: int = 3
     backoff: float = 0.5  # seconds before the first retry; doubles per attempt
@@ -100,10 +101,10 @@ class Placement:
     members: tuple[str, ...]
     everyone: HashRing | None = None  # every member, live or down (None: ``ring`` is it)
 
-    def targets(self, op: TaskOp, path: str, replicas: int) -> list[str]:
-        if op is TaskOp.FREE:
+    def targets(self, op: JobType, path: str, replicas: int) -> list[str]:
+        if op is JobType.FREE:
             return list(self.members)
-        if op in (TaskOp.COPY, TaskOp.MOVE):
+        if op in (JobType.COPY, JobType.MOVE):
             return self.ring.owners(path, 1)  # any worker will do; the ring spreads them
         owners = self.ring.owners(path, replicas)
         if len(owners) < replicas and self.everyone is not None:
@@ -620,7 +621,7 @@ class Ledger:
         (what it adds, for ``_count``)."""
         if listed.failed:
             return _FAILED, 0
-        free = self.policy.op is TaskOp.FREE
+        free = self.policy.op is JobType.FREE
         length = listed.entry.length
         if listed.ok:
             # FREE reports what was freed on every worker, and a metadata-only LOAD
@@ -671,7 +672,7 @@ class Ledger:
         assignment = self._retrying.pop(assignment_id, None)
         if assignment is None:
             return []
-        if self.policy.op is TaskOp.FREE:
+        if self.policy.op is JobType.FREE:
             if assignment.worker not in placement.members:
                 return self._judged(self._fail_for_good(
                     assignment, Reason.WORKER_LOST,
@@ -705,7 +706,7 @@ class Ledger:
         for worker in list(self._queues):
             if worker in placement.ring.workers:
                 continue
-            if self.policy.op is TaskOp.FREE:
+            if self.policy.op is JobType.FREE:
                 if worker in placement.members:
                     continue
                 queue = self._queues.pop(worker)

@@ -20,7 +20,7 @@ SERVICE_MODULES = ["trio", "trio_websocket", "hypercorn", "starlette", "structlo
 # Only when a command runs: --help needs none of them. (The path allowlist of the
 # security settings brings the UFS package, and obstore with it: a few milliseconds.)
 COMMAND_MODULES = ["rich", "alluxiojob.config", "alluxiojob.security", "alluxiojob.ufs",
-                   "obstore", "alluxiojob.protocol.coordinator_client", "alluxiojob.core.report"]
+                   "obstore", "alluxiojob.client", "alluxiojob.core.report"]
 
 
 def _modules_after(code: str) -> set[str]:
@@ -56,6 +56,6 @@ except SystemExit as exc:
     assert exc.code == 5, exc.code  # the coordinator is unreachable: it did try
 """
     loaded = _modules_after(code)
-    assert "alluxiojob.protocol.coordinator_client" in loaded
+    assert "alluxiojob.client" in loaded
     assert loaded.isdisjoint(SERVICE_MODULES), sorted(loaded & set(SERVICE_MODULES))
     assert "rich" not in loaded, "the progress bar's library, only for --wait"

@@ -27,8 +27,8 @@ from urllib.parse import parse_qsl, quote
 import structlog
 import trio
 
+from alluxiojob.client import ApiError, CoordinatorClient
 from alluxiojob.config import Config
-from alluxiojob.protocol.coordinator_client import ApiError, CoordinatorClient
 from alluxiojob.security import Security
 from alluxiojob.ufs import UfsError, is_local, resolve_path, ufs_for
 from alluxiojob.ufs.local import to_local_path

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 import structlog
 import trio
 
-from alluxiojob.protocol.codec import FileEntry, FileStatus, TaskBatch, TaskOp, TaskOptions
+from alluxiojob.core.job import JobType
+from alluxiojob.core.rows import FileEntry, FileStatus
+from alluxiojob.protocol.codec import TaskBatch, TaskOptions
 from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.ufs import UfsError, UfsStat, is_local, ufs_for
 from alluxiojob.ufs.local import to_local_path
@@ -284,7 +286,7 @@ class ObjectReader:
 
     async def _load(self, uri: str, info: UfsStat) -> None:
         """One file through the worker's LOAD path, as a job's task would load it."""
-        batch = TaskBatch(-next(self._task_ids), READ_THROUGH_JOB, TaskOp.LOAD,
+        batch = TaskBatch(-next(self._task_ids), READ_THROUGH_JOB, JobType.LOAD,
                           (FileEntry(uri, info.length, info.mtime_ns, version=info.version),),
                           TaskOptions(skip_if_exists=True))
         try:

@@ -1,4 +1,4 @@
-"""An HTTP client for the coordinator REST API: the CLI's, and the one a worker forwards
+"""The HTTP client for the coordinator REST API: the CLI's, and the one a worker forwards
 Alluxio's ``/v1/load`` with.
 
 The standard library's ``http.client``, one keep-alive connection per command: an HTTP
