@@ -93,13 +93,15 @@ def access_hint(error: ApiError) -> str:
 
 
 def exit_code_for(error: ApiError) -> int:
+    from alluxiojob.core.reasons import Reason
+
     if error.status in (401, 403):
         return EXIT_USAGE
-    if error.code in ("NOT_FOUND", "UFS_NOT_FOUND"):
+    if error.code in ("NOT_FOUND", Reason.UFS_NOT_FOUND):
         return EXIT_NOT_FOUND
     if error.code in ("UNAVAILABLE", "RESOURCE_EXHAUSTED"):
         return EXIT_UNAVAILABLE
-    if error.code in ("INVALID_ARGUMENT", "INVALID_PATH"):
+    if error.code in ("INVALID_ARGUMENT", Reason.INVALID_PATH):
         return EXIT_USAGE
     if error.code == "FAILED_PRECONDITION":
         return EXIT_WRONG_STATE

@@ -219,7 +219,7 @@ class JobRunner:
             error = str(leaves(group)[0])
         except* UfsError as group:
             first = leaves(group)[0]
-            error = f"{getattr(first, 'reason', 'IO_ERROR')}: {first}"
+            error = f"{getattr(first, 'reason', Reason.IO_ERROR)}: {first}"
         await self._finish(error)
 
     async def _finish(self, error: str) -> None:

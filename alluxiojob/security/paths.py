@@ -72,7 +72,7 @@ def _resolve(literal: Location) -> Location:
 
 class PathNotAllowed(UfsError):
     def __init__(self, message: str) -> None:
-        super().__init__("PERMISSION_DENIED", message)
+        super().__init__(Reason.PERMISSION_DENIED, message)
 
 
 class PathAllowlist:

@@ -132,12 +132,17 @@ def _stat_object(ufs: UnderFileSystem, allowlist: PathAllowlist, uri: str) -> Uf
     return ufs.stat(uri)
 
 
+def _ufs_error(exc: UfsError) -> Response:
+    """A failure reason as the answer: its status from the one table, ``http_status``."""
+    return JSONResponse({"error": exc.reason, "message": str(exc)},
+                        status_code=http_status(exc.reason))
+
+
 def _error(exc: UfsError | OSError, uri: str) -> Response:
     if isinstance(exc, OSError):
         return JSONResponse({"error": "NOT_FOUND", "message": f"{uri}: {exc.strerror}"},
                             status_code=404)
-    return JSONResponse({"error": exc.reason, "message": str(exc)},
-                        status_code=http_status(exc.reason))
+    return _ufs_error(exc)
 
 
 def _checked_uri(request: Request) -> str | Response:
@@ -145,7 +150,7 @@ def _checked_uri(request: Request) -> str | Response:
     try:
         return resolve_path(request.query_params.get("path", ""), "")
     except UfsError as exc:
-        return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
+        return _ufs_error(exc)
 
 
 def _read_whole(fd: int, size: int) -> tuple[bytes, str]:
@@ -171,7 +176,7 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
             d = cache.dir_for(uri)
             d.data_path(uri)
         except UfsError as exc:
-            return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
+            return _ufs_error(exc)
         entry = await trio.to_thread.run_sync(d.lookup, uri, limiter=cache.limiter)
         cached = entry is not None
         if not cached and request.query_params.get("read_through", "false").lower() != "true":

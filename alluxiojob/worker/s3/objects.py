@@ -25,6 +25,7 @@ import structlog
 import trio
 
 from alluxiojob.core.job import JobType
+from alluxiojob.core.reasons import Reason
 from alluxiojob.core.rows import FileEntry, FileStatus
 from alluxiojob.protocol.codec import TaskBatch, TaskOptions
 from alluxiojob.security.paths import PathAllowlist
@@ -229,7 +230,7 @@ class ObjectReader:
         try:
             return await trio.to_thread.run_sync(stat)
         except UfsError as exc:
-            if exc.reason == "PERMISSION_DENIED":
+            if exc.reason is Reason.PERMISSION_DENIED:
                 raise S3Error("AccessDenied", str(exc), resource) from None
             raise S3Error("NoSuchKey", "The specified key does not exist.", resource) from None
         except OSError:
