@@ -40,6 +40,17 @@ failures afresh, so the true count may dip below what was already shown. ``shown
 the fieldwise maximum of what was shown before and the true count; it is what the
 store keeps as ``live``. Failed attempts (``subtasks_failed``) are never re-counted:
 they carry over a resume as they are.
+
+Why this module is long
+-----------------------
+It is one state machine: ``Ledger`` (about 470 of its lines) and the values it takes
+and gives (policy, placement, decisions, tasks). Its parts share one set of fields: a
+retry moves an assignment between queues, which changes what a segment still owes,
+which decides when the checkpoint advances, which decides which failures may be saved.
+Split into modules, each part would reach into the others' fields and an invariant
+would span files; whole, it is tested as one machine (``tests/unit/test_ledger.py``,
+with Hypothesis). The per-file rows it keeps are in ``core/rows.py``, the counters in
+``core/progress.py``, the retry delay in ``core/backoff.py``.
 """
 
 from __future__ import annotations
