@@ -10,14 +10,10 @@ from dataclasses import dataclass
 from alluxiojob.core.reasons import Reason
 
 
-class FileStatus(enum.StrEnum):
-    OK = "OK"
-    SKIPPED = "SKIPPED"
-    FAILED = "FAILED"
-
-
 @dataclass(frozen=True)
 class FileEntry:
+    """One file of a task, as listed (``dst``: its destination, for COPY and MOVE)."""
+
     path: str
     length: int
     mtime_ns: int
@@ -27,8 +23,18 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class FileResult:
+    """What a worker did with one file of a task."""
+
     path: str
     status: FileStatus
     bytes: int = 0
     reason: Reason | None = None  # set when status is FAILED
     message: str = ""
+
+
+class FileStatus(enum.StrEnum):
+    """What became of one file of a task."""
+
+    OK = "OK"
+    SKIPPED = "SKIPPED"
+    FAILED = "FAILED"
