@@ -1,7 +1,8 @@
 """A LOAD parses each file's URI once at the worker's edge and carries it: at most two
 parses per file (the URI, and its cache name), however many steps the file goes
 through (plan, reserve, copy, commit, index). Counted on a real executor, cache dirs
-and process pool."""
+and process pool; and the same bound for a metadata-only LOAD and for the reads
+(the S3 API's object reader, a hit and a miss, and ``/api/v1/files``)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
+from starlette.applications import Starlette
 
-from alluxiojob.protocol.codec import FileEntry, FileStatus, TaskBatch, TaskOp
+from alluxiojob.protocol.codec import FileEntry, FileStatus, TaskBatch, TaskOp, TaskOptions
+from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.testing.s3 import S3Server
 from alluxiojob.ufs import objects, uri
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.worker import layout
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
+from alluxiojob.worker.reads import file_routes
+from alluxiojob.worker.s3.objects import ObjectReader
 
 PARSERS: list[tuple[Any, str]] = [(uri, "parse_uri"), (layout, "cache_relpath"),
                                   (layout, "uri_of_relpath"), (objects, "split_uri")]
@@ -109,6 +115,76 @@ async def test_a_load_of_objects_parses_each_uri_at_most_twice(
                 assert cached == objects[f.path[len("s3://parses/"):]]
         finally:
             cache.close()
+
+
+async def test_a_metadata_only_load_parses_each_uri_at_most_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = _local_files(tmp_path, 12)
+    cache = Cache([tmp_path / "c1", tmp_path / "c2"], [1 << 30])
+    await cache.recover()
+    executor = TaskExecutor(cache, partition_size=8 * 1024, pool_size=1)
+    try:
+        calls = count_parses(monkeypatch)
+        with trio.fail_after(60):
+            result = await executor.run(TaskBatch(1, "job-1", TaskOp.LOAD, tuple(files),
+                                                  TaskOptions(metadata_only=True)))
+        assert [r.status for r in result.results] == [FileStatus.OK] * len(files), result
+        print("parses", dict(calls), "files", len(files))
+        assert sum(calls.values()) <= 2 * len(files), calls
+        assert cache.files == 0  # recorded as listed, no data cached
+    finally:
+        cache.close()
+
+
+async def test_reads_parse_each_uri_at_most_twice(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 API's object reader (a cached hit, then a read-through miss) and the
+    worker's ``/api/v1/files``: each read of a file parses its URI at most twice."""
+    files = _local_files(tmp_path, 6)
+    cache = Cache([tmp_path / "c1", tmp_path / "c2"], [1 << 30])
+    await cache.recover()
+    executor = TaskExecutor(cache, partition_size=8 * 1024, pool_size=1)
+    allowlist = PathAllowlist([f"file://{tmp_path}"])
+    reader = ObjectReader(cache, executor, allowlist, UfsSettings(), only_cache=False,
+                          cache_misses=False)
+    app = Starlette(routes=file_routes(cache, allowlist))
+    try:
+        with trio.fail_after(60):
+            cached = files[:3]  # the others are misses, read through
+            loaded = await executor.run(TaskBatch(1, "job-1", TaskOp.LOAD, tuple(cached)))
+            assert [r.status for r in loaded.results] == [FileStatus.OK] * len(cached)
+            calls = count_parses(monkeypatch)
+            for f in files:
+                answer = await reader.read(f.path, "GET", {}, f.path)
+                assert answer.status == 200
+                assert answer.cached == (f in cached)
+                answer.body.close()  # the descriptor of a larger hit or of a miss
+            print("S3 reads", dict(calls), "files", len(files))
+            assert sum(calls.values()) <= 2 * len(files), calls
+            calls.clear()
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://w") as client:
+                for f in cached:
+                    response = await client.get("/api/v1/files", params={"path": f.path})
+                    assert response.status_code == 200, response.text
+                    assert response.content == await trio.to_thread.run_sync(
+                        _read, f.path[len("file://"):])
+            print("file reads", dict(calls), "files", len(cached))
+            assert sum(calls.values()) <= 2 * len(cached), calls
+    finally:
+        cache.close()
+
+
+def _local_files(tmp_path: Path, count: int) -> list[FileEntry]:
+    src = tmp_path / "src"
+    src.mkdir()
+    files = []
+    for i in range(count):
+        path = src / f"f{i:02d}.bin"
+        path.write_bytes(bytes([i + 1]) * (i * 500 + 1))
+        files.append(FileEntry(f"file://{path}", path.stat().st_size,
+                               path.stat().st_mtime_ns))
+    return files
 
 
 def _read(path: str) -> bytes:
