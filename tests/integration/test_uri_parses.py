@@ -53,16 +53,8 @@ def count_parses(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
 async def test_a_load_parses_each_uri_at_most_twice(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    files = []
-    for i in range(24):
-        path = src / f"f{i:02d}.bin"
-        path.write_bytes(bytes([i]) * (i * 700))  # from empty to larger than a partition
-        files.append(FileEntry(f"file://{path}", path.stat().st_size,
-                               path.stat().st_mtime_ns))
-    cache = Cache([tmp_path / "c1", tmp_path / "c2"], [1 << 30])
-    await cache.recover()
+    files = _local_files(tmp_path, 24, 700)  # from empty to larger than a partition
+    cache = await _two_dirs(tmp_path)
     executor = TaskExecutor(cache, partition_size=8 * 1024, pool_size=2)
     try:
         calls = count_parses(monkeypatch)
@@ -97,8 +89,7 @@ async def test_a_load_of_objects_parses_each_uri_at_most_twice(
         settings = UfsSettings(s3_endpoint=s3.url, s3_region=s3.region, s3_path_style=True,
                                s3_access_key=s3.access_key, s3_secret_key=s3.secret_key)
         files = [FileEntry(f"s3://parses/{key}", len(data), 1) for key, data in objects.items()]
-        cache = Cache([tmp_path / "c1", tmp_path / "c2"], [1 << 30])
-        await cache.recover()
+        cache = await _two_dirs(tmp_path)
         executor = TaskExecutor(cache, partition_size=8 * 1024, pool_size=2,
                                 ufs_settings=settings)
         try:
@@ -119,9 +110,8 @@ async def test_a_load_of_objects_parses_each_uri_at_most_twice(
 
 async def test_a_metadata_only_load_parses_each_uri_at_most_twice(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    files = _local_files(tmp_path, 12)
-    cache = Cache([tmp_path / "c1", tmp_path / "c2"], [1 << 30])
-    await cache.recover()
+    files = _local_files(tmp_path, 12, 500)
+    cache = await _two_dirs(tmp_path)
     executor = TaskExecutor(cache, partition_size=8 * 1024, pool_size=1)
     try:
         calls = count_parses(monkeypatch)
@@ -140,9 +130,8 @@ async def test_reads_parse_each_uri_at_most_twice(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The S3 API's object reader (a cached hit, then a read-through miss) and the
     worker's ``/api/v1/files``: each read of a file parses its URI at most twice."""
-    files = _local_files(tmp_path, 6)
-    cache = Cache([tmp_path / "c1", tmp_path / "c2"], [1 << 30])
-    await cache.recover()
+    files = _local_files(tmp_path, 6, 500)
+    cache = await _two_dirs(tmp_path)
     executor = TaskExecutor(cache, partition_size=8 * 1024, pool_size=1)
     allowlist = PathAllowlist([f"file://{tmp_path}"])
     reader = ObjectReader(cache, executor, allowlist, UfsSettings(), only_cache=False,
@@ -175,13 +164,21 @@ async def test_reads_parse_each_uri_at_most_twice(tmp_path: Path,
         cache.close()
 
 
-def _local_files(tmp_path: Path, count: int) -> list[FileEntry]:
+async def _two_dirs(tmp_path: Path) -> Cache:
+    """A cache of two dirs (files spread over both by their names), recovered."""
+    cache = Cache([tmp_path / "c1", tmp_path / "c2"], [1 << 30])
+    await cache.recover()
+    return cache
+
+
+def _local_files(tmp_path: Path, count: int, step: int) -> list[FileEntry]:
+    """``count`` files in ``tmp_path/src``, the i-th ``i * step`` bytes long."""
     src = tmp_path / "src"
     src.mkdir()
     files = []
     for i in range(count):
         path = src / f"f{i:02d}.bin"
-        path.write_bytes(bytes([i + 1]) * (i * 500 + 1))
+        path.write_bytes(bytes([i]) * (i * step))
         files.append(FileEntry(f"file://{path}", path.stat().st_size,
                                path.stat().st_mtime_ns))
     return files
