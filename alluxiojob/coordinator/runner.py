@@ -55,9 +55,10 @@ from alluxiojob.core.ledger import (
 )
 from alluxiojob.core.progress import FailureRecord, Progress, RateWindow
 from alluxiojob.core.reasons import Reason
+from alluxiojob.core.rows import FileEntry
 from alluxiojob.core.states import JobEvent, JobState
 from alluxiojob.core.text import printable
-from alluxiojob.protocol.codec import FileEntry, TaskOp, TaskOptions
+from alluxiojob.protocol.codec import TaskOptions
 from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.store.jobs import JobStore, OwnedJob
 from alluxiojob.ufs import ufs_for
@@ -84,7 +85,7 @@ class JobFailed(Exception):
 def policy_for(job_type: JobType, batch_size: int, replicas: int, config: Config,
                metadata_only: bool = False) -> LedgerPolicy:
     return LedgerPolicy(
-        op=TaskOp(job_type.value),
+        op=job_type,
         segment_size=batch_size or config[Keys.JOB_BATCH_SIZE],
         max_attempts=config[Keys.JOB_RETRY_MAX_ATTEMPTS],
         backoff=config[Keys.JOB_RETRY_BACKOFF],

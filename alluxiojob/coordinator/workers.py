@@ -30,20 +30,20 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from alluxiojob.core.backoff import backoff_delay, jittered
 from alluxiojob.core.errors import describe_error
+from alluxiojob.core.job import JobType
 from alluxiojob.core.ledger import Placement
 from alluxiojob.core.reasons import Reason
 from alluxiojob.core.ring import HashRing
+from alluxiojob.core.rows import FileEntry
 from alluxiojob.protocol.codec import (
     MAX_MESSAGE_SIZE,
     Cancel,
     ErrorMessage,
-    FileEntry,
     Hello,
     ProtocolError,
     StatusReply,
     StatusRequest,
     TaskBatch,
-    TaskOp,
     TaskOptions,
     TaskResult,
     Welcome,
@@ -295,7 +295,7 @@ class WorkerClient:
     async def call(
         self,
         job_id: str,
-        op: TaskOp,
+        op: JobType,
         files: Sequence[FileEntry],
         options: TaskOptions,
         connect_wait: float,
