@@ -22,6 +22,10 @@ pass: cached files are compared by length and version only), a file row's fifth
 value, its version (absent: ``""``, as for a local file), and the welcome's ``web``
 port (absent: ``0``, not told). Present, they are checked like every other field: a
 wrong type is a ``ProtocolError`` that names the field.
+
+The per-file rows (``FileEntry``, ``FileResult``, ``FileStatus``) are core values
+(``core/rows.py``) and a task's operation is the job's ``JobType``: this module only
+maps them to wire values and back, so core never imports the protocol.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ class ProtocolError(Exception):
     """Bytes from a peer that are not a valid message."""
 
 
-# A task's operation is its job type's: one enum, ``JobType``, under the wire's name.
+# A task's operation is its job's type: one enum, ``JobType``; ``TaskOp`` is the same
+# enum under the name the wire's tests and older callers use.
 TaskOp = JobType
 
 
