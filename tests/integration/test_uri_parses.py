@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from alluxiojob.protocol.codec import FileEntry, FileStatus, TaskBatch, TaskOp, TaskOptions
@@ -26,7 +27,14 @@ from alluxiojob.worker import layout
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
 from alluxiojob.worker.reads import file_routes
+from alluxiojob.worker.s3.app import S3App
+from alluxiojob.worker.s3.bucket_ops import BucketOps
+from alluxiojob.worker.s3.buckets import BucketTable
+from alluxiojob.worker.s3.forward import Proxy
+from alluxiojob.worker.s3.metrics import S3Metrics
 from alluxiojob.worker.s3.objects import ObjectReader
+from alluxiojob.worker.s3.ownership import Ownership
+from alluxiojob.worker.s3.settings import AuthMode, S3Credentials, S3Settings
 
 PARSERS: list[tuple[Any, str]] = [(uri, "parse_uri"), (layout, "cache_relpath"),
                                   (layout, "uri_of_relpath"), (objects, "split_uri")]
@@ -161,6 +169,47 @@ async def test_reads_parse_each_uri_at_most_twice(tmp_path: Path,
             print("file reads", dict(calls), "files", len(cached))
             assert sum(calls.values()) <= 2 * len(cached), calls
     finally:
+        cache.close()
+
+
+async def test_s3_api_gets_parse_each_uri_at_most_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET of an object through the S3 API's app (a bucket mounted on a local prefix),
+    cached hits and read-through misses: at most two parses per file."""
+    files = _local_files(tmp_path, 6, 500)
+    cache = await _two_dirs(tmp_path)
+    executor = TaskExecutor(cache, partition_size=8 * 1024, pool_size=1)
+    allowlist = PathAllowlist([f"file://{tmp_path}"])
+    settings = S3Settings(enabled=True, port=0, https_port=0, tls=False, only_https=False,
+                          redirect=False, only_cache=False, cache_misses=False,
+                          mode=AuthMode.PROTECTED, credentials=S3Credentials(),
+                          buckets=BucketTable([f"data=file://{tmp_path}/src"]),
+                          max_inflight=16)
+    ufs_settings = UfsSettings()
+    reader = ObjectReader(cache, executor, allowlist, ufs_settings, only_cache=False,
+                          cache_misses=False)
+    proxy = Proxy(4, None)
+    app = S3App(settings, reader, BucketOps(settings.buckets, allowlist, ufs_settings),
+                Ownership("w1", 0, 0), allowlist, S3Metrics(CollectorRegistry()), proxy)
+    try:
+        with trio.fail_after(60):
+            cached = files[:3]
+            loaded = await executor.run(TaskBatch(1, "job-1", TaskOp.LOAD, tuple(cached)))
+            assert [r.status for r in loaded.results] == [FileStatus.OK] * len(cached)
+            calls = count_parses(monkeypatch)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport,
+                                         base_url="http://localhost") as client:
+                for f in files:
+                    response = await client.get(f"/data/{Path(f.path).name}")
+                    assert response.status_code == 200, response.text
+                    assert response.headers["x-alluxio-cached"] == str(f in cached).lower()
+                    assert response.content == await trio.to_thread.run_sync(
+                        _read, f.path[len("file://"):])
+            print("S3 GETs", dict(calls), "files", len(files))
+            assert sum(calls.values()) <= 2 * len(files) + 2, calls  # + the bucket's root
+    finally:
+        await proxy.aclose()
         cache.close()
 
 

@@ -29,8 +29,7 @@ from alluxiojob.core.reasons import Reason
 from alluxiojob.core.rows import FileEntry, FileStatus
 from alluxiojob.protocol.codec import TaskBatch, TaskOptions
 from alluxiojob.security.paths import PathAllowlist
-from alluxiojob.ufs import UfsError, UfsStat, is_local, ufs_for
-from alluxiojob.ufs.local import to_local_path
+from alluxiojob.ufs import UfsError, UfsStat, parse_uri, ufs_for
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
@@ -218,14 +217,15 @@ class ObjectReader:
         """A miss as the UFS has it now; a local file comes opened (its descriptor then
         serves the response), an object with -1."""
         def stat() -> tuple[UfsStat, int]:
-            if is_local(uri):
-                fd, size = _open_read_through(to_local_path(uri), self.allowlist, uri)
+            parsed = parse_uri(uri)  # once, for the scheme and the local path
+            if parsed.local:
+                fd, size = _open_read_through(parsed.local_path, self.allowlist, uri)
                 try:
                     return UfsStat(size, os.fstat(fd).st_mtime_ns), fd
                 except BaseException:
                     os.close(fd)
                     raise
-            return ufs_for(uri, self.ufs_settings).stat(uri), -1
+            return ufs_for(parsed, self.ufs_settings).stat(uri), -1
 
         try:
             return await trio.to_thread.run_sync(stat)
