@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from alluxiojob.client import ApiError, CoordinatorClient
     from alluxiojob.config import Config
-    from alluxiojob.protocol.coordinator_client import ApiError, CoordinatorClient
     from alluxiojob.security import Security
 
 EXIT_OK = 0
@@ -93,13 +93,15 @@ def access_hint(error: ApiError) -> str:
 
 
 def exit_code_for(error: ApiError) -> int:
+    from alluxiojob.core.reasons import Reason
+
     if error.status in (401, 403):
         return EXIT_USAGE
-    if error.code in ("NOT_FOUND", "UFS_NOT_FOUND"):
+    if error.code in ("NOT_FOUND", Reason.UFS_NOT_FOUND):
         return EXIT_NOT_FOUND
     if error.code in ("UNAVAILABLE", "RESOURCE_EXHAUSTED"):
         return EXIT_UNAVAILABLE
-    if error.code in ("INVALID_ARGUMENT", "INVALID_PATH"):
+    if error.code in ("INVALID_ARGUMENT", Reason.INVALID_PATH):
         return EXIT_USAGE
     if error.code == "FAILED_PRECONDITION":
         return EXIT_WRONG_STATE
@@ -108,7 +110,7 @@ def exit_code_for(error: ApiError) -> int:
 
 @contextmanager
 def coordinator(conf: Path | None, defines: list[str] | None) -> Iterator[CoordinatorClient]:
-    from alluxiojob.protocol.coordinator_client import ApiError, CoordinatorClient
+    from alluxiojob.client import ApiError, CoordinatorClient
 
     config = get_config(conf, defines)
     client = CoordinatorClient(config, get_security(config))

@@ -21,7 +21,7 @@ from alluxiojob.cli.common import (
 from alluxiojob.core.states import SETTLED_STATES
 
 if TYPE_CHECKING:
-    from alluxiojob.protocol.coordinator_client import CoordinatorClient
+    from alluxiojob.client import CoordinatorClient
 
 job_app = Typer(help="Submit and follow jobs (load, free, copy, move).",
                       no_args_is_help=True, epilog=examples(
@@ -249,47 +249,36 @@ Dst = Annotated[str | None, typer.Option("--dst", help="Destination UFS path.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")]
 
 
-def _transfer_command(job_type: str, src: str | None, dst: str | None, submit: bool,
-                      progress: bool, stop: bool, batch_size: int | None, overwrite: bool,
-                      output_format: str, verbose: bool, file_status: str | None, wait: bool,
-                      conf: ConfOption, define: DefineOption) -> None:
-    if not dst:
-        fail("missing --dst", EXIT_USAGE)
-    run_job_command(job_type, src, dst, _action(submit, progress, stop),
-                     options_for(batch_size, None, False, False, False, 1, overwrite),
-                     output_format, verbose, file_status, wait, conf, define)
+def _transfer_command(job_type: str, doc: str, *example_lines: str) -> None:
+    """Register ``job copy`` or ``job move``: the same options, one type each."""
+
+    def command(
+        src: Src = None, dst: Dst = None, submit: Submit = False, progress: ShowProgress = False,
+        stop: Stop = False, batch_size: BatchSize = None, overwrite: Overwrite = False,
+        output_format: Format = "TEXT", verbose: Verbose = False,
+        file_status: FileStatus = None, wait: Wait = False,
+        conf: ConfOption = None, define: DefineOption = None,
+    ) -> None:
+        if not dst:
+            fail("missing --dst", EXIT_USAGE)
+        run_job_command(job_type, src, dst, _action(submit, progress, stop),
+                        options_for(batch_size, None, False, False, False, 1, overwrite),
+                        output_format, verbose, file_status, wait, conf, define)
+
+    command.__doc__ = doc
+    job_app.command(job_type.lower(), epilog=examples(*example_lines))(command)
 
 
-@job_app.command("copy", epilog=examples(
+_transfer_command(
+    "COPY", "Copy a UFS path to another UFS path, spread over the workers.",
     "alluxiojob job copy --src /data/raw --dst /archive/raw --wait",
     "alluxiojob job copy --src /data/raw --dst /archive/raw --progress",
-))
-def copy(
-    src: Src = None, dst: Dst = None, submit: Submit = False, progress: ShowProgress = False,
-    stop: Stop = False, batch_size: BatchSize = None, overwrite: Overwrite = False,
-    output_format: Format = "TEXT", verbose: Verbose = False,
-    file_status: FileStatus = None, wait: Wait = False,
-    conf: ConfOption = None, define: DefineOption = None,
-) -> None:
-    """Copy a UFS path to another UFS path, spread over the workers."""
-    _transfer_command("COPY", src, dst, submit, progress, stop, batch_size, overwrite,
-                      output_format, verbose, file_status, wait, conf, define)
-
-
-@job_app.command("move", epilog=examples(
+)
+_transfer_command(
+    "MOVE", "Move a UFS path to another UFS path: copy each file, then remove its source.",
     "alluxiojob job move --src /data/incoming --dst /data/ready --wait",
     "alluxiojob job move --src /data/incoming --dst /data/ready --overwrite",
-))
-def move(
-    src: Src = None, dst: Dst = None, submit: Submit = False, progress: ShowProgress = False,
-    stop: Stop = False, batch_size: BatchSize = None, overwrite: Overwrite = False,
-    output_format: Format = "TEXT", verbose: Verbose = False,
-    file_status: FileStatus = None, wait: Wait = False,
-    conf: ConfOption = None, define: DefineOption = None,
-) -> None:
-    """Move a UFS path to another UFS path: copy each file, then remove its source."""
-    _transfer_command("MOVE", src, dst, submit, progress, stop, batch_size, overwrite,
-                      output_format, verbose, file_status, wait, conf, define)
+)
 
 
 @job_app.command("list", epilog=examples(

@@ -101,24 +101,27 @@ def _run_service(kind: str, conf: Path | None, defines: list[str] | None,
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
 
 
-@app.command("coordinator", epilog=examples(
+def _service_command(kind: str, doc: str, *example_lines: str) -> None:
+    """Register ``coordinator`` or ``worker``: the same options, one service each."""
+
+    def command(conf: ConfOption = None, define: DefineOption = None,
+                log_level: LogLevel = "INFO") -> None:
+        _run_service(kind, conf, define, log_level)
+
+    command.__doc__ = doc
+    app.command(kind, epilog=examples(*example_lines))(command)
+
+
+_service_command(
+    "coordinator", "Run a coordinator: the REST API, the scheduler and the job store.",
     "alluxiojob coordinator --conf /etc/alluxio/alluxio-site.properties",
     "alluxiojob coordinator -D alluxio.coordinator.rest.port=29998 --log-level DEBUG",
-))
-def coordinator_command(conf: ConfOption = None, define: DefineOption = None,
-                        log_level: LogLevel = "INFO") -> None:
-    """Run a coordinator: the REST API, the scheduler and the job store."""
-    _run_service("coordinator", conf, define, log_level)
-
-
-@app.command("worker", epilog=examples(
+)
+_service_command(
+    "worker", "Run a worker: the task server, the process pool and the cache.",
     "alluxiojob worker --conf /etc/alluxio/alluxio-site.properties",
     "alluxiojob worker -D alluxio.worker.page.store.dirs=/mnt/nvme0/cache",
-))
-def worker_command(conf: ConfOption = None, define: DefineOption = None,
-                   log_level: LogLevel = "INFO") -> None:
-    """Run a worker: the task server, the process pool and the cache."""
-    _run_service("worker", conf, define, log_level)
+)
 
 
 @report_app.command("jobservice", epilog=examples(

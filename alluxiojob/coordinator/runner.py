@@ -63,9 +63,10 @@ from alluxiojob.core.ledger import (
 )
 from alluxiojob.core.progress import FailureRecord, Progress, RateWindow
 from alluxiojob.core.reasons import Reason
+from alluxiojob.core.rows import FileEntry
 from alluxiojob.core.states import JobEvent, JobState
 from alluxiojob.core.text import printable
-from alluxiojob.protocol.codec import FileEntry, TaskOp, TaskOptions
+from alluxiojob.protocol.codec import TaskOptions
 from alluxiojob.store.jobs import JobStore, OwnedJob
 from alluxiojob.ufs.base import UfsError, UfsFile
 
@@ -82,7 +83,7 @@ CLAIM_FRESHNESS = 3.0  # HA: seconds after a confirmed claim in which tasks may 
 def policy_for(job_type: JobType, batch_size: int, replicas: int, config: Config,
                metadata_only: bool = False) -> LedgerPolicy:
     return LedgerPolicy(
-        op=TaskOp(job_type.value),
+        op=job_type,
         segment_size=batch_size or config[Keys.JOB_BATCH_SIZE],
         max_attempts=config[Keys.JOB_RETRY_MAX_ATTEMPTS],
         backoff=config[Keys.JOB_RETRY_BACKOFF],
@@ -217,7 +218,7 @@ class JobRunner:
             error = str(leaves(group)[0])
         except* UfsError as group:
             first = leaves(group)[0]
-            error = f"{getattr(first, 'reason', 'IO_ERROR')}: {first}"
+            error = f"{getattr(first, 'reason', Reason.IO_ERROR)}: {first}"
         await self._finish(error)
 
     async def _finish(self, error: str) -> None:

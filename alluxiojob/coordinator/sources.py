@@ -39,6 +39,7 @@ from alluxiojob.core.manifest import (
     parse_inventory_row,
     parse_template,
 )
+from alluxiojob.core.reasons import Reason
 from alluxiojob.core.text import printable
 from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.ufs import is_local, resolve_path, ufs_for
@@ -51,14 +52,15 @@ STAT_THREADS = 16  # HEADs in flight at once on an object store
 MANIFEST_MAX = 64 << 20  # an inventory's manifest.json is read whole
 MAX_LINE = 64 << 10  # an index file's line: longer is an error, not a growing buffer
 CHECK_AT_SUBMIT = 4 << 20  # an index file up to this size is checked whole at submit
-FILE_REASONS = ("UFS_NOT_FOUND", "PERMISSION_DENIED", "INVALID_PATH")  # fail the file
+# These fail the file, not the job:
+FILE_REASONS = (Reason.UFS_NOT_FOUND, Reason.PERMISSION_DENIED, Reason.INVALID_PATH)
 
 
 @dataclass(frozen=True)
 class FailedFile(UfsFile):
     """A file the source names that fails before any worker sees it."""
 
-    reason: str = "UFS_NOT_FOUND"
+    reason: str = Reason.UFS_NOT_FOUND
     message: str = ""
 
 
@@ -80,7 +82,7 @@ def open_source(job: JobRecord, config: Config) -> JobSource:
             return InventorySource(job.path, settings, allowlist)
         return IndexSource(job.path, settings, allowlist, config[Keys.UFS_ROOT])
     except ManifestError as exc:  # fails the job, naming the line
-        raise UfsError("INVALID_PATH", str(exc)) from None
+        raise UfsError(Reason.INVALID_PATH, str(exc)) from None
 
 
 class _Stats:
@@ -92,7 +94,7 @@ class _Stats:
 
     def one(self, uri: str, parts: tuple[str, ...]) -> UfsFile:
         if self.allowlist.enabled and not self.allowlist.admits(uri):
-            return FailedFile(uri, parts, 0, 0, reason="PERMISSION_DENIED",
+            return FailedFile(uri, parts, 0, 0, reason=Reason.PERMISSION_DENIED,
                               message=f"{printable(uri)} is outside alluxio.job.path.allowlist "
                                       f"({self.allowlist.describe()})")
         try:
@@ -186,7 +188,7 @@ class IndexSource:
         try:
             yield from self.stats.each(self._paths(line, offset, stop))
         except ManifestError as exc:
-            raise UfsError("INVALID_PATH", f"index file {exc}") from None
+            raise UfsError(Reason.INVALID_PATH, f"index file {exc}") from None
 
 
 def index_entry(uri: str, raw: bytes, line: int, ufs_root: str) -> str | None:
@@ -310,10 +312,10 @@ class InventorySource:
         try:
             for entry in self._rows(first, row):
                 if self.allowlist.enabled and not self.allowlist.admits(entry.uri):
-                    yield FailedFile(entry.uri, entry.parts, 0, 0, reason="PERMISSION_DENIED",
+                    yield FailedFile(entry.uri, entry.parts, 0, 0, reason=Reason.PERMISSION_DENIED,
                                      message=f"{printable(entry.uri)} is outside "
                                              "alluxio.job.path.allowlist")
                 else:
                     yield entry
         except ManifestError as exc:
-            raise UfsError("INVALID_PATH", f"inventory {exc}") from None
+            raise UfsError(Reason.INVALID_PATH, f"inventory {exc}") from None

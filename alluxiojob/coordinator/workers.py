@@ -24,18 +24,18 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from alluxiojob.core.backoff import backoff_delay
 from alluxiojob.core.errors import describe_error
+from alluxiojob.core.job import JobType
 from alluxiojob.core.reasons import Reason
+from alluxiojob.core.rows import FileEntry
 from alluxiojob.protocol.codec import (
     MAX_MESSAGE_SIZE,
     Cancel,
     ErrorMessage,
-    FileEntry,
     Hello,
     ProtocolError,
     StatusReply,
     StatusRequest,
     TaskBatch,
-    TaskOp,
     TaskOptions,
     TaskResult,
     Welcome,
@@ -284,7 +284,7 @@ class WorkerClient:
     async def call(
         self,
         job_id: str,
-        op: TaskOp,
+        op: JobType,
         files: Sequence[FileEntry],
         options: TaskOptions,
         connect_wait: float,

@@ -47,13 +47,13 @@ class IllegalTransition(WrongState):
 class InvalidPath(InvalidArgument):
     """A path the job cannot use as given, e.g. a destination inside its own source."""
 
-    code = "INVALID_PATH"
+    code = Reason.INVALID_PATH.value
 
 
 class PermissionDenied(JobServiceError):
     """A path outside ``alluxio.job.path.allowlist``."""
 
-    code = "PERMISSION_DENIED"
+    code = Reason.PERMISSION_DENIED.value
     http_status = 403
 
 

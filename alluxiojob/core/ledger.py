@@ -40,6 +40,17 @@ failures afresh, so the true count may dip below what was already shown. ``shown
 the fieldwise maximum of what was shown before and the true count; it is what the
 store keeps as ``live``. Failed attempts (``subtasks_failed``) are never re-counted:
 they carry over a resume as they are.
+
+Why this module is long
+-----------------------
+It is one state machine: ``Ledger`` (about 470 of its lines) and the values it takes
+and gives (policy, placement, decisions, tasks). Its parts share one set of fields: a
+retry moves an assignment between queues, which changes what a segment still owes,
+which decides when the checkpoint advances, which decides which failures may be saved.
+Split into modules, each part would reach into the others' fields and an invariant
+would span files; whole, it is tested as one machine (``tests/unit/test_ledger.py``,
+with Hypothesis). The per-file rows it keeps are in ``core/rows.py``, the counters in
+``core/progress.py``, the retry delay in ``core/backoff.py``.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from alluxiojob.core.backoff import JITTER, backoff_delay
+from alluxiojob.core.job import JobType
 from alluxiojob.core.progress import (
     RECENT_TASKS_MAX,
     Counters,
@@ -62,7 +74,7 @@ from alluxiojob.core.progress import (
 )
 from alluxiojob.core.reasons import Reason
 from alluxiojob.core.ring import HashRing
-from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus, TaskOp
+from alluxiojob.core.rows import FileEntry, FileResult, FileStatus
 
 
 class PassKind(enum.StrEnum):
@@ -72,7 +84,7 @@ class PassKind(enum.StrEnum):
 
 @dataclass(frozen=True)
 class LedgerPolicy:
-    op: TaskOp
+    op: JobType
     segment_size: int  # files per segment, and per task at most
     max_attempts: int = 3
     backoff: float = 0.5  # seconds before the first retry; doubles per attempt
@@ -100,10 +112,10 @@ class Placement:
     members: tuple[str, ...]
     everyone: HashRing | None = None  # every member, live or down (None: ``ring`` is it)
 
-    def targets(self, op: TaskOp, path: str, replicas: int) -> list[str]:
-        if op is TaskOp.FREE:
+    def targets(self, op: JobType, path: str, replicas: int) -> list[str]:
+        if op is JobType.FREE:
             return list(self.members)
-        if op in (TaskOp.COPY, TaskOp.MOVE):
+        if op in (JobType.COPY, JobType.MOVE):
             return self.ring.owners(path, 1)  # any worker will do; the ring spreads them
         owners = self.ring.owners(path, replicas)
         if len(owners) < replicas and self.everyone is not None:
@@ -620,7 +632,7 @@ class Ledger:
         (what it adds, for ``_count``)."""
         if listed.failed:
             return _FAILED, 0
-        free = self.policy.op is TaskOp.FREE
+        free = self.policy.op is JobType.FREE
         length = listed.entry.length
         if listed.ok:
             # FREE reports what was freed on every worker, and a metadata-only LOAD
@@ -671,7 +683,7 @@ class Ledger:
         assignment = self._retrying.pop(assignment_id, None)
         if assignment is None:
             return []
-        if self.policy.op is TaskOp.FREE:
+        if self.policy.op is JobType.FREE:
             if assignment.worker not in placement.members:
                 return self._judged(self._fail_for_good(
                     assignment, Reason.WORKER_LOST,
@@ -705,7 +717,7 @@ class Ledger:
         for worker in list(self._queues):
             if worker in placement.ring.workers:
                 continue
-            if self.policy.op is TaskOp.FREE:
+            if self.policy.op is JobType.FREE:
                 if worker in placement.members:
                     continue
                 queue = self._queues.pop(worker)

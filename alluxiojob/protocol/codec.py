@@ -22,18 +22,25 @@ pass: cached files are compared by length and version only), a file row's fifth
 value, its version (absent: ``""``, as for a local file), and the welcome's ``web``
 port (absent: ``0``, not told). Present, they are checked like every other field: a
 wrong type is a ``ProtocolError`` that names the field.
+
+The per-file rows (``FileEntry``, ``FileResult``, ``FileStatus``) are core values
+(``core/rows.py``) and a task's operation is the job's ``JobType``: this module only
+maps them to wire values and back, so core never imports the protocol.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
 
+from alluxiojob.core.job import JobType
 from alluxiojob.core.reasons import Reason
+from alluxiojob.core.rows import FileEntry as FileEntry
+from alluxiojob.core.rows import FileResult as FileResult
+from alluxiojob.core.rows import FileStatus as FileStatus
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
@@ -43,37 +50,9 @@ class ProtocolError(Exception):
     """Bytes from a peer that are not a valid message."""
 
 
-class TaskOp(enum.StrEnum):
-    """What a worker does with the files of a task (a job type's work on one worker)."""
-
-    LOAD = "LOAD"
-    FREE = "FREE"
-    COPY = "COPY"
-    MOVE = "MOVE"
-
-
-class FileStatus(enum.StrEnum):
-    OK = "OK"
-    SKIPPED = "SKIPPED"
-    FAILED = "FAILED"
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    path: str
-    length: int
-    mtime_ns: int
-    dst: str = ""
-    version: str = ""  # an object's ETag as listed; "" for local files
-
-
-@dataclass(frozen=True)
-class FileResult:
-    path: str
-    status: FileStatus
-    bytes: int = 0
-    reason: Reason | None = None  # set when status is FAILED
-    message: str = ""
+# A task's operation is its job's type: one enum, ``JobType``; ``TaskOp`` is the same
+# enum under the name the wire's tests and older callers use.
+TaskOp = JobType
 
 
 @dataclass(frozen=True)
@@ -103,7 +82,7 @@ class Welcome:
 class TaskBatch:
     task_id: int
     job_id: str
-    op: TaskOp
+    op: JobType
     files: tuple[FileEntry, ...]
     options: TaskOptions = field(default_factory=TaskOptions)
 
@@ -323,7 +302,7 @@ def _decode_task(body: dict[str, Any]) -> Message:
     return TaskBatch(
         task_id=_int(body, "id"),
         job_id=_str(body, "job"),
-        op=_enum_value(TaskOp, _str(body, "op"), "operation"),
+        op=_enum_value(JobType, _str(body, "op"), "operation"),
         files=files,
         options=TaskOptions(
             skip_if_exists=_bool(opts, "skip"), bandwidth=_int(opts, "bw"),

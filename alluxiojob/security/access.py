@@ -14,6 +14,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.security.token import TOKEN_FILE_KEY, TOKEN_KEY, ClusterToken
 
 # Paths any peer may GET without a token. A service extends it for static, data-free
@@ -86,12 +87,12 @@ def check_peer(
         if is_loopback(peer_host):
             if host_header is None or is_local_name(host_header):
                 return None
-            return Denial(403, "PERMISSION_DENIED",
+            return Denial(403, Reason.PERMISSION_DENIED,
                           f"this service has no cluster token (protected mode) and accepts "
                           f"requests addressed to localhost or a loopback address only, not "
                           f"to {_host_name(host_header)!r}; set {TOKEN_FILE_KEY} (or "
                           f"{TOKEN_KEY}) to use other names")
-        return Denial(403, "PERMISSION_DENIED",
+        return Denial(403, Reason.PERMISSION_DENIED,
                       f"this service has no cluster token, so it accepts loopback peers only "
                       f"(protected mode) and {peer_host or 'an unknown peer'} is not one; set "
                       f"{TOKEN_FILE_KEY} (or {TOKEN_KEY}) on the services and the clients")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.security.access import Denial
 
 # Sec-Fetch-Site values of requests a browser made on the server's own page, or on its
@@ -92,7 +93,7 @@ def websocket_denial(origin: str | bytes | None) -> Denial | None:
     text = _text(origin)
     if text is None:
         return None
-    return Denial(403, "PERMISSION_DENIED",
+    return Denial(403, Reason.PERMISSION_DENIED,
                   f"websocket upgrades from web pages are refused (this one came with "
                   f"Origin: {text[:200]}): only coordinators, which send no Origin, "
                   f"may connect")
@@ -116,11 +117,11 @@ def cross_site_denial(
         return None
     if origin_text is not None and not _origin_matches(origin_text, _text(host_header),
                                                        scheme):
-        return Denial(403, "PERMISSION_DENIED",
+        return Denial(403, Reason.PERMISSION_DENIED,
                       f"requests from other web sites are refused (Origin: "
                       f"{origin_text[:200]} is not this server's own)")
     if site is not None and site.strip().lower() not in _OWN_SITES:
-        return Denial(403, "PERMISSION_DENIED",
+        return Denial(403, Reason.PERMISSION_DENIED,
                       f"requests from other web sites are refused (Sec-Fetch-Site: "
                       f"{site.strip()[:50]}); open this server's own page instead")
     return None

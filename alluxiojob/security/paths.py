@@ -13,6 +13,7 @@ Everything here that touches a local path blocks: call it from a thread.
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 from collections.abc import Iterable
@@ -44,8 +45,11 @@ def _components(path: str) -> tuple[str, ...]:
     return tuple(p for p in path.split("/") if p)
 
 
+@functools.lru_cache(maxsize=1024)
 def literal_location(uri: str) -> Location:
-    """Components as written (``.`` and empty ones dropped, ``..`` kept)."""
+    """Components as written (``.`` and empty ones dropped, ``..`` kept). Pure, and
+    remembered: one request asks it of its file and of its bucket's root (the same few
+    roots, request after request) several times."""
     parsed = parse_uri(uri)
     if parsed.local:
         return Location("file", "", tuple(p for p in _components(parsed.local_path)
@@ -72,7 +76,7 @@ def _resolve(literal: Location) -> Location:
 
 class PathNotAllowed(UfsError):
     def __init__(self, message: str) -> None:
-        super().__init__("PERMISSION_DENIED", message)
+        super().__init__(Reason.PERMISSION_DENIED, message)
 
 
 class PathAllowlist:

@@ -30,11 +30,10 @@ import time
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from alluxiojob.testing.ports import free_port
-from alluxiojob.testing.processes import reap, terminate
+from alluxiojob.testing.processes import Running, reap, terminate
 
 # Azurite's (and the old storage emulator's) published development account.
 ACCOUNT = "devstoreaccount1"
@@ -57,7 +56,7 @@ def _reap(process: subprocess.Popen[bytes], workspace: str) -> None:
     shutil.rmtree(workspace, ignore_errors=True)
 
 
-class AzureServer:
+class AzureServer(Running):
     """Azurite's blob service in a subprocess on ``127.0.0.1``. See the module docstring."""
 
     def __init__(self, *, log_path: str | None = None, startup_timeout: float = 60.0) -> None:
@@ -128,12 +127,7 @@ class AzureServer:
         self._process = None
         self._stores.clear()
 
-    def __enter__(self) -> AzureServer:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def close(self) -> None:
         self.stop()
 
     # ------------------------------------------------------------------ configuration

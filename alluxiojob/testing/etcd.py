@@ -37,10 +37,9 @@ import urllib.request
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from alluxiojob.testing.ports import free_port
-from alluxiojob.testing.processes import reap, terminate
+from alluxiojob.testing.processes import Running, reap, terminate
 
 _NOT_FOUND = "etcd not found: run scripts/test, which installs it"
 
@@ -76,7 +75,7 @@ def _all_threads_stopped(pid: int) -> bool:
     return all(state in ("T", "t") for state in states)
 
 
-class EtcdServer:
+class EtcdServer(Running):
     """One etcd member on loopback. See the module docstring."""
 
     def __init__(
@@ -266,24 +265,13 @@ class EtcdServer:
         if self._cleanup is not None:
             self._cleanup()
 
-    def __enter__(self) -> EtcdServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "paused" if self._paused else "running" if self.running else "stopped"
         return f"EtcdServer({self.url}, {state}, data_dir={self.data_dir})"
 
 
-class EtcdCluster:
+class EtcdCluster(Running):
     """Three etcd members forming one cluster on loopback. See the module docstring."""
 
     def __init__(self, size: int = 3, *, binary: str | None = None,
@@ -318,17 +306,6 @@ class EtcdCluster:
         for member in self.members:
             member.close()
 
-    def __enter__(self) -> EtcdCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 __all__ = [

@@ -35,13 +35,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Callable, Iterable
-from types import TracebackType
 from typing import Any
 
 from alluxiojob.testing.ports import free_port
-from alluxiojob.testing.processes import reap, terminate
+from alluxiojob.testing.processes import ServerProcess, reap
 
 CONTROL_PATH = "/__alluxiojob_test__/faults"
 ACCESS_KEY = "alluxiojob-test-key"
@@ -231,12 +229,13 @@ def serve(port: int, latency: float, access_key: str) -> None:
 
 
 # ============================================================================ client side
-class S3Server:
+class S3Server(ServerProcess):
     """moto's S3 API in a subprocess on ``127.0.0.1``. See the module docstring."""
 
     def __init__(self, *, latency: float = 0.0, access_key: str = ACCESS_KEY,
                  secret_key: str = SECRET_KEY, log_path: str | None = None,
                  startup_timeout: float = 60.0) -> None:
+        super().__init__()
         self.port = free_port()
         self.latency = latency
         self.access_key = access_key
@@ -244,22 +243,16 @@ class S3Server:
         self.region = REGION
         self.log_path = log_path
         self.startup_timeout = startup_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize[..., S3Server] | None = None
         self._client: Any = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
     def start(self) -> None:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-m", "alluxiojob.testing.s3", "--port", str(self.port),
                  "--latency", str(self.latency), "--access-key", self.access_key],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -267,35 +260,8 @@ class S3Server:
         finally:
             if not isinstance(log, int):
                 log.close()
-        self._finalizer = weakref.finalize(self, reap, self._process)
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"the S3 server exited with {self._process.returncode}")
-            try:
-                self._control({})
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the S3 server at {self.url} did not answer in time")
-
-    def stop(self) -> None:
-        process = self._process
-        if process is None:
-            return
-        terminate(process)
-        if self._finalizer is not None:
-            self._finalizer.detach()
-        self._process = None
-
-    def __enter__(self) -> S3Server:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+        self._launched(process, reap)
+        self._await_answer(lambda: self._control({}), "the S3 server")
 
     # ------------------------------------------------------------------ faults
     def _control(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -39,15 +39,12 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 import urllib.request
-import weakref
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from alluxiojob.testing.ports import free_port
-from alluxiojob.testing.processes import terminate
+from alluxiojob.testing.processes import ServerProcess
 from alluxiojob.testing.s3 import (
     ACCESS_KEY,
     REGION,
@@ -228,11 +225,12 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=5)
 
 
-class NginxS3Server:
+class NginxS3Server(ServerProcess):
     """nginx + Lua serving ``workdir/data`` as S3 on ``127.0.0.1``. See the module doc."""
 
     def __init__(self, workdir: Path | str, *, latency: float = 0.0, workers: int = 1,
                  log_path: str | None = None, startup_timeout: float = 30.0) -> None:
+        super().__init__()
         self.workdir = Path(workdir).resolve()
         self.data = self.workdir / "data"
         self.data.mkdir(parents=True, exist_ok=True)
@@ -242,8 +240,6 @@ class NginxS3Server:
         self.access_key, self.secret_key, self.region = ACCESS_KEY, SECRET_KEY, REGION
         self.log_path = log_path or os.fspath(self.workdir / "nginx.log")
         self.startup_timeout = startup_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize[..., NginxS3Server] | None = None
 
     @property
     def url(self) -> str:
@@ -291,49 +287,22 @@ class NginxS3Server:
         conf = self.workdir / "nginx.conf"
         conf.write_text(self._config(buckets))
         with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 [_nginx(), "-p", f"{self.workdir}/", "-c", os.fspath(conf), "-e", "stderr"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        self._finalizer = weakref.finalize(self, _kill_group, self._process)
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self.stop()
-                raise RuntimeError(f"nginx exited with {code}: {self._log_tail()}")
-            try:
-                self._control("")
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nginx at {self.url} did not answer in time: {self._log_tail()}")
+        self._launched(process, _kill_group)
+        self._await_answer(lambda: self._control(""), "nginx")
 
     def _log_tail(self) -> str:
         try:
-            return Path(self.log_path).read_text(errors="replace")[-2000:]
+            return ": " + Path(self.log_path).read_text(errors="replace")[-2000:]
         except OSError:
-            return "(no log)"
+            return ": (no log)"
 
-    def stop(self) -> None:
-        """SIGTERM (nginx's fast shutdown: the workers go with the master), then the
+    def _after_terminate(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGTERM is nginx's fast shutdown (the workers go with the master); then the
         whole process group, whatever is left of it."""
-        process = self._process
-        if process is None:
-            return
-        terminate(process)
         _kill_group(process)
-        if self._finalizer is not None:
-            self._finalizer.detach()
-        self._process = None
-
-    def __enter__(self) -> NginxS3Server:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ settings
     def _control(self, query: str) -> str:

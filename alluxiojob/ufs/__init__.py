@@ -86,7 +86,8 @@ def resolve_path(path: str, ufs_root: str) -> str:
                 f"relative path {path!r} needs alluxio.dora.client.ufs.root to be set",
             )
         path = ufs_root.rstrip("/") + "/" + path
-    return ufs_for(path).normalize(path)
+    parsed = parse_uri(path)  # once: both the UFS and its normal form come from it
+    return ufs_for(parsed).normalize(parsed)
 
 
 __all__ = ["LocalUfs", "ObjectStoreUfs", "UfsError", "UfsFile", "UfsSettings", "UfsStat",

@@ -188,15 +188,16 @@ class CacheDir:
             self.index.forget(linked)
         return removed
 
-    def open_cached(self, uri: str) -> tuple[int, int]:
-        """Blocking: (fd, size) of a cached file, opened only from inside ``data/``.
+    def open_cached(self, uri: str, relpath: str | None = None) -> tuple[int, int]:
+        """Blocking: (fd, size) of a cached file, opened only from inside ``data/``
+        (``relpath``: its cache relative path, when the caller has it already).
 
         The file itself is opened with ``O_NOFOLLOW``, and the file actually opened must
         lie in ``data/`` (no symlinked directory on the way): checked on the descriptor,
         through ``/proc/self/fd`` (one ``readlink``, and no race with a rename) where
         there is one, else by resolving the path first.
         """
-        path = self.data_path(uri)
+        path = self.data_path(uri) if relpath is None else self.path_of(relpath)
         data = self._data_real
         if data is None:
             data = self._data_real = os.path.realpath(self.data) + os.sep

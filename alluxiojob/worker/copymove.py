@@ -14,8 +14,10 @@ import os
 import trio
 import trio_parallel
 
+from alluxiojob.core.job import JobType
 from alluxiojob.core.reasons import Reason
-from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus, TaskBatch, TaskOp
+from alluxiojob.core.rows import FileEntry, FileResult, FileStatus
+from alluxiojob.protocol.codec import TaskBatch
 from alluxiojob.ufs import ufs_for
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.settings import UfsSettings
@@ -66,7 +68,7 @@ async def transfer(batch: TaskBatch, pool: Pool, tmp_owner: TmpOwner,
     """Run a COPY or MOVE task; each file's result, in the task's order."""
     results: dict[str, FileResult] = {}
     shards = _plan(batch.files, tmp_owner, pool.size, results)
-    move = batch.op is TaskOp.MOVE
+    move = batch.op is JobType.MOVE
     overwrite = batch.options.overwrite
 
     async def run_shard(shard: list[_Job]) -> None:

@@ -19,8 +19,10 @@ from datetime import UTC, datetime
 import structlog
 import trio
 
+from alluxiojob.core.job import JobType
 from alluxiojob.core.reasons import Reason
-from alluxiojob.protocol.codec import FileResult, FileStatus, TaskBatch, TaskOp, TaskResult
+from alluxiojob.core.rows import FileResult, FileStatus
+from alluxiojob.protocol.codec import TaskBatch, TaskResult
 from alluxiojob.security.paths import PathAllowlist
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.settings import UfsSettings
@@ -108,12 +110,12 @@ class TaskExecutor:
             results: list[FileResult]
             if not batch.files:
                 results = []
-            elif batch.op is TaskOp.FREE:
+            elif batch.op is JobType.FREE:
                 results, freed = await free(self.cache, batch.files)
                 self.stats.files_freed += freed
-            elif batch.op is TaskOp.LOAD:
+            elif batch.op is JobType.LOAD:
                 results = await self.loader.load(batch)
-            elif batch.op in (TaskOp.COPY, TaskOp.MOVE):
+            elif batch.op in (JobType.COPY, JobType.MOVE):
                 results = await transfer(batch, self.pool, self.tmp_owner, self.uploads,
                                          self.ufs_settings)
             else:
@@ -133,7 +135,7 @@ class TaskExecutor:
         again against its own configuration, because anyone holding the token can send
         tasks. FREE only touches the cache, so it is not confined.
         """
-        if not self.allowlist.enabled or batch.op is TaskOp.FREE:
+        if not self.allowlist.enabled or batch.op is JobType.FREE:
             return {}
 
         def check() -> dict[str, FileResult]:

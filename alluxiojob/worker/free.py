@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import trio
 
-from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus
+from alluxiojob.core.rows import FileEntry, FileResult, FileStatus
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.layout import CacheName, cache_name

@@ -28,7 +28,8 @@ import trio
 import trio_parallel
 
 from alluxiojob.core.reasons import Reason
-from alluxiojob.protocol.codec import FileEntry, FileResult, FileStatus, TaskBatch
+from alluxiojob.core.rows import FileEntry, FileResult, FileStatus
+from alluxiojob.protocol.codec import TaskBatch
 from alluxiojob.ufs import ufs_for
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import make_dirs, reason_for

@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from alluxiojob.core.job import JobType
 from alluxiojob.core.reasons import Reason
-from alluxiojob.protocol.codec import FileStatus, TaskOp, TaskResult
+from alluxiojob.core.rows import FileStatus
+from alluxiojob.protocol.codec import TaskResult
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
 
@@ -54,7 +56,7 @@ class WorkerMetrics:
             ["op", "reason"], registry=r)
         # Every labelled series exists from the start, at 0, so that rates and
         # increase() see the first file of each kind.
-        for op in (TaskOp.LOAD, TaskOp.FREE, TaskOp.COPY, TaskOp.MOVE):
+        for op in (JobType.LOAD, JobType.FREE, JobType.COPY, JobType.MOVE):
             self.tasks.labels(op=op.value)
             self.bytes.labels(op=op.value)
             for status in (FileStatus.OK, FileStatus.SKIPPED, FileStatus.FAILED):
@@ -62,7 +64,7 @@ class WorkerMetrics:
             for reason in Reason:
                 self.failures.labels(op=op.value, reason=reason.value)
 
-    def record_task(self, op: TaskOp, result: TaskResult) -> None:
+    def record_task(self, op: JobType, result: TaskResult) -> None:
         """Count one task's file results."""
         self.tasks.labels(op=op.value).inc()
         moved = 0

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from alluxiojob.protocol.codec import FileEntry
+from alluxiojob.core.rows import FileEntry
 from alluxiojob.worker.copier import LocalCopy
 from alluxiojob.worker.fetch import ObjectFetch
 

@@ -38,8 +38,9 @@ from alluxiojob.ufs import is_local, resolve_path, ufs_for
 from alluxiojob.ufs.base import UfsError, UfsStat, UnderFileSystem
 from alluxiojob.ufs.local import open_regular, to_local_path
 from alluxiojob.ufs.settings import UfsSettings
-from alluxiojob.worker.cache import Cache, CacheDir, IndexEntry, index_key
+from alluxiojob.worker.cache import Cache, CacheDir, IndexEntry
 from alluxiojob.worker.checksum import fd_checksum
+from alluxiojob.worker.layout import cache_name
 from alluxiojob.worker.scrub import Busy, evict_unchanged
 
 log = structlog.get_logger("alluxiojob.worker")
@@ -132,12 +133,17 @@ def _stat_object(ufs: UnderFileSystem, allowlist: PathAllowlist, uri: str) -> Uf
     return ufs.stat(uri)
 
 
+def _ufs_error(exc: UfsError) -> Response:
+    """A failure reason as the answer: its status from the one table, ``http_status``."""
+    return JSONResponse({"error": exc.reason, "message": str(exc)},
+                        status_code=http_status(exc.reason))
+
+
 def _error(exc: UfsError | OSError, uri: str) -> Response:
     if isinstance(exc, OSError):
         return JSONResponse({"error": "NOT_FOUND", "message": f"{uri}: {exc.strerror}"},
                             status_code=404)
-    return JSONResponse({"error": exc.reason, "message": str(exc)},
-                        status_code=http_status(exc.reason))
+    return _ufs_error(exc)
 
 
 def _checked_uri(request: Request) -> str | Response:
@@ -145,7 +151,7 @@ def _checked_uri(request: Request) -> str | Response:
     try:
         return resolve_path(request.query_params.get("path", ""), "")
     except UfsError as exc:
-        return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
+        return _ufs_error(exc)
 
 
 def _read_whole(fd: int, size: int) -> tuple[bytes, str]:
@@ -168,11 +174,11 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
             return checked
         uri = checked
         try:
-            d = cache.dir_for(uri)
-            d.data_path(uri)
+            name = cache_name(uri)  # parsed once here, carried below
         except UfsError as exc:
-            return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=400)
-        entry = await trio.to_thread.run_sync(d.lookup, uri, limiter=cache.limiter)
+            return _ufs_error(exc)
+        d = cache.dirs[cache.dir_index(name.key)]
+        entry = await trio.to_thread.run_sync(d.index.lookup, name.key, limiter=cache.limiter)
         cached = entry is not None
         if not cached and request.query_params.get("read_through", "false").lower() != "true":
             return JSONResponse(
@@ -182,7 +188,7 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
         if not cached and not is_local(uri):
             return await _read_object(request, uri)
         open_file: Callable[[], tuple[int, int]] = (
-            partial(d.open_cached, uri) if cached
+            partial(d.open_cached, uri, name.relpath) if cached
             else partial(_open_read_through, to_local_path(uri), allowlist, uri))
         body: bytes | None = None
         try:
@@ -191,7 +197,7 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
                 if entry is not None:
                     body, problem = await _check_cached(d, fd, size, entry)
                     if problem is not None:
-                        return await _refuse(d, uri, entry, problem)
+                        return await _refuse(d, uri, name.key, entry, problem)
             finally:
                 os.close(fd)  # reopened, and checked again, by the response's stream
         except (UfsError, OSError) as exc:
@@ -202,7 +208,7 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
             return JSONResponse({"error": "BAD_RANGE", "message": str(exc)}, status_code=416,
                                 headers={"Content-Range": f"bytes */{size}"})
         if cached:
-            await trio.to_thread.run_sync(d.touch, [uri], limiter=cache.limiter)
+            await trio.to_thread.run_sync(d.index.touch, [name.key], limiter=cache.limiter)
         headers = {"Accept-Ranges": "bytes", "X-Alluxio-Cached": "true" if cached else "false"}
         if span is None:
             start, end, status = 0, size - 1, 200
@@ -233,9 +239,9 @@ def file_routes(cache: Cache, allowlist: PathAllowlist,
                           f"{entry.checksum}")
         return data, None
 
-    async def _refuse(d: CacheDir, uri: str, entry: IndexEntry, problem: str) -> Response:
+    async def _refuse(d: CacheDir, uri: str, key: str, entry: IndexEntry,
+                      problem: str) -> Response:
         """Never serve a corrupt copy: evict it (unless a load is replacing it now)."""
-        key = index_key(uri)
         evicted = await trio.to_thread.run_sync(evict_unchanged, d, [(key, entry)], busy,
                                                 limiter=cache.limiter)
         log.warning("refused to serve a corrupt cached file", path=uri, problem=problem,

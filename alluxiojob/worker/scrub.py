@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from alluxiojob.core.rows import FileEntry
 from alluxiojob.core.text import printable
-from alluxiojob.protocol.codec import FileEntry
 from alluxiojob.ufs import resolve_path
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.worker.cache import Cache, CacheDir

@@ -41,11 +41,10 @@ from trio_websocket import Endpoint as WebSocketEndpoint
 from alluxiojob.config import Config, ConfigError, Keys
 from alluxiojob.core.errors import describe_error
 from alluxiojob.core.reasons import Reason
+from alluxiojob.core.rows import FileResult, FileStatus
 from alluxiojob.protocol.codec import (
     MAX_MESSAGE_SIZE,
     ErrorMessage,
-    FileResult,
-    FileStatus,
     Message,
     StatusReply,
     TaskBatch,

@@ -19,7 +19,7 @@ SERVICE_MODULES = ["trio", "trio_websocket", "hypercorn", "starlette", "structlo
                    "alluxiojob.coordinator", "alluxiojob.worker", "alluxiojob.logs"]
 # Only when a command runs: --help needs none of them.
 COMMAND_MODULES = ["rich", "alluxiojob.config", "alluxiojob.security", "alluxiojob.ufs",
-                   "obstore", "alluxiojob.protocol.coordinator_client", "alluxiojob.core.report"]
+                   "obstore", "alluxiojob.client", "alluxiojob.core.report"]
 
 
 def _modules_after(code: str) -> set[str]:
@@ -55,7 +55,7 @@ except SystemExit as exc:
     assert exc.code == 5, exc.code  # the coordinator is unreachable: it did try
 """
     loaded = _modules_after(code)
-    assert "alluxiojob.protocol.coordinator_client" in loaded
+    assert "alluxiojob.client" in loaded
     assert loaded.isdisjoint(SERVICE_MODULES), sorted(loaded & set(SERVICE_MODULES))
     assert "rich" not in loaded, "the progress bar's library, only for --wait"
     assert "pydantic" not in loaded, "typer's value conversion (alluxiojob/cli/coercion.py)"

@@ -27,13 +27,13 @@ from urllib.parse import parse_qsl, quote
 import structlog
 import trio
 
+from alluxiojob.client import ApiError, CoordinatorClient
 from alluxiojob.config import Config
-from alluxiojob.protocol.coordinator_client import ApiError, CoordinatorClient
 from alluxiojob.security import Security
 from alluxiojob.ufs import UfsError, is_local, resolve_path, ufs_for
 from alluxiojob.ufs.local import to_local_path
 from alluxiojob.ufs.settings import UfsSettings
-from alluxiojob.worker.s3.app import Receive, Request, Scope, Send, admit_unsigned
+from alluxiojob.worker.s3.app import Receive, Scope, Send, admit_unsigned, http_request
 from alluxiojob.worker.s3.buckets import BucketTable
 from alluxiojob.worker.s3.errors import S3Error
 from alluxiojob.worker.s3.listing import list_bucket
@@ -78,17 +78,9 @@ class AlluxioRestApp:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
+        request = await http_request(scope, receive, send)
+        if request is None:
             return
-        request = Request.from_scope(scope)
         op = _OPS.get(request.raw_path, "Unknown")
         status, body = 200, b""
         try:

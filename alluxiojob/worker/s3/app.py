@@ -88,6 +88,22 @@ class Request:
                    scope.get("scheme") == "https", f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFF:08X}")
 
 
+async def http_request(scope: Scope, receive: Receive, send: Send) -> Request | None:
+    """The request of an ASGI ``http`` scope; None for any other scope, after answering
+    a ``lifespan`` one (start-up and shutdown have nothing to do)."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return None
+    if scope["type"] != "http":
+        return None
+    return Request.from_scope(scope)
+
+
 @dataclass
 class Reply:
     status: int
@@ -137,17 +153,9 @@ class S3App:
         self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
+        request = await http_request(scope, receive, send)
+        if request is None:
             return
-        request = Request.from_scope(scope)
         if self.inflight >= self.settings.max_inflight:
             self.metrics.shed.inc()
             await self._send(request, receive, send, self._error(request, S3Error(

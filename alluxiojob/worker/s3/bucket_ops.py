@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import trio
 
+from alluxiojob.core.reasons import Reason
 from alluxiojob.security.paths import PathAllowlist, literal_location
 from alluxiojob.ufs import UfsError, ufs_for
 from alluxiojob.ufs.local import to_local_path
@@ -118,7 +119,7 @@ class BucketOps:
                 return list_bucket(bucket, prefix, delimiter, marker, max_keys,
                                    self.ufs_settings, self.allowlist.admits)
             except UfsError as exc:
-                code = "AccessDenied" if exc.reason == "PERMISSION_DENIED" else "NoSuchBucket"
+                code = "AccessDenied" if exc.reason is Reason.PERMISSION_DENIED else "NoSuchBucket"
                 raise S3Error(code, str(exc), f"/{bucket.name}") from None
 
         listing = await trio.to_thread.run_sync(run, limiter=_LIMITER)

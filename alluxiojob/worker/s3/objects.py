@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 import structlog
 import trio
 
-from alluxiojob.protocol.codec import FileEntry, FileStatus, TaskBatch, TaskOp, TaskOptions
+from alluxiojob.core.job import JobType
+from alluxiojob.core.reasons import Reason
+from alluxiojob.core.rows import FileEntry, FileStatus
+from alluxiojob.protocol.codec import TaskBatch, TaskOptions
 from alluxiojob.security.paths import PathAllowlist
-from alluxiojob.ufs import UfsError, UfsStat, is_local, ufs_for
-from alluxiojob.ufs.local import to_local_path
+from alluxiojob.ufs import UfsError, UfsStat, parse_uri, ufs_for
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.worker.cache import Cache
 from alluxiojob.worker.executor import TaskExecutor
@@ -215,19 +217,20 @@ class ObjectReader:
         """A miss as the UFS has it now; a local file comes opened (its descriptor then
         serves the response), an object with -1."""
         def stat() -> tuple[UfsStat, int]:
-            if is_local(uri):
-                fd, size = _open_read_through(to_local_path(uri), self.allowlist, uri)
+            parsed = parse_uri(uri)  # once, for the scheme and the local path
+            if parsed.local:
+                fd, size = _open_read_through(parsed.local_path, self.allowlist, uri)
                 try:
                     return UfsStat(size, os.fstat(fd).st_mtime_ns), fd
                 except BaseException:
                     os.close(fd)
                     raise
-            return ufs_for(uri, self.ufs_settings).stat(uri), -1
+            return ufs_for(parsed, self.ufs_settings).stat(uri), -1
 
         try:
             return await trio.to_thread.run_sync(stat)
         except UfsError as exc:
-            if exc.reason == "PERMISSION_DENIED":
+            if exc.reason is Reason.PERMISSION_DENIED:
                 raise S3Error("AccessDenied", str(exc), resource) from None
             raise S3Error("NoSuchKey", "The specified key does not exist.", resource) from None
         except OSError:
@@ -284,7 +287,7 @@ class ObjectReader:
 
     async def _load(self, uri: str, info: UfsStat) -> None:
         """One file through the worker's LOAD path, as a job's task would load it."""
-        batch = TaskBatch(-next(self._task_ids), READ_THROUGH_JOB, TaskOp.LOAD,
+        batch = TaskBatch(-next(self._task_ids), READ_THROUGH_JOB, JobType.LOAD,
                           (FileEntry(uri, info.length, info.mtime_ns, version=info.version),),
                           TaskOptions(skip_if_exists=True))
         try:

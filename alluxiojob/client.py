@@ -1,4 +1,4 @@
-"""An HTTP client for the coordinator REST API: the CLI's, and the one a worker forwards
+"""The HTTP client for the coordinator REST API: the CLI's, and the one a worker forwards
 Alluxio's ``/v1/load`` with.
 
 The standard library's ``http.client``, one keep-alive connection per command: an HTTP
@@ -14,6 +14,7 @@ import urllib.parse
 from typing import Any
 
 from alluxiojob.config import Config, Keys
+from alluxiojob.core.reasons import Reason
 from alluxiojob.core.text import printable
 from alluxiojob.security import Security
 
@@ -39,7 +40,7 @@ def _check_text(fields: dict[str, Any]) -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ApiError("INVALID_PATH", f"{key} '{printable(value)}' is not valid UTF-8; "
+            raise ApiError(Reason.INVALID_PATH, f"{key} '{printable(value)}' is not valid UTF-8; "
                            "the job service takes paths as UTF-8 text", 400) from None
 
 
