@@ -84,3 +84,34 @@ def test_merge_sums_counters_and_waits_for_every_listing() -> None:
     assert total.workers == ("w1", "w2")
     assert merge([a]).listing_done
     assert merge([]) == Progress()
+
+
+@given(st.lists(st.lists(NAMES.filter(lambda n: "/" not in n), min_size=1, max_size=3),
+                min_size=1, max_size=40),
+       st.data())
+def test_a_cut_at_a_listed_file_keeps_every_file_in_one_shard(
+        files: list[list[str]], data: st.DataObject) -> None:
+    ordered = sorted({tuple(f) for f in files})
+    low = data.draw(st.integers(-1, len(ordered) - 1))
+    high = data.draw(st.integers(low + 1, len(ordered)))
+    after = ordered[low] if low >= 0 else ()
+    until = ordered[high] if high < len(ordered) else ()
+    shard = ShardRecord("j", 0, after, until, state=ShardState.RUNNING, owner="c1")
+    inside = [parts for parts in ordered if shard.holds(parts)]
+    at = data.draw(st.sampled_from(ordered))
+    cut = shard.cut(at, 7)
+    if at not in inside or at == until:
+        assert cut is None, "a cut outside the range, or at its end, is refused"
+        return
+    assert cut is not None
+    mine, rest = cut
+    assert (mine.index, mine.state, mine.owner, mine.after) == (0, ShardState.RUNNING, "c1",
+                                                                after)
+    assert (rest.index, rest.state, rest.owner, rest.until) == (7, ShardState.WAITING, "",
+                                                                until)
+    for parts in ordered:
+        assert [mine.holds(parts), rest.holds(parts)].count(True) == (parts in inside)
+    listed = inside[:inside.index(at) + 1]
+    assert [p for p in inside if mine.holds(p)] == listed, "the owner keeps what it listed"
+    if until:  # an open end may hold only files that appear later
+        assert rest.holds(until), "the rest is not empty"
