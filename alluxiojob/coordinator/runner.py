@@ -29,6 +29,7 @@ import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import replace
+from functools import partial
 
 import structlog
 import trio
@@ -135,6 +136,7 @@ class JobRunner:
         # would compare a revision the runner itself replaced, and fence it off its job.
         self._store_writes = trio.Lock()
         self._finished = False
+        self.page_size = LIST_PAGE  # files a page of the listing holds
         self._checking_roots = False
         # per pass
         self._nursery: trio.Nursery | None = None
@@ -384,6 +386,10 @@ class JobRunner:
                     while self.ledger.backlogged():
                         self._room = trio.Event()
                         await self._room.wait()
+                await self._listed(files)
+
+    async def _listed(self, files: Sequence[UfsFile]) -> None:
+        """Called after each page of the listing is taken in (a shard may split here)."""
 
     async def _listing(self, after: tuple[str, ...]) -> AsyncGenerator[list[UfsFile], None]:
         ufs = ufs_for(self.job.path, UfsSettings.from_config(self.config))
@@ -402,10 +408,18 @@ class JobRunner:
                             follow_link if allowlist.enabled else None)
 
         if self.job.options.source:  # an index file, an inventory, a template
-            source = await trio.to_thread.run_sync(open_source, self.job, self.config)
-            self.stored = replace(self.stored, files_total=source.files_total,
-                                  bytes_total=source.bytes_total)
-            walk = source.entries
+            # Counted once: a resumed job, or a shard (counted at its plan), knows its total.
+            count = not self.stored.files_total
+            source = await trio.to_thread.run_sync(
+                partial(open_source, self.job, self.config, count=count))
+            if count:
+                self.stored = replace(self.stored, files_total=source.files_total,
+                                      bytes_total=source.bytes_total)
+
+            def source_walk(after: tuple[str, ...]) -> Iterator[UfsFile]:
+                return source.entries(self._walk_start(after), self._walk_until())
+
+            walk = source_walk
 
         walker = walk(after)
 
@@ -415,7 +429,7 @@ class JobRunner:
                 if self._past_end(item.parts):
                     break
                 out.append(item)
-                if len(out) >= LIST_PAGE:
+                if len(out) >= self.page_size:
                     break
             return out
 
@@ -443,7 +457,7 @@ class JobRunner:
             if files:
                 after, attempts, backoff = files[-1].parts, 0, LISTING_BACKOFF
                 yield files
-            if len(files) < LIST_PAGE:  # the walk is over
+            if len(files) < self.page_size:  # the walk is over
                 return
 
     def _walk_start(self, after: tuple[str, ...]) -> tuple[str, ...]:
@@ -453,6 +467,10 @@ class JobRunner:
     def _past_end(self, parts: tuple[str, ...]) -> bool:
         """True for a file past the end of what this runner lists (a shard's range)."""
         return False
+
+    def _walk_until(self) -> tuple[str, ...]:
+        """The last place this runner lists, () for the end (a shard's range may end)."""
+        return ()
 
     def _destination(self, ufs_file: UfsFile) -> str:
         """COPY/MOVE: the file's place under the destination, mirroring the source tree."""
