@@ -380,10 +380,11 @@ class Keys:
         _parse_non_negative_int,
         "100000",
         "A shard of a listed job (a key range, prefix group or subdirectory) that has "
-        "listed this many files since it was claimed, or last split, is split at its "
-        "position: it keeps what it listed, and the rest of its range becomes a new shard "
-        "that any coordinator, or another slot of this one, claims (at most 60 shards a "
-        "job). 0: never split.",
+        "listed this many files since it was claimed, or last split, is split: it keeps "
+        "its range up to a cut, and the rest becomes a new shard that any coordinator, or "
+        "another slot of this one, claims (at most 60 shards a job). The cut halves what "
+        "lies ahead on a local tree, and is the last key listed on an object store. "
+        "0: never split.",
     )
     JOB_SHARD_CONCURRENCY = _key(
         "alluxio.job.shard.concurrency",

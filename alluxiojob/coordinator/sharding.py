@@ -39,11 +39,11 @@ from alluxiojob.coordinator.workers import Membership
 from alluxiojob.core.errors import Fenced, describe_error, leaves
 from alluxiojob.core.ledger import Decision
 from alluxiojob.core.progress import FailureRecord, Progress
-from alluxiojob.core.shards import split, top_level_bound
+from alluxiojob.core.shards import ahead_cut, split, top_level_bound
 from alluxiojob.core.text import printable
 from alluxiojob.store.jobs import JobStore, OwnedJob
 from alluxiojob.store.shards import MAX_SHARDS, OwnedShard, ShardStore
-from alluxiojob.ufs import ufs_for
+from alluxiojob.ufs import is_local, ufs_for
 from alluxiojob.ufs.base import UfsFile
 from alluxiojob.ufs.local import to_local_path
 from alluxiojob.ufs.objects import ObjectStoreUfs
@@ -179,6 +179,9 @@ class ShardRunner(JobRunner):
                 or self._listed_since_split < self.split_every):
             return
         at = files[-1].parts
+        if is_local(self.job.path):
+            cut = await trio.to_thread.run_sync(self._ahead, at)
+            at = cut or at
         try:
             async with self._store_writes:
                 split = await self.shards.split(self.owned_shard, at)
@@ -192,6 +195,19 @@ class ShardRunner(JobRunner):
             self._listed_since_split = 0
             log.info("shard split", job_id=self.job.id, at=printable("/".join(at)),
                      listed=self.ledger.live.files_listed)
+
+    def _ahead(self, position: tuple[str, ...]) -> tuple[str, ...] | None:
+        """Blocking: a cut that halves what lies ahead of ``position`` (local trees)."""
+        root = to_local_path(self.job.path)
+
+        def names(parent: tuple[str, ...]) -> list[str]:
+            try:
+                with os.scandir(os.path.join(root, *parent)) as entries:
+                    return [entry.name for entry in entries]
+            except OSError:  # a file, or gone: nothing ahead here
+                return []
+
+        return ahead_cut(position, self.owned_shard.shard.until, names)
 
     def _walk_start(self, after: tuple[str, ...]) -> tuple[str, ...]:
         return self.owned_shard.shard.start(after)

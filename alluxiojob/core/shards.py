@@ -20,7 +20,7 @@ their progress into the one report users see.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -125,6 +125,25 @@ def split(bounds: Sequence[tuple[str, ...]], target: int) -> list[tuple[tuple[st
         ranges.append((after, until))
         after = until
     return ranges
+
+
+def ahead_cut(position: tuple[str, ...], until: tuple[str, ...],
+              names: Callable[[tuple[str, ...]], Sequence[str]]) -> tuple[str, ...] | None:
+    """Where to split a local tree's shard that has listed up to ``position`` so that
+    both sides keep about half of what lies ahead, or None (then it splits at
+    ``position``, handing over the rest).
+
+    ``names(parent)`` gives the names in the directory ``parent`` (parts under the
+    job's root). At the shallowest level of ``position``'s ancestry where at least two
+    entries follow ``position``'s own and lie wholly inside the range, the cut falls
+    after the first half of them: the owner keeps those, the new shard the rest."""
+    for depth in range(len(position)):
+        parent, own = position[:depth], position[depth]
+        later = sorted(name for name in names(parent) if name > own
+                       and (not until or (*parent, name, HIGHEST) < until))
+        if len(later) >= 2:
+            return (*parent, later[len(later) // 2 - 1], HIGHEST)
+    return None
 
 
 def merge(shards: Sequence[Progress]) -> Progress:
