@@ -173,9 +173,9 @@ class ShardRunner(JobRunner):
 
         The walk is between pages here, so nothing after ``files[-1]`` was taken in: the
         next page stops at the new end, and the new shard starts right after it. A
-        manifest's shards (counted at their plan) are not split."""
+        manifest's or template's shards (cut evenly at their plan) are not split."""
         self._listed_since_split += len(files)
-        if (not files or not self.split_every or self.owned_shard.shard.progress.files_total
+        if (not files or not self.split_every or self.job.options.source
                 or self._listed_since_split < self.split_every):
             return
         at = files[-1].parts
