@@ -185,3 +185,28 @@ def test_inventory_shards_by_data_file_and_row(cluster_factory, s3: S3Server) ->
     report = cluster.wait_state(answer.json()["id"], "FAILED")
     assert "part-1.csv.gz row 8: Size 'twelve' is not a number" in report["job"]["error"]
     assert "shards" not in report
+
+
+def test_an_object_store_shard_splits_at_the_last_key_listed(cluster_factory,  # type: ignore[no-untyped-def]
+                                                            s3: S3Server) -> None:
+    cluster: Cluster = cluster_factory(**s3.properties(), **{
+        "alluxio.job.shard.count": "2", "alluxio.job.shard.concurrency": "3",
+        "alluxio.job.shard.split.keys": "50", "alluxio.job.batch.size": "10"})
+    cluster.add_worker()
+    cluster.add_worker()
+    cluster.add_coordinator()
+    s3.create_bucket("split")
+    objects = {f"big/{i % 4}/k-{i:04d}": bytes([i % 256]) * (i % 30 + 1) for i in range(240)}
+    objects.update({f"small/k-{i}": b"s" * (i + 1) for i in range(5)})
+    s3.put_many("split", objects)
+    job = cluster.submit("load", "s3://split/")
+    report = cluster.wait_state(job["id"], "SUCCEEDED")
+    assert report["files"]["processed"] == len(objects)
+    assert report["bytes"]["processed"] == sum(map(len, objects.values()))
+    shards = report["shards"]
+    assert len(shards) > 2, "the big prefix's shard split as its listing passed 50 keys"
+    assert sum(s["files_processed"] for s in shards) == len(objects)
+    assert max(s["files_listed"] for s in shards) <= 50, "split at the last key listed"
+    cached = cached_files(cluster)
+    assert len(cached) == len(objects)
+    assert all(len(copies) == 1 for copies in cached.values())
