@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import obstore
 import structlog
@@ -97,8 +98,8 @@ async def prepare(owned: OwnedJob, store: JobStore, shards: ShardStore,
     job = owned.job
     target = target_shards(config)
     # --verify passes and a --bandwidth limit are the whole job's: such jobs run whole.
-    if (target <= 1 or job.options.verify or job.options.bandwidth
-            or (await store.get_progress(job.id)).checkpoint):
+    stored = await store.get_progress(job.id)
+    if target <= 1 or job.options.verify or job.options.bandwidth or stored.checkpoint:
         return False
     totals: list[tuple[int, int]] = []
     try:
@@ -116,7 +117,8 @@ async def prepare(owned: OwnedJob, store: JobStore, shards: ShardStore,
     if len(ranges) <= 1:
         if totals and totals[0][0]:  # counted already: the job's runner need not again
             files, nbytes = totals[0]
-            await store.save_progress(owned, Progress(files_total=files, bytes_total=nbytes))
+            await store.save_progress(owned, replace(stored, files_total=files,
+                                                     bytes_total=nbytes))
         return False
     if not await shards.plan(owned, ranges, totals):
         await shards.requeue_all(owned)
