@@ -203,11 +203,18 @@ class ShardRunner(JobRunner):
         root = to_local_path(self.job.path)
 
         def names(parent: tuple[str, ...]) -> list[str]:
+            """A directory's names; none for one past TOP_LEVEL_MAX entries (each split
+            would reread it whole: the walk's own read of it is enough)."""
+            found: list[str] = []
             try:
                 with os.scandir(os.path.join(root, *parent)) as entries:
-                    return [entry.name for entry in entries]
+                    for entry in entries:
+                        found.append(entry.name)
+                        if len(found) > TOP_LEVEL_MAX:
+                            return []
             except OSError:  # a file, or gone: nothing ahead here
                 return []
+            return found
 
         return ahead_cut(position, self.owned_shard.shard.until, names)
 
