@@ -168,7 +168,28 @@ class CoordinatorKeys:
         "local tree, common prefixes of an object store), so that several coordinators, "
         "or one coordinator several times over, list and dispatch it side by side. "
         "0: choose (up to 8, when the top level has several entries); 1: never shard. "
-        "Jobs with --verify or --bandwidth are not sharded.",
+        "A manifest or template job is split into line or index ranges instead (see "
+        "alluxio.job.shard.source.files). Jobs with --verify or --bandwidth are not "
+        "sharded.",
+    )
+    JOB_SHARD_SOURCE_FILES = register(
+        "alluxio.job.shard.source.files",
+        parse_positive_int,
+        "10000",
+        "Fewest files in a shard of a manifest or template job: a job naming fewer than "
+        "twice as many runs whole. Each shard reopens the manifest and rereads the part "
+        "of a data file before its range, so tiny shards cost more than they save.",
+    )
+    JOB_SHARD_SPLIT_KEYS = register(
+        "alluxio.job.shard.split.keys",
+        parse_non_negative_int,
+        "100000",
+        "A shard of a listed job (a key range, prefix group or subdirectory) that has "
+        "listed this many files since it was claimed, or last split, is split: it keeps "
+        "its range up to a cut, and the rest becomes a new shard that any coordinator, or "
+        "another slot of this one, claims (at most 60 shards a job). The cut halves what "
+        "lies ahead on a local tree, and is the last key listed on an object store. "
+        "0: never split.",
     )
     JOB_SHARD_CONCURRENCY = register(
         "alluxio.job.shard.concurrency",

@@ -8,6 +8,7 @@ and checks, when a file was not found, whether the job's roots are gone altogeth
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Iterator
+from functools import partial
 
 import structlog
 import trio
@@ -42,12 +43,17 @@ async def list_pages(
     walk_start: Callable[[tuple[str, ...]], tuple[str, ...]],
     past_end: Callable[[tuple[str, ...]], bool],
     on_totals: Callable[[int, int], None],
+    walk_until: tuple[str, ...] = (),
+    count: bool = True,
+    page_size: int = LIST_PAGE,
 ) -> AsyncGenerator[list[UfsFile], None]:
     """The job's files after ``after``, in pages, up to the first one ``past_end``.
 
     ``walk_start`` gives where a walk resumed after ``after`` starts (a shard's range
     may start later); a source that knows its totals (an index file, an inventory, a
-    template) reports them to ``on_totals(files, bytes)`` first.
+    template) reports them to ``on_totals(files, bytes)`` first, unless ``count`` is
+    false (a resumed job, or a shard counted at its plan, knows its totals); such a
+    source ends at ``walk_until`` (``()``: its end). A page holds ``page_size`` files.
     """
     ufs = ufs_for(job.path, UfsSettings.from_config(config))
     allowlist = PathAllowlist.from_config(config)
@@ -65,9 +71,14 @@ async def list_pages(
                         follow_link if allowlist.enabled else None)
 
     if job.options.source:  # an index file, an inventory, a template
-        source = await trio.to_thread.run_sync(open_source, job, config)
-        on_totals(source.files_total, source.bytes_total)
-        walk = source.entries
+        source = await trio.to_thread.run_sync(partial(open_source, job, config, count=count))
+        if count:
+            on_totals(source.files_total, source.bytes_total)
+
+        def source_walk(after: tuple[str, ...]) -> Iterator[UfsFile]:
+            return source.entries(walk_start(after), walk_until)
+
+        walk = source_walk
 
     walker = walk(after)
 
@@ -77,7 +88,7 @@ async def list_pages(
             if past_end(item.parts):
                 break
             out.append(item)
-            if len(out) >= LIST_PAGE:
+            if len(out) >= page_size:
                 break
         return out
 
@@ -105,7 +116,7 @@ async def list_pages(
         if files:
             after, attempts, backoff = files[-1].parts, 0, LISTING_BACKOFF
             yield files
-        if len(files) < LIST_PAGE:  # the walk is over
+        if len(files) < page_size:  # the walk is over
             return
 
 

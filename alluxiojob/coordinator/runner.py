@@ -40,7 +40,13 @@ import structlog
 import trio
 
 from alluxiojob.config import Config, Keys
-from alluxiojob.coordinator.listing import JobFailed, check_roots, destination, list_pages
+from alluxiojob.coordinator.listing import (
+    LIST_PAGE,
+    JobFailed,
+    check_roots,
+    destination,
+    list_pages,
+)
 from alluxiojob.coordinator.membership import Membership
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.sources import FailedFile
@@ -134,6 +140,7 @@ class JobRunner:
         # would compare a revision the runner itself replaced, and fence it off its job.
         self._store_writes = trio.Lock()
         self._finished = False
+        self.page_size = LIST_PAGE  # files a page of the listing holds
         self._checking_roots = False
         # per pass
         self._nursery: trio.Nursery | None = None
@@ -370,10 +377,17 @@ class JobRunner:
                     while self.ledger.backlogged():
                         self._room = trio.Event()
                         await self._room.wait()
+                await self._listed(files)
+
+    async def _listed(self, files: Sequence[UfsFile]) -> None:
+        """Called after each page of the listing is taken in (a shard may split here)."""
 
     def _listing(self, after: tuple[str, ...]) -> AsyncGenerator[list[UfsFile], None]:
+        # Counted once: a resumed job, or a shard (counted at its plan), knows its total.
         return list_pages(self.job, self.config, after, walk_start=self._walk_start,
-                          past_end=self._past_end, on_totals=self._source_totals)
+                          past_end=self._past_end, on_totals=self._source_totals,
+                          walk_until=self._walk_until(), count=not self.stored.files_total,
+                          page_size=self.page_size)
 
     def _source_totals(self, files_total: int, bytes_total: int) -> None:
         self.stored = replace(self.stored, files_total=files_total, bytes_total=bytes_total)
@@ -385,6 +399,10 @@ class JobRunner:
     def _past_end(self, parts: tuple[str, ...]) -> bool:
         """True for a file past the end of what this runner lists (a shard's range)."""
         return False
+
+    def _walk_until(self) -> tuple[str, ...]:
+        """The last place this runner lists, () for the end (a shard's range may end)."""
+        return ()
 
     # ================================================================== dispatch
     async def _dispatcher(self, worker: str) -> None:

@@ -6,9 +6,14 @@ When a coordinator claims a job (``scheduler.py``), ``prepare`` decides whether 
 sharded. A job that already has shards (resumed, reclaimed, rerun) puts every shard
 back in the queue, each keeping its checkpoint and counters. A new job is split if
 ``alluxio.job.shard.count`` allows it and its path's top level has several entries
-(one delimiter listing of an object store, one directory read of a local tree); a job
-with ``--verify`` or ``--bandwidth``, or one that already ran unsharded, is not. The
-split is stored once, in one transaction fenced by the claim (``store/shards.py``).
+(one delimiter listing of an object store, one directory read of a local tree). A
+manifest or template job is split into ranges of its positions instead: template
+indices by arithmetic; index-file lines and inventory rows (by data file and row) at
+cuts placed in one pass over the manifest, which also counts each shard's files (and
+bytes), so the job's total is known before its first file is sent
+(``core/manifest.py``, ``sources.source_shards``). A job with ``--verify`` or
+``--bandwidth``, or one that already ran unsharded, is not split. The split is stored
+once, in one transaction fenced by the claim (``store/shards.py``).
 
 After that the job record only waits for its final state. Every coordinator, the
 claimer included, claims waiting shards (``alluxio.job.shard.concurrency`` at once)
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import obstore
 import structlog
@@ -30,13 +36,16 @@ from alluxiojob.config import Config, Keys
 from alluxiojob.coordinator.membership import Membership
 from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.runner import JobRunner
+from alluxiojob.coordinator.sources import source_shards
 from alluxiojob.core.errors import Fenced, describe_error, leaves
 from alluxiojob.core.ledger import Decision
 from alluxiojob.core.progress import FailureRecord, Progress
-from alluxiojob.core.shards import split, top_level_bound
+from alluxiojob.core.shards import ahead_cut, split, top_level_bound
+from alluxiojob.core.text import printable
 from alluxiojob.store.jobs import JobStore, OwnedJob
 from alluxiojob.store.shards import MAX_SHARDS, OwnedShard, ShardStore
-from alluxiojob.ufs import ufs_for
+from alluxiojob.ufs import is_local, ufs_for
+from alluxiojob.ufs.base import UfsFile
 from alluxiojob.ufs.local import to_local_path
 from alluxiojob.ufs.objects import ObjectStoreUfs
 from alluxiojob.ufs.settings import UfsSettings
@@ -88,22 +97,30 @@ async def prepare(owned: OwnedJob, store: JobStore, shards: ShardStore,
         return True
     job = owned.job
     target = target_shards(config)
-    # --verify passes and a --bandwidth limit are the whole job's, and a manifest or a
-    # template is read as one stream (its line ranges are not shards yet): such jobs run
-    # whole.
-    if (target <= 1 or job.options.verify or job.options.bandwidth or job.options.source
-            or (await store.get_progress(job.id)).checkpoint):
+    # --verify passes and a --bandwidth limit are the whole job's: such jobs run whole.
+    stored = await store.get_progress(job.id)
+    if target <= 1 or job.options.verify or job.options.bandwidth or stored.checkpoint:
         return False
+    totals: list[tuple[int, int]] = []
     try:
-        bounds = await trio.to_thread.run_sync(top_level, job.path, config)
+        if job.options.source:  # a manifest or template: ranges of lines or indices
+            parts = await trio.to_thread.run_sync(source_shards, job, config, target)
+            ranges = [(part.after, part.until) for part in parts]
+            totals = [(part.files, part.bytes) for part in parts]
+        else:
+            bounds = await trio.to_thread.run_sync(top_level, job.path, config)
+            ranges = split(bounds, target)
     except Exception as exc:  # whatever it is, the job's own listing reports it, as before
-        log.info("not sharding the job: its top level cannot be read", job_id=job.id,
+        log.info("not sharding the job: its files cannot be read", job_id=job.id,
                  error=describe_error(exc))
         return False
-    ranges = split(bounds, target)
     if len(ranges) <= 1:
+        if totals and totals[0][0]:  # counted already: the job's runner need not again
+            files, nbytes = totals[0]
+            await store.save_progress(owned, replace(stored, files_total=files,
+                                                     bytes_total=nbytes))
         return False
-    if not await shards.plan(owned, ranges):
+    if not await shards.plan(owned, ranges, totals):
         await shards.requeue_all(owned)
     log.info("job split into shards", job_id=job.id, shards=len(ranges))
     return True
@@ -127,6 +144,10 @@ class ShardRunner(JobRunner):
         self.shards = shards
         self.siblings_running = siblings_running
         self._failed_alone = False
+        self.split_every = config[Keys.JOB_SHARD_SPLIT_KEYS]
+        self._listed_since_split = 0
+        if self.split_every:  # a split falls between pages: no page runs far past it
+            self.page_size = min(self.page_size, self.split_every)
 
     async def _run(self) -> None:
         try:
@@ -149,11 +170,62 @@ class ShardRunner(JobRunner):
     async def _stored_progress(self) -> Progress:
         return self.owned_shard.shard.progress
 
+    async def _listed(self, files: Sequence[UfsFile]) -> None:
+        """Past ``alluxio.job.shard.split.keys`` files listed, split after the last one.
+
+        The walk is between pages here, so nothing after ``files[-1]`` was taken in: the
+        next page stops at the new end, and the new shard starts right after it. A
+        manifest's or template's shards (cut evenly at their plan) are not split."""
+        self._listed_since_split += len(files)
+        if (not files or not self.split_every or self.job.options.source
+                or self._listed_since_split < self.split_every):
+            return
+        at = files[-1].parts
+        if is_local(self.job.path):
+            cut = await trio.to_thread.run_sync(self._ahead, at)
+            at = cut or at
+        try:
+            async with self._store_writes:
+                split = await self.shards.split(self.owned_shard, at)
+        except Fenced:
+            raise
+        except Exception as exc:  # the store is unreachable: try again a page later
+            log.warning("cannot split the shard now", error=describe_error(exc))
+            return
+        if split is not None:
+            self.owned_shard = split
+            self._listed_since_split = 0
+            log.info("shard split", job_id=self.job.id, at=printable("/".join(at)),
+                     listed=self.ledger.live.files_listed)
+
+    def _ahead(self, position: tuple[str, ...]) -> tuple[str, ...] | None:
+        """Blocking: a cut that halves what lies ahead of ``position`` (local trees)."""
+        root = to_local_path(self.job.path)
+
+        def names(parent: tuple[str, ...]) -> list[str]:
+            """A directory's names; none for one past TOP_LEVEL_MAX entries (each split
+            would reread it whole: the walk's own read of it is enough)."""
+            found: list[str] = []
+            try:
+                with os.scandir(os.path.join(root, *parent)) as entries:
+                    for entry in entries:
+                        found.append(entry.name)
+                        if len(found) > TOP_LEVEL_MAX:
+                            return []
+            except OSError:  # a file, or gone: nothing ahead here
+                return []
+            return found
+
+        return ahead_cut(position, self.owned_shard.shard.until, names)
+
     def _walk_start(self, after: tuple[str, ...]) -> tuple[str, ...]:
         return self.owned_shard.shard.start(after)
 
     def _past_end(self, parts: tuple[str, ...]) -> bool:
         return self.owned_shard.shard.past_end(parts)
+
+    def _walk_until(self) -> tuple[str, ...]:
+        return self.owned_shard.shard.until
 
     async def _write_progress(self, progress: Progress,
                               failures: Sequence[FailureRecord]) -> None:

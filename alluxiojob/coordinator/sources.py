@@ -12,6 +12,10 @@ position, so a resumed job reads on from there, not from the top:
 * inventory: ``(data file number, row number)``: earlier data files are not read again;
 * template: ``(index,)``: the name is computed from the index.
 
+A shard of such a job is a range of these positions: ``entries(after, until)`` stops
+after ``until``, and ``source_shards`` places the cuts (``core/manifest.py``). A shard
+opens its source with ``count=False``: its counts were stored with its plan.
+
 Index files and templates name files only, so each is stat'ed here (a HEAD, a few at a
 time on object stores); an inventory row carries its size, date and ETag, so no HEAD.
 A file that is missing or outside ``alluxio.job.path.allowlist`` comes back as a
@@ -32,12 +36,16 @@ from typing import Any, Protocol
 from alluxiojob.config import Config, Keys
 from alluxiojob.core.job import JobRecord
 from alluxiojob.core.manifest import (
+    Cuts,
     ManifestError,
+    SourceShard,
     is_inventory_manifest,
     parse_index_line,
     parse_inventory_manifest,
     parse_inventory_row,
     parse_template,
+    template_parts,
+    template_shards,
 )
 from alluxiojob.core.reasons import Reason
 from alluxiojob.core.text import printable
@@ -68,21 +76,47 @@ class JobSource(Protocol):
     files_total: int
     bytes_total: int  # 0 when unknown
 
-    def entries(self, after: tuple[str, ...]) -> Iterator[UfsFile]: ...
+    def entries(self, after: tuple[str, ...], until: tuple[str, ...] = ()) -> Iterator[UfsFile]:
+        """The files strictly after ``after`` and at most ``until`` (() = the end)."""
+        ...
 
 
-def open_source(job: JobRecord, config: Config) -> JobSource:
-    """Blocking. A ``ManifestError`` or ``UfsError`` names what cannot be used."""
+def open_source(job: JobRecord, config: Config, *, count: bool = True) -> JobSource:
+    """Blocking. A ``ManifestError`` or ``UfsError`` names what cannot be used.
+
+    ``count=False`` skips the pass that counts the files (a shard's are counted at its
+    plan), leaving ``files_total`` and ``bytes_total`` 0."""
     settings = UfsSettings.from_config(config)
     allowlist = PathAllowlist.from_config(config)
     try:
         if job.options.source == "template":
             return TemplateSource(job.path, settings, allowlist)
         if is_inventory_manifest(job.path):
-            return InventorySource(job.path, settings, allowlist)
-        return IndexSource(job.path, settings, allowlist, config[Keys.UFS_ROOT])
+            return InventorySource(job.path, settings, allowlist, count=count)
+        return IndexSource(job.path, settings, allowlist, config[Keys.UFS_ROOT], count=count)
     except ManifestError as exc:  # fails the job, naming the line
         raise UfsError(Reason.INVALID_PATH, str(exc)) from None
+
+
+def source_shards(job: JobRecord, config: Config, parts: int) -> list[SourceShard]:
+    """Blocking: at most ``parts`` shards of a manifest or template job, each of at
+    least ``alluxio.job.shard.source.files`` files, with their counts (an index file or
+    an inventory is read once, to the end, to place the cuts)."""
+    least = config[Keys.JOB_SHARD_SOURCE_FILES]
+    source = open_source(job, config, count=False)
+    if isinstance(source, TemplateSource):
+        return template_shards(source.files_total, min(parts, source.files_total // least))
+    cuts = Cuts()
+    try:
+        if isinstance(source, IndexSource):
+            for _, position in source._paths(0, 0):
+                cuts.add(position, 0)
+        elif isinstance(source, InventorySource):
+            for row in source._rows(0, -1):
+                cuts.add(row.parts, row.length)
+    except ManifestError as exc:
+        raise UfsError("INVALID_PATH", str(exc)) from None
+    return cuts.shards(min(parts, cuts.files // least))
 
 
 class _Stats:
@@ -136,9 +170,10 @@ class TemplateSource:
         self.bytes_total = 0
         self.stats = _Stats(settings, allowlist)
 
-    def entries(self, after: tuple[str, ...], stop: int | None = None) -> Iterator[UfsFile]:
+    def entries(self, after: tuple[str, ...], until: tuple[str, ...] = ()) -> Iterator[UfsFile]:
         start = int(after[0]) + 1 if after else 0
-        named = ((name, (f"{index:015d}",)) for index, name in self.template.names(start, stop))
+        stop = int(until[0]) + 1 if until else None
+        named = ((name, template_parts(index)) for index, name in self.template.names(start, stop))
         return self.stats.each(named)
 
 
@@ -165,12 +200,12 @@ class IndexSource:
     """One path or URI a line; ``#`` comments and blank lines skipped."""
 
     def __init__(self, uri: str, settings: UfsSettings, allowlist: PathAllowlist,
-                 ufs_root: str) -> None:
+                 ufs_root: str, *, count: bool = True) -> None:
         self.uri = uri
         self.ufs_root = ufs_root
         self.ufs = ufs_for(uri, settings)
         self.stats = _Stats(settings, allowlist)
-        self.files_total = sum(1 for _ in self._paths(0, 0))
+        self.files_total = sum(1 for _ in self._paths(0, 0)) if count else 0
         self.bytes_total = 0
 
     def _paths(self, line: int, offset: int,
@@ -183,8 +218,9 @@ class IndexSource:
             if path is not None:
                 yield path, (f"{line:012d}", str(end))
 
-    def entries(self, after: tuple[str, ...], stop: int | None = None) -> Iterator[UfsFile]:
+    def entries(self, after: tuple[str, ...], until: tuple[str, ...] = ()) -> Iterator[UfsFile]:
         line, offset = (int(after[0]), int(after[1])) if after else (0, 0)
+        stop = int(until[0]) + 1 if until else None
         try:
             yield from self.stats.each(self._paths(line, offset, stop))
         except ManifestError as exc:
@@ -256,7 +292,8 @@ class _ChunkReader(io.RawIOBase):
 class InventorySource:
     """An S3 Inventory: ``manifest.json`` and its CSV or CSV.gz data files."""
 
-    def __init__(self, uri: str, settings: UfsSettings, allowlist: PathAllowlist) -> None:
+    def __init__(self, uri: str, settings: UfsSettings, allowlist: PathAllowlist, *,
+                 count: bool = True) -> None:
         self.uri = uri
         self.settings = settings
         self.allowlist = allowlist
@@ -267,7 +304,7 @@ class InventorySource:
         self.files = [self._data_uri(key) for key in self.manifest.files]
         self.scheme = uri.split("://", 1)[0] if not is_local(uri) else "s3"
         self.files_total = self.bytes_total = 0
-        for row in self._rows(0, -1):
+        for row in self._rows(0, -1) if count else ():
             self.files_total += 1
             self.bytes_total += row.length
 
@@ -307,10 +344,12 @@ class InventorySource:
             except (UnicodeDecodeError, csv.Error, OSError, EOFError) as exc:
                 raise ManifestError(f"{printable(data_uri)}: {exc}") from None
 
-    def entries(self, after: tuple[str, ...]) -> Iterator[UfsFile]:
+    def entries(self, after: tuple[str, ...], until: tuple[str, ...] = ()) -> Iterator[UfsFile]:
         first, row = (int(after[0]), int(after[1])) if after else (0, -1)
         try:
             for entry in self._rows(first, row):
+                if until and entry.parts > until:
+                    return
                 if self.allowlist.enabled and not self.allowlist.admits(entry.uri):
                     yield FailedFile(entry.uri, entry.parts, 0, 0, reason=Reason.PERMISSION_DENIED,
                                      message=f"{printable(entry.uri)} is outside "

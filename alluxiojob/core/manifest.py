@@ -229,3 +229,75 @@ def split_ranges(start: int, stop: int, parts: int) -> list[tuple[int, int]]:
         out.append((low, low + size))
         low += size
     return out
+
+
+Parts = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SourceShard:
+    """One shard of a manifest or template job: files after ``after`` up to ``until``
+    (positions in the source's order, as a walk's ``parts``), and how many."""
+
+    after: Parts
+    until: Parts
+    files: int
+    bytes: int
+
+
+def template_parts(index: int) -> Parts:
+    """A template name's position (its index, so that text order is number order)."""
+    return (f"{index:015d}",)
+
+
+def template_shards(total: int, parts: int) -> list[SourceShard]:
+    """A template of ``total`` names cut into at most ``parts`` shards by index."""
+    ranges = split_ranges(0, total, max(1, parts))
+    return [SourceShard(template_parts(low - 1) if low else (),
+                        template_parts(high - 1) if high < total else (), high - low, 0)
+            for low, high in ranges]
+
+
+class Cuts:
+    """Places to cut a stream of entries into shards, found in one pass, in bounded memory.
+
+    ``add`` is called for every file the source names, in order. Every ``every``-th
+    entry's position is kept with the running counts; when more than ``keep`` are kept,
+    every other one is dropped and ``every`` doubles. ``shards`` then cuts at kept
+    positions nearest to equal counts: each shard's file and byte counts are exact, and
+    its size is within ``every`` of equal.
+    """
+
+    def __init__(self, keep: int = 4096) -> None:
+        self.keep = max(2, keep)
+        self.every = 1
+        self.files = 0
+        self.bytes = 0
+        self.kept: list[tuple[Parts, int, int]] = []  # (position, files, bytes) so far
+
+    def add(self, parts: Parts, length: int) -> None:
+        self.files += 1
+        self.bytes += length
+        if self.files % self.every == 0:
+            self.kept.append((parts, self.files, self.bytes))
+            if len(self.kept) > self.keep:
+                self.kept = self.kept[1::2]
+                self.every *= 2
+
+    def shards(self, parts: int) -> list[SourceShard]:
+        """At most ``parts`` shards that cover every entry added, in order."""
+        by_count = {files: (position, nbytes) for position, files, nbytes in self.kept}
+        out: list[SourceShard] = []
+        after: Parts = ()
+        files_before = bytes_before = 0
+        for _, high in split_ranges(0, self.files, max(1, parts))[:-1]:
+            cut = high - high % self.every
+            if cut <= files_before or cut not in by_count:
+                continue
+            position, nbytes = by_count[cut]
+            out.append(SourceShard(after, position, cut - files_before, nbytes - bytes_before))
+            after, files_before, bytes_before = position, cut, nbytes
+        if self.files > files_before:
+            out.append(SourceShard(after, (), self.files - files_before,
+                                   self.bytes - bytes_before))
+        return out

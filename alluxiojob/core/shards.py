@@ -20,8 +20,8 @@ their progress into the one report users see.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from alluxiojob.core.progress import RECENT_TASKS_MAX, Counters, Progress
@@ -83,6 +83,20 @@ class ShardRecord:
     def past_end(self, parts: tuple[str, ...]) -> bool:
         return bool(self.until) and parts > self.until
 
+    def holds(self, parts: tuple[str, ...]) -> bool:
+        """Whether a file at ``parts`` falls in the shard's range."""
+        return parts > self.after and not self.past_end(parts)
+
+    def cut(self, at: tuple[str, ...], index: int) -> tuple[ShardRecord, ShardRecord] | None:
+        """The shard cut after ``at`` (a file it listed): itself up to ``at``, and a new
+        WAITING shard ``index`` from there to its end; None when ``at`` is not inside the
+        range (a cut there would leave one side empty). Every file of the range falls in
+        exactly one of the two."""
+        if not self.holds(at) or at == self.until:
+            return None
+        return (replace(self, until=at),
+                ShardRecord(self.job_id, index, after=at, until=self.until))
+
 
 def top_level_bound(name: str, *, object_store: bool) -> tuple[str, ...]:
     """The last place in the walk's order of a top-level entry and everything under it.
@@ -115,9 +129,28 @@ def split(bounds: Sequence[tuple[str, ...]], target: int) -> list[tuple[tuple[st
     return ranges
 
 
+def ahead_cut(position: tuple[str, ...], until: tuple[str, ...],
+              names: Callable[[tuple[str, ...]], Sequence[str]]) -> tuple[str, ...] | None:
+    """Where to split a local tree's shard that has listed up to ``position`` so that
+    both sides keep about half of what lies ahead, or None (then it splits at
+    ``position``, handing over the rest).
+
+    ``names(parent)`` gives the names in the directory ``parent`` (parts under the
+    job's root). At the shallowest level of ``position``'s ancestry where at least two
+    entries follow ``position``'s own and lie wholly inside the range, the cut falls
+    after the first half of them: the owner keeps those, the new shard the rest."""
+    for depth in range(len(position)):
+        parent, own = position[:depth], position[depth]
+        later = sorted(name for name in names(parent) if name > own
+                       and (not until or (*parent, name, HIGHEST) < until))
+        if len(later) >= 2:
+            return (*parent, later[len(later) // 2 - 1], HIGHEST)
+    return None
+
+
 def merge(shards: Sequence[Progress]) -> Progress:
-    """One job's progress from its shards': counters summed, the listing done once every
-    shard's is, the time that of the longest shard."""
+    """One job's progress from its shards': counters and known totals summed, the
+    listing done once every shard's is, the time that of the longest shard."""
     if not shards:
         return Progress()
     live = committed = Counters()
@@ -131,6 +164,8 @@ def merge(shards: Sequence[Progress]) -> Progress:
         live=live,
         committed=committed,
         listing_done=all(p.listing_done for p in shards),
+        files_total=sum(p.files_total for p in shards),
+        bytes_total=sum(p.bytes_total for p in shards),
         active_seconds=max(p.active_seconds for p in shards),
         recent_rate=sum(p.recent_rate for p in shards),
         verify_passes=max(p.verify_passes for p in shards),

@@ -92,14 +92,18 @@ class ShardStore:
 
     # ------------------------------------------------------------------ the job's claimer
     async def plan(self, owned: OwnedJob,
-                   ranges: Sequence[tuple[tuple[str, ...], tuple[str, ...]]]) -> bool:
-        """Store the shards of a job just claimed, once: False if they exist already."""
+                   ranges: Sequence[tuple[tuple[str, ...], tuple[str, ...]]],
+                   totals: Sequence[tuple[int, int]] = ()) -> bool:
+        """Store the shards of a job just claimed, once: False if they exist already.
+        ``totals``: each shard's (files, bytes) when known (a manifest's, a template's)."""
         if not 1 <= len(ranges) <= MAX_SHARDS:
             raise ValueError(f"a job has 1 to {MAX_SHARDS} shards, not {len(ranges)}")
         job_id = owned.job.id
         ops: list[Op] = []
         for index, (after, until) in enumerate(ranges):
-            shard = ShardRecord(job_id, index, after, until)
+            files, nbytes = totals[index] if totals else (0, 0)
+            shard = ShardRecord(job_id, index, after, until,
+                                progress=Progress(files_total=files, bytes_total=nbytes))
             ops += [self._put(shard), self._queue(shard)]
         compares = [Compare(self.jobs.keys.job(job_id), owned.revision),
                     Compare(self._key(job_id, 0), 0)]
@@ -236,6 +240,31 @@ class ShardStore:
                 owned = await self._after_own_write(owned)
         raise JobServiceError(f"could not finish shard {owned.shard.index} of job "
                               f"{owned.job.id}: its peers kept changing")
+
+    async def split(self, owned: OwnedShard, at: tuple[str, ...]) -> OwnedShard | None:
+        """Cut the shard after ``at``, the last file its owner listed: the owner keeps
+        up to ``at``, and a new shard from there to the old end waits for any
+        coordinator. Fenced like a checkpoint; also compares that the new shard's key is
+        free, so two shards of a job splitting at once take distinct numbers. Returns
+        the owner's shard, or None when it cannot split now (the job has
+        ``MAX_SHARDS``, ``at`` is not inside the range, or a sibling took the number)."""
+        shard = owned.shard
+        index = max(other.index for other, _ in await self.of_job(owned.job.id)) + 1
+        cut = shard.cut(at, index)
+        if index >= MAX_SHARDS or cut is None:
+            return None
+        mine, rest = cut
+        revision = await self.kv.txn(
+            [*self._fence(owned), Compare(self._key(owned.job.id, index), 0)],
+            [self._put(mine), self._put(rest), self._queue(rest)])
+        if revision is not None:
+            return OwnedShard(mine, revision, owned.owned_job)
+        now = await self.kv.get(self._key(owned.job.id, shard.index))
+        job_now = await self.kv.get(self.jobs.keys.job(owned.job.id))
+        if (now is None or now.revision != owned.revision or job_now is None
+                or job_now.revision != owned.owned_job.revision):
+            raise self._fenced(owned)
+        return None
 
     async def release(self, owned: OwnedShard) -> None:
         """Its owner gives the shard back to the queue, keeping its checkpoint."""

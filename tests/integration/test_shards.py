@@ -175,3 +175,38 @@ def test_kill_a_coordinator_holding_shards(cluster_factory,  # type: ignore[no-u
     finals = [e for e in log_events(cluster.coordinators[0].log())
               if e.get("job_id") == job["id"] and e.get("event") == "job finished"]
     assert len(finals) == 1, finals
+
+
+def test_a_large_shard_splits_at_its_position(cluster_factory,  # type: ignore[no-untyped-def]
+                                              tmp_path: Path) -> None:
+    cluster: Cluster = cluster_factory(**{"alluxio.job.shard.count": "2",
+                                          "alluxio.job.shard.concurrency": "3",
+                                          "alluxio.job.shard.split.keys": "60",
+                                          "alluxio.job.batch.size": "10"})
+    cluster.add_worker()
+    cluster.add_worker()
+    cluster.add_coordinator()
+    src = tmp_path / "tree"
+    sizes = subdir_tree(src, 2, 200)  # dir00, dir01 and two root files: two shards
+    job = cluster.submit("load", str(src))
+    with ProgressSampler(cluster, job["id"], [0]) as sampler:
+        report = cluster.wait_state(job["id"], "SUCCEEDED")
+    sampler.assert_never_backward()
+    assert report["files"]["processed"] == len(sizes)
+    assert report["files"]["failed"] == 0
+    shards = report["shards"]
+    assert len(shards) > 2, "the shards split as their listings passed 60 files"
+    assert {s["state"] for s in shards} == {"DONE"}
+    assert sum(s["files_processed"] for s in shards) == len(sizes)
+    assert sum(1 for s in shards[2:] if s["files_processed"]) >= 2, shards
+    assert_each_cached_once(cluster, sizes)
+    events = [e for e in log_events(cluster.coordinators[0].log())
+              if e.get("job_id") == job["id"]]
+    splits = [e for e in events if e["event"] == "shard split"]
+    assert len(splits) == len(shards) - 2, splits
+    assert sum(1 for e in events if e["event"] == "job finished") == 1
+    # A split halves what lies ahead: the shard that split lists on past its position
+    # (and splits again), while the new shard lists the other half.
+    first = splits[0]["shard"]
+    assert shards[int(str(first))]["files_listed"] > 60, shards
+    assert sum(1 for e in splits if e["shard"] == first) >= 2, splits

@@ -160,3 +160,55 @@ async def test_expired_jobs_lose_their_shards(jobs: JobStore) -> None:
         await trio.sleep(0.01)
         assert await jobs.delete_expired(0.0) == 1
         assert await shards.of_job(owned.job.id) == []
+
+
+async def test_a_split_queues_the_rest_and_holds_the_job_open(jobs: JobStore) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        owned, shards = await sharded_job(jobs)
+        a, b, c = await shards.claim("coord-a", 3)
+        at = ("c", "f")
+        split_b = await shards.split(b, at)
+        assert split_b is not None
+        assert split_b.shard.until == at
+        with pytest.raises(Fenced):  # b's old revision: its record changed since
+            await shards.split(b, ("c", "g"))
+        stored = {s.index: s for s, _ in await shards.of_job(owned.job.id)}
+        assert stored[1].until == at
+        assert (stored[3].after, stored[3].until, stored[3].state) == (
+            at, RANGES[1][1], ShardState.WAITING)
+        split_c = await shards.split(c, ("e",))
+        assert split_c is not None
+        assert sorted(s.index for s, _ in await shards.of_job(owned.job.id)) == [0, 1, 2, 3, 4]
+        assert await shards.split(a, ("c",)) is None, "outside its range: refused"
+        # The job ends only once the new shards are done too.
+        for mine in (a, split_b):
+            assert await shards.finish(mine, done(1), outcome) is None
+        rest = await shards.claim("coord-b", 5)
+        assert sorted(s.shard.index for s in rest) == [3, 4]
+        for mine in rest:
+            assert await shards.finish(mine, done(1), outcome) is None
+        assert (await jobs.get(owned.job.id)).job.state is JobState.RUNNING
+        final = await shards.finish(split_c, done(1), outcome)
+        assert final is not None
+        assert final.state is JobState.SUCCEEDED
+        assert (await jobs.get_progress(owned.job.id)).committed.files_processed == 5
+
+
+async def test_a_split_by_a_fenced_owner_fails(jobs: JobStore) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        owned, shards = await sharded_job(jobs)
+        [first] = await shards.claim("coord-a", 1)
+        await shards.reclaim_orphans(lambda shard: True)
+        with pytest.raises(Fenced):
+            await shards.split(first, ("a",))
+        assert len(await shards.of_job(owned.job.id)) == 3, "nothing was added"
+
+
+async def test_plan_stores_each_shards_known_totals(jobs: JobStore) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        await jobs.submit(JobType.LOAD, "/list.txt", "", JobOptions(), 100)
+        [owned] = await jobs.claim_waiting("coord-a", 1)
+        shards = ShardStore(jobs)
+        assert await shards.plan(owned, RANGES, [(10, 100), (20, 0), (5, 7)])
+        total = await jobs.get_progress(owned.job.id)
+        assert (total.files_total, total.bytes_total) == (35, 107)

@@ -10,6 +10,7 @@ from alluxiojob.core.shards import (
     HIGHEST,
     ShardRecord,
     ShardState,
+    ahead_cut,
     merge,
     split,
     top_level_bound,
@@ -89,3 +90,73 @@ def test_merge_sums_counters_and_waits_for_every_listing() -> None:
     assert total.workers == ("w1", "w2")
     assert merge([a]).listing_done
     assert merge([]) == Progress()
+
+
+@given(st.lists(st.lists(NAMES.filter(lambda n: "/" not in n), min_size=1, max_size=3),
+                min_size=1, max_size=40),
+       st.data())
+def test_a_cut_at_a_listed_file_keeps_every_file_in_one_shard(
+        files: list[list[str]], data: st.DataObject) -> None:
+    ordered = sorted({tuple(f) for f in files})
+    low = data.draw(st.integers(-1, len(ordered) - 1))
+    high = data.draw(st.integers(low + 1, len(ordered)))
+    after = ordered[low] if low >= 0 else ()
+    until = ordered[high] if high < len(ordered) else ()
+    shard = ShardRecord("j", 0, after, until, state=ShardState.RUNNING, owner="c1")
+    inside = [parts for parts in ordered if shard.holds(parts)]
+    at = data.draw(st.sampled_from(ordered))
+    cut = shard.cut(at, 7)
+    if at not in inside or at == until:
+        assert cut is None, "a cut outside the range, or at its end, is refused"
+        return
+    assert cut is not None
+    mine, rest = cut
+    assert (mine.index, mine.state, mine.owner, mine.after) == (0, ShardState.RUNNING, "c1",
+                                                                after)
+    assert (rest.index, rest.state, rest.owner, rest.until) == (7, ShardState.WAITING, "",
+                                                                until)
+    for parts in ordered:
+        assert [mine.holds(parts), rest.holds(parts)].count(True) == (parts in inside)
+    listed = inside[:inside.index(at) + 1]
+    assert [p for p in inside if mine.holds(p)] == listed, "the owner keeps what it listed"
+    if until:  # an open end may hold only files that appear later
+        assert rest.holds(until), "the rest is not empty"
+
+
+TREE = {(): ["a", "b", "c", "d"], ("b",): ["x", "y", "z"], ("b", "y"): ["1", "2", "3"]}
+
+
+def test_ahead_cut_halves_what_lies_ahead_at_the_shallowest_level() -> None:
+    def names(parent: tuple[str, ...]) -> list[str]:
+        return TREE.get(parent, [])
+
+    # listed up to b/y/1: at the top, c and d lie ahead: the owner keeps c, the rest d
+    assert ahead_cut(("b", "y", "1"), (), names) == ("c", HIGHEST)
+    # a range ending inside d: only c is wholly inside at the top; one level down, z
+    # alone follows y; two levels down, 2 and 3 follow 1
+    assert ahead_cut(("b", "y", "1"), ("d", "q"), names) == ("b", "y", "2", HIGHEST)
+    assert ahead_cut(("d",), (), names) is None, "nothing ahead: split at the position"
+
+
+@given(st.lists(st.lists(NAMES.filter(lambda n: "/" not in n), min_size=1, max_size=3),
+                min_size=1, max_size=40), st.data())
+def test_ahead_cut_falls_inside_the_range_past_the_position(
+        files: list[list[str]], data: st.DataObject) -> None:
+    ordered = sorted({tuple(f) for f in files})
+
+    def names(parent: tuple[str, ...]) -> list[str]:
+        return sorted({f[len(parent)] for f in ordered
+                       if len(f) > len(parent) and f[:len(parent)] == parent})
+
+    position = data.draw(st.sampled_from(ordered))
+    until = data.draw(st.sampled_from([(), *ordered]))
+    cut = ahead_cut(position, until, names)
+    if cut is None:
+        return
+    shard = ShardRecord("j", 0, (), until)
+    assert cut > position
+    assert shard.cut(cut, 1) is not None, "a cut the store takes"
+    kept = [f for f in ordered if position < f <= cut]
+    given_away = [f for f in ordered if cut < f and shard.holds(f)]
+    assert kept, "the owner keeps something ahead"
+    assert given_away, "the new shard gets something"
