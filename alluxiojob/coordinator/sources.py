@@ -115,7 +115,7 @@ def source_shards(job: JobRecord, config: Config, parts: int) -> list[SourceShar
             for row in source._rows(0, -1):
                 cuts.add(row.parts, row.length)
     except ManifestError as exc:
-        raise UfsError("INVALID_PATH", str(exc)) from None
+        raise UfsError(Reason.INVALID_PATH, str(exc)) from None
     return cuts.shards(min(parts, cuts.files // least))
 
 
