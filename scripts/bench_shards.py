@@ -1,7 +1,8 @@
 """Sharded jobs across coordinators: one metadata-only LOAD with 1, 2 and 3 coordinators
 on one etcd, and per coordinator the files it ran and its CPU per file.
 
-``python scripts/bench_shards.py [--files N] [--dirs D] [--coordinators 1,2,3]``. Each
+``python scripts/bench_shards.py [--files N] [--dirs D] [--shards S] [--coordinators 1,2,3]
+[--idle SECONDS] [--workdir DIR] [--json FILE]``. Each
 round starts its own etcd (fsync on), coordinators and two workers on loopback, runs one
 LOAD of the same generated tree (``--dirs`` top-level directories), and stops them. The
 files a coordinator ran are the shards it finished (``job stat -v``'s owners); its CPU is
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import re
 import tempfile
 import time
@@ -131,7 +133,8 @@ def one_round(base: Path, tree: Path, coordinators: int, shards: int,
         rows.append({"coordinators": coordinators, "coordinator": name, "files": ran,
                      "cpu_s": round(cpu, 2),
                      "cpu_us_per_file": round(cpu / ran * 1e6, 1) if ran else None,
-                     "job_s": round(seconds, 1), "state": report["job"]["state"]})  # type: ignore[index]
+                     "job_s": round(seconds, 1), "state": report["job"]["state"],  # type: ignore[index]
+                     "load1": os.getloadavg()[0]})
     done = sum(files.values())
     etcd_row: dict[str, object] = {
         "coordinators": coordinators, "shards": len(report.get("shards") or []),  # type: ignore[arg-type]
