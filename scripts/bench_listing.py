@@ -127,10 +127,10 @@ def main() -> None:
             path = f"s3://{BUCKET}/"
             tools = {f"ours, {s} shard{'s' if s > 1 else ''}":
                      (lambda s=s: ours(path, defines, s, args.concurrency))
-                     for s in (int(x) for x in args.shards.split(","))}
-            for c in (int(x) for x in args.flat_checkers.split(",")):
+                     for s in (int(x) for x in args.shards.split(",") if x)}
+            for c in (int(x) for x in args.flat_checkers.split(",") if x):
                 tools[f"rclone --checkers {c}"] = lambda c=c: rclone(env, c, False)
-            for c in (int(x) for x in args.checkers.split(",")):
+            for c in (int(x) for x in args.checkers.split(",") if x):
                 tools[f"rclone --checkers {c} walk"] = lambda c=c: rclone(env, c, True)
             for order in rotations(list(tools), args.reps):
                 for name in order:
