@@ -41,9 +41,14 @@ function _M.delay()
     end
 end
 
+local ENTITIES = {["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
+                  ["'"] = "&apos;"}
+
 local function escape(text)
-    return (text:gsub("[&<>\"']", {["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;",
-                                   ['"'] = "&quot;", ["'"] = "&apos;"}))
+    if not text:find("[&<>\"']") then
+        return text  -- most keys: no copy
+    end
+    return (text:gsub("[&<>\"']", ENTITIES))
 end
 
 function _M.error(status, code, message)
@@ -261,13 +266,25 @@ function _M.bucket()
         end
     end
     local keys, sizes, mtimes = bucket.keys, bucket.sizes, bucket.mtimes
+    -- A page's keys mostly share their mtime: its date is formatted once. (add() with
+    -- its varargs is not compiled by LuaJIT; this loop, a page's cost, appends directly.)
+    local date_of, date = nil, nil
     for _, i in ipairs(contents) do
         local size, mtime = sizes[i], mtimes[i]
+        if mtime ~= date_of then
+            date_of, date = mtime, iso8601(mtime)
+        end
         -- nginx's own ETag of the file: "<mtime in hex>-<size in hex>".
-        add("<Contents><Key>", encode(keys[i]), "</Key><LastModified>", iso8601(mtime),
-            "</LastModified><ETag>&quot;", string.format("%x-%x", mtime, size),
-            "&quot;</ETag><Size>", size, "</Size><StorageClass>STANDARD</StorageClass>",
-            "</Contents>")
+        out[o + 1] = "<Contents><Key>"
+        out[o + 2] = encode(keys[i])
+        out[o + 3] = "</Key><LastModified>"
+        out[o + 4] = date
+        out[o + 5] = "</LastModified><ETag>&quot;"
+        out[o + 6] = string.format("%x-%x", mtime, size)
+        out[o + 7] = "&quot;</ETag><Size>"
+        out[o + 8] = size
+        out[o + 9] = "</Size><StorageClass>STANDARD</StorageClass></Contents>"
+        o = o + 9
     end
     for _, common in ipairs(prefixes) do
         add("<CommonPrefixes><Prefix>", encode(common), "</Prefix></CommonPrefixes>")

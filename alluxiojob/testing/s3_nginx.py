@@ -16,6 +16,9 @@ a benchmark measures:
   and ``GET /bucket`` ListObjects v1 (``marker``), answered by Lua
   (``s3_nginx.lua``) from a sorted index of the keys that ``start`` writes; ``HEAD
   /bucket`` is HeadBucket;
+* ``put_listing`` adds a listing-only bucket: its keys are in the index, so listings
+  name them, but there is no file behind them (a GET or HEAD is ``404``); a listing
+  benchmark of millions of keys costs no file per key;
 * a latency added to every request (``latency=``, ``set_latency``): a non-blocking
   ``ngx.sleep`` in the access phase, so thousands of requests wait at once.
 
@@ -40,6 +43,7 @@ import shutil
 import signal
 import subprocess
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +269,21 @@ class NginxS3Server(ServerProcess):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
+    def put_listing(self, bucket: str, rows: Iterable[tuple[str, int, int]]) -> None:
+        """A listing-only bucket of ``(key, size, mtime)`` rows (see the module doc);
+        it replaces what ``data/<bucket>`` would list, after the next ``start``."""
+        if not _BUCKET.match(bucket):
+            raise ValueError(f"not a bucket name: {bucket!r}")
+        checked = []
+        for key, size, mtime in rows:
+            check_key(key)
+            checked.append((key, int(size), int(mtime)))
+        checked.sort()  # code point order is UTF-8 byte order
+        listings = self.workdir / "listings"
+        listings.mkdir(exist_ok=True)
+        with open(listings / f"{bucket}.tsv", "w", encoding="utf-8", newline="\n") as f:
+            f.writelines(f"{key}\t{size}\t{mtime}\n" for key, size, mtime in checked)
+
     # ------------------------------------------------------------------ lifecycle
     def _config(self, buckets: list[str]) -> str:
         user = ""
@@ -281,6 +300,11 @@ class NginxS3Server(ServerProcess):
         if missing:
             raise RuntimeError(missing)
         buckets = build_index(self.data, self.workdir / "index")
+        listings = self.workdir / "listings"
+        for listing in sorted(listings.glob("*.tsv")) if listings.is_dir() else []:
+            shutil.copyfile(listing, self.workdir / "index" / listing.name)
+            if listing.stem not in buckets:
+                buckets.append(listing.stem)
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.workdir / "tmp" / sub).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(_LUA_SOURCE, self.workdir / "s3_nginx.lua")

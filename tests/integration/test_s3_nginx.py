@@ -38,6 +38,9 @@ OBJECTS = {
 }
 
 
+INDEX_ONLY = ["a&b<c>/'q\"", "a/1", "a/2", "b"]  # a listing-only bucket's keys, sorted
+
+
 def listing_keys() -> list[str]:
     """Keys that exercise delimiters, prefixes that are also keys' starts, and paging."""
     keys = ["l/a/1", "l/a/2", "l/b", "l/b0", "l/b0x/y", "l/c/d/e", "l/c/x", "l/d",
@@ -54,6 +57,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxS3Server]:
         nginx.put(BUCKET, key, value)
     for key in listing_keys():
         nginx.put("listing", key, key.encode())
+    nginx.put_listing("index", [(k, len(k), 1_700_000_000 + i)
+                                for i, k in enumerate(reversed(INDEX_ONLY))])
     with nginx:
         yield nginx
 
@@ -192,6 +197,24 @@ def test_listing_v1_answers_as_moto_does(server: NginxS3Server, moto: S3Server,
     if "MaxKeys" in params:
         assert all(len(p["keys"]) + len(p["prefixes"]) <= params["MaxKeys"] for p in ours)
         assert len(ours) > 1
+
+
+def test_a_listing_only_bucket_lists_its_keys_and_has_no_objects(
+        server: NginxS3Server) -> None:
+    from botocore.exceptions import ClientError
+
+    s3 = server.client()
+    page = s3.list_objects_v2(Bucket="index", MaxKeys=3)
+    assert [o["Key"] for o in page["Contents"]] == INDEX_ONLY[:3]
+    assert [o["Size"] for o in page["Contents"]] == [len(k) for k in INDEX_ONLY[:3]]
+    # nginx's ETag form from each row's own mtime (the rows were given in reverse)
+    assert page["Contents"][0]["ETag"] == f'"{1_700_000_003:x}-{len(INDEX_ONLY[0]):x}"'
+    assert page["Contents"][1]["ETag"] == f'"{1_700_000_002:x}-3"'
+    rest = s3.list_objects_v2(Bucket="index", ContinuationToken=page["NextContinuationToken"])
+    assert [o["Key"] for o in rest["Contents"]] == INDEX_ONLY[3:]
+    with pytest.raises(ClientError) as error:
+        s3.get_object(Bucket="index", Key="a/1")
+    assert error.value.response["Error"]["Code"] == "NoSuchKey"
 
 
 def test_a_bad_listing_request_is_a_clear_400(server: NginxS3Server) -> None:
