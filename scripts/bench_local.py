@@ -27,8 +27,8 @@ just this part). In one run:
 
 Timings: ``cp -r SRC DST``; for the small files also a parallel copy,
 ``cd SRC && find . -type f -print0 | xargs -0 -P 8 -n 64 cp --parents -t DST`` (8 ``cp``
-processes of 64 files each at a time; ``cp --parents`` makes the tree's directories, in
-the timed run, and ``DST`` itself is made by the same timed shell);
+processes of 64 files each at a time), after ``mkdir -p`` of every directory of the tree
+in ``DST`` (the parallel ``cp``s would race to make them), all in the one timed shell;
 ``rclone copy --transfers 8 --checkers 8 SRC DST`` (rclone's defaults otherwise, so it
 also verifies each file's checksum after copying it; no config file);
 ``alluxiojob job load --path SRC --wait`` wall time, CLI start-up and its progress
@@ -77,6 +77,7 @@ from bench_common import (
 
 # The parallel copy of the small files: the same command in every run.
 PARALLEL_COPY = ('mkdir -p "$2" && cd "$1" && '
+                 'find . -type d -print0 | (cd "$2" && xargs -0 mkdir -p) && '
                  'find . -type f -print0 | xargs -0 -P 8 -n 64 cp --parents -t "$2"')
 PARALLEL_LABEL = "find | xargs -P 8 -n 64 cp"
 
