@@ -7,9 +7,12 @@ in one preallocated tmp file, and the parent renames it when every range is done
 file in ``data/`` is always complete, and a crash leaves only ``tmp/`` debris, which the
 worker removes at startup.
 
-A whole file copied into the cache is read back once written, for its checksum
-(``checksum.py``): the kernel copied its bytes (copy_file_range), so they never passed
-through this process. The ranges of a large file are read back by the parent, once.
+A small file (at most ``SMALL`` bytes) is read into memory once, its checksum
+(``checksum.py``) computed from those bytes and the same bytes written to ``tmp/``: the
+fewest system calls and the least Python per file. A larger whole file is copied by the
+kernel (copy_file_range) and read back once written, for its checksum, since its bytes
+never passed through this process. The ranges of a large file are read back by the
+parent, once.
 
 The cache is the service's alone: its files are created 0600 and its directories 0700,
 whatever the umask. A COPY or MOVE keeps its source's permission bits, never wider (as
@@ -29,9 +32,10 @@ from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import fsync_dir, make_dirs, open_regular, reason_for
 from alluxiojob.ufs.tmpnames import TmpOwner, hold_lock, retarget, sweep
-from alluxiojob.worker.checksum import fd_checksum
+from alluxiojob.worker.checksum import bytes_checksum, fd_checksum
 
 _CHUNK = 8 * 1024 * 1024
+SMALL = 1024 * 1024  # a whole file up to this size is copied through memory (``_copy_small``)
 _made_dirs: set[str] = set()
 CACHE_FILE_MODE = 0o600
 CACHE_DIR_MODE = 0o700
@@ -138,6 +142,8 @@ def copy_one(job: LocalCopy) -> CopyOutcome:
         return CopyOutcome(False, reason=exc.reason, message=str(exc))
     except OSError as exc:
         return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
+    if job.final and not job.transfer and before.st_size <= SMALL:
+        return _copy_small(job, fd_in, before)
     fd_out = -1
     dir_mode = 0o777 if job.transfer else CACHE_DIR_MODE
     try:
@@ -192,6 +198,49 @@ def copy_one(job: LocalCopy) -> CopyOutcome:
     except OSError as exc:
         _discard(job)
         return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
+    finally:
+        os.close(fd_in)
+        if fd_out >= 0:
+            os.close(fd_out)
+
+
+def _copy_small(job: LocalCopy, fd_in: int, before: os.stat_result) -> CopyOutcome:
+    """A small whole file into the cache: one read of the source (one byte more than its
+    size, so that a file that grew is seen), the checksum of those bytes, one write, then
+    the rename. Closes ``fd_in``; never raises for the file's own failure."""
+    fd_out = -1
+    try:
+        size = before.st_size
+        try:
+            data = os.read(fd_in, size + 1)
+            after = os.fstat(fd_in)
+        except OSError as exc:
+            raise _Failed(reason_for(exc), f"{job.src}: {exc.strerror}") from None
+        if (len(data) != size or after.st_size != size
+                or after.st_mtime_ns != before.st_mtime_ns):
+            raise _Failed(Reason.UFS_CHANGED, f"{job.src} changed while it was read; it will "
+                          "be retried")
+        try:
+            ensure_parent(job.tmp)
+            fd_out = os.open(job.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                             CACHE_FILE_MODE)
+            written = 0
+            while written < size:
+                written += os.write(fd_out, data[written:] if written else data)
+            done, fd_out = fd_out, -1
+            os.close(done)
+        except OSError as exc:
+            raise _cache_side(exc, job.tmp, job.src) from None
+        try:
+            ensure_parent(job.final)
+            os.rename(job.tmp, job.final)
+        except OSError as exc:
+            raise _cache_side(exc, job.final, job.src) from None
+        return CopyOutcome(True, size, size, before.st_mtime_ns,
+                           checksum=bytes_checksum(data))
+    except _Failed as exc:
+        _discard(job)
+        return CopyOutcome(False, reason=exc.reason, message=str(exc))
     finally:
         os.close(fd_in)
         if fd_out >= 0:
