@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections import deque
 from dataclasses import dataclass, replace
 
 from alluxiojob.core.reasons import Reason
@@ -36,16 +37,20 @@ from alluxiojob.worker.checksum import bytes_checksum, fd_checksum
 
 _CHUNK = 8 * 1024 * 1024
 SMALL = 1024 * 1024  # a whole file up to this size is copied through memory (``_copy_small``)
+AHEAD = 32  # small files whose sources a pool process reads ahead (``copy_shard``)
 _made_dirs: set[str] = set()
 CACHE_FILE_MODE = 0o600
 CACHE_DIR_MODE = 0o700
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LocalCopy:
     """A copy of a local file into a file of ours: the whole file (``final`` set: written
     to ``tmp``, then renamed to ``final``), or one byte range of it (``final`` empty:
-    written in place into the preallocated ``tmp``, which the parent renames)."""
+    written in place into the preallocated ``tmp``, which the parent renames).
+
+    Each is one piece of work, equal only to itself: the parent keys every piece's
+    outcome by the piece (``load.py``), which must not hash eleven fields per file."""
 
     src: str  # local path of the UFS file
     tmp: str  # tmp path to write
@@ -133,15 +138,27 @@ def _copy_chunk(fd_in: int, fd_out: int, size: int, position: int, job: LocalCop
         raise _cache_side(exc, job.tmp, job.src) from None
 
 
-def copy_one(job: LocalCopy) -> CopyOutcome:
-    """Copy one whole file (or one range of a large one) into the cache's tmp/, and
-    rename a whole file into data/. Never raises for the file's own failure."""
+Opened = tuple[int, os.stat_result] | CopyOutcome  # a source opened, or why it could not be
+
+
+def _open_source(job: LocalCopy) -> Opened:
     try:
-        fd_in, before = open_regular(job.src)
+        return open_regular(job.src)
     except UfsError as exc:
         return CopyOutcome(False, reason=exc.reason, message=str(exc))
     except OSError as exc:
         return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
+
+
+def copy_one(job: LocalCopy, opened: Opened | None = None) -> CopyOutcome:
+    """Copy one whole file (or one range of a large one) into the cache's tmp/, and
+    rename a whole file into data/. Never raises for the file's own failure.
+    ``opened``: the source, opened already (``copy_shard``); closed here."""
+    if opened is None:
+        opened = _open_source(job)
+    if isinstance(opened, CopyOutcome):
+        return opened
+    fd_in, before = opened
     if job.final and not job.transfer and before.st_size <= SMALL:
         return _copy_small(job, fd_in, before)
     fd_out = -1
@@ -256,8 +273,37 @@ def _discard(job: LocalCopy) -> None:
 
 
 def copy_shard(jobs: list[LocalCopy]) -> list[CopyOutcome]:
-    """Run in a pool process: copy every job in order; never raises for a single file."""
-    return [copy_one(job) for job in jobs]
+    """Run in a pool process: copy every job in order; never raises for a single file.
+
+    The sources of the next ``AHEAD`` small files are opened ahead and their reads started
+    (``posix_fadvise(WILLNEED)``: the kernel reads them in the background), so that the
+    disk has many reads in flight while this process writes one file at a time; each
+    read then finds its bytes in the page cache. Opened early is no weaker: each file is
+    checked against what its open saw (``_copy_small``)."""
+    outcomes: list[CopyOutcome] = []
+    ahead: deque[Opened] = deque()
+    try:
+        for i, job in enumerate(jobs):
+            for k in range(i + len(ahead), min(i + AHEAD, len(jobs))):
+                ahead.append(_prefetch(jobs[k]))
+            outcomes.append(copy_one(job, ahead.popleft()))
+    finally:
+        for opened in ahead:  # only when interrupted: every opened source is used
+            if not isinstance(opened, CopyOutcome):
+                os.close(opened[0])
+    return outcomes
+
+
+def _prefetch(job: LocalCopy) -> Opened:
+    """Open ``job``'s source and start reading it, when it is a small file of a LOAD."""
+    opened = _open_source(job)
+    if not isinstance(opened, CopyOutcome) and job.final and not job.transfer \
+            and 0 < opened[1].st_size <= SMALL:
+        try:
+            os.posix_fadvise(opened[0], 0, opened[1].st_size, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass  # only a hint
+    return opened
 
 
 def transfer_shard(jobs: list[LocalCopy], move: bool, overwrite: bool,
