@@ -159,7 +159,7 @@ def copy_one(job: LocalCopy, opened: Opened | None = None) -> CopyOutcome:
     if isinstance(opened, CopyOutcome):
         return opened
     fd_in, before = opened
-    if job.final and not job.transfer and before.st_size <= SMALL:
+    if _small_load(job, before):
         return _copy_small(job, fd_in, before)
     fd_out = -1
     dir_mode = 0o777 if job.transfer else CACHE_DIR_MODE
@@ -219,6 +219,12 @@ def copy_one(job: LocalCopy, opened: Opened | None = None) -> CopyOutcome:
         os.close(fd_in)
         if fd_out >= 0:
             os.close(fd_out)
+
+
+def _small_load(job: LocalCopy, source: os.stat_result) -> bool:
+    """A small whole file into the cache (a LOAD's, not a COPY's or MOVE's)."""
+    return bool(job.final) and not (job.transfer or job.durable or job.locked) \
+        and source.st_size <= SMALL
 
 
 def _copy_small(job: LocalCopy, fd_in: int, before: os.stat_result) -> CopyOutcome:
@@ -297,8 +303,8 @@ def copy_shard(jobs: list[LocalCopy]) -> list[CopyOutcome]:
 def _prefetch(job: LocalCopy) -> Opened:
     """Open ``job``'s source and start reading it, when it is a small file of a LOAD."""
     opened = _open_source(job)
-    if not isinstance(opened, CopyOutcome) and job.final and not job.transfer \
-            and 0 < opened[1].st_size <= SMALL:
+    if not isinstance(opened, CopyOutcome) and opened[1].st_size and \
+            _small_load(job, opened[1]):
         try:
             os.posix_fadvise(opened[0], 0, opened[1].st_size, os.POSIX_FADV_WILLNEED)
         except OSError:
