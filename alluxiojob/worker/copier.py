@@ -7,12 +7,10 @@ in one preallocated tmp file, and the parent renames it when every range is done
 file in ``data/`` is always complete, and a crash leaves only ``tmp/`` debris, which the
 worker removes at startup.
 
-A small file (at most ``SMALL`` bytes) is read into memory once, its checksum
-(``checksum.py``) computed from those bytes and the same bytes written to ``tmp/``: the
-fewest system calls and the least Python per file. A larger whole file is copied by the
-kernel (copy_file_range) and read back once written, for its checksum, since its bytes
-never passed through this process. The ranges of a large file are read back by the
-parent, once.
+A LOAD's small file goes through memory (``smallcopy.py``). A larger whole file is
+copied by the kernel (copy_file_range) and read back once written, for its checksum,
+since its bytes never passed through this process. The ranges of a large file are read
+back by the parent, once.
 
 The cache is the service's alone: its files are created 0600 and its directories 0700,
 whatever the umask. A COPY or MOVE keeps its source's permission bits, never wider (as
@@ -26,18 +24,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections import deque
 from dataclasses import dataclass, replace
 
 from alluxiojob.core.reasons import Reason
 from alluxiojob.ufs.base import UfsError
 from alluxiojob.ufs.local import fsync_dir, make_dirs, open_regular, reason_for
 from alluxiojob.ufs.tmpnames import TmpOwner, hold_lock, retarget, sweep
-from alluxiojob.worker.checksum import bytes_checksum, fd_checksum
+from alluxiojob.worker.checksum import fd_checksum
 
 _CHUNK = 8 * 1024 * 1024
-SMALL = 1024 * 1024  # a whole file up to this size is copied through memory (``_copy_small``)
-AHEAD = 32  # small files whose sources a pool process reads ahead (``copy_shard``)
 _made_dirs: set[str] = set()
 CACHE_FILE_MODE = 0o600
 CACHE_DIR_MODE = 0o700
@@ -91,7 +86,7 @@ def ensure_parent(path: str, mode: int = CACHE_DIR_MODE) -> None:
 _WRITE_SIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
-class _Failed(Exception):
+class Failed(Exception):
     """One file's failure, with the reason and a message that names the right path."""
 
     def __init__(self, reason: Reason, message: str) -> None:
@@ -99,9 +94,9 @@ class _Failed(Exception):
         self.reason = reason
 
 
-def _cache_side(exc: OSError, path: str, src: str) -> _Failed:
+def cache_side(exc: OSError, path: str, src: str) -> Failed:
     """An error of the cache's file system: the message names the cache file."""
-    return _Failed(reason_for(exc), f"cache file {path}: {exc.strerror} (caching {src})")
+    return Failed(reason_for(exc), f"cache file {path}: {exc.strerror} (caching {src})")
 
 
 def _copy_range(fd_in: int, fd_out: int, offset: int, length: int, job: LocalCopy) -> int:
@@ -116,9 +111,9 @@ def _copy_range(fd_in: int, fd_out: int, offset: int, length: int, job: LocalCop
             n = os.copy_file_range(fd_in, fd_out, length - copied, position, position)
         except OSError as exc:
             if exc.errno in _WRITE_SIDE:
-                raise _cache_side(exc, job.tmp, job.src) from None
+                raise cache_side(exc, job.tmp, job.src) from None
             if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                raise _Failed(reason_for(exc), f"copying {job.src} to the cache file "
+                raise Failed(reason_for(exc), f"copying {job.src} to the cache file "
                               f"{job.tmp}: {exc.strerror}") from None
             n = _copy_chunk(fd_in, fd_out, min(_CHUNK, length - copied), position, job)
         if n == 0:
@@ -131,17 +126,17 @@ def _copy_chunk(fd_in: int, fd_out: int, size: int, position: int, job: LocalCop
     try:
         data = os.pread(fd_in, size, position)
     except OSError as exc:
-        raise _Failed(reason_for(exc), f"{job.src}: {exc.strerror}") from None
+        raise Failed(reason_for(exc), f"{job.src}: {exc.strerror}") from None
     try:
         return os.pwrite(fd_out, data, position) if data else 0
     except OSError as exc:
-        raise _cache_side(exc, job.tmp, job.src) from None
+        raise cache_side(exc, job.tmp, job.src) from None
 
 
 Opened = tuple[int, os.stat_result] | CopyOutcome  # a source opened, or why it could not be
 
 
-def _open_source(job: LocalCopy) -> Opened:
+def open_source(job: LocalCopy) -> Opened:
     try:
         return open_regular(job.src)
     except UfsError as exc:
@@ -155,12 +150,10 @@ def copy_one(job: LocalCopy, opened: Opened | None = None) -> CopyOutcome:
     rename a whole file into data/. Never raises for the file's own failure.
     ``opened``: the source, opened already (``copy_shard``); closed here."""
     if opened is None:
-        opened = _open_source(job)
+        opened = open_source(job)
     if isinstance(opened, CopyOutcome):
         return opened
     fd_in, before = opened
-    if _small_load(job, before):
-        return _copy_small(job, fd_in, before)
     fd_out = -1
     dir_mode = 0o777 if job.transfer else CACHE_DIR_MODE
     try:
@@ -176,7 +169,7 @@ def copy_one(job: LocalCopy, opened: Opened | None = None) -> CopyOutcome:
             else:
                 fd_out = os.open(job.tmp, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
-            raise _cache_side(exc, job.tmp, job.src) from None
+            raise cache_side(exc, job.tmp, job.src) from None
         length = before.st_size if job.final else job.length
         copied = _copy_range(fd_in, fd_out, job.offset, length, job)
         after = os.fstat(fd_in)
@@ -185,7 +178,7 @@ def copy_one(job: LocalCopy, opened: Opened | None = None) -> CopyOutcome:
             try:
                 checksum, _read = fd_checksum(fd_out, copied)
             except OSError as exc:
-                raise _cache_side(exc, job.tmp, job.src) from None
+                raise cache_side(exc, job.tmp, job.src) from None
         try:
             if job.durable:
                 os.fsync(fd_out)
@@ -193,27 +186,27 @@ def copy_one(job: LocalCopy, opened: Opened | None = None) -> CopyOutcome:
             written, fd_out = fd_out, -1
             os.close(written)
         except OSError as exc:
-            raise _cache_side(exc, job.tmp, job.src) from None
+            raise cache_side(exc, job.tmp, job.src) from None
         if (
             copied != length
             or after.st_size != before.st_size
             or after.st_mtime_ns != before.st_mtime_ns
         ):
-            raise _Failed(Reason.UFS_CHANGED, f"{job.src} changed while it was read; it will be "
-                          "retried")
+            raise Failed(Reason.UFS_CHANGED, f"{job.src} changed while it was read; it will be "
+                         "retried")
         if job.final:
             try:
                 ensure_parent(job.final, dir_mode)
                 os.rename(job.tmp, job.final)
             except OSError as exc:
-                raise _cache_side(exc, job.final, job.src) from None
+                raise cache_side(exc, job.final, job.src) from None
         return CopyOutcome(True, copied, before.st_size, before.st_mtime_ns,
                            written=(out.st_dev, out.st_ino), checksum=checksum)
-    except _Failed as exc:
-        _discard(job)
+    except Failed as exc:
+        discard_tmp(job)
         return CopyOutcome(False, reason=exc.reason, message=str(exc))
     except OSError as exc:
-        _discard(job)
+        discard_tmp(job)
         return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
     finally:
         os.close(fd_in)
@@ -221,95 +214,12 @@ def copy_one(job: LocalCopy, opened: Opened | None = None) -> CopyOutcome:
             os.close(fd_out)
 
 
-def _small_load(job: LocalCopy, source: os.stat_result) -> bool:
-    """A small whole file into the cache (a LOAD's, not a COPY's or MOVE's)."""
-    return bool(job.final) and not (job.transfer or job.durable or job.locked) \
-        and source.st_size <= SMALL
-
-
-def _copy_small(job: LocalCopy, fd_in: int, before: os.stat_result) -> CopyOutcome:
-    """A small whole file into the cache: one read of the source (one byte more than its
-    size, so that a file that grew is seen), the checksum of those bytes, one write, then
-    the rename. Closes ``fd_in``; never raises for the file's own failure."""
-    fd_out = -1
-    try:
-        size = before.st_size
-        try:
-            data = os.read(fd_in, size + 1)
-            after = os.fstat(fd_in)
-        except OSError as exc:
-            raise _Failed(reason_for(exc), f"{job.src}: {exc.strerror}") from None
-        if (len(data) != size or after.st_size != size
-                or after.st_mtime_ns != before.st_mtime_ns):
-            raise _Failed(Reason.UFS_CHANGED, f"{job.src} changed while it was read; it will "
-                          "be retried")
-        try:
-            ensure_parent(job.tmp)
-            fd_out = os.open(job.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                             CACHE_FILE_MODE)
-            written = 0
-            while written < size:
-                written += os.write(fd_out, data[written:] if written else data)
-            done, fd_out = fd_out, -1
-            os.close(done)
-        except OSError as exc:
-            raise _cache_side(exc, job.tmp, job.src) from None
-        try:
-            ensure_parent(job.final)
-            os.rename(job.tmp, job.final)
-        except OSError as exc:
-            raise _cache_side(exc, job.final, job.src) from None
-        return CopyOutcome(True, size, size, before.st_mtime_ns,
-                           checksum=bytes_checksum(data))
-    except _Failed as exc:
-        _discard(job)
-        return CopyOutcome(False, reason=exc.reason, message=str(exc))
-    finally:
-        os.close(fd_in)
-        if fd_out >= 0:
-            os.close(fd_out)
-
-
-def _discard(job: LocalCopy) -> None:
+def discard_tmp(job: LocalCopy) -> None:
     if job.final:  # a range's tmp file is shared; the parent discards it
         try:
             os.unlink(job.tmp)
         except OSError:
             pass
-
-
-def copy_shard(jobs: list[LocalCopy]) -> list[CopyOutcome]:
-    """Run in a pool process: copy every job in order; never raises for a single file.
-
-    The sources of the next ``AHEAD`` small files are opened ahead and their reads started
-    (``posix_fadvise(WILLNEED)``: the kernel reads them in the background), so that the
-    disk has many reads in flight while this process writes one file at a time; each
-    read then finds its bytes in the page cache. Opened early is no weaker: each file is
-    checked against what its open saw (``_copy_small``)."""
-    outcomes: list[CopyOutcome] = []
-    ahead: deque[Opened] = deque()
-    try:
-        for i, job in enumerate(jobs):
-            for k in range(i + len(ahead), min(i + AHEAD, len(jobs))):
-                ahead.append(_prefetch(jobs[k]))
-            outcomes.append(copy_one(job, ahead.popleft()))
-    finally:
-        for opened in ahead:  # only when interrupted: every opened source is used
-            if not isinstance(opened, CopyOutcome):
-                os.close(opened[0])
-    return outcomes
-
-
-def _prefetch(job: LocalCopy) -> Opened:
-    """Open ``job``'s source and start reading it, when it is a small file of a LOAD."""
-    opened = _open_source(job)
-    if not isinstance(opened, CopyOutcome) and opened[1].st_size and \
-            _small_load(job, opened[1]):
-        try:
-            os.posix_fadvise(opened[0], 0, opened[1].st_size, os.POSIX_FADV_WILLNEED)
-        except OSError:
-            pass  # only a hint
-    return opened
 
 
 def transfer_shard(jobs: list[LocalCopy], move: bool, overwrite: bool,

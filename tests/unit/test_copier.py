@@ -13,7 +13,8 @@ import pytest
 
 from alluxiojob.core.reasons import Reason
 from alluxiojob.worker.checksum import Checksum, file_checksum
-from alluxiojob.worker.copier import AHEAD, SMALL, LocalCopy, _prefetch, copy_one, copy_shard
+from alluxiojob.worker.copier import LocalCopy
+from alluxiojob.worker.smallcopy import AHEAD, SMALL, _prefetch, copy_piece, copy_shard
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -99,7 +100,7 @@ def test_a_source_that_changes_after_it_was_opened_ahead_is_not_cached(
     job = _job(tmp_path, "f")
     opened = _prefetch(job)
     change(src)
-    outcome = copy_one(job, opened)
+    outcome = copy_piece(job, opened)
     assert (outcome.ok, outcome.reason) == (False, Reason.UFS_CHANGED)
     assert not os.path.lexists(job.final)
     assert not os.path.lexists(job.tmp)
