@@ -25,9 +25,13 @@ just this part). In one run:
   cp's and rclone's (``scripts/bench_cpu.py``), which, unlike the times, hardly depends
   on what else the machine is doing.
 
-Timings: ``cp -r SRC DST``; ``rclone copy --transfers 8 --checkers 8 SRC DST`` (rclone's
-defaults otherwise, so it also verifies each file's checksum after copying it; no config
-file); ``alluxiojob job load --path SRC --wait`` wall time, CLI start-up and its progress
+Timings: ``cp -r SRC DST``; for the small files also a parallel copy,
+``cd SRC && find . -type f -print0 | xargs -0 -P 8 -n 64 cp --parents -t DST`` (8 ``cp``
+processes of 64 files each at a time), after ``mkdir -p`` of every directory of the tree
+in ``DST`` (the parallel ``cp``s would race to make them), all in the one timed shell;
+``rclone copy --transfers 8 --checkers 8 SRC DST`` (rclone's defaults otherwise, so it
+also verifies each file's checksum after copying it; no config file);
+``alluxiojob job load --path SRC --wait`` wall time, CLI start-up and its progress
 polling included, and submit-to-SUCCEEDED as the coordinator recorded it (the job
 record's ``finished_at - created_at``), which leaves out the CLI's own start-up.
 
@@ -70,6 +74,12 @@ from bench_common import (
     tool_versions,
     tree_stats,
 )
+
+# The parallel copy of the small files: the same command in every run.
+PARALLEL_COPY = ('mkdir -p "$2" && cd "$1" && '
+                 'find . -type d -print0 | (cd "$2" && xargs -0 mkdir -p) && '
+                 'find . -type f -print0 | xargs -0 -P 8 -n 64 cp --parents -t "$2"')
+PARALLEL_LABEL = "find | xargs -P 8 -n 64 cp"
 
 
 @dataclass
@@ -138,6 +148,9 @@ def bench_dataset(ds: Dataset, cluster: Cluster, out: Path, reps: int, rclone: s
     tools: dict[str, Callable[[bool], Timing]] = {
         "cp": copy_tool("cp", lambda dst: ["cp", "-r", os.fspath(ds.path), os.fspath(dst)]),
     }
+    if ds.name == "small":
+        tools["parallel"] = copy_tool("parallel", lambda dst: [
+            "sh", "-c", PARALLEL_COPY, "sh", os.fspath(ds.path), os.fspath(dst)])
     if rclone:
         tools["rclone"] = copy_tool(
             "rclone",
@@ -198,7 +211,9 @@ def print_speed_table(result: dict[str, object], reps: int) -> None:
     synced: dict[str, list[float]] = result["synced"]  # type: ignore[assignment]
     job_elapsed: list[float] = result["job_elapsed"]  # type: ignore[assignment]
     job_synced: list[float] = result["job_synced"]  # type: ignore[assignment]
-    others = [("cp", "cp -r")] + ([("rclone", "rclone copy")] if "rclone" in times else [])
+    others = [("cp", "cp -r")] + ([("parallel", PARALLEL_LABEL)] if "parallel" in times
+                                   else [])
+    others += [("rclone", "rclone copy")] if "rclone" in times else []
     rows: list[tuple[str, Sequence[float]]] = []
     for key, label in others:
         rows += [(label, times[key]), (f"{label} +sync", synced[key])]
@@ -218,10 +233,10 @@ def print_speed_table(result: dict[str, object], reps: int) -> None:
         label_first=True)
     print("ratio = other_time / alluxiojob_time: median of the paired ratios [their range]; "
           "> 1: alluxiojob is faster")
-    print(f"  {'':<18} {'wall':<20} {'submit→SUCCEEDED':<20} {'wall +sync':<20} "
+    print(f"  {'':<19} {'wall':<20} {'submit→SUCCEEDED':<20} {'wall +sync':<20} "
           f"{'submit→SUCCEEDED +sync':<22}")
     for key, _ in others:
-        print(f"  alluxiojob/{key:<7} {ratio_text(times[key], times['alluxiojob']):<20} "
+        print(f"  alluxiojob/{key:<8} {ratio_text(times[key], times['alluxiojob']):<20} "
               f"{ratio_text(times[key], job_elapsed):<20} "
               f"{ratio_text(synced[key], synced['alluxiojob']):<20} "
               f"{ratio_text(synced[key], job_synced):<22}")
@@ -229,7 +244,7 @@ def print_speed_table(result: dict[str, object], reps: int) -> None:
           "plus the write-back timed after the CLI exited; the other tools' +sync rows "
           "are their own)")
     if "rclone" not in times:
-        print("  alluxiojob/rclone  skipped: rclone is not installed")
+        print("  alluxiojob/rclone   skipped: rclone is not installed")
     sys.stdout.flush()
 
 

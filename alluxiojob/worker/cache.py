@@ -77,6 +77,7 @@ class CacheDir:
         self.root = root
         self.data = root / "data"
         self.tmp = root / "tmp"
+        self._tmp_prefix = os.path.join(str(self.tmp), "")  # tmp/ as text, for tmp_path
         self.capacity = capacity  # 0: unlimited
         self._data_real: str | None = None  # data/ resolved, with a trailing separator
         # A cache dir the worker creates is 0700. One that exists keeps its mode (it may
@@ -221,7 +222,7 @@ class CacheDir:
 
     def tmp_path(self, uri: str) -> str:
         tag = zlib.crc32(uri.encode("utf-8", "surrogateescape"))
-        return os.path.join(str(self.tmp), f"{tag:08x}-{time.time_ns()}")
+        return f"{self._tmp_prefix}{tag:08x}-{time.time_ns()}"
 
     # --- index (blocking) --------------------------------------------------------------
     def lookup(self, uri: str) -> IndexEntry | None:

@@ -33,6 +33,11 @@ def render(value: int) -> str:
     return f"{ALGORITHM}:{value:08x}"
 
 
+def bytes_checksum(data: bytes | memoryview) -> str:
+    """The checksum of bytes in hand (a small file read whole)."""
+    return render(crc32c.crc32c(data))
+
+
 class Checksum:
     """A running CRC32C over bytes as they pass through the process."""
 

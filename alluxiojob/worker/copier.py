@@ -7,9 +7,10 @@ in one preallocated tmp file, and the parent renames it when every range is done
 file in ``data/`` is always complete, and a crash leaves only ``tmp/`` debris, which the
 worker removes at startup.
 
-A whole file copied into the cache is read back once written, for its checksum
-(``checksum.py``): the kernel copied its bytes (copy_file_range), so they never passed
-through this process. The ranges of a large file are read back by the parent, once.
+A LOAD's small file goes through memory (``smallcopy.py``). A larger whole file is
+copied by the kernel (copy_file_range) and read back once written, for its checksum,
+since its bytes never passed through this process. The ranges of a large file are read
+back by the parent, once.
 
 The cache is the service's alone: its files are created 0600 and its directories 0700,
 whatever the umask. A COPY or MOVE keeps its source's permission bits, never wider (as
@@ -37,11 +38,14 @@ CACHE_FILE_MODE = 0o600
 CACHE_DIR_MODE = 0o700
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LocalCopy:
     """A copy of a local file into a file of ours: the whole file (``final`` set: written
     to ``tmp``, then renamed to ``final``), or one byte range of it (``final`` empty:
-    written in place into the preallocated ``tmp``, which the parent renames)."""
+    written in place into the preallocated ``tmp``, which the parent renames).
+
+    Each is one piece of work, equal only to itself: the parent keys every piece's
+    outcome by the piece (``load.py``), which must not hash eleven fields per file."""
 
     src: str  # local path of the UFS file
     tmp: str  # tmp path to write
@@ -82,7 +86,7 @@ def ensure_parent(path: str, mode: int = CACHE_DIR_MODE) -> None:
 _WRITE_SIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
-class _Failed(Exception):
+class Failed(Exception):
     """One file's failure, with the reason and a message that names the right path."""
 
     def __init__(self, reason: Reason, message: str) -> None:
@@ -90,9 +94,9 @@ class _Failed(Exception):
         self.reason = reason
 
 
-def _cache_side(exc: OSError, path: str, src: str) -> _Failed:
+def cache_side(exc: OSError, path: str, src: str) -> Failed:
     """An error of the cache's file system: the message names the cache file."""
-    return _Failed(reason_for(exc), f"cache file {path}: {exc.strerror} (caching {src})")
+    return Failed(reason_for(exc), f"cache file {path}: {exc.strerror} (caching {src})")
 
 
 def _copy_range(fd_in: int, fd_out: int, offset: int, length: int, job: LocalCopy) -> int:
@@ -107,9 +111,9 @@ def _copy_range(fd_in: int, fd_out: int, offset: int, length: int, job: LocalCop
             n = os.copy_file_range(fd_in, fd_out, length - copied, position, position)
         except OSError as exc:
             if exc.errno in _WRITE_SIDE:
-                raise _cache_side(exc, job.tmp, job.src) from None
+                raise cache_side(exc, job.tmp, job.src) from None
             if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                raise _Failed(reason_for(exc), f"copying {job.src} to the cache file "
+                raise Failed(reason_for(exc), f"copying {job.src} to the cache file "
                               f"{job.tmp}: {exc.strerror}") from None
             n = _copy_chunk(fd_in, fd_out, min(_CHUNK, length - copied), position, job)
         if n == 0:
@@ -122,22 +126,34 @@ def _copy_chunk(fd_in: int, fd_out: int, size: int, position: int, job: LocalCop
     try:
         data = os.pread(fd_in, size, position)
     except OSError as exc:
-        raise _Failed(reason_for(exc), f"{job.src}: {exc.strerror}") from None
+        raise Failed(reason_for(exc), f"{job.src}: {exc.strerror}") from None
     try:
         return os.pwrite(fd_out, data, position) if data else 0
     except OSError as exc:
-        raise _cache_side(exc, job.tmp, job.src) from None
+        raise cache_side(exc, job.tmp, job.src) from None
 
 
-def copy_one(job: LocalCopy) -> CopyOutcome:
-    """Copy one whole file (or one range of a large one) into the cache's tmp/, and
-    rename a whole file into data/. Never raises for the file's own failure."""
+Opened = tuple[int, os.stat_result] | CopyOutcome  # a source opened, or why it could not be
+
+
+def open_source(job: LocalCopy) -> Opened:
     try:
-        fd_in, before = open_regular(job.src)
+        return open_regular(job.src)
     except UfsError as exc:
         return CopyOutcome(False, reason=exc.reason, message=str(exc))
     except OSError as exc:
         return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
+
+
+def copy_one(job: LocalCopy, opened: Opened | None = None) -> CopyOutcome:
+    """Copy one whole file (or one range of a large one) into the cache's tmp/, and
+    rename a whole file into data/. Never raises for the file's own failure.
+    ``opened``: the source, opened already (``copy_shard``); closed here."""
+    if opened is None:
+        opened = open_source(job)
+    if isinstance(opened, CopyOutcome):
+        return opened
+    fd_in, before = opened
     fd_out = -1
     dir_mode = 0o777 if job.transfer else CACHE_DIR_MODE
     try:
@@ -153,7 +169,7 @@ def copy_one(job: LocalCopy) -> CopyOutcome:
             else:
                 fd_out = os.open(job.tmp, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
-            raise _cache_side(exc, job.tmp, job.src) from None
+            raise cache_side(exc, job.tmp, job.src) from None
         length = before.st_size if job.final else job.length
         copied = _copy_range(fd_in, fd_out, job.offset, length, job)
         after = os.fstat(fd_in)
@@ -162,7 +178,7 @@ def copy_one(job: LocalCopy) -> CopyOutcome:
             try:
                 checksum, _read = fd_checksum(fd_out, copied)
             except OSError as exc:
-                raise _cache_side(exc, job.tmp, job.src) from None
+                raise cache_side(exc, job.tmp, job.src) from None
         try:
             if job.durable:
                 os.fsync(fd_out)
@@ -170,27 +186,27 @@ def copy_one(job: LocalCopy) -> CopyOutcome:
             written, fd_out = fd_out, -1
             os.close(written)
         except OSError as exc:
-            raise _cache_side(exc, job.tmp, job.src) from None
+            raise cache_side(exc, job.tmp, job.src) from None
         if (
             copied != length
             or after.st_size != before.st_size
             or after.st_mtime_ns != before.st_mtime_ns
         ):
-            raise _Failed(Reason.UFS_CHANGED, f"{job.src} changed while it was read; it will be "
-                          "retried")
+            raise Failed(Reason.UFS_CHANGED, f"{job.src} changed while it was read; it will be "
+                         "retried")
         if job.final:
             try:
                 ensure_parent(job.final, dir_mode)
                 os.rename(job.tmp, job.final)
             except OSError as exc:
-                raise _cache_side(exc, job.final, job.src) from None
+                raise cache_side(exc, job.final, job.src) from None
         return CopyOutcome(True, copied, before.st_size, before.st_mtime_ns,
                            written=(out.st_dev, out.st_ino), checksum=checksum)
-    except _Failed as exc:
-        _discard(job)
+    except Failed as exc:
+        discard_tmp(job)
         return CopyOutcome(False, reason=exc.reason, message=str(exc))
     except OSError as exc:
-        _discard(job)
+        discard_tmp(job)
         return CopyOutcome(False, reason=reason_for(exc), message=f"{job.src}: {exc.strerror}")
     finally:
         os.close(fd_in)
@@ -198,17 +214,12 @@ def copy_one(job: LocalCopy) -> CopyOutcome:
             os.close(fd_out)
 
 
-def _discard(job: LocalCopy) -> None:
+def discard_tmp(job: LocalCopy) -> None:
     if job.final:  # a range's tmp file is shared; the parent discards it
         try:
             os.unlink(job.tmp)
         except OSError:
             pass
-
-
-def copy_shard(jobs: list[LocalCopy]) -> list[CopyOutcome]:
-    """Run in a pool process: copy every job in order; never raises for a single file."""
-    return [copy_one(job) for job in jobs]
 
 
 def transfer_shard(jobs: list[LocalCopy], move: bool, overwrite: bool,

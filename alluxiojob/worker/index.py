@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, cast
 
 import msgpack
@@ -82,9 +82,11 @@ class IndexEntry:
     seq: int = 0
     checksum: str = ""  # "crc32c:<hex>"; "" for a file cached by an older version
 
-    def pack(self) -> bytes:
-        return _pack([self.length, self.mtime_ns, self.seq, self.job_id, self.version,
-                      self.checksum])
+    def pack(self, seq: int | None = None) -> bytes:
+        """The F record; with ``seq``, as if ``seq`` were its place in the access order
+        (what ``commit`` and ``touch`` write, without a copy of the entry per file)."""
+        return _pack([self.length, self.mtime_ns, self.seq if seq is None else seq,
+                      self.job_id, self.version, self.checksum])
 
     @classmethod
     def unpack(cls, raw: bytes) -> IndexEntry:
@@ -255,7 +257,7 @@ class CacheIndex:
                     self.used -= old.length
                     self.files -= 1
                 seq = self._next_seq()
-                batch.put(FILE + _enc(key), replace(entry, seq=seq).pack())
+                batch.put(FILE + _enc(key), entry.pack(seq))
                 batch.put(_seq_key(seq), _pack([key, entry.length, entry.job_id]))
                 self.used += entry.length
                 self.files += 1
@@ -272,7 +274,7 @@ class CacheIndex:
                 seq = self._next_seq()
                 batch.delete(_seq_key(entry.seq))
                 batch.put(_seq_key(seq), _pack([key, entry.length, entry.job_id]))
-                batch.put(FILE + _enc(key), replace(entry, seq=seq).pack())
+                batch.put(FILE + _enc(key), entry.pack(seq))
             self._db.write(batch)
 
     def forget(self, keys: list[str], also_seqs: Iterable[int] = ()) -> list[tuple[str, int]]:

@@ -37,7 +37,7 @@ from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.ufs.uri import parse_uri
 from alluxiojob.worker.cache import Cache, IndexEntry, MetadataRecord
 from alluxiojob.worker.checksum import read_back
-from alluxiojob.worker.copier import CACHE_DIR_MODE, CopyOutcome, LocalCopy, copy_shard, preallocate
+from alluxiojob.worker.copier import CACHE_DIR_MODE, CopyOutcome, LocalCopy, preallocate
 from alluxiojob.worker.fetch import ObjectFetch, fetch_shard
 from alluxiojob.worker.layout import cache_name
 from alluxiojob.worker.pins import Pins
@@ -45,6 +45,7 @@ from alluxiojob.worker.plan import PlannedFile, PoolWork, Shard, Sizes, plan_sha
 from alluxiojob.worker.pool import Pool, pool_died, unlink_quiet
 from alluxiojob.worker.scrub import cached_as_listed, content_intact
 from alluxiojob.worker.slots import Pacer, piece_size
+from alluxiojob.worker.smallcopy import copy_shard
 
 log = structlog.get_logger("alluxiojob.worker")
 
