@@ -155,7 +155,7 @@ class CoordinatorApi:
         self.config = service.config
         self.ufs_settings = UfsSettings.from_config(service.config)
         self.summaries = FinalSummaries()
-        self.waiter = StateWaiter(self.store)
+        self.waiter = StateWaiter(self.store, cap=self.config[Keys.PROGRESS_WAIT_MAX])
 
     # ------------------------------------------------------------------ helpers
     async def _resolve(self, raw: Any, *, must_exist: bool, confine: bool = False,

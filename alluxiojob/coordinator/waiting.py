@@ -9,8 +9,9 @@ about once a second while the job runs.
 
 The job record is read again each ``tick`` (50 ms): one small read, wherever the job
 runs (this coordinator or another one over etcd). What a waiting client may hold is
-bounded: at most ``cap`` seconds per request and at most ``limit`` requests waiting at
-once; beyond that a request answers at once, as without ``wait``.
+bounded: at most ``cap`` seconds per request (``alluxio.coordinator.progress.wait.max``)
+and at most ``limit`` requests waiting at once; beyond that a request answers at once,
+as without ``wait``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from alluxiojob.core.job import JobRecord
 from alluxiojob.core.states import SETTLED_STATES
 from alluxiojob.store.jobs import JobStore
 
-WAIT_CAP = 1.0  # seconds one request may wait
 WAIT_TICK = 0.05  # seconds between two reads of the job record
 WAITERS_MAX = 16  # requests waiting at once, per coordinator
 
@@ -47,7 +47,7 @@ def wait_param(params: dict[str, Any]) -> float:
 class StateWaiter:
     """Holds progress requests until their job's state changes, within bounds."""
 
-    def __init__(self, store: JobStore, cap: float = WAIT_CAP, tick: float = WAIT_TICK,
+    def __init__(self, store: JobStore, cap: float, tick: float = WAIT_TICK,
                  limit: int = WAITERS_MAX) -> None:
         self.store = store
         self.cap = cap
