@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,3 +81,42 @@ finally:
     loaded = set(json.loads(modules.read_text()))
     assert "alluxiojob.client" in loaded
     assert not any(name == "rich" or name.startswith("rich.") for name in loaded)
+
+
+def test_wait_on_a_terminal_draws_the_bar(cluster: Cluster, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 3)
+    primary, secondary = pty.openpty()
+    chunks: list[bytes] = []
+
+    def read_screen() -> None:  # at once, so that the bar never fills the terminal's buffer
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the terminal's other end closed: all of it read
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read_screen, daemon=True)
+    reader.start()
+    port = cluster.coordinators[0].port  # type: ignore[attr-defined]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "alluxiojob.cli.main", "job", "load", "--path", str(src),
+             "--wait", "--conf", str(cluster.conf), "-D", "alluxio.coordinator.hostname=127.0.0.1",
+             "-D", f"alluxio.coordinator.rest.port={port}"],
+            stdout=subprocess.PIPE, stderr=secondary, stdin=subprocess.DEVNULL, text=True,
+            timeout=120, env=dict(os.environ, COLUMNS="200", TERM="xterm"))
+    finally:
+        os.close(secondary)
+        reader.join(timeout=30)
+        os.close(primary)
+    drawn = b"".join(chunks)
+    assert result.returncode == 0, drawn.decode(errors="replace")
+    assert "Job State: SUCCEEDED" in result.stdout
+    screen = drawn.decode(errors="replace")
+    assert "SUCCEEDED" in screen
+    assert "3/3 files" in screen
+    assert "━" in screen, screen  # rich's bar, not the plain lines
