@@ -128,8 +128,13 @@ class CoordinatorClient:
                           json_body=payload)
 
     def progress(self, job_type: str, path: str, dst: str = "", *, verbose: bool = False,
-                 file_status: str = "", field: str = "path") -> dict[str, Any]:
+                 file_status: str = "", field: str = "path", wait: float = 0.0
+                 ) -> dict[str, Any]:
+        """``wait``: seconds the coordinator may hold the answer until the job's state
+        changes (``coordinator/waiting.py``); a coordinator without it answers at once."""
         params = {field: path, "verbose": str(verbose).lower()}
+        if wait:
+            params["wait"] = f"{wait:g}"
         if dst:
             params["dst"] = dst
         if file_status:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -78,9 +80,49 @@ def _emit(data: dict[str, Any], output_format: str, text: str) -> None:
         fail(f"unknown --format {output_format!r}; expected TEXT or JSON", EXIT_USAGE)
 
 
+FOLLOW_WAIT = 1.0  # seconds the coordinator may hold a progress request (waiting.py)
+FOLLOW_PERIOD = 0.2  # seconds between requests the coordinator answers without waiting
+
+
+def _reports(client: CoordinatorClient, job_type: str, path: str, dst: str,
+             field: str) -> Iterator[dict[str, Any]]:
+    """Progress reports until the job settles, the settled one last.
+
+    Each request waits at the coordinator for the job's next state change, so the end is
+    known within its tick; an answer that comes early with the state unchanged (an older
+    coordinator, or one with many requests waiting) is paced to one per FOLLOW_PERIOD."""
+    state = ""
+    while True:
+        asked = time.monotonic()
+        report = client.progress(job_type, path, dst, field=field, wait=FOLLOW_WAIT)
+        yield report
+        if report["job"]["state"] in SETTLED:
+            return
+        if report["job"]["state"] == state:
+            time.sleep(max(0.0, FOLLOW_PERIOD - (time.monotonic() - asked)))
+        state = report["job"]["state"]
+
+
+def _files_text(report: dict[str, Any]) -> str:
+    files = report["files"]
+    return (f"{files['done']}/{files.get('total', files['listed'])} files"
+            + (f", {files['failed']} failed" if files["failed"] else ""))
+
+
 def _follow(client: CoordinatorClient, job_type: str, path: str, dst: str,
             field: str = "path") -> dict[str, Any]:
-    """Live progress bar until the job reaches a final state."""
+    """Follow the job until it settles: a live progress bar on a terminal; otherwise a
+    plain line on stderr per state change, without loading the bar's library."""
+    if not sys.stderr.isatty():
+        report: dict[str, Any] = {}
+        for report in _reports(client, job_type, path, dst, field):
+            typer.echo(f"{report['job']['state']} {_files_text(report)}", err=True)
+        return report
+    return _follow_bar(client, job_type, path, dst, field)
+
+
+def _follow_bar(client: CoordinatorClient, job_type: str, path: str, dst: str,
+                field: str) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -96,24 +138,18 @@ def _follow(client: CoordinatorClient, job_type: str, path: str, dst: str,
     columns = [TextColumn("[bold]{task.fields[state]}"), BarColumn(), DownloadColumn(),
                TransferSpeedColumn(), TextColumn("{task.fields[files]}"),
                TimeElapsedColumn(), TimeRemainingColumn()]
+    report: dict[str, Any] = {}
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("job", total=None, state="WAITING", files="")
-        while True:
-            report = client.progress(job_type, path, dst, field=field)
-            state = report["job"]["state"]
-            files, nbytes = report["files"], report["bytes"]
-            done = nbytes["processed"] + nbytes["skipped"]
+        for report in _reports(client, job_type, path, dst, field):
+            nbytes = report["bytes"]
             bytes_known = report["progress"]["listing_done"] or report["progress"].get(
                 "bytes_total")
-            bar.update(task, completed=done,
+            bar.update(task, completed=nbytes["processed"] + nbytes["skipped"],
                        total=nbytes.get("total") if report["total_known"] and bytes_known
                        else None,
-                       state=state,
-                       files=f"{files['done']}/{files.get('total', files['listed'])} files"
-                       + (f", {files['failed']} failed" if files["failed"] else ""))
-            if state in SETTLED:
-                return report
-            time.sleep(0.2)
+                       state=report["job"]["state"], files=_files_text(report))
+    return report
 
 
 def run_job_command(

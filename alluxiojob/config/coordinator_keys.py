@@ -67,6 +67,13 @@ class CoordinatorKeys:
         "2s",
         "Scheduling interval: housekeeping such as reclaim, retention and gauges.",
     )
+    PROGRESS_WAIT_MAX = register(
+        "alluxio.coordinator.progress.wait.max",
+        parse_positive_duration,
+        "1s",
+        "Longest a progress request with wait=S is held for the job's next state change "
+        "(job --wait asks with it); at most 16 requests wait at once.",
+    )
     JOB_ETCD_PATH = register(
         "alluxio.coordinator.scheduler.job.etcd.path",
         parse_str,

@@ -35,6 +35,7 @@ from alluxiojob.coordinator.requests import (
 from alluxiojob.coordinator.routes import ROUTES, openapi_document
 from alluxiojob.coordinator.sources import check_index
 from alluxiojob.coordinator.ui import FinalSummaries, ui_routes
+from alluxiojob.coordinator.waiting import StateWaiter, wait_param
 from alluxiojob.core.errors import (
     InvalidArgument,
     InvalidPath,
@@ -154,6 +155,7 @@ class CoordinatorApi:
         self.config = service.config
         self.ufs_settings = UfsSettings.from_config(service.config)
         self.summaries = FinalSummaries()
+        self.waiter = StateWaiter(self.store, cap=self.config[Keys.PROGRESS_WAIT_MAX])
 
     # ------------------------------------------------------------------ helpers
     async def _resolve(self, raw: Any, *, must_exist: bool, confine: bool = False,
@@ -259,13 +261,15 @@ class CoordinatorApi:
         job_type = JobType.parse(request.path_params["type"])
         params = await query_params(request)
         shown = report_params(params)  # bad parameters are named before any lookup
-        job = await self._find(job_type, params)
+        wait = wait_param(params)
+        job = await self.waiter.until_changed(await self._find(job_type, params), wait)
         return await self._progress_of(job, *shown)
 
     async def job_progress(self, request: Request) -> Response:
-        shown = report_params(await query_params(request))
+        params = await query_params(request)
+        shown, wait = report_params(params), wait_param(params)
         job = (await self.store.get(request.path_params["id"])).job
-        return await self._progress_of(job, *shown)
+        return await self._progress_of(await self.waiter.until_changed(job, wait), *shown)
 
     async def _progress_of(self, job: JobRecord, output: str, status: str,
                            verbose: bool) -> Response:

@@ -165,6 +165,9 @@ PROGRESS_PARAMS = (
     Param("file_status", "query", FILE_STATUS),
     Param("format", "query", _any_case(["JSON", "TEXT"], empty=True),
           description="TEXT: the report as the CLI prints it (text/plain)"),
+    Param("wait", "query", {"type": "number", "minimum": 0},
+          description="Seconds to hold the request until the job's state changes; the "
+                      "coordinator caps it, and answers at once when many requests wait"),
 )
 PROGRESS_ANSWER: Schema = {
     "type": "object", "required": ["job", "progress", "files", "bytes"],
