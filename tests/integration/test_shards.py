@@ -9,7 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
+from alluxiojob.store.etcd import EtcdKVStore
+from alluxiojob.store.jobs import JobStore
+from alluxiojob.store.shards import ShardStore
 from alluxiojob.testing.etcd import EtcdServer
 from tests.integration.cluster import (
     Cluster,
@@ -18,6 +22,8 @@ from tests.integration.cluster import (
     sha256,
     wait_for,
 )
+from tests.integration.etcd_history import JOB_PREFIX
+from tests.integration.test_worker_robustness import ONE_PROCESS, pool_process, stopped, web
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -175,3 +181,56 @@ def test_kill_a_coordinator_holding_shards(cluster_factory,  # type: ignore[no-u
     finals = [e for e in log_events(cluster.coordinators[0].log())
               if e.get("job_id") == job["id"] and e.get("event") == "job finished"]
     assert len(finals) == 1, finals
+
+
+async def _requeue_shard(etcd: EtcdServer, job_id: str, index: int) -> None:
+    """What a peer does to a shard whose owner it takes for gone: the shard waits again,
+    and its owner's next write is fenced."""
+    kv = EtcdKVStore([etcd.url], read_timeout=5, write_timeout=5)
+    try:
+        with trio.fail_after(30):
+            shards = ShardStore(JobStore(kv, prefix=JOB_PREFIX))
+            reclaimed = await shards.reclaim_orphans(
+                lambda shard: shard.job_id == job_id and shard.index == index)
+            assert reclaimed == 1
+    finally:
+        await kv.aclose()
+
+
+def test_a_fenced_shard_cancels_only_its_own_tasks(cluster_factory,  # type: ignore[no-untyped-def]
+                                                   etcd: EtcdServer, tmp_path: Path) -> None:
+    """The runners of two shards of one job on one coordinator share its session with a
+    worker. When one is fenced (a peer reclaimed its shard), it cancels its own task
+    there, and the sibling's task, running on the same worker, goes on: no file fails."""
+    cluster = ha_cluster(cluster_factory, etcd, **{"alluxio.job.shard.count": "2",
+                                                   "alluxio.job.shard.concurrency": "2",
+                                                   "alluxio.job.batch.size": "100"})
+    worker = cluster.add_worker(**ONE_PROCESS)
+    owner = cluster.add_coordinator()
+    src = tmp_path / "tree"
+    sizes = subdir_tree(src, 2, 4)
+    pool = pool_process(worker)
+    with stopped(pool):  # every task waits on the worker until the pool goes on
+        job = cluster.submit("load", str(src), coordinator=0)
+
+        def both_tasks_on_the_worker() -> bool:
+            shards = cluster.progress(job["id"], coordinator=0).get("shards") or []
+            running = [s for s in shards if s["state"] == "RUNNING"]
+            unfinished = int(web(worker, "/api/v1/worker/status").json()["unfinished_tasks"])
+            return len(running) == 2 and unfinished >= 2
+
+        wait_for(both_tasks_on_the_worker, 60, "a task of each shard on the worker")
+        cluster.add_coordinator()  # a peer, to take the requeued shard
+        trio.run(_requeue_shard, etcd, job["id"], 0)
+        wait_for(lambda: "job taken over elsewhere" in owner.log(), 60,
+                 "the shard's old runner to be fenced")
+        wait_for(lambda: "cancelling a" in worker.log(), 30, "the worker to get the cancel")
+    report = cluster.wait_state(job["id"], {"SUCCEEDED", "FAILED"}, timeout=120,
+                                coordinator=0)
+    assert report["files"]["failed"] == 0, report.get("failures")
+    assert report["job"]["state"] == "SUCCEEDED"
+    assert report["files"]["processed"] == len(sizes)
+    cancels = [e for e in log_events(worker.log()) if str(e.get("event", "")).startswith(
+        "cancelling a")]
+    assert [e["tasks"] for e in cancels] == [1], cancels  # the fenced runner's own task
+    assert_each_cached_once(cluster, sizes)
