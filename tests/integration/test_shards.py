@@ -234,3 +234,37 @@ def test_a_fenced_shard_cancels_only_its_own_tasks(cluster_factory,  # type: ign
         "cancelling a")]
     assert [e["tasks"] for e in cancels] == [1], cancels  # the fenced runner's own task
     assert_each_cached_once(cluster, sizes)
+
+
+def test_stopping_a_sharded_job_cancels_all_its_tasks(cluster_factory,  # type: ignore[no-untyped-def]
+                                                      etcd: EtcdServer, tmp_path: Path) -> None:
+    """A stop ends every shard's runner, on every coordinator; each cancels its own
+    tasks, so none of the job's tasks is left on the worker."""
+    cluster = ha_cluster(cluster_factory, etcd, **{"alluxio.job.shard.count": "2",
+                                                   "alluxio.job.shard.concurrency": "1",
+                                                   "alluxio.job.batch.size": "100"})
+    worker = cluster.add_worker(**ONE_PROCESS)
+    cluster.add_coordinator()
+    cluster.add_coordinator()
+    src = tmp_path / "tree"
+    subdir_tree(src, 2, 4)
+    pool = pool_process(worker)
+
+    def tasks_left() -> int:
+        return int(web(worker, "/api/v1/worker/status").json()["unfinished_tasks"])
+
+    with stopped(pool):  # the tasks wait on the worker: only a cancel ends them
+        job = cluster.submit("load", str(src), coordinator=0)
+
+        def both_shards_on_the_worker() -> bool:
+            shards = cluster.progress(job["id"], coordinator=0).get("shards") or []
+            owners = {s["owner"] for s in shards if s["state"] == "RUNNING"}
+            return len(owners) == 2 and tasks_left() >= 2
+
+        wait_for(both_shards_on_the_worker, 60, "each coordinator's shard on the worker")
+        cluster.cli("job", "load", "--path", str(src), "--stop")
+        cluster.wait_state(job["id"], "STOPPED")
+        wait_for(lambda: tasks_left() == 0, 30, "the stopped job's tasks to be cancelled")
+    cancels = [e for e in log_events(worker.log())
+               if str(e.get("event", "")).startswith("cancelling a")]
+    assert sorted(int(str(e["tasks"])) for e in cancels) == [1, 1], cancels
