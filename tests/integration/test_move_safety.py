@@ -160,7 +160,7 @@ def test_move_killed_repeatedly_loses_no_file(cluster: Cluster, tmp_path: Path) 
           f"{len(debris)} tmp files left by killed attempts")
 
 
-async def _run_tasks(cluster: Cluster, *batches: TaskBatch) -> list[TaskResult]:
+async def run_tasks(cluster: Cluster, *batches: TaskBatch) -> list[TaskResult]:
     """Send tasks to the first worker as a coordinator does, one after the other."""
     url = f"ws://127.0.0.1:{cluster.workers[0].rpc_port}/"  # type: ignore[attr-defined]
     answers = []
@@ -195,7 +195,7 @@ async def test_a_move_sent_again_after_it_moved_counts_its_files_as_moved(
     missing = FileEntry(f"file://{src / 'gone.bin'}", 5, 1, f"file://{dst / 'gone.bin'}")
     task = (*entries, missing)
     with trio.fail_after(60):
-        first, again = await _run_tasks(cluster, TaskBatch(1, "job", TaskOp.MOVE, task),
+        first, again = await run_tasks(cluster, TaskBatch(1, "job", TaskOp.MOVE, task),
                                         TaskBatch(2, "job", TaskOp.MOVE, task))
     assert [r.status for r in first.results] == [FileStatus.OK] * 3 + [FileStatus.FAILED]
     assert [r.status for r in again.results] == [FileStatus.OK] * 3 + [FileStatus.FAILED]
@@ -207,7 +207,7 @@ async def test_a_move_sent_again_after_it_moved_counts_its_files_as_moved(
     # A destination of another length is not the file's copy: not found, and kept.
     (dst / "a.bin").write_bytes(b"other")
     with trio.fail_after(60):
-        [third] = await _run_tasks(cluster, TaskBatch(3, "job", TaskOp.MOVE, task[:1]))
+        [third] = await run_tasks(cluster, TaskBatch(3, "job", TaskOp.MOVE, task[:1]))
     assert third.results[0].status is FileStatus.FAILED
     assert third.results[0].reason is Reason.UFS_NOT_FOUND
     assert (dst / "a.bin").read_bytes() == b"other"
