@@ -239,32 +239,40 @@ def test_a_fenced_shard_cancels_only_its_own_tasks(cluster_factory,  # type: ign
 def test_stopping_a_sharded_job_cancels_all_its_tasks(cluster_factory,  # type: ignore[no-untyped-def]
                                                       etcd: EtcdServer, tmp_path: Path) -> None:
     """A stop ends every shard's runner, on every coordinator; each cancels its own
-    tasks, so none of the job's tasks is left on the worker."""
+    task, so none of the job's tasks is left on the worker."""
     cluster = ha_cluster(cluster_factory, etcd, **{"alluxio.job.shard.count": "2",
                                                    "alluxio.job.shard.concurrency": "1",
                                                    "alluxio.job.batch.size": "100"})
     worker = cluster.add_worker(**ONE_PROCESS)
     cluster.add_coordinator()
     cluster.add_coordinator()
-    src = tmp_path / "tree"
+    blocker, src = tmp_path / "blocker", tmp_path / "tree"
+    (blocker / "only").mkdir(parents=True)
+    (blocker / "only" / "one.bin").write_bytes(b"1" * 100)  # one top-level entry: one shard
     subdir_tree(src, 2, 4)
     pool = pool_process(worker)
 
     def tasks_left() -> int:
         return int(web(worker, "/api/v1/worker/status").json()["unfinished_tasks"])
 
-    with stopped(pool):  # the tasks wait on the worker: only a cancel ends them
+    # The blocker's task holds the worker's one (stopped) pool process; the sharded job's
+    # tasks wait behind it, so nothing but a cancel can end them.
+    with stopped(pool):
+        first = cluster.submit("load", str(blocker), coordinator=0)
+        wait_for(lambda: tasks_left() == 1, 60, "the blocker's task on the worker")
         job = cluster.submit("load", str(src), coordinator=0)
 
         def both_shards_on_the_worker() -> bool:
             shards = cluster.progress(job["id"], coordinator=0).get("shards") or []
             owners = {s["owner"] for s in shards if s["state"] == "RUNNING"}
-            return len(owners) == 2 and tasks_left() >= 2
+            return len(owners) == 2 and tasks_left() >= 3
 
         wait_for(both_shards_on_the_worker, 60, "each coordinator's shard on the worker")
         cluster.cli("job", "load", "--path", str(src), "--stop")
         cluster.wait_state(job["id"], "STOPPED")
-        wait_for(lambda: tasks_left() == 0, 30, "the stopped job's tasks to be cancelled")
+        wait_for(lambda: tasks_left() == 1, 30, "the stopped job's tasks to be cancelled")
     cancels = [e for e in log_events(worker.log())
                if str(e.get("event", "")).startswith("cancelling a")]
     assert sorted(int(str(e["tasks"])) for e in cancels) == [1, 1], cancels
+    assert {e["job_id"] for e in cancels} == {job["id"]}
+    cluster.wait_state(first["id"], "SUCCEEDED")
