@@ -124,6 +124,9 @@ class JobRunner:
         self.stored = Progress()
         self.rate = RateWindow()
         self._throttled_slots: dict[str, trio.Semaphore] = {}
+        # Per worker, the ids of the tasks this runner sent there and has no answer to:
+        # what it cancels when it ends (never a sibling shard's tasks on the same worker).
+        self._sent: dict[str, set[int]] = {}
         self._started = 0.0
         self._wall_at_start = 0.0
         self._fenced = False
@@ -196,7 +199,7 @@ class JobRunner:
                 for worker in decision.workers:
                     client = self.membership.client(worker)
                     if client is not None:
-                        await client.cancel(self.job.id)
+                        await client.cancel(self.job.id, self._sent.get(worker, ()))
                 log.info("cancelled the job's tasks on workers", workers=list(decision.workers))
 
     async def _stored_progress(self) -> Progress:
@@ -459,7 +462,8 @@ class JobRunner:
             )
             await self._claim_confirmed()
             result = await client.call(self.job.id, self.policy.op, task.entries, options,
-                                       self.connect_wait)
+                                       self.connect_wait,
+                                       self._sent.setdefault(client.worker_id, set()))
         except WorkerError as exc:
             decisions = self.ledger.task_failed(task, exc.reason, str(exc), self._now())
         else:

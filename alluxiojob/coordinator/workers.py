@@ -15,7 +15,7 @@ A worker whose connection attempts have failed for ``failure.detection.timeout``
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 
 import structlog
@@ -288,9 +288,14 @@ class WorkerClient:
         files: Sequence[FileEntry],
         options: TaskOptions,
         connect_wait: float,
+        sent: set[int] | None = None,
     ) -> TaskResult:
+        """Run one task. Its id is in ``sent`` from when it is sent until it is answered,
+        so that the caller can cancel it (``cancel``) if it stops waiting."""
         task_id = next(self._ids)
         batch = TaskBatch(task_id, job_id, op, tuple(files), options)
+        if sent is not None:
+            sent.add(task_id)
         item = await self._request(task_id, encode(batch), connect_wait)
         deadline = answer_deadline(self.task_timeout)
         try:
@@ -298,6 +303,8 @@ class WorkerClient:
                 await item.done.wait()
         finally:
             self._pending.pop(task_id, None)
+            if sent is not None and item.done.is_set():
+                sent.discard(task_id)
         if item.error is not None:
             raise item.error
         if item.result is None:
@@ -308,19 +315,20 @@ class WorkerClient:
         assert isinstance(item.result, TaskResult)
         return item.result
 
-    async def cancel(self, job_id: str) -> None:
-        """Ask the worker to cancel the tasks of ``job_id`` this coordinator started.
+    async def cancel(self, job_id: str, task_ids: Collection[int]) -> None:
+        """Ask the worker to cancel these tasks of ``job_id`` (and no other: the
+        runners of a job's shards share this connection).
 
         Best effort: without a connection there is nothing to cancel, as the worker
         cancels a session's tasks when the session ends.
         """
         ws = self._ws
-        if ws is None:
+        if ws is None or not task_ids:  # no ids would cancel every task of the job
             return
         with trio.move_on_after(CANCEL_TIMEOUT):
             try:
                 async with self._send_lock:
-                    await ws.send_message(encode(Cancel(job_id)))
+                    await ws.send_message(encode(Cancel(job_id, tuple(sorted(task_ids)))))
             except ConnectionClosed:
                 pass
 

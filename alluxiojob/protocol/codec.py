@@ -10,17 +10,22 @@ type on the way in, so the services behind the codec never see a malformed value
 A session opens with ``Hello`` (coordinator → worker, with the cluster token) answered by
 ``Welcome``. Then the coordinator sends ``TaskBatch`` and ``StatusRequest``; the worker
 answers each with ``TaskResult`` or ``StatusReply``, and with ``ErrorMessage`` for a
-message it could not use. ``Cancel`` (no answer of its own) ends every task of a job
-that this session started; each of them is answered by a ``TaskResult`` whose files
-failed with ``CANCELLED``. A file's failure reason travels as a ``Reason`` name, and a
-name this side does not know is a ``ProtocolError``, like any other malformed field.
+message it could not use. ``Cancel`` (no answer of its own) ends the listed tasks of a
+job that this session started, or, with no task listed, every task of that job there;
+each of them is answered by a ``TaskResult`` whose files failed with ``CANCELLED``. A
+coordinator names its tasks: the runners of a job's shards share one session, and a
+runner that ends must not stop its siblings' tasks. A file's failure reason travels as
+a ``Reason`` name, and a name this side does not know is a ``ProtocolError``, like any
+other malformed field.
 
 Fields added after ``PROTOCOL_VERSION`` 1 first shipped are optional on the way in, so
 that a newer side still works with an older peer: the task option ``meta`` (absent:
 ``False``, data is loaded), the task option ``vf`` (absent: ``False``, not a verify
 pass: cached files are compared by length and version only), a file row's fifth
-value, its version (absent: ``""``, as for a local file), and the welcome's ``web``
-port (absent: ``0``, not told). Present, they are checked like every other field: a
+value, its version (absent: ``""``, as for a local file), the welcome's ``web``
+port (absent: ``0``, not told), and the cancel's ``ids`` (absent: every task of the
+job). An older worker ignores ``ids`` and cancels every task of the job the session
+started, as it always did. Present, they are checked like every other field: a
 wrong type is a ``ProtocolError`` that names the field.
 
 The per-file rows (``FileEntry``, ``FileResult``, ``FileStatus``) are core values
@@ -115,9 +120,11 @@ class StatusReply:
 
 @dataclass(frozen=True)
 class Cancel:
-    """Stop every task of ``job_id`` that this session started (the job was stopped)."""
+    """Stop the tasks ``task_ids`` of ``job_id`` that this session started; with no
+    ids, every task of the job that this session started."""
 
     job_id: str
+    task_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -189,7 +196,10 @@ def _encode_status_reply(m: StatusReply) -> dict[str, Any]:
 
 
 def _encode_cancel(m: Cancel) -> dict[str, Any]:
-    return {"t": "cancel", "job": m.job_id}
+    body: dict[str, Any] = {"t": "cancel", "job": m.job_id}
+    if m.task_ids:
+        body["ids"] = list(m.task_ids)
+    return body
 
 
 def _encode_error(m: ErrorMessage) -> dict[str, Any]:
@@ -349,7 +359,10 @@ def _decode_status_reply(body: dict[str, Any]) -> Message:
 
 
 def _decode_cancel(body: dict[str, Any]) -> Message:
-    return Cancel(job_id=_str(body, "job"))
+    ids = _optional(body, "ids", list, [])
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ProtocolError("field 'ids' must be a list of task ids")
+    return Cancel(job_id=_str(body, "job"), task_ids=tuple(ids))
 
 
 def _decode_error(body: dict[str, Any]) -> Message:

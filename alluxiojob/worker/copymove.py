@@ -4,6 +4,10 @@ Local to local is a ``LocalCopy`` into a hidden temp file beside the destination
 (``tmpnames``: owned by this worker's run, so a later run sweeps it), renamed into
 place; anything with an object store on either side is an ``ObjectTransfer``. Files
 are spread evenly over the pool processes, local and remote apart.
+
+A MOVE of a file whose source is gone is done, not failed, when its destination holds
+a verified copy (``transfer.moved_before``): the same MOVE ran before and its answer
+was lost, so the coordinator sent it again.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.ufs.tmpnames import TmpName, TmpOwner, retarget
 from alluxiojob.ufs.uploads import UploadJournal
 from alluxiojob.ufs.uri import parse_uri
-from alluxiojob.worker.copier import LocalCopy, transfer_shard
+from alluxiojob.worker.copier import CopyOutcome, LocalCopy, transfer_shard
 from alluxiojob.worker.layout import cache_relpath
 from alluxiojob.worker.pool import Pool, pool_died, unlink_quiet
-from alluxiojob.worker.transfer import ObjectTransfer, transfer_objects_shard
+from alluxiojob.worker.transfer import ObjectTransfer, moved_before, transfer_objects_shard
 
 _Job = tuple[FileEntry, LocalCopy | ObjectTransfer]
 
@@ -84,6 +88,10 @@ async def transfer(batch: TaskBatch, pool: Pool, tmp_owner: TmpOwner,
             await trio.to_thread.run_sync(_discard_tmps, [job for _, job in shard])
             done = [pool_died(exc) for _ in shard]
         for (entry, _job), outcome in zip(shard, done, strict=True):
+            if move and outcome.reason in (Reason.UFS_NOT_FOUND, Reason.EXISTS):
+                moved = await trio.to_thread.run_sync(_moved_before, entry, settings)
+                if moved is not None:
+                    outcome = moved  # noqa: PLW2901 (the rerun of a MOVE that was done)
             if outcome.ok:
                 results[entry.path] = FileResult(entry.path, FileStatus.OK, outcome.bytes)
             elif outcome.reason is Reason.EXISTS:
@@ -97,6 +105,10 @@ async def transfer(batch: TaskBatch, pool: Pool, tmp_owner: TmpOwner,
         for shard in shards:
             nursery.start_soon(run_shard, shard)
     return [results[f.path] for f in batch.files if f.path in results]
+
+
+def _moved_before(entry: FileEntry, settings: UfsSettings) -> CopyOutcome | None:
+    return moved_before(entry.path, entry.dst, entry.length, entry.version, settings)
 
 
 def _discard_tmps(jobs: list[LocalCopy | ObjectTransfer]) -> None:

@@ -14,8 +14,9 @@ crash the worker or disturb other sessions. Those decisions are ``session.py``'s
 
 Every task runs under its own cancel scope, with the deadline
 ``alluxio.job.task.timeout``: past it, the task's files fail with ``TASK_TIMEOUT``
-(which the coordinator retries). ``Cancel`` cancels the running tasks of a job that the
-same session started (the job was stopped); they answer with ``CANCELLED``. Cancelling
+(which the coordinator retries). ``Cancel`` cancels the running tasks it names (or, from
+an older coordinator, all the running tasks of a job) that the same session started
+(the job was stopped, or its runner ended); they answer with ``CANCELLED``. Cancelling
 a task kills the pool processes copying for it (``kill_on_cancel``), which frees them
 for other jobs.
 """
@@ -137,10 +138,16 @@ class Session:
         self.running: dict[str, dict[int, trio.CancelScope]] = {}  # job id -> task id -> scope
         self.cancelled: set[trio.CancelScope] = set()
 
-    def cancel_job(self, job_id: str) -> int:
-        """Cancel this session's running tasks of ``job_id``; returns how many."""
-        scopes = self.running.pop(job_id, {})
-        for scope in scopes.values():
+    def cancel_job(self, job_id: str, task_ids: tuple[int, ...] = ()) -> int:
+        """Cancel this session's running tasks ``task_ids`` of ``job_id`` (with no ids,
+        all of them); returns how many. Ids that are not running are ignored."""
+        running = self.running.get(job_id, {})
+        chosen = task_ids or tuple(running)
+        scopes = [scope for task_id in chosen
+                  if (scope := running.pop(task_id, None)) is not None]
+        if not running:
+            self.running.pop(job_id, None)
+        for scope in scopes:
             self.cancelled.add(scope)
             scope.cancel()
         return len(scopes)
@@ -280,8 +287,8 @@ class WorkerService:
                         elif isinstance(action, StartTask):
                             nursery.start_soon(self._run_task, session, action.batch)
                         elif isinstance(action, CancelJob):
-                            count = session.cancel_job(action.job_id)
-                            log.info("cancelling a stopped job's tasks", job_id=action.job_id,
+                            count = session.cancel_job(action.job_id, action.task_ids)
+                            log.info("cancelling a job's tasks", job_id=action.job_id,
                                      tasks=count, peer=session.peer)
                         elif isinstance(action, Close):
                             return

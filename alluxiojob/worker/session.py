@@ -66,9 +66,11 @@ class StartTask:
 
 @dataclass(frozen=True)
 class CancelJob:
-    """Cancel the running tasks of ``job_id`` that this session started."""
+    """Cancel the running tasks ``task_ids`` of ``job_id`` that this session started;
+    with no ids, all of them (an older coordinator's job-wide cancel)."""
 
     job_id: str
+    task_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class SessionProtocol:
         if isinstance(message, TaskBatch):
             return [StartTask(message)]
         if isinstance(message, Cancel):
-            return [CancelJob(message.job_id)]
+            return [CancelJob(message.job_id, message.task_ids)]
         if isinstance(message, StatusRequest):
             return [Send(self.status(message.request_id))]
         return [Send(ErrorMessage(f"unexpected message {type(message).__name__}"),

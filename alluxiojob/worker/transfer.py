@@ -14,11 +14,19 @@ are checked against it as they stream: a mismatch fails the file before the dest
 appears. A destination found already in place from an interrupted MOVE is compared byte
 for byte before its source goes. At any point of an interruption, every file is in
 the source, the destination, or both.
+
+A MOVE run again after it finished (its answer was lost: the worker was killed, or the
+task was sent again) finds its source gone. ``moved_before`` then counts the file as
+moved if the destination holds it as listed: a regular file or object of the listed
+length and, when the listed ETag is a content MD5, of that MD5 (the destination's own
+ETag when it is one, else its bytes read). A local source has no checksum: its length
+is what can be checked. Neither there: the file stays ``UFS_NOT_FOUND``.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -30,7 +38,7 @@ from alluxiojob.ufs.objects import ObjectStoreUfs
 from alluxiojob.ufs.settings import UfsSettings
 from alluxiojob.ufs.tmpnames import TmpOwner
 from alluxiojob.ufs.uploads import UploadJournal
-from alluxiojob.worker.checksum import checked_against_etag
+from alluxiojob.worker.checksum import checked_against_etag, md5_of_etag
 from alluxiojob.worker.copier import CopyOutcome
 from alluxiojob.worker.fetch import thread_pool
 
@@ -135,6 +143,37 @@ def transfer_one(job: ObjectTransfer, move: bool, overwrite: bool,
                            version=info.version)
     except UfsError as exc:
         return CopyOutcome(False, reason=exc.reason, message=str(exc))
+
+
+def moved_before(src: str, dst: str, length: int, etag: str,
+                 settings: UfsSettings) -> CopyOutcome | None:
+    """Blocking. A done outcome if ``src`` is gone and ``dst`` holds a verified copy of
+    it as listed (``length``, and ``etag`` when it is a content MD5); else None."""
+    src_ufs, dst_ufs = ufs_for(src, settings), ufs_for(dst, settings)
+    try:
+        if _exists(src_ufs, src):
+            return None
+        if isinstance(dst_ufs, LocalUfs):
+            try:
+                if not stat.S_ISREG(os.lstat(to_local_path(dst)).st_mode):
+                    return None  # a symlink or a directory is no copy
+            except OSError:
+                return None
+        info = dst_ufs.stat(dst)
+        if info.length != length:
+            return None
+        expected = md5_of_etag(etag)
+        if expected is not None:
+            there = md5_of_etag(info.version)
+            if there is None:  # a local file or a multipart object: read its bytes
+                _, chunks = _open(dst_ufs, dst)
+                for _ in checked_against_etag(chunks, etag, dst):
+                    pass
+            elif there != expected:
+                return None
+    except UfsError:
+        return None
+    return CopyOutcome(True, length, length, version=etag)
 
 
 def transfer_objects_shard(jobs: list[ObjectTransfer], move: bool, overwrite: bool,

@@ -71,7 +71,7 @@ def test_stop_reaches_the_workers_and_frees_their_pool(cluster_factory, tmp_path
         cluster.wait_state(job["id"], "STOPPED")
     # The stopped jobs' tasks end: the deadline is a bound for the condition, not a timing.
     wait_for(lambda: unfinished_tasks(worker) == 0, 10, "the stopped jobs' tasks to end")
-    assert "cancelling a stopped job's tasks" in worker.log()
+    assert "cancelling a job's tasks" in worker.log()
 
     later = tmp_path / "later"
     sizes = make_tree(later, 30)

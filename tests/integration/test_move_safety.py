@@ -3,13 +3,28 @@ same file, and not when killed half way."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
+import trio
+from trio_websocket import open_websocket_url
 
+from alluxiojob.core.reasons import Reason
+from alluxiojob.protocol.codec import (
+    FileEntry,
+    FileStatus,
+    Hello,
+    TaskBatch,
+    TaskOp,
+    TaskResult,
+    Welcome,
+    decode,
+    encode,
+)
 from tests.integration.cluster import SETTLED_STATES, Cluster, make_tree, sha256, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -143,3 +158,57 @@ def test_move_killed_repeatedly_loses_no_file(cluster: Cluster, tmp_path: Path) 
     assert not [p for p in src.rglob("*") if p.is_file()], "every source was removed"
     print(f"killed {kills} times; every file was whole somewhere at each kill; "
           f"{len(debris)} tmp files left by killed attempts")
+
+
+async def run_tasks(cluster: Cluster, *batches: TaskBatch) -> list[TaskResult]:
+    """Send tasks to the first worker as a coordinator does, one after the other."""
+    url = f"ws://127.0.0.1:{cluster.workers[0].rpc_port}/"  # type: ignore[attr-defined]
+    answers = []
+    async with open_websocket_url(url) as ws:
+        await ws.send_message(encode(Hello("", "test")))
+        assert isinstance(decode(await ws.get_message()), Welcome)
+        for batch in batches:
+            await ws.send_message(encode(batch))
+            answer = decode(await ws.get_message())
+            assert isinstance(answer, TaskResult), answer
+            answers.append(answer)
+    return answers
+
+
+# trio-websocket's client side now and then leaves a socket for the GC when the server
+# hangs up first; that is the test client, not the worker under test.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_move_sent_again_after_it_moved_counts_its_files_as_moved(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """A MOVE whose answer was lost (its worker killed, the coordinator paused) is sent
+    again: its sources are gone, but their verified copies are in place, so the files
+    are done. A file in neither place, or with a destination that is not its copy,
+    still fails as not found."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    entries = []
+    for name, data in (("a.bin", b"a" * 1000), ("b.bin", b"bb" * 300), ("c.bin", b"c" * 7)):
+        (src / name).write_bytes(data)
+        info = (src / name).stat()
+        entries.append(FileEntry(f"file://{src / name}", info.st_size, info.st_mtime_ns,
+                                 f"file://{dst / name}"))
+    missing = FileEntry(f"file://{src / 'gone.bin'}", 5, 1, f"file://{dst / 'gone.bin'}")
+    task = (*entries, missing)
+    with trio.fail_after(60):
+        first, again = await run_tasks(cluster, TaskBatch(1, "job", TaskOp.MOVE, task),
+                                        TaskBatch(2, "job", TaskOp.MOVE, task))
+    assert [r.status for r in first.results] == [FileStatus.OK] * 3 + [FileStatus.FAILED]
+    assert [r.status for r in again.results] == [FileStatus.OK] * 3 + [FileStatus.FAILED]
+    assert [r.bytes for r in again.results[:3]] == [1000, 600, 7]
+    assert again.results[3].reason is Reason.UFS_NOT_FOUND
+    assert sorted(p.name for p in dst.iterdir()) == ["a.bin", "b.bin", "c.bin"]
+    assert not list(src.iterdir())
+
+    # A destination of another length is not the file's copy: not found, and kept.
+    (dst / "a.bin").write_bytes(b"other")
+    with trio.fail_after(60):
+        [third] = await run_tasks(cluster, TaskBatch(3, "job", TaskOp.MOVE, task[:1]))
+    assert third.results[0].status is FileStatus.FAILED
+    assert third.results[0].reason is Reason.UFS_NOT_FOUND
+    assert (dst / "a.bin").read_bytes() == b"other"
+    gc.collect()  # any socket the client left is collected here, under this test's filter

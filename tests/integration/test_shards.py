@@ -9,7 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
+from alluxiojob.store.etcd import EtcdKVStore
+from alluxiojob.store.jobs import JobStore
+from alluxiojob.store.shards import ShardStore
 from alluxiojob.testing.etcd import EtcdServer
 from tests.integration.cluster import (
     Cluster,
@@ -18,6 +22,8 @@ from tests.integration.cluster import (
     sha256,
     wait_for,
 )
+from tests.integration.etcd_history import JOB_PREFIX
+from tests.integration.test_worker_robustness import ONE_PROCESS, pool_process, stopped, web
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -210,3 +216,98 @@ def test_a_large_shard_splits_at_its_position(cluster_factory,  # type: ignore[n
     first = splits[0]["shard"]
     assert shards[int(str(first))]["files_listed"] > 60, shards
     assert sum(1 for e in splits if e["shard"] == first) >= 2, splits
+
+
+async def _requeue_shard(etcd: EtcdServer, job_id: str, index: int) -> None:
+    """What a peer does to a shard whose owner it takes for gone: the shard waits again,
+    and its owner's next write is fenced."""
+    kv = EtcdKVStore([etcd.url], read_timeout=5, write_timeout=5)
+    try:
+        with trio.fail_after(30):
+            shards = ShardStore(JobStore(kv, prefix=JOB_PREFIX))
+            reclaimed = await shards.reclaim_orphans(
+                lambda shard: shard.job_id == job_id and shard.index == index)
+            assert reclaimed == 1
+    finally:
+        await kv.aclose()
+
+
+def test_a_fenced_shard_cancels_only_its_own_tasks(cluster_factory,  # type: ignore[no-untyped-def]
+                                                   etcd: EtcdServer, tmp_path: Path) -> None:
+    """The runners of two shards of one job on one coordinator share its session with a
+    worker. When one is fenced (a peer reclaimed its shard), it cancels its own task
+    there, and the sibling's task, running on the same worker, goes on: no file fails."""
+    cluster = ha_cluster(cluster_factory, etcd, **{"alluxio.job.shard.count": "2",
+                                                   "alluxio.job.shard.concurrency": "2",
+                                                   "alluxio.job.batch.size": "100"})
+    worker = cluster.add_worker(**ONE_PROCESS)
+    owner = cluster.add_coordinator()
+    src = tmp_path / "tree"
+    sizes = subdir_tree(src, 2, 4)
+    pool = pool_process(worker)
+    with stopped(pool):  # every task waits on the worker until the pool goes on
+        job = cluster.submit("load", str(src), coordinator=0)
+
+        def both_tasks_on_the_worker() -> bool:
+            shards = cluster.progress(job["id"], coordinator=0).get("shards") or []
+            running = [s for s in shards if s["state"] == "RUNNING"]
+            unfinished = int(web(worker, "/api/v1/worker/status").json()["unfinished_tasks"])
+            return len(running) == 2 and unfinished >= 2
+
+        wait_for(both_tasks_on_the_worker, 60, "a task of each shard on the worker")
+        cluster.add_coordinator()  # a peer, to take the requeued shard
+        trio.run(_requeue_shard, etcd, job["id"], 0)
+        wait_for(lambda: "job taken over elsewhere" in owner.log(), 60,
+                 "the shard's old runner to be fenced")
+        wait_for(lambda: "cancelling a" in worker.log(), 30, "the worker to get the cancel")
+    report = cluster.wait_state(job["id"], {"SUCCEEDED", "FAILED"}, timeout=120,
+                                coordinator=0)
+    assert report["files"]["failed"] == 0, report.get("failures")
+    assert report["job"]["state"] == "SUCCEEDED"
+    assert report["files"]["processed"] == len(sizes)
+    cancels = [e for e in log_events(worker.log()) if str(e.get("event", "")).startswith(
+        "cancelling a")]
+    assert [e["tasks"] for e in cancels] == [1], cancels  # the fenced runner's own task
+    assert_each_cached_once(cluster, sizes)
+
+
+def test_stopping_a_sharded_job_cancels_all_its_tasks(cluster_factory,  # type: ignore[no-untyped-def]
+                                                      etcd: EtcdServer, tmp_path: Path) -> None:
+    """A stop ends every shard's runner, on every coordinator; each cancels its own
+    task, so none of the job's tasks is left on the worker."""
+    cluster = ha_cluster(cluster_factory, etcd, **{"alluxio.job.shard.count": "2",
+                                                   "alluxio.job.shard.concurrency": "1",
+                                                   "alluxio.job.batch.size": "100"})
+    worker = cluster.add_worker(**ONE_PROCESS)
+    cluster.add_coordinator()
+    cluster.add_coordinator()
+    blocker, src = tmp_path / "blocker", tmp_path / "tree"
+    (blocker / "only").mkdir(parents=True)
+    (blocker / "only" / "one.bin").write_bytes(b"1" * 100)  # one top-level entry: one shard
+    subdir_tree(src, 2, 4)
+    pool = pool_process(worker)
+
+    def tasks_left() -> int:
+        return int(web(worker, "/api/v1/worker/status").json()["unfinished_tasks"])
+
+    # The blocker's task holds the worker's one (stopped) pool process; the sharded job's
+    # tasks wait behind it, so nothing but a cancel can end them.
+    with stopped(pool):
+        first = cluster.submit("load", str(blocker), coordinator=0)
+        wait_for(lambda: tasks_left() == 1, 60, "the blocker's task on the worker")
+        job = cluster.submit("load", str(src), coordinator=0)
+
+        def both_shards_on_the_worker() -> bool:
+            shards = cluster.progress(job["id"], coordinator=0).get("shards") or []
+            owners = {s["owner"] for s in shards if s["state"] == "RUNNING"}
+            return len(owners) == 2 and tasks_left() >= 3
+
+        wait_for(both_shards_on_the_worker, 60, "each coordinator's shard on the worker")
+        cluster.cli("job", "load", "--path", str(src), "--stop")
+        cluster.wait_state(job["id"], "STOPPED")
+        wait_for(lambda: tasks_left() == 1, 30, "the stopped job's tasks to be cancelled")
+    cancels = [e for e in log_events(worker.log())
+               if str(e.get("event", "")).startswith("cancelling a")]
+    assert sorted(int(str(e["tasks"])) for e in cancels) == [1, 1], cancels
+    assert {e["job_id"] for e in cancels} == {job["id"]}
+    cluster.wait_state(first["id"], "SUCCEEDED")

@@ -89,7 +89,8 @@ status_replies = st.builds(
     s3_requests=int64,
     s3_bytes_served=int64,
 )
-cancels = st.builds(Cancel, job_id=text)
+cancels = st.builds(Cancel, job_id=text,
+                   task_ids=st.lists(int64, max_size=5).map(tuple))
 error_messages = st.builds(ErrorMessage, message=text, task_id=int64)
 
 STRATEGIES: dict[type, st.SearchStrategy[Message]] = {
@@ -211,6 +212,18 @@ def test_cancel_names_the_job() -> None:
         decode(pack({"t": "cancel"}))
     with pytest.raises(ProtocolError):
         decode(pack({"t": "cancel", "job": 7}))
+
+
+def test_cancel_names_its_tasks_and_stays_readable_both_ways() -> None:
+    """A coordinator cancels its own tasks by id; a job-wide cancel (an older
+    coordinator's) carries no ids, and an older worker, which reads only ``job``, still
+    finds it in a cancel that names tasks."""
+    body = body_of(Cancel("job-1", (4, 9)))
+    assert body == {"t": "cancel", "job": "job-1", "ids": [4, 9]}
+    assert decode(encode(Cancel("job-1", (4, 9)))) == Cancel("job-1", (4, 9))
+    assert decode(pack({"t": "cancel", "job": "job-1"})) == Cancel("job-1", ())
+    with pytest.raises(ProtocolError, match="'ids' must be a list of task ids"):
+        decode(pack({"t": "cancel", "job": "j", "ids": [1, "2"]}))
 
 
 def test_large_task_batch_round_trips() -> None:
@@ -358,7 +371,8 @@ def test_any_field_replaced_by_any_value_only_raises_protocol_error(
 
 def _optional(path: tuple[Any, ...]) -> bool:
     """Fields newer than protocol version 1: an older peer does not send them."""
-    return path in (("o", "meta"), ("o", "vf"), ("web",), ("s3req",), ("s3bytes",)) or (
+    return path in (("o", "meta"), ("o", "vf"), ("web",), ("s3req",), ("s3bytes",),
+                    ("ids",)) or (
         len(path) == 3 and path[0] == "f" and path[2] == 4)
 
 
@@ -366,12 +380,13 @@ def _optional(path: tuple[Any, ...]) -> bool:
 @given(messages, st.data())
 def test_any_field_removed_raises_protocol_error(message: Message, data: st.DataObject) -> None:
     body = body_of(message)
-    # A whole file or result row may go (the list just gets shorter); anything else may
+    # A whole file or result row, or a cancel's task id, may go (the list just gets
+    # shorter); anything else may
     # not, but for the fields an older peer does not send. A file row that loses its dst
     # or its version has the four values of an older coordinator's row: that is not
     # malformed (the values shift by one place; the row decodes as the older format).
     paths = [p for p in _paths(body)
-             if not (len(p) == 2 and p[0] in ("f", "r")) and not _optional(p)
+             if not (len(p) == 2 and p[0] in ("f", "r", "ids")) and not _optional(p)
              and not (len(p) == 3 and p[0] == "f" and p[2] == 3)]
     if not paths:
         return
@@ -450,6 +465,9 @@ WRONG_SHAPES: list[tuple[str, Message, tuple[Any, ...], Any]] = [
     ("bytes error text", ErrorMessage("m", 1), ("msg",), b"m"),
     ("bool cancel job", Cancel("j"), ("job",), True),
     ("nil cancel job", Cancel("j"), ("job",), None),
+    ("str cancel ids", Cancel("j", (1,)), ("ids",), "1"),
+    ("bool cancel id", Cancel("j", (1,)), ("ids", 0), True),
+    ("str cancel id", Cancel("j", (1,)), ("ids", 0), "1"),
     ("int reason", TaskResult(1, (FileResult("/a", FileStatus.FAILED, 0, Reason.IO_ERROR),)),
      ("r", 0, 3), 5),
 ]
@@ -526,6 +544,8 @@ def test_an_optional_field_left_out_takes_its_default(message: Message,
         assert decoded == dataclasses.replace(
             message, s3_requests=0 if ("s3req",) in gone else message.s3_requests,
             s3_bytes_served=0 if ("s3bytes",) in gone else message.s3_bytes_served)
+    elif isinstance(message, Cancel):
+        assert decoded == Cancel(message.job_id)  # no ids: every task of the job
     else:
         assert isinstance(message, TaskBatch)
         assert isinstance(decoded, TaskBatch)
@@ -661,7 +681,7 @@ def _samples() -> list[Message]:
                   TaskOptions(skip_if_exists=True, bandwidth=9, overwrite=True,
                               metadata_only=True)),
         TaskResult(5, (FileResult("/p", FileStatus.FAILED, 3, Reason.UFS_CHANGED, "m"),)),
-        Cancel("j"),
+        Cancel("j", (3, 5)),
         StatusRequest(4),
         _reply(),
         ErrorMessage("m", 8),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import msgpack
 import pytest
+import trio
 
 from alluxiojob.protocol.codec import (
     Cancel,
@@ -20,6 +23,7 @@ from alluxiojob.protocol.codec import (
     encode,
 )
 from alluxiojob.security.token import ClusterToken
+from alluxiojob.worker.service import Session
 from alluxiojob.worker.session import (
     Accept,
     CancelJob,
@@ -87,7 +91,25 @@ def test_tasks_cancels_and_status_are_multiplexed() -> None:
     batch = TaskBatch(7, "job-1", TaskOp.LOAD, (FileEntry("/a", 1, 2),))
     assert session.receive(encode(batch)) == [StartTask(batch)]
     assert session.receive(encode(Cancel("job-1"))) == [CancelJob("job-1")]
+    assert session.receive(encode(Cancel("job-1", (7,)))) == [CancelJob("job-1", (7,))]
     assert session.receive(encode(StatusRequest(3))) == [Send(status(3))]
+
+
+async def test_a_cancel_with_ids_stops_only_those_tasks_of_the_job() -> None:
+    """The runners of two shards of one job share a session: one that ends cancels its
+    own tasks, never its sibling's; a cancel without ids stops every task of the job."""
+    live = Session(cast(Any, None), "peer")
+    scopes = {task_id: trio.CancelScope() for task_id in (1, 2, 3)}
+    live.running["job-1"] = {1: scopes[1], 2: scopes[2]}
+    live.running["job-2"] = {3: scopes[3]}
+    assert live.cancel_job("job-1", (1, 3, 99)) == 1  # 3 is job-2's, 99 is not running
+    assert [s.cancel_called for s in scopes.values()] == [True, False, False]
+    assert live.cancelled == {scopes[1]}
+    assert live.running == {"job-1": {2: scopes[2]}, "job-2": {3: scopes[3]}}
+    assert live.cancel_job("job-1") == 1
+    assert scopes[2].cancel_called
+    assert not scopes[3].cancel_called
+    assert live.running == {"job-2": {3: scopes[3]}}
 
 
 def test_bad_messages_are_answered_and_the_session_goes_on() -> None:
