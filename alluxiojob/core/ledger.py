@@ -19,7 +19,7 @@ writes the store. It feeds events in and carries out the decisions that come bac
 =====================================  ===============================================
 event                                  decisions
 =====================================  ===============================================
-``file_listed``                        ``Dispatch`` (work queued on a worker)
+``file_listed``, ``files_listed``      ``Dispatch`` (work queued on a worker)
 ``take_task``                          (returns the next ``Task`` for a worker)
 ``task_finished``, ``task_failed``     ``RetryAfter``, ``FileFailed``,
                                        ``CheckpointAdvanced``, ``FailEarly``,
@@ -480,6 +480,28 @@ class Ledger:
             decisions += self._enqueue(assignment)
         self._last_targets = tuple(targets)
         return decisions
+
+    def files_listed(
+        self, files: Sequence[tuple[tuple[str, ...], FileEntry, tuple[Reason, str] | None]],
+        placement: Placement, now: float,
+    ) -> tuple[list[Decision], int]:
+        """``file_listed`` for each of ``files`` (parts, entry, failure) in order, up to
+        the first after which the listing should wait (``backlogged``) or the job fails
+        early: (the decisions, with one ``Dispatch`` per worker, how many were taken)."""
+        decisions: list[Decision] = []
+        woken: set[str] = set()
+        taken = 0
+        for parts, entry, failure in files:
+            taken += 1
+            for decision in self.file_listed(parts, entry, placement, now, failure):
+                if type(decision) is Dispatch:
+                    if decision.worker in woken:
+                        continue
+                    woken.add(decision.worker)
+                decisions.append(decision)
+            if self.failed_early or self.backlogged():
+                break
+        return decisions, taken
 
     def finish_listing(self) -> list[Decision]:
         self.listing_done = True
