@@ -41,6 +41,8 @@ class HashRing:
             return []
         wanted = min(replicas, len(self.workers))
         start = bisect.bisect_left(self._hashes, _hash(key))
+        if wanted == 1:  # the common case: the first point's owner
+            return [self._owners[start % len(self._owners)]]
         found: list[str] = []
         total = len(self._owners)
         for offset in range(total):
