@@ -369,14 +369,19 @@ class JobRunner:
         # not whenever the garbage collector finds it.
         async with aclosing(self._listing(after)) as pages:
             async for files in pages:
-                for ufs_file in files:
-                    entry = FileEntry(ufs_file.uri, ufs_file.length, ufs_file.mtime_ns,
-                                      destination(self.job, ufs_file), ufs_file.version)
-                    failure = ((Reason(ufs_file.reason), ufs_file.message)
-                               if isinstance(ufs_file, FailedFile) else None)
+                # The page goes to the ledger in one call, which stops where the listing
+                # should wait for room (or the job failed early); the rest follows then.
+                listed = [(ufs_file.parts,
+                           FileEntry(ufs_file.uri, ufs_file.length, ufs_file.mtime_ns,
+                                     destination(self.job, ufs_file), ufs_file.version),
+                           (Reason(ufs_file.reason), ufs_file.message)
+                           if isinstance(ufs_file, FailedFile) else None)
+                          for ufs_file in files]
+                while listed:
                     placement = await self._placement()
-                    self._apply(self.ledger.file_listed(ufs_file.parts, entry, placement,
-                                                        self._now(), failure))
+                    decisions, taken = self.ledger.files_listed(listed, placement, self._now())
+                    del listed[:taken]
+                    self._apply(decisions)
                     while self.ledger.backlogged():
                         self._room = trio.Event()
                         await self._room.wait()

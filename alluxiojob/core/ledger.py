@@ -19,7 +19,7 @@ writes the store. It feeds events in and carries out the decisions that come bac
 =====================================  ===============================================
 event                                  decisions
 =====================================  ===============================================
-``file_listed``                        ``Dispatch`` (work queued on a worker)
+``file_listed``, ``files_listed``      ``Dispatch`` (work queued on a worker)
 ``take_task``                          (returns the next ``Task`` for a worker)
 ``task_finished``, ``task_failed``     ``RetryAfter``, ``FileFailed``,
                                        ``CheckpointAdvanced``, ``FailEarly``,
@@ -190,7 +190,7 @@ Decision = (
 # ------------------------------------------------------------------------------ records
 
 
-@dataclass
+@dataclass(slots=True)
 class _File:
     index: int
     segment: int
@@ -202,7 +202,7 @@ class _File:
     workers: list[str] = field(default_factory=list)  # where each replica is placed
 
 
-@dataclass
+@dataclass(slots=True)
 class Assignment:
     id: int
     file: _File
@@ -249,7 +249,7 @@ def _sums(counters: Counters) -> list[int]:
     return [getattr(counters, name) for name in _FIELDS]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Segment:
     files: int = 0
     final: int = 0
@@ -260,6 +260,8 @@ class _Segment:
 
 
 def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -357,7 +359,11 @@ class Ledger:
     def backlogged(self) -> bool:
         """The last file's workers have full queues: the listing should wait for them."""
         capacity = self.policy.queue_capacity
-        return any(self.queued(worker) >= capacity for worker in self._last_targets)
+        for worker in self._last_targets:
+            queue = self._queues.get(worker)
+            if queue is not None and len(queue) >= capacity:
+                return True
+        return False
 
     def recent_tasks(self) -> tuple[TaskRecord, ...]:
         return tuple(self._tasks[number] for number in sorted(self._tasks))
@@ -447,11 +453,37 @@ class Ledger:
         ``failure``: the listing already knows the file fails, and why (a manifest names
         a file that does not exist): it is counted and failed here, sent to no worker.
         """
+        decisions: list[Decision] = []
+        self._listed_one(parts, entry, placement, now, failure, decisions, set())
+        return decisions
+
+    def files_listed(
+        self, files: Sequence[tuple[tuple[str, ...], FileEntry, tuple[Reason, str] | None]],
+        placement: Placement, now: float,
+    ) -> tuple[list[Decision], int]:
+        """``file_listed`` for each of ``files`` (parts, entry, failure) in order, up to
+        the first after which the listing should wait (``backlogged``) or the job fails
+        early: (the decisions, with one ``Dispatch`` per worker, how many were taken)."""
+        decisions: list[Decision] = []
+        woken: set[str] = set()
+        taken = 0
+        for parts, entry, failure in files:
+            taken += 1
+            self._listed_one(parts, entry, placement, now, failure, decisions, woken)
+            if self.failed_early or self.backlogged():
+                break
+        return decisions, taken
+
+    def _listed_one(
+        self, parts: tuple[str, ...], entry: FileEntry, placement: Placement, now: float,
+        failure: tuple[Reason, str] | None, decisions: list[Decision], woken: set[str],
+    ) -> None:
+        """One listed file; its decisions go to ``decisions``, a ``Dispatch`` only for a
+        worker not yet in ``woken``."""
         index = self._files_listed
         self._files_listed += 1
         number = index // self.policy.segment_size
         segment = self._segments.get(number)
-        decisions: list[Decision] = []
         if segment is None:
             if number:
                 previous = self._segments.get(number - 1)
@@ -469,17 +501,24 @@ class Ledger:
             listed = _File(index, number, entry, remaining=1)
             assignment = Assignment(self._new_assignment_id(), listed, 0, "")
             self._last_targets = ()
-            return self._judged(decisions + self._fail_for_good(
-                assignment, failure[0], failure[1], now))
+            decisions += self._fail_for_good(assignment, failure[0], failure[1], now)
+            self._judged(decisions)
+            return
         targets = placement.targets(self.policy.op, entry.path, self.policy.replicas)
         if not targets:
             raise ValueError("no worker to place the file on: wait for one before listing")
-        listed = _File(index, number, entry, remaining=len(targets), workers=list(targets))
+        listed = _File(index, number, entry, remaining=len(targets), workers=targets)
+        queues = self._queues
         for replica, worker in enumerate(targets):
-            assignment = Assignment(self._new_assignment_id(), listed, replica, worker)
-            decisions += self._enqueue(assignment)
+            self._next_assignment += 1
+            queue = queues.get(worker)
+            if queue is None:
+                queue = queues[worker] = deque()
+            queue.append(Assignment(self._next_assignment, listed, replica, worker))
+            if worker not in woken:
+                woken.add(worker)
+                decisions.append(Dispatch(worker))
         self._last_targets = tuple(targets)
-        return decisions
 
     def finish_listing(self) -> list[Decision]:
         self.listing_done = True
@@ -493,7 +532,10 @@ class Ledger:
 
     # ================================================================== dispatch
     def _enqueue(self, assignment: Assignment) -> list[Decision]:
-        self._queues.setdefault(assignment.worker, deque()).append(assignment)
+        queue = self._queues.get(assignment.worker)
+        if queue is None:
+            queue = self._queues[assignment.worker] = deque()
+        queue.append(assignment)
         return [Dispatch(assignment.worker)]
 
     def take_task(self, worker: str, now: float) -> Task | None:
@@ -508,10 +550,10 @@ class Ledger:
         paths: set[str] = set()
         while queue and len(taken) < self.policy.segment_size:
             assignment = queue.popleft()
-            if assignment.entry.path in paths:
+            if assignment.file.entry.path in paths:
                 later.append(assignment)
             else:
-                paths.add(assignment.entry.path)
+                paths.add(assignment.file.entry.path)
                 taken.append(assignment)
         queue.extendleft(reversed(later))
         if not queue:
@@ -625,6 +667,8 @@ class Ledger:
         segment = self._segments[listed.segment]
         self._count(segment, *self._file_counts(listed))
         segment.final += 1
+        if segment.final < segment.files:
+            return []  # its segment is not done: nothing to commit
         return self._advance()
 
     def _file_counts(self, listed: _File) -> tuple[tuple[int, int], int]:

@@ -17,9 +17,12 @@ DEFAULT_VIRTUAL_NODES = 2000
 
 
 def _hash(text: str) -> int:
-    # Bytes, not str: a file name that is not UTF-8 arrives with surrogates, which the
-    # hash must take as they are.
-    return int(mmh3.hash(text.encode("utf-8", "surrogateescape"), signed=False))
+    # Bytes, not str, unless ASCII: a file name that is not UTF-8 arrives with
+    # surrogates, which the hash must take as they are (mmh3 hashes a str as its UTF-8
+    # bytes, and crashes on a surrogate). An ASCII str skips building the bytes.
+    if text.isascii():
+        return mmh3.hash(text, signed=False)
+    return mmh3.hash(text.encode("utf-8", "surrogateescape"), signed=False)
 
 
 class HashRing:
@@ -41,6 +44,8 @@ class HashRing:
             return []
         wanted = min(replicas, len(self.workers))
         start = bisect.bisect_left(self._hashes, _hash(key))
+        if wanted == 1:  # the common case: the first point's owner
+            return [self._owners[start % len(self._owners)]]
         found: list[str] = []
         total = len(self._owners)
         for offset in range(total):

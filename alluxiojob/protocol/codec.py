@@ -323,9 +323,19 @@ def _decode_task(body: dict[str, Any]) -> Message:
     )
 
 
+_STATUSES = {status.value: status for status in FileStatus}
+
+
 def _decode_result(body: dict[str, Any]) -> Message:
     results = []
     for row in _field(body, "r", list):
+        # The usual row (five values of the right types, a known status, no failure)
+        # is read at once; anything else goes through the checks that name the fault.
+        if (type(row) is list and len(row) == 5 and type(row[0]) is str
+                and type(row[2]) is int and row[3] == "" and type(row[4]) is str
+                and type(row[1]) is str and row[1] in _STATUSES):
+            results.append(FileResult(row[0], _STATUSES[row[1]], row[2], None, row[4]))
+            continue
         path, status, nbytes, reason, text = _row(row, _RESULT_COLUMNS, "result")
         results.append(FileResult(
             path, _enum_value(FileStatus, status, "file status"), nbytes,

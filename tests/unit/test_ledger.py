@@ -94,6 +94,27 @@ def test_a_job_of_three_files_on_one_worker() -> None:
         (0, TaskStatus.COMPLETED, 2), (1, TaskStatus.COMPLETED, 1)]
 
 
+def test_a_page_listed_in_one_call_stops_where_the_listing_waits() -> None:
+    one = Ledger(LedgerPolicy(TaskOp.LOAD, segment_size=2))  # queues hold 4 per worker
+    where = placement({"w0"}, ("w0",))
+    page = [(*entry(i), None) for i in range(10)]
+    decisions, taken = one.files_listed(page, where, now=0.0)
+    assert (decisions, taken) == ([Dispatch("w0")], 4)
+    assert one.backlogged()
+    task = one.take_task("w0", now=1.0)
+    assert task is not None
+    decisions, taken = one.files_listed(page[4:], where, now=1.0)
+    assert taken == 2, "up to the queue's capacity again"
+    # The same files one by one leave the ledger in the same state.
+    other = Ledger(LedgerPolicy(TaskOp.LOAD, segment_size=2))
+    for i in range(6):
+        other.file_listed(*entry(i), where, now=0.0)
+        if i == 3:
+            assert other.take_task("w0", now=1.0) is not None
+    assert other.shown == one.shown
+    assert other.queued("w0") == one.queued("w0") == 4
+
+
 def test_retry_backoff_doubles_within_jitter() -> None:
     policy = LedgerPolicy(TaskOp.LOAD, segment_size=1, max_attempts=4, backoff=0.5)
     ledger = Ledger(policy, rng=random.Random(7))
@@ -495,6 +516,21 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.model.failed_files.add(self.next_file)
         self.next_file += 1
         self.apply(self.ledger.file_listed(parts, listed, self.where(), now=self.clock))
+
+    @precondition(lambda self: not self.ledger.listing_done and self.next_file < self.files)
+    @rule(count=st.integers(1, 12))
+    def list_a_page(self, count: int) -> None:
+        """A page in one call: it stops only where the listing must wait for room."""
+        end = min(self.files, self.next_file + count)
+        page = [(*entry(i, length=i + 1), None) for i in range(self.next_file, end)]
+        decisions, taken = self.ledger.files_listed(page, self.where(), now=self.clock)
+        assert 1 <= taken <= len(page)
+        assert taken == len(page) or self.ledger.backlogged() or self.ledger.failed_early
+        woken = [d.worker for d in decisions if isinstance(d, Dispatch)]
+        assert len(woken) == len(set(woken)), "one wake per worker"
+        assert all(self.ledger.queued(worker) for worker in woken)
+        self.next_file += taken
+        self.apply(decisions)
 
     @precondition(lambda self: not self.ledger.listing_done and self.next_file >= self.files)
     @rule()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+import mmh3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alluxiojob.core.ring import DEFAULT_VIRTUAL_NODES, HashRing
+from alluxiojob.core.ring import DEFAULT_VIRTUAL_NODES, HashRing, _hash
 
 WORKERS = ["worker-a:29999", "worker-b:29999", "worker-c:29999"]
 NEW_WORKER = "worker-d:29999"
@@ -130,6 +131,16 @@ def test_empty_ring() -> None:
 def test_empty_key_and_unicode_keys(ring3: HashRing) -> None:
     for key in ["", "/", "日本語/ファイル", "\x00"]:
         assert ring3.owner(key) in WORKERS
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.text(max_size=40))
+def test_a_key_hashes_as_its_utf8_bytes(key: str) -> None:
+    """ASCII keys take a shorter way to the same hash; a name that is not UTF-8 (with
+    surrogates) hashes as its escaped bytes."""
+    assert _hash(key) == mmh3.hash(key.encode("utf-8", "surrogateescape"), signed=False)
+    odd = key + "\udcff"
+    assert _hash(odd) == mmh3.hash(odd.encode("utf-8", "surrogateescape"), signed=False)
 
 
 def test_zero_replicas_returns_no_owner(ring3: HashRing) -> None:
