@@ -105,8 +105,17 @@ class Service:
         self.proc.send_signal(signum)
 
     def stop(self) -> None:
+        self.terminate()
+        self.wait_stopped()
+
+    def terminate(self) -> None:
+        """Send SIGTERM once; ``wait_stopped`` then waits for the exit."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self) -> None:
+        """Wait up to 10 s for the exit that SIGTERM asked for, then SIGKILL."""
+        if self.proc is not None and self.proc.poll() is None:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -219,14 +228,27 @@ class Cluster:
             service.start()
         return service
 
+    def start_all(self) -> None:
+        """Start every service added with ``start=False`` at once, then wait until each
+        is healthy (workers first): the start-ups overlap instead of queueing."""
+        pending = [s for s in [*self.workers, *self.coordinators] if s.proc is None]
+        for service in pending:
+            service.start(wait=False)
+        for service in pending:
+            service.wait_healthy()
+
     def stop_all(self) -> None:
-        for service in [*self.coordinators, *self.workers]:
+        """SIGTERM to every service at once, then wait for each: the shutdowns overlap."""
+        services = [*self.coordinators, *self.workers]
+        for service in services:
             if service.proc is not None and service.proc.poll() is None:
                 try:
                     service.signal(signal.SIGCONT)
                 except ProcessLookupError:
                     pass
-            service.stop()
+            service.terminate()
+        for service in services:
+            service.wait_stopped()
 
     # ------------------------------------------------------------------ REST / CLI
     def url(self, coordinator: int = 0) -> str:

@@ -27,7 +27,8 @@ def cluster_factory(tmp_path: Path) -> Iterator[object]:
 def cluster(cluster_factory) -> Cluster:  # type: ignore[no-untyped-def]
     """One coordinator and two workers, partition size lowered to its minimum, 1MiB."""
     c: Cluster = cluster_factory(**{"alluxio.worker.load.file.partition.size": "1MiB"})
-    c.add_worker()
-    c.add_worker()
-    c.add_coordinator()
+    c.add_worker(start=False)
+    c.add_worker(start=False)
+    c.add_coordinator(start=False)
+    c.start_all()
     return c
