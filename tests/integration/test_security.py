@@ -159,8 +159,9 @@ def test_a_task_without_the_token_writes_and_deletes_nothing(cluster_factory,  #
 def test_rest_and_worker_routes_need_the_token(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     secret = token_file(tmp_path)
     cluster: Cluster = cluster_factory(**{"alluxio.job.cluster.token.file": str(secret)})
-    worker = cluster.add_worker()
-    cluster.add_coordinator()
+    worker = cluster.add_worker(start=False)
+    cluster.add_coordinator(start=False)
+    cluster.start_all()
     src = tmp_path / "src"
     sizes = make_tree(src, 10)
     cluster.cli("job", "load", "--path", str(src), "--wait")  # the CLI sends the token
@@ -281,8 +282,9 @@ def test_tls_on_every_port(cluster_factory, tmp_path: Path) -> None:  # type: ig
     tls = tls_files(tmp_path)
     cluster: Cluster = cluster_factory(
         **tls, **{"alluxio.job.cluster.token.file": str(token_file(tmp_path))})
-    worker = cluster.add_worker()
-    cluster.add_coordinator()
+    worker = cluster.add_worker(start=False)
+    cluster.add_coordinator(start=False)
+    cluster.start_all()
     assert cluster.url().startswith("https://")
     src = tmp_path / "src"
     sizes = make_tree(src, 20)
@@ -353,8 +355,9 @@ def test_paths_outside_the_allowlist_are_refused(cluster_factory, tmp_path: Path
     cluster: Cluster = cluster_factory(
         **{"alluxio.job.path.allowlist": str(allowed),
            "alluxio.job.cluster.token.file": str(token_file(tmp_path))})
-    worker = cluster.add_worker()
-    cluster.add_coordinator()
+    worker = cluster.add_worker(start=False)
+    cluster.add_coordinator(start=False)
+    cluster.start_all()
 
     refusals = {
         "load outside": ("load", {"path": str(outside)}),
