@@ -11,12 +11,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import structlog
 import trio
 import trio_parallel
 
 from alluxiojob.core.reasons import Reason
 from alluxiojob.worker.copier import CopyOutcome
 from alluxiojob.worker.slots import FairSlots
+
+log = structlog.get_logger("alluxiojob.worker")
 
 
 @dataclass
@@ -49,12 +52,21 @@ class Pool:
         self.limiter = trio.CapacityLimiter(pool_size)
         self.stats = stats
 
-    async def warm_up(self) -> None:
-        """Start every pool process now rather than during the first task."""
+    async def warm_up(self, probe: Callable[[], object] = os.getpid) -> None:
+        """Start every pool process now rather than during the first task.
+
+        Best effort: a process that dies while it starts (killed, out of memory) is
+        logged, and the next task starts another; it never stops the worker."""
+        async def start_one() -> None:
+            try:
+                await trio_parallel.run_sync(probe, limiter=self.limiter)
+            except trio_parallel.BrokenWorkerError as exc:
+                log.warning("a pool process died while it started; the next task starts "
+                            "another", error=str(exc))
+
         async with trio.open_nursery() as nursery:
             for _ in range(self.size):
-                nursery.start_soon(
-                    lambda: trio_parallel.run_sync(os.getpid, limiter=self.limiter))
+                nursery.start_soon(start_one)
 
     async def run(self, job_id: str, function: Callable[..., list[CopyOutcome]],
                   *args: object) -> list[CopyOutcome]:
