@@ -105,17 +105,8 @@ class Service:
         self.proc.send_signal(signum)
 
     def stop(self) -> None:
-        self.terminate()
-        self.wait_stopped()
-
-    def terminate(self) -> None:
-        """Send SIGTERM once; ``wait_stopped`` then waits for the exit."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-
-    def wait_stopped(self) -> None:
-        """Wait up to 10 s for the exit that SIGTERM asked for, then SIGKILL."""
-        if self.proc is not None and self.proc.poll() is None:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -228,29 +219,14 @@ class Cluster:
             service.start()
         return service
 
-    def start_all(self) -> None:
-        """Start every service added with ``start=False`` at once, then wait until each
-        is healthy (workers first): the start-ups overlap instead of queueing."""
-        pending = [s for s in [*self.workers, *self.coordinators] if s.proc is None]
-        for service in pending:
-            service.start(wait=False)
-        for service in pending:
-            service.wait_healthy()
-
     def stop_all(self) -> None:
-        """Stop the coordinators, then the workers, each group at once: SIGTERM to every
-        member, then wait for each. A worker stops faster once no coordinator holds a
-        session to it."""
-        for group in (self.coordinators, self.workers):
-            for service in group:
-                if service.proc is not None and service.proc.poll() is None:
-                    try:
-                        service.signal(signal.SIGCONT)
-                    except ProcessLookupError:
-                        pass
-                service.terminate()
-            for service in group:
-                service.wait_stopped()
+        for service in [*self.coordinators, *self.workers]:
+            if service.proc is not None and service.proc.poll() is None:
+                try:
+                    service.signal(signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            service.stop()
 
     # ------------------------------------------------------------------ REST / CLI
     def url(self, coordinator: int = 0) -> str:

@@ -23,31 +23,11 @@ def cluster_factory(tmp_path: Path) -> Iterator[object]:
         cluster.stop_all()
 
 
-def _start_standard(cluster: Cluster) -> Cluster:
-    cluster.add_worker(start=False)
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
-    return cluster
-
-
-STANDARD = {"alluxio.worker.load.file.partition.size": "1MiB"}
-
-
 @pytest.fixture
 def cluster(cluster_factory) -> Cluster:  # type: ignore[no-untyped-def]
     """One coordinator and two workers, partition size lowered to its minimum, 1MiB."""
-    return _start_standard(cluster_factory(**STANDARD))
-
-
-@pytest.fixture(scope="module")
-def module_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The ``cluster`` fixture's cluster, started once for a whole module. Only for a
-    module whose tests change nothing another one sees (each works on its own paths,
-    counts only its own jobs, kills nothing); such a module overrides ``cluster`` with
-    it."""
-    made = Cluster(tmp_path_factory.mktemp("module-cluster"), dict(STANDARD))
-    try:
-        yield _start_standard(made)
-    finally:
-        made.stop_all()
+    c: Cluster = cluster_factory(**{"alluxio.worker.load.file.partition.size": "1MiB"})
+    c.add_worker()
+    c.add_worker()
+    c.add_coordinator()
+    return c

@@ -47,9 +47,8 @@ def _cluster(cluster_factory, azure: AzureServer, **properties: str) -> Cluster:
         "alluxio.underfs.s3.max.error.retry": "1",
         **properties,
     })
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     return cluster
 
 

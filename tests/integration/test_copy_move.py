@@ -74,10 +74,8 @@ def test_temp_files_of_a_killed_worker_are_swept_when_it_writes_again(
     """SIGKILL a worker and its pool process while a COPY writes its hidden temp file:
     the restarted worker finishes the file and removes what its dead run left."""
     cluster: Cluster = cluster_factory(**{"alluxio.job.retry.max.attempts": "10"})
-    worker = cluster.add_worker(start=False,
-                                **{"alluxio.worker.job.load.executor.threads.max": "1"})
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker(**{"alluxio.worker.job.load.executor.threads.max": "1"})
+    cluster.add_coordinator()
     src = tmp_path / "src"
     src.mkdir()
     block = os.urandom(1 << 20)

@@ -196,9 +196,8 @@ def repaired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     root = tmp_path_factory.mktemp("repair")
     cluster = Cluster(root / "cluster")
     try:
-        cluster.add_worker(start=False)
-        cluster.add_coordinator(start=False)
-        cluster.start_all()
+        cluster.add_worker()
+        cluster.add_coordinator()
         src = root / "dataset"
         sizes = write_files(src, 12, 64 * KiB)
         # 768KiB at 256KiB/s: the load pass takes about 3 s, time to damage the cache.
@@ -340,9 +339,8 @@ def test_dataset_bigger_than_the_cache_fails_with_cache_full(
 def test_lru_eviction_of_an_older_job(cluster_factory, tmp_path: Path, pin: str) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory()
     capacity = 200 * KiB
-    worker = cluster.add_worker(start=False, **{SIZES: "200KiB", PIN_TIME: pin})
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker(**{SIZES: "200KiB", PIN_TIME: pin})
+    cluster.add_coordinator()
     old = write_files(tmp_path / "old", 10, 10 * KiB)
     new = write_files(tmp_path / "new", 15, 10 * KiB)  # 250KiB in all: 5 files too many
     first = cluster.submit("load", str(tmp_path / "old"))
@@ -388,9 +386,8 @@ def failed_early(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         "alluxio.job.failure.ratio.threshold": "0",
     })
     try:
-        cluster.add_worker(start=False, **{SIZES: "32KiB"})
-        cluster.add_coordinator(start=False)
-        cluster.start_all()
+        cluster.add_worker(**{SIZES: "32KiB"})
+        cluster.add_coordinator()
         src = root / "dataset"
         sizes = write_files(src, 300, 8 * KiB)  # 4 files fit
         job = cluster.submit("load", str(src), batch_size=10)
@@ -439,9 +436,8 @@ def test_progress_json_lists_failures_with_reason_and_message(
     cluster_factory, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     cluster: Cluster = cluster_factory()
-    cluster.add_worker(start=False, **{SIZES: "32KiB"})
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker(**{SIZES: "32KiB"})
+    cluster.add_coordinator()
     src = tmp_path / "dataset"
     write_files(src, 10, 8 * KiB)  # 4 fit, 6 fail, below the default thresholds
     job = cluster.submit("load", str(src))
@@ -463,9 +459,8 @@ def test_a_listing_error_fails_the_job_with_its_reason(
 ) -> None:
     cluster: Cluster = cluster_factory(**{
         "alluxio.coordinator.scheduler.running.job.capacity": "1"})
-    cluster.add_worker(start=False)
-    coordinator = cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    coordinator = cluster.add_coordinator()
     busy = write_files(tmp_path / "busy", 20, 8 * KiB)
     assert busy
     gone = tmp_path / "gone"
@@ -492,9 +487,8 @@ def test_a_listing_error_fails_the_job_with_its_reason(
 # ---------------------------------------------------------------------- 6. bandwidth
 def test_bandwidth_limit_paces_the_load(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory()
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     src = tmp_path / "dataset"
     sizes = write_files(src, 4, 256 * KiB)
     limit = 256 * KiB

@@ -60,10 +60,8 @@ def test_ha_restart_under_the_same_id_resumes_its_jobs(cluster_factory, tmp_path
             "alluxio.etcd.endpoints": etcd.url,
             "alluxio.coordinator.failure.detection.timeout": "30s",
         })
-        cluster.add_worker(start=False)
-        coordinator = cluster.add_coordinator(start=False,
-                                              **{"alluxio.coordinator.id": "coordinator-a"})
-        cluster.start_all()
+        cluster.add_worker()
+        coordinator = cluster.add_coordinator(**{"alluxio.coordinator.id": "coordinator-a"})
         src = tmp_path / "src"
         sizes = make_tree(src, 400)
         job = cluster.submit("load", str(src), batch_size=10, bandwidth=1024 * 1024)

@@ -54,10 +54,8 @@ def test_stop_reaches_the_workers_and_frees_their_pool(cluster_factory, tmp_path
     """Two LOADs with bandwidth=1 hold every pool process of a worker; once both are
     stopped, their tasks end (killing their pool processes) and a later job runs."""
     cluster: Cluster = cluster_factory()
-    worker = cluster.add_worker(start=False,
-                                **{"alluxio.worker.job.load.executor.threads.max": "2"})
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker(**{"alluxio.worker.job.load.executor.threads.max": "2"})
+    cluster.add_coordinator()
     slow = [tmp_path / "slow-a", tmp_path / "slow-b"]
     jobs = []
     for root in slow:
@@ -98,9 +96,8 @@ def test_every_task_has_a_deadline(cluster_factory, tmp_path: Path) -> None:  # 
         "alluxio.job.task.timeout": "2s",
         "alluxio.job.retry.max.attempts": "2",
     })
-    worker = cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker()
+    cluster.add_coordinator()
     src = tmp_path / "slow"
     sizes = write_files(src, 2, 8 * KiB)
     job = cluster.submit("load", str(src), batch_size=1, bandwidth=1)
@@ -122,10 +119,9 @@ def test_a_dead_worker_stalls_only_its_share(cluster_factory, tmp_path: Path) ->
     cluster: Cluster = cluster_factory(**{
         "alluxio.coordinator.failure.detection.timeout": "3s",
     })
-    survivor = cluster.add_worker(start=False)
-    victim = cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    survivor = cluster.add_worker()
+    victim = cluster.add_worker()
+    cluster.add_coordinator()
     src = tmp_path / "data"
     sizes = make_tree(src, 400)
     job = cluster.submit("load", str(src), batch_size=2, bandwidth=256 * KiB)

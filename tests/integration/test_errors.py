@@ -18,14 +18,6 @@ from tests.integration.cluster import Cluster, make_tree
 
 pytestmark = pytest.mark.timeout(180)
 
-
-@pytest.fixture
-def cluster(module_cluster: Cluster) -> Cluster:
-    """One cluster for the module: each test submits its own paths or none, and kills
-    nothing."""
-    return module_cluster
-
-
 SUBMIT = "/api/v1/master/submit_job/load"
 
 

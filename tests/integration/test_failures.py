@@ -38,10 +38,9 @@ def _assert_all_cached(cluster: Cluster, sizes: dict[str, int]) -> None:
 
 def test_coordinator_sigkill_resumes_from_checkpoint(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory()
-    cluster.add_worker(start=False)
-    cluster.add_worker(start=False)
-    coordinator = cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_worker()
+    coordinator = cluster.add_coordinator()
     src = tmp_path / "dataset"
     sizes = make_tree(src, 1500)
     # Small batches and a bandwidth limit keep the job running long enough to kill it.
@@ -74,10 +73,9 @@ def test_coordinator_sigkill_resumes_from_checkpoint(cluster_factory, tmp_path: 
 
 def test_worker_sigkill_mid_task_job_still_succeeds(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**{"alluxio.job.retry.max.attempts": "10"})
-    victim = cluster.add_worker(start=False)
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    victim = cluster.add_worker()
+    cluster.add_worker()
+    cluster.add_coordinator()
     src = tmp_path / "dataset"
     sizes = make_tree(src, 1200)
     job = cluster.submit("load", str(src), batch_size=20, bandwidth=1024 * 1024)
@@ -103,9 +101,8 @@ def test_waiting_capacity_rejects_with_a_clear_error(cluster_factory, tmp_path: 
         "alluxio.coordinator.scheduler.waiting.job.capacity": "2",
         "alluxio.coordinator.scheduler.running.job.capacity": "1",
     })
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     dirs = []
     for i in range(4):
         d = tmp_path / f"d{i}"

@@ -31,9 +31,8 @@ SIZE = 300_000
 @pytest.fixture
 def one_worker(cluster_factory) -> Cluster:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory()
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     return cluster
 
 
@@ -189,9 +188,8 @@ def test_fs_check_reports_evicts_and_reloads(one_worker: Cluster, tmp_path: Path
 
 def test_scheduled_scrub_evicts_a_flipped_copy(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**{"alluxio.worker.cache.scrub.interval": "1s"})
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     files = write_files(tmp_path / "src", 2)
     load(cluster, tmp_path / "src")
     copy = copy_of(cluster, files[0])
@@ -214,9 +212,8 @@ def test_objects_get_checksums_small_and_ranged(cluster_factory, s3: S3Server) -
     ranged one (read back once its ranges are in): both pass, and both are checked."""
     cluster: Cluster = cluster_factory(**{
         **s3.properties(), "alluxio.underfs.object.store.multi.range.chunk.size": "1MiB"})
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     s3.create_bucket("integrity")
     objects = {"d/small.bin": os.urandom(SIZE), "d/large.bin": os.urandom(2 * 1024 * 1024 + 7)}
     s3.put_many("integrity", objects)
@@ -256,9 +253,8 @@ def test_private_files_stay_private(open_root: Path) -> None:
     cluster = Cluster(open_root / "cluster", {"alluxio.job.cluster.token": "t0ken-integrity"})
     try:
         cluster.root.chmod(0o755)
-        cluster.add_worker(start=False)
-        cluster.add_coordinator(start=False)
-        cluster.start_all()
+        cluster.add_worker()
+        cluster.add_coordinator()
         public = open_root / "public.txt"
         public.write_text("anyone")
         public.chmod(0o644)

@@ -76,9 +76,8 @@ def test_index_file_refusals_name_the_problem(cluster_factory, tmp_path: Path) -
     allowed = tmp_path / "allowed"
     sizes = make_files(allowed, 2)
     cluster: Cluster = cluster_factory(**{"alluxio.job.path.allowlist": str(allowed)})
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     bad = allowed / "bad.txt"
     bad.write_bytes(f"{next(iter(sizes))}\n# fine\n".encode() + b"\xff\xfe\n")
     answer = cluster.api("POST", SUBMIT, json={"indexFile": str(bad)})
@@ -146,10 +145,9 @@ def test_template_load_with_a_total_from_the_start(cluster: Cluster, tmp_path: P
 
 def test_inventory_and_template_on_s3_need_no_listing(cluster_factory, s3: S3Server) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**s3.properties())
-    cluster.add_worker(start=False)
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_worker()
+    cluster.add_coordinator()
     s3.create_bucket("photos")
     s3.create_bucket("inventory")
     objects = {f"2026/img {i:02d}+é.jpg": os.urandom(50 + i) for i in range(12)}

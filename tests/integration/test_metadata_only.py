@@ -82,10 +82,9 @@ def test_metadata_only_load_of_local_files(cluster: Cluster, tmp_path: Path) -> 
 
 def test_metadata_only_load_from_s3(cluster_factory, s3: S3Server) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**s3.properties())
-    cluster.add_worker(start=False)
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_worker()
+    cluster.add_coordinator()
     s3.create_bucket("meta")
     objects = {f"data/part-{i:02d}": os.urandom(100 + i) for i in range(15)}
     s3.put_many("meta", objects)

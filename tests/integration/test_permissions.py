@@ -26,9 +26,8 @@ def _without_root_file_access() -> tuple[str, ...]:
 
 def test_unreadable_source_file(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory()
-    worker = cluster.add_worker(start=False, prefix=_without_root_file_access())
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker(prefix=_without_root_file_access())
+    cluster.add_coordinator()
 
     src = tmp_path / "src"
     src.mkdir()
@@ -63,9 +62,8 @@ def test_unreadable_source_file(cluster_factory, tmp_path: Path) -> None:  # typ
 
 def test_an_unwritable_cache_names_the_cache_file(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**{"alluxio.job.retry.max.attempts": "1"})
-    worker = cluster.add_worker(start=False, prefix=_without_root_file_access())
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker(prefix=_without_root_file_access())
+    cluster.add_coordinator()
     src = tmp_path / "src"
     src.mkdir()
     for i in range(3):

@@ -106,9 +106,8 @@ def scraped(cluster_factory, etcd: EtcdServer,  # type: ignore[no-untyped-def]
         "alluxio.job.cluster.token": token,
     })
     cluster.add_worker(s3=True)  # the S3 API's panels need its series
-    cluster.add_worker(start=False, s3=True)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker(s3=True)
+    cluster.add_coordinator()
     root = tmp_path / "prometheus"
     (root / "consoles").mkdir(parents=True)
     (root / "consoles" / "alluxiojob.html").write_text(

@@ -50,10 +50,9 @@ def s3_cluster(cluster_factory, s3: S3Server) -> Cluster:  # type: ignore[no-unt
         "alluxio.underfs.object.store.multi.range.chunk.size": "1MiB",
         "alluxio.underfs.s3.max.error.retry": "2",
     })
-    cluster.add_worker(start=False)
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_worker()
+    cluster.add_coordinator()
     return cluster
 
 
@@ -271,9 +270,8 @@ def test_throttled_then_changed_mid_read(cluster_factory, s3: S3Server) -> None:
         "alluxio.underfs.s3.max.error.retry": "1",
         "alluxio.job.retry.max.attempts": "2",
     })
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     s3.create_bucket("faults")
     s3.put("faults", "slow/one", b"throttled")
     s3.throttle(1000, method="GET", match="/faults/slow/one")
@@ -304,9 +302,8 @@ def test_object_read_size_is_not_the_partition_size(cluster_factory, s3: S3Serve
         "alluxio.worker.load.file.partition.size": "1MiB",
         "alluxio.underfs.object.store.multi.range.chunk.size": "4MiB",
     })
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     s3.create_bucket("read-size")
     whole, ranged = os.urandom(4 * PARTITION), os.urandom(9 * PARTITION + 5)
     s3.put("read-size", "whole/obj", whole)
@@ -324,9 +321,8 @@ def test_secrets_never_leave_the_process(cluster_factory, s3: S3Server) -> None:
     secret = "S3cr3t-" + os.urandom(8).hex()
     cluster: Cluster = cluster_factory(**{**s3.properties(), "s3a.secretKey": secret,
                                           "alluxio.underfs.s3.max.error.retry": "0"})
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     s3.create_bucket("secrets")
     s3.put("secrets", "obj", b"x")
     s3.put("secrets", "obj/under", b"y")
@@ -378,9 +374,8 @@ def test_secrets_never_leave_the_process(cluster_factory, s3: S3Server) -> None:
 def test_wrong_access_key_is_refused_at_submit(cluster_factory, s3: S3Server) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**{**s3.properties(), "s3a.accessKeyId": "not-a-key",
                                           "alluxio.underfs.s3.max.error.retry": "0"})
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     s3.create_bucket("wrong-key")
     s3.put("wrong-key", "d/x", b"x")
     refused = cluster.cli("job", "load", "--path", "s3://wrong-key/d", check=False)
@@ -408,10 +403,9 @@ def _assert_each_cached_once(cluster: Cluster, bucket: str, objects: dict[str, b
 
 def test_coordinator_sigkill_mid_s3_load_resumes(cluster_factory, s3: S3Server) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**s3.properties())
-    cluster.add_worker(start=False)
-    cluster.add_worker(start=False)
-    coordinator = cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_worker()
+    coordinator = cluster.add_coordinator()
     objects = _busy_dataset(s3, "kill-coordinator", 800)
     s3.set_latency(0.05)
     try:
@@ -443,10 +437,9 @@ def test_coordinator_sigkill_mid_s3_load_resumes(cluster_factory, s3: S3Server) 
 def test_worker_sigkill_mid_s3_load_succeeds(cluster_factory, s3: S3Server) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**{**s3.properties(),
                                           "alluxio.job.retry.max.attempts": "10"})
-    victim = cluster.add_worker(start=False)
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    victim = cluster.add_worker()
+    cluster.add_worker()
+    cluster.add_coordinator()
     objects = _busy_dataset(s3, "kill-worker", 600)
     s3.set_latency(0.05)
     try:
@@ -475,9 +468,8 @@ def test_worker_sigkill_mid_s3_load_succeeds(cluster_factory, s3: S3Server) -> N
 def test_allowlist_confines_object_uris(cluster_factory, s3: S3Server) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**{**s3.properties(),
                                           "alluxio.job.path.allowlist": "s3://confined/in"})
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     s3.create_bucket("confined")
     s3.put("confined", "in/x", b"inside")
     s3.put("confined", "inside/y", b"a prefix, not a component")

@@ -33,9 +33,8 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def s3_cluster(cluster_factory, s3: S3Server) -> Cluster:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**{**s3.properties(),
                                           "alluxio.worker.load.file.partition.size": "1MiB"})
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     return cluster
 
 
@@ -152,9 +151,8 @@ def test_a_retried_upload_aborts_what_its_killed_attempt_left(
 def test_a_restarted_worker_aborts_the_uploads_its_killed_run_left(
         cluster_factory, s3: S3Server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**s3.properties())
-    worker = cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker()
+    cluster.add_coordinator()
     s3.create_bucket("uploads-swept")
     src = tmp_path / "src"
     src.mkdir()

@@ -79,10 +79,9 @@ def test_load_from_the_nginx_server_is_byte_identical(cluster_factory: Any,
         "alluxio.worker.load.file.partition.size": "1MiB",
         "alluxio.underfs.object.store.multi.range.chunk.size": "1MiB",
     })
-    cluster.add_worker(start=False)
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_worker()
+    cluster.add_coordinator()
     result = cluster.cli("job", "load", "--path", f"s3://{BUCKET}/data", "--wait")
     assert "SUCCEEDED" in result.stdout
     assert_cached_once(cached_under(cluster, f"s3/{BUCKET}"), OBJECTS, encoded)

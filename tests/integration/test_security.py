@@ -159,9 +159,8 @@ def test_a_task_without_the_token_writes_and_deletes_nothing(cluster_factory,  #
 def test_rest_and_worker_routes_need_the_token(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     secret = token_file(tmp_path)
     cluster: Cluster = cluster_factory(**{"alluxio.job.cluster.token.file": str(secret)})
-    worker = cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker()
+    cluster.add_coordinator()
     src = tmp_path / "src"
     sizes = make_tree(src, 10)
     cluster.cli("job", "load", "--path", str(src), "--wait")  # the CLI sends the token
@@ -282,9 +281,8 @@ def test_tls_on_every_port(cluster_factory, tmp_path: Path) -> None:  # type: ig
     tls = tls_files(tmp_path)
     cluster: Cluster = cluster_factory(
         **tls, **{"alluxio.job.cluster.token.file": str(token_file(tmp_path))})
-    worker = cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker()
+    cluster.add_coordinator()
     assert cluster.url().startswith("https://")
     src = tmp_path / "src"
     sizes = make_tree(src, 20)
@@ -355,9 +353,8 @@ def test_paths_outside_the_allowlist_are_refused(cluster_factory, tmp_path: Path
     cluster: Cluster = cluster_factory(
         **{"alluxio.job.path.allowlist": str(allowed),
            "alluxio.job.cluster.token.file": str(token_file(tmp_path))})
-    worker = cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker()
+    cluster.add_coordinator()
 
     refusals = {
         "load outside": ("load", {"path": str(outside)}),

@@ -70,10 +70,9 @@ def test_one_coordinator_runs_the_shards_of_a_job_at_once(cluster_factory,  # ty
     cluster: Cluster = cluster_factory(**{"alluxio.job.shard.count": "4",
                                           "alluxio.job.shard.concurrency": "4",
                                           "alluxio.job.batch.size": "20"})
-    cluster.add_worker(start=False)
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_worker()
+    cluster.add_coordinator()
     src = tmp_path / "tree"
     sizes = subdir_tree(src, SUBDIRS, 60)
     job = cluster.submit("load", str(src))
@@ -103,9 +102,8 @@ def test_one_coordinator_runs_the_shards_of_a_job_at_once(cluster_factory,  # ty
 def test_one_shard_count_keeps_a_job_whole(cluster_factory,  # type: ignore[no-untyped-def]
                                            tmp_path: Path) -> None:
     cluster: Cluster = cluster_factory(**{"alluxio.job.shard.count": "1"})
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     src = tmp_path / "tree"
     sizes = subdir_tree(src, 3, 5)
     job = cluster.submit("load", str(src))
@@ -137,9 +135,8 @@ def test_coordinators_share_the_shards_of_one_job(cluster_factory,  # type: igno
     cluster = ha_cluster(cluster_factory, etcd, **{"alluxio.job.shard.count": "8",
                                                    "alluxio.job.shard.concurrency": "2",
                                                    "alluxio.job.batch.size": "10"})
-    cluster.add_worker(start=False)
-    cluster.add_worker(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_worker()
     for _ in range(3):
         cluster.add_coordinator()
     src = tmp_path / "tree"
@@ -157,11 +154,10 @@ def test_kill_a_coordinator_holding_shards(cluster_factory,  # type: ignore[no-u
     cluster = ha_cluster(cluster_factory, etcd, **{"alluxio.job.shard.count": "8",
                                                    "alluxio.job.shard.concurrency": "3",
                                                    "alluxio.job.batch.size": "5"})
-    cluster.add_worker(start=False)
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_worker()
+    cluster.add_coordinator()
+    cluster.add_coordinator()
     src = tmp_path / "tree"
     sizes = subdir_tree(src, SUBDIRS, 150)
     job = cluster.submit("load", str(src), coordinator=0)

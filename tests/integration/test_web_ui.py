@@ -202,9 +202,8 @@ def test_rerun_from_the_page_in_etcd_mode(cluster_factory, tmp_path: Path) -> No
             "alluxio.coordinator.job.meta.store.type": "ETCD",
             "alluxio.etcd.endpoints": etcd.url,
         })
-        cluster.add_worker(start=False)
-        cluster.add_coordinator(start=False)
-        cluster.start_all()
+        cluster.add_worker()
+        cluster.add_coordinator()
         slow = tmp_path / "slow"
         make_tree(slow, 40)
         with chromium(tmp_path) as driver:
@@ -236,9 +235,8 @@ def test_the_page_asks_for_the_token(cluster_factory, tmp_path: Path) -> None:  
     token_file.write_text("s3cret-" + os.urandom(8).hex() + "\n")
     token_file.chmod(0o600)
     cluster: Cluster = cluster_factory(**{"alluxio.job.cluster.token.file": str(token_file)})
-    cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    cluster.add_worker()
+    cluster.add_coordinator()
     assert httpx.get(cluster.url() + "/ui/app.js", timeout=10).status_code == 200, \
         "the static shell is public"
     refused = httpx.get(cluster.url() + "/api/v1/master/jobs_overview", timeout=10)

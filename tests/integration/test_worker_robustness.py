@@ -80,9 +80,8 @@ def shard_in_pool(worker: Service) -> bool:
 # ---------------------------------------------------------------------- FIFO
 def test_a_source_replaced_by_a_fifo_fails_alone(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory(**{"alluxio.job.retry.max.attempts": "1"})
-    worker = cluster.add_worker(start=False, **ONE_PROCESS)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker(**ONE_PROCESS)
+    cluster.add_coordinator()
     src = tmp_path / "dataset"
     sizes = write_files(src, 5, 4 * KiB)
     victim = src / "f002.bin"
@@ -111,9 +110,8 @@ def test_a_source_replaced_by_a_fifo_fails_alone(cluster_factory, tmp_path: Path
 def test_a_pool_process_killed_mid_shard_leaves_no_tmp_file(cluster_factory,  # type: ignore[no-untyped-def]
                                                             tmp_path: Path) -> None:
     cluster: Cluster = cluster_factory(**{"alluxio.worker.load.file.partition.size": "1MiB"})
-    worker = cluster.add_worker(start=False, **ONE_PROCESS)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker(**ONE_PROCESS)
+    cluster.add_coordinator()
     src = tmp_path / "dataset"
     sizes = write_files(src, 1, 3 * MiB + 5)  # preallocated in tmp/, copied in ranges
     tmp = worker.cache_dir / "tmp"  # type: ignore[attr-defined]
@@ -139,9 +137,8 @@ def test_a_pool_process_killed_mid_shard_leaves_no_tmp_file(cluster_factory,  # 
 # ---------------------------------------------------------------------- pins
 def test_pins_survive_a_worker_restart(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory()
-    worker = cluster.add_worker(start=False, **{SIZES: "200KiB", PIN_TIME: "10min"})
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker(**{SIZES: "200KiB", PIN_TIME: "10min"})
+    cluster.add_coordinator()
     first_files = write_files(tmp_path / "first", 10, 10 * KiB)
     second_files = write_files(tmp_path / "second", 15, 10 * KiB)  # 5 files too many
     first = cluster.submit("load", str(tmp_path / "first"))
@@ -169,9 +166,8 @@ def test_pins_survive_a_worker_restart(cluster_factory, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- fair slots
 def test_throttled_jobs_do_not_starve_a_third(cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cluster: Cluster = cluster_factory()
-    worker = cluster.add_worker(start=False)
-    cluster.add_coordinator(start=False)
-    cluster.start_all()
+    worker = cluster.add_worker()
+    cluster.add_coordinator()
     slow = {}
     for name in ("slow-a", "slow-b"):
         write_files(tmp_path / name, 40, 4 * KiB)
