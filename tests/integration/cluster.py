@@ -378,18 +378,22 @@ class ProgressSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+        self._sample()  # one more: a job that ran between two samples is still seen
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for index in self.coordinators:
-                try:
-                    report = self.cluster.progress(self.job_id, coordinator=index)
-                except Exception:  # that coordinator is down right now
-                    continue
-                self.samples.append({**report["files"], **{
-                    f"bytes_{k}": v for k, v in report["bytes"].items()},
-                    "subtasks": report["subtask_failures"], "state": report["job"]["state"]})
+            self._sample()
             self._stop.wait(0.05)
+
+    def _sample(self) -> None:
+        for index in self.coordinators:
+            try:
+                report = self.cluster.progress(self.job_id, coordinator=index)
+            except Exception:  # that coordinator is down right now
+                continue
+            self.samples.append({**report["files"], **{
+                f"bytes_{k}": v for k, v in report["bytes"].items()},
+                "subtasks": report["subtask_failures"], "state": report["job"]["state"]})
 
     def assert_never_backward(self) -> None:
         keys = ["listed", "processed", "skipped", "failed", "bytes_listed", "bytes_processed",
