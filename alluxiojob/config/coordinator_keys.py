@@ -172,8 +172,10 @@ class CoordinatorKeys:
         parse_non_negative_int,
         "0",
         "Shards a new job is split into, at its top-level entries (subdirectories of a "
-        "local tree, common prefixes of an object store), so that several coordinators, "
-        "or one coordinator several times over, list and dispatch it side by side. "
+        "local tree, common prefixes of an object store; below a lone top-level "
+        "directory, the first level with several entries), so that several "
+        "coordinators, or one coordinator several times over, list and dispatch it "
+        "side by side. "
         "0: choose (up to 8, when the top level has several entries); 1: never shard. "
         "A manifest or template job is split into line or index ranges instead (see "
         "alluxio.job.shard.source.files). Jobs with --verify or --bandwidth are not "

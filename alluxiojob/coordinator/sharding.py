@@ -6,7 +6,8 @@ When a coordinator claims a job (``scheduler.py``), ``prepare`` decides whether 
 sharded. A job that already has shards (resumed, reclaimed, rerun) puts every shard
 back in the queue, each keeping its checkpoint and counters. A new job is split if
 ``alluxio.job.shard.count`` allows it and its path's top level has several entries
-(one delimiter listing of an object store, one directory read of a local tree). A
+(one delimiter listing of an object store, one directory read of a local tree), or,
+when the top level is a single directory, the first level below it that has. A
 manifest or template job is split into ranges of its positions instead: template
 indices by arithmetic; index-file lines and inventory rows (by data file and row) at
 cuts placed in one pass over the manifest, which also counts each shard's files (and
@@ -54,6 +55,7 @@ log = structlog.get_logger("alluxiojob.coordinator")
 
 AUTO_SHARDS = 8  # shards of a job when alluxio.job.shard.count is 0 (choose)
 TOP_LEVEL_MAX = 100_000  # top-level entries read to place the boundaries
+DESCENT_MAX = 8  # single directories descended into to find entries to cut between
 
 
 def outcome(total: Progress) -> str:
@@ -68,24 +70,42 @@ def target_shards(config: Config) -> int:
 
 
 def top_level(path: str, config: Config) -> list[tuple[str, ...]]:
-    """The bounds of the top-level entries under ``path`` (blocking: run in a thread)."""
+    """The bounds of the entries under ``path`` to cut shards between (blocking: run in a
+    thread): its top level, or, while that holds a single directory (or common prefix)
+    and nothing else, the level below it, down to ``DESCENT_MAX`` levels. A bucket that
+    holds one ``dataset/`` prefix is thus split inside it, not run whole."""
     ufs = ufs_for(path, UfsSettings.from_config(config))
     if isinstance(ufs, ObjectStoreUfs):
         store, key = ufs._locate(path)
-        if not key:
-            listed = obstore.list_with_delimiter(store)
-        else:
-            listed = obstore.list_with_delimiter(store, prefix=key.rstrip("/") + "/")
-        skip = len(key.rstrip("/")) + 1 if key else 0
-        names = [p[skip:] + "/" for p in listed["common_prefixes"]]
-        names += [o["path"][skip:] for o in listed["objects"]]
-        return [top_level_bound(n, object_store=True) for n in names[:TOP_LEVEL_MAX] if n]
-    root = to_local_path(path)
-    if not os.path.isdir(root):
+        base = key.rstrip("/") + "/" if key else ""
+        under = ""  # the single prefixes descended into, relative to the job's path
+        for _ in range(DESCENT_MAX):
+            listed = obstore.list_with_delimiter(store, prefix=base + under or None)
+            skip = len(base)
+            prefixes = [p[skip:] + "/" for p in listed["common_prefixes"]]
+            objects = [o["path"][skip:] for o in listed["objects"]]
+            objects = [name for name in objects if name and name != under]  # its marker
+            if len(prefixes) == 1 and not objects:
+                under = prefixes[0]
+                continue
+            names = prefixes + objects
+            return [top_level_bound(n, object_store=True) for n in names[:TOP_LEVEL_MAX]]
         return []
-    with os.scandir(root) as entries:
-        names = sorted(entry.name for entry in entries)
-    return [top_level_bound(n, object_store=False) for n in names[:TOP_LEVEL_MAX]]
+    root = to_local_path(path)
+    parents: tuple[str, ...] = ()
+    for _ in range(DESCENT_MAX):
+        folder = os.path.join(root, *parents)
+        if not os.path.isdir(folder):
+            return []
+        with os.scandir(folder) as entries:
+            found = sorted((entry.name, entry.is_dir(follow_symlinks=False))
+                           for entry in entries)
+        if len(found) == 1 and found[0][1]:
+            parents += (found[0][0],)
+            continue
+        return [(*parents, *top_level_bound(name, object_store=False))
+                for name, _ in found[:TOP_LEVEL_MAX]]
+    return []
 
 
 async def prepare(owned: OwnedJob, store: JobStore, shards: ShardStore,
