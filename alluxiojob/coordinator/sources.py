@@ -210,7 +210,9 @@ class IndexSource:
 
     def _paths(self, line: int, offset: int,
                stop: int | None = None) -> Iterator[tuple[str, tuple[str, ...]]]:
-        for raw, end in _lines(self.uri, self.ufs.read(self.uri, offset), offset):
+        chunks = (self.ufs.read(self.uri) if not offset
+                  else _after_line_end(self.uri, self.ufs.read(self.uri, offset - 1), offset))
+        for raw, end in _lines(self.uri, chunks, offset):
             line += 1
             if stop is not None and line >= stop:
                 return
@@ -225,6 +227,27 @@ class IndexSource:
             yield from self.stats.each(self._paths(line, offset, stop))
         except ManifestError as exc:
             raise UfsError(Reason.INVALID_PATH, f"index file {exc}") from None
+
+
+def _after_line_end(uri: str, chunks: Iterable[bytes], offset: int) -> Iterator[bytes]:
+    """An index file's bytes from ``offset``, given them from ``offset - 1``, where a
+    line must end: a position stored by a shard's plan or a checkpoint points at the
+    start of a line. If the file was rewritten since, the byte there is most likely no
+    newline (or the file is shorter), and reading on would take half a line for a path:
+    that is ``UFS_CHANGED``, which fails the job, naming the file. (The last line of a
+    file need not end with a newline: a single byte left there is that line's end.)"""
+    rest = iter(chunks)
+    head = b""
+    for chunk in rest:
+        head += chunk
+        if len(head) > 1:
+            break
+    if not head or (head[:1] != b"\n" and len(head) > 1):
+        raise UfsError(Reason.UFS_CHANGED, f"the index file {printable(uri)} changed since "
+                       f"the job planned its reads: no line ends at byte {offset}; "
+                       "rerun the job to read it from the start")
+    yield head[1:]
+    yield from rest
 
 
 def index_entry(uri: str, raw: bytes, line: int, ufs_root: str) -> str | None:

@@ -43,6 +43,26 @@ def test_index_source_resumes_at_its_line_and_offset(tmp_path: Path) -> None:
         assert list(source.entries(entry.parts)) == entries[i + 1:]
 
 
+def test_an_index_file_rewritten_after_its_positions_were_taken_fails_the_job(
+        tmp_path: Path) -> None:
+    """A stored position (a shard's range, a checkpoint) must land at a line's start; an
+    index file rewritten since does not read on from the middle of a line."""
+    for name in ("alpha", "beta", "gamma"):
+        (tmp_path / name).write_bytes(b"x")
+    index = tmp_path / "list.txt"
+    index.write_text(f"{tmp_path}/alpha\n{tmp_path}/beta\n{tmp_path}/gamma\n")
+    source = open_source(job(f"file://{index}", "index"), config())
+    first, *_ = list(source.entries(()))
+    index.write_text(f"# a header line added\n{tmp_path}/alpha\n{tmp_path}/beta\n")
+    with pytest.raises(UfsError, match="changed since the job planned its reads: no line "
+                                       "ends at byte") as caught:
+        list(source.entries(first.parts))
+    assert caught.value.reason == "UFS_CHANGED"
+    index.write_text("/a\n")  # shorter than the position
+    with pytest.raises(UfsError, match="changed since the job planned"):
+        list(source.entries(first.parts))
+
+
 def test_a_bad_line_read_by_the_job_fails_it_naming_the_line(tmp_path: Path) -> None:
     index = tmp_path / "list.txt"
     index.write_bytes(b"/a\nrelative\n")
