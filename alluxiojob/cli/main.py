@@ -62,8 +62,14 @@ async def _serve_until_signal(service_run: object) -> None:
                 break
 
 
+# A service's exit is Python's own (its pools and threads stop as they always have); every
+# other command's is exit_now's (alluxiojob/cli/quick_exit.py).
+_services_run: list[str] = []
+
+
 def _run_service(kind: str, conf: Path | None, defines: list[str] | None,
                  log_level: str) -> None:
+    _services_run.append(kind)
     # A service needs all of these; the CLI's other commands need none of them.
     import logging
 
@@ -152,7 +158,14 @@ def main() -> None:
 
     if help_requested(sys.argv[1:]):
         import_help_renderer()
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if _services_run:
+            raise
+        from alluxiojob.cli.quick_exit import exit_now
+
+        exit_now(exc.code)
 
 
 if __name__ == "__main__":

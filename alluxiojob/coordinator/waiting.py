@@ -4,14 +4,16 @@
 the end 0.1 s late on average, in five requests a second. With ``wait`` the coordinator
 holds the request until the job's state differs from the state it had when the request
 came (WAITING to RUNNING, RUNNING to SUCCEEDED, ...), or until ``S`` seconds passed,
-and answers the report of that moment: the CLI learns the end within a tick and asks
-about once a second while the job runs.
+and answers the report of that moment: the CLI learns the end at once and asks about
+once a second while the job runs.
 
-The job record is read again each ``tick`` (50 ms): one small read, wherever the job
-runs (this coordinator or another one over etcd). What a waiting client may hold is
-bounded: at most ``cap`` seconds per request (``alluxio.coordinator.progress.wait.max``)
-and at most ``limit`` requests waiting at once; beyond that a request answers at once,
-as without ``wait``.
+A state change this coordinator makes (it claims, runs, stops or reclaims the job) is a
+write of the job's record through its store, which wakes the waiting requests at once
+(``store/changes.py``); they read the record again then, and every ``tick`` (50 ms) for
+a job another coordinator runs (etcd). What a waiting client may hold is bounded: at
+most ``cap`` seconds per request (``alluxio.coordinator.progress.wait.max``) and at most
+``limit`` requests waiting at once; beyond that a request answers at once, as without
+``wait``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from alluxiojob.core.job import JobRecord
 from alluxiojob.core.states import SETTLED_STATES
 from alluxiojob.store.jobs import JobStore
 
-WAIT_TICK = 0.05  # seconds between two reads of the job record
+WAIT_TICK = 0.05  # seconds between two reads of the job record without a write here
 WAITERS_MAX = 16  # requests waiting at once, per coordinator
 
 
@@ -64,9 +66,14 @@ class StateWaiter:
         current = job
         try:
             with trio.move_on_after(min(seconds, self.cap)):
-                while current.state is job.state:
-                    await trio.sleep(self.tick)
+                while True:
+                    # Taken before the read: a write after the read sets it.
+                    changed = self.store.next_change()
                     current = (await self.store.get(job.id)).job
+                    if current.state is not job.state:
+                        break
+                    with trio.move_on_after(self.tick):
+                        await changed.wait()
         finally:
             self.waiting -= 1
         return current

@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
+import trio
+
 from alluxiojob.core.errors import Fenced, JobServiceError, NotFound, WrongState
 from alluxiojob.core.job import JobOptions, JobRecord, JobType, job_identity
 from alluxiojob.core.progress import FailureRecord, Progress
 from alluxiojob.core.reasons import Reason
 from alluxiojob.core.shards import ShardRecord, merge
 from alluxiojob.core.states import ACTIVE_STATES, OWNED_STATES, JobEvent, JobState
+from alluxiojob.store.changes import WatchedKV
 from alluxiojob.store.job_keys import (
     JobKeys,
     OwnedJob,
@@ -42,10 +45,16 @@ class JobStore:
         prefix: str = "/alluxio/jobs/",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.kv = kv
         self.keys = JobKeys(prefix)
+        # Every write (the queue's and the shards' too) goes through it: a job record's
+        # write wakes the requests waiting for a state change (``changes.py``).
+        self.kv = WatchedKV(kv, self.keys.job(""))
         self.clock = clock
-        self.queue = JobQueue(kv, self.keys, clock)
+        self.queue = JobQueue(self.kv, self.keys, clock)
+
+    def next_change(self) -> trio.Event:
+        """Set at this process's next write of a job record; take it before reading."""
+        return self.kv.next_change()
 
     # ------------------------------------------------------------------ reads
     async def get(self, job_id: str) -> OwnedJob:

@@ -64,14 +64,16 @@ def test_wait_without_a_terminal_prints_plain_lines_and_imports_no_rich(
             "-D", "alluxio.coordinator.hostname=127.0.0.1",
             "-D", f"alluxio.coordinator.rest.port={port}"]
     code = f"""
-import json, sys
+import atexit, json, sys
 from alluxiojob.cli.main import main
-sys.argv = ["alluxiojob", *{args!r}]
-try:
-    main()
-finally:
+
+def dump() -> None:  # at exit: main ends the process itself, after the atexit handlers
     with open({str(modules)!r}, "w") as out:
         json.dump(sorted(sys.modules), out)
+
+atexit.register(dump)
+sys.argv = ["alluxiojob", *{args!r}]
+main()
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, stdin=subprocess.DEVNULL, env=dict(os.environ))

@@ -54,6 +54,55 @@ async def test_a_waiting_request_answers_when_the_job_ends(
     assert waiter.waiting == 0
 
 
+async def test_a_state_change_made_here_wakes_the_request_without_a_tick(
+        clock: trio.testing.MockClock) -> None:
+    """The job's write through this store wakes the request: no virtual time passes
+    between the change and the answer, for each change (RUNNING, then SUCCEEDED)."""
+    store = JobStore(MemoryKVStore())
+    await store.submit(JobType.LOAD, "file:///data", "", JobOptions(), 100)
+    [waiting] = await store.list_jobs()
+    waiter = StateWaiter(store, cap=60.0)
+    answers: list[tuple[JobState, float]] = []
+
+    async def ask(job: JobRecord) -> None:
+        answer = await waiter.until_changed(job, 60.0)
+        answers.append((answer.state, trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask, waiting)
+        await trio.sleep(1.0)
+        claimed_at = trio.current_time()
+        [owned] = await store.claim_waiting("me", 1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask, owned.job)
+        await trio.sleep(1.0)
+        ended_at = trio.current_time()
+        await store.transition(owned, JobEvent.SUCCEED)
+    assert answers == [(JobState.RUNNING, claimed_at), (JobState.SUCCEEDED, ended_at)]
+
+
+async def test_a_change_by_another_store_is_read_on_the_tick(
+        clock: trio.testing.MockClock) -> None:
+    """Another coordinator's write (another store over the same KV) wakes nothing here:
+    the request reads the record on its tick and answers within one."""
+    kv = MemoryKVStore()
+    here, there = JobStore(kv), JobStore(kv)
+    owned = await _running(there)
+    waiter = StateWaiter(here, cap=60.0)
+    answers: list[JobRecord] = []
+
+    async def ask() -> None:
+        answers.append(await waiter.until_changed(owned.job, 60.0))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask)
+        await trio.sleep(1.0)
+        ended = trio.current_time()
+        await there.transition(owned, JobEvent.FAIL, error="boom")
+    assert [(job.state, job.error) for job in answers] == [(JobState.FAILED, "boom")]
+    assert 0 < trio.current_time() - ended <= WAIT_TICK
+
+
 async def test_a_waiting_request_answers_after_its_cap(clock: trio.testing.MockClock) -> None:
     store = JobStore(MemoryKVStore())
     owned = await _running(store)
