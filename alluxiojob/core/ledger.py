@@ -519,7 +519,8 @@ class Ledger:
             if queue is None:
                 queue = queues[worker] = deque()
             queue.append(Assignment(self._next_assignment,
-                                    _File(index, number, entry, 1, workers=[worker]), 0, worker))
+                                    _File(index, number, entry, 1, 0, 0, False, [worker]),
+                                    0, worker))
             if worker not in woken:
                 woken.add(worker)
                 decisions.append(Dispatch(worker))
