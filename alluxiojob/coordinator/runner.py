@@ -52,7 +52,7 @@ from alluxiojob.coordinator.metrics import CoordinatorMetrics
 from alluxiojob.coordinator.sources import FailedFile
 from alluxiojob.coordinator.workers import WorkerClient, WorkerError
 from alluxiojob.core.errors import Fenced, describe_error, leaves
-from alluxiojob.core.job import JobType
+from alluxiojob.core.job import JobRecord, JobType
 from alluxiojob.core.ledger import (
     CancelTasks,
     Decision,
@@ -371,12 +371,7 @@ class JobRunner:
             async for files in pages:
                 # The page goes to the ledger in one call, which stops where the listing
                 # should wait for room (or the job failed early); the rest follows then.
-                listed = [(ufs_file.parts,
-                           FileEntry(ufs_file.uri, ufs_file.length, ufs_file.mtime_ns,
-                                     destination(self.job, ufs_file), ufs_file.version),
-                           (Reason(ufs_file.reason), ufs_file.message)
-                           if isinstance(ufs_file, FailedFile) else None)
-                          for ufs_file in files]
+                listed = _rows(self.job, files)
                 while listed:
                     placement = await self._placement()
                     decisions, taken = self.ledger.files_listed(listed, placement, self._now())
@@ -526,6 +521,22 @@ class JobRunner:
             await trio.sleep(CHECKPOINT_INTERVAL)
             self.rate.add(trio.current_time(), self.ledger.shown.bytes_processed)
             await self._save()
+
+
+_new_tuple = tuple.__new__
+
+
+def _rows(job: JobRecord, files: Sequence[UfsFile]) -> list[
+        tuple[tuple[str, ...], FileEntry, tuple[Reason, str] | None]]:
+    """A page of the listing as the ledger takes it: (parts, entry, failure) per file.
+    Built as tuples (``FileEntry`` is one) in one pass: this runs once per file."""
+    if job.dst:
+        return [(f.parts, FileEntry(f.uri, f.length, f.mtime_ns, destination(job, f), f.version),
+                 (Reason(f.reason), f.message) if isinstance(f, FailedFile) else None)
+                for f in files]
+    return [(f.parts, _new_tuple(FileEntry, (f.uri, f.length, f.mtime_ns, "", f.version)),
+             (Reason(f.reason), f.message) if isinstance(f, FailedFile) else None)
+            for f in files]
 
 
 def _storable(failure: FailureRecord) -> FailureRecord:

@@ -58,7 +58,7 @@ from __future__ import annotations
 import enum
 import random
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from alluxiojob.core.backoff import JITTER, backoff_delay
@@ -111,6 +111,13 @@ class Placement:
     ring: HashRing
     members: tuple[str, ...]
     everyone: HashRing | None = None  # every member, live or down (None: ``ring`` is it)
+
+    def single_owner(self, op: JobType, replicas: int) -> Callable[[str], str] | None:
+        """The function that gives a file's one worker when ``targets`` would give
+        exactly one, from the live ring (COPY, MOVE, a LOAD of one replica); else None."""
+        if op is JobType.FREE or (op is JobType.LOAD and replicas != 1) or not len(self.ring):
+            return None
+        return self.ring.primary
 
     def targets(self, op: JobType, path: str, replicas: int) -> list[str]:
         if op is JobType.FREE:
@@ -229,7 +236,7 @@ class Task:
 
     @property
     def entries(self) -> list[FileEntry]:
-        return [a.entry for a in self.assignments]
+        return [a.file.entry for a in self.assignments]
 
 
 # Per-file counting adds into lists of ints in the order of Counters' fields: a file
@@ -467,12 +474,71 @@ class Ledger:
         decisions: list[Decision] = []
         woken: set[str] = set()
         taken = 0
+        owner = placement.single_owner(self.policy.op, self.policy.replicas)
+        if owner is None or self.pass_kind is not PassKind.LOAD:
+            for parts, entry, failure in files:
+                taken += 1
+                self._listed_one(parts, entry, placement, now, failure, decisions, woken)
+                if self.failed_early or self.backlogged():
+                    break
+            return decisions, taken
+        # The usual file (one worker, an ASCII name, no failure known, the job's own
+        # pass) is taken in here, with ``_listed_one``'s steps inlined; any other goes
+        # through ``_listed_one``.
+        size = self.policy.segment_size
+        capacity = self.policy.queue_capacity
+        queues = self._queues
+        segments = self._segments
+        true_sums = self._true_sums
+        files_at, bytes_at = _LISTED
         for parts, entry, failure in files:
             taken += 1
-            self._listed_one(parts, entry, placement, now, failure, decisions, woken)
-            if self.failed_early or self.backlogged():
+            path = entry.path
+            if failure is not None or not (path.isascii() and entry.dst.isascii()):
+                self._listed_one(parts, entry, placement, now, failure, decisions, woken)
+                if self.failed_early or self.backlogged():
+                    break
+                continue
+            index = self._files_listed
+            self._files_listed = index + 1
+            number = index // size
+            segment = segments.get(number)
+            if segment is None:
+                segment = self._open_segment(number, decisions)
+            segment.files += 1
+            segment.last_parts = parts
+            length = entry.length
+            sums = segment.sums
+            sums[files_at] += 1
+            sums[bytes_at] += length
+            true_sums[files_at] += 1
+            true_sums[bytes_at] += length
+            worker = owner(path)
+            self._next_assignment += 1
+            queue = queues.get(worker)
+            if queue is None:
+                queue = queues[worker] = deque()
+            queue.append(Assignment(self._next_assignment,
+                                    _File(index, number, entry, 1, 0, 0, False, [worker]),
+                                    0, worker))
+            if worker not in woken:
+                woken.add(worker)
+                decisions.append(Dispatch(worker))
+            self._last_targets = (worker,)
+            if self.failed_early or len(queue) >= capacity:  # ``backlogged``
                 break
         return decisions, taken
+
+    def _open_segment(self, number: int, decisions: list[Decision]) -> _Segment:
+        """The first file of segment ``number`` is listed: the one before is sealed (and
+        may commit, its decisions into ``decisions``)."""
+        if number:
+            previous = self._segments.get(number - 1)
+            if previous is not None:
+                previous.sealed = True
+                decisions += self._advance()
+        segment = self._segments[number] = _Segment()
+        return segment
 
     def _listed_one(
         self, parts: tuple[str, ...], entry: FileEntry, placement: Placement, now: float,
@@ -485,12 +551,7 @@ class Ledger:
         number = index // self.policy.segment_size
         segment = self._segments.get(number)
         if segment is None:
-            if number:
-                previous = self._segments.get(number - 1)
-                if previous is not None:
-                    previous.sealed = True
-                    decisions += self._advance()
-            segment = self._segments[number] = _Segment()
+            segment = self._open_segment(number, decisions)
         segment.files += 1
         segment.last_parts = parts
         self._count(segment, _LISTED, entry.length)
@@ -545,17 +606,22 @@ class Ledger:
             return None
         # Two replicas of one file may share a worker (fewer live workers than replicas):
         # they go in separate tasks, so that a task never names a file twice.
-        taken: list[Assignment] = []
-        later: list[Assignment] = []
-        paths: set[str] = set()
-        while queue and len(taken) < self.policy.segment_size:
-            assignment = queue.popleft()
-            if assignment.file.entry.path in paths:
-                later.append(assignment)
-            else:
-                paths.add(assignment.file.entry.path)
-                taken.append(assignment)
-        queue.extendleft(reversed(later))
+        # Taken at once, and looked at one by one only when a path is there twice.
+        popleft = queue.popleft
+        taken = [popleft() for _ in range(min(len(queue), self.policy.segment_size))]
+        if len({a.file.entry.path for a in taken}) < len(taken):
+            queue.extendleft(reversed(taken))
+            taken = []
+            later: list[Assignment] = []
+            paths: set[str] = set()
+            while queue and len(taken) < self.policy.segment_size:
+                assignment = queue.popleft()
+                if assignment.file.entry.path in paths:
+                    later.append(assignment)
+                else:
+                    paths.add(assignment.file.entry.path)
+                    taken.append(assignment)
+            queue.extendleft(reversed(later))
         if not queue:
             del self._queues[worker]
         task = Task(self._next_task, worker, taken, now)
@@ -587,14 +653,40 @@ class Ledger:
         by_path = {result.path: result for result in results}
         decisions: list[Decision] = []
         failed = 0
+        load_pass = self.pass_kind is PassKind.LOAD
+        segments = self._segments
+        true_sums = self._true_sums
+        ok_status, failed_status = FileStatus.OK, FileStatus.FAILED
+        processed_at, processed_bytes_at = _PROCESSED
+        # Bytes processed: FREE reports what was freed on every worker, and a
+        # metadata-only LOAD loads nothing (as ``_file_counts``).
+        reported = self.policy.op is JobType.FREE or self.policy.metadata_only
         for assignment in task.assignments:
-            result = by_path.get(assignment.entry.path)
+            listed = assignment.file
+            result = by_path.get(listed.entry.path)
+            if (load_pass and result is not None and result.status is ok_status
+                    and listed.remaining == 1 and not listed.failed and not listed.ok):
+                # The usual answer: the file's one assignment is done. Its counts and
+                # its segment, as ``_assignment_final`` and ``_count`` would.
+                listed.remaining = 0
+                listed.ok = 1
+                nbytes = listed.ok_bytes = result.bytes
+                if not reported:
+                    nbytes = listed.entry.length
+                segment = segments[listed.segment]
+                for sums in (segment.sums, true_sums):
+                    sums[processed_at] += 1
+                    sums[processed_bytes_at] += nbytes
+                segment.final += 1
+                if segment.final >= segment.files:
+                    decisions += self._advance()
+                continue
             if result is None:
                 failed += 1
                 decisions += self._attempt_failed(
                     assignment, Reason.WORKER_RPC_FAILED,
                     f"worker {task.worker} returned no result for the file", now)
-            elif result.status is FileStatus.FAILED:
+            elif result.status is failed_status:
                 failed += 1
                 decisions += self._attempt_failed(
                     assignment, result.reason or Reason.IO_ERROR, result.message, now)

@@ -56,6 +56,12 @@ class HashRing:
                     break
         return found
 
+    def primary(self, key: str) -> str:
+        """``owners(key, 1)[0]`` without the list, for a ring with workers (the listing
+        calls it once per file)."""
+        owners = self._owners
+        return owners[bisect.bisect_left(self._hashes, _hash(key)) % len(owners)]
+
     def owner(self, key: str) -> str:
         owners = self.owners(key, 1)
         if not owners:

@@ -154,7 +154,9 @@ def _encode_task(m: TaskBatch) -> dict[str, Any]:
         "id": m.task_id,
         "job": m.job_id,
         "op": m.op.value,
-        "f": [[f.path, f.length, f.mtime_ns, f.dst, f.version] for f in m.files],
+        # A FileEntry is a tuple in the wire's column order: msgpack packs it as the
+        # row's array as it is, with no list built per file.
+        "f": m.files,
         "o": {
             "skip": m.options.skip_if_exists,
             "bw": m.options.bandwidth,
@@ -324,17 +326,21 @@ def _decode_task(body: dict[str, Any]) -> Message:
 
 
 _STATUSES = {status.value: status for status in FileStatus}
+_new_tuple = tuple.__new__
 
 
 def _decode_result(body: dict[str, Any]) -> Message:
-    results = []
+    results: list[FileResult] = []
+    statuses = _STATUSES
+    append = results.append
     for row in _field(body, "r", list):
         # The usual row (five values of the right types, a known status, no failure)
-        # is read at once; anything else goes through the checks that name the fault.
+        # is read at once, built as the tuple it is; anything else goes through the
+        # checks that name the fault.
         if (type(row) is list and len(row) == 5 and type(row[0]) is str
                 and type(row[2]) is int and row[3] == "" and type(row[4]) is str
-                and type(row[1]) is str and row[1] in _STATUSES):
-            results.append(FileResult(row[0], _STATUSES[row[1]], row[2], None, row[4]))
+                and type(row[1]) is str and row[1] in statuses):
+            append(_new_tuple(FileResult, (row[0], statuses[row[1]], row[2], None, row[4])))
             continue
         path, status, nbytes, reason, text = _row(row, _RESULT_COLUMNS, "result")
         results.append(FileResult(

@@ -8,7 +8,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 
 from alluxiojob.core.reasons import Reason
-from alluxiojob.ufs.base import READ_CHUNK, UfsError, UfsFile, UfsStat
+from alluxiojob.ufs.base import READ_CHUNK, UfsError, UfsFile, UfsStat, listed_file
 from alluxiojob.ufs.tmpnames import TmpName, TmpOwner, hold_lock, sweep
 from alluxiojob.ufs.uri import UfsUri, parse_uri, to_local_path
 
@@ -247,12 +247,13 @@ def _walk_tree(
     unless it is simply gone (vanished, or a dangling link): skipping it would finish a
     job that never saw part of its tree.
     """
-    # (remaining entries of a directory, in reverse; its parts; its (st_dev, st_ino))
-    stack: list[tuple[list[os.DirEntry[str]], tuple[str, ...], tuple[int, int]]] = [
-        (_sorted_entries(root)[::-1], (), root_key)]
+    # (remaining entries of a directory, in reverse; its parts; its (st_dev, st_ino); its
+    # URI with a trailing "/", which a file's name completes)
+    stack: list[tuple[list[os.DirEntry[str]], tuple[str, ...], tuple[int, int], str]] = [
+        (_sorted_entries(root)[::-1], (), root_key, base + "/")]
     ancestors = {root_key}
     while stack:
-        entries, prefix, dir_key = stack[-1]
+        entries, prefix, dir_key, dir_uri = stack[-1]
         if not entries:
             stack.pop()
             ancestors.discard(dir_key)
@@ -279,7 +280,8 @@ def _walk_tree(
             key = (dir_info.st_dev, dir_info.st_ino)
             if key in ancestors:
                 continue  # a symlink back up the tree: do not loop
-            stack.append((_sorted_entries(entry.path)[::-1], parts, key))
+            stack.append((_sorted_entries(entry.path)[::-1], parts, key,
+                          dir_uri + entry.name + "/"))
             ancestors.add(key)
             continue
         if after and parts <= after:
@@ -293,4 +295,4 @@ def _walk_tree(
                            f"{exc.strerror}") from None
         if not stat.S_ISREG(info.st_mode):
             continue
-        yield UfsFile(base + "/" + "/".join(parts), parts, info.st_size, info.st_mtime_ns)
+        yield listed_file(dir_uri + entry.name, parts, info.st_size, info.st_mtime_ns)

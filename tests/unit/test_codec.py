@@ -554,7 +554,7 @@ def test_an_optional_field_left_out_takes_its_default(message: Message,
         assert decoded.options == dataclasses.replace(message.options, metadata_only=meta,
                                                       verify=verify)
         assert decoded.files == tuple(
-            dataclasses.replace(f, version="") if ("f", i, 4) in gone else f
+            f._replace(version="") if ("f", i, 4) in gone else f
             for i, f in enumerate(message.files))
 
 

@@ -518,12 +518,20 @@ class LedgerMachine(RuleBasedStateMachine):
         self.apply(self.ledger.file_listed(parts, listed, self.where(), now=self.clock))
 
     @precondition(lambda self: not self.ledger.listing_done and self.next_file < self.files)
-    @rule(count=st.integers(1, 12))
-    def list_a_page(self, count: int) -> None:
-        """A page in one call: it stops only where the listing must wait for room."""
+    @rule(count=st.integers(1, 12), odd=st.integers(0, 40))
+    def list_a_page(self, count: int, odd: int) -> None:
+        """A page in one call: it stops only where the listing must wait for room. Now
+        and then one of its names is not UTF-8 (taken apart from the usual files)."""
         end = min(self.files, self.next_file + count)
-        page = [(*entry(i, length=i + 1), None) for i in range(self.next_file, end)]
+        page: list[tuple[tuple[str, ...], FileEntry, tuple[Reason, str] | None]] = []
+        for i in range(self.next_file, end):
+            parts, listed = entry(i, length=i + 1)
+            if i - self.next_file == odd:
+                listed = FileEntry(listed.path + "\udcff", listed.length, 1)
+            page.append((parts, listed, None))
         decisions, taken = self.ledger.files_listed(page, self.where(), now=self.clock)
+        if odd < taken and self.ledger.pass_kind is PassKind.LOAD:
+            self.model.failed_files.add(self.next_file + odd)
         assert 1 <= taken <= len(page)
         assert taken == len(page) or self.ledger.backlogged() or self.ledger.failed_early
         woken = [d.worker for d in decisions if isinstance(d, Dispatch)]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alluxiojob.ufs.base import UfsError
+from alluxiojob.ufs.base import UfsError, UfsFile, listed_file
 from alluxiojob.ufs.local import LocalUfs, fsync_dir
 from tests.deep_trees import make_chain, removed_after
 
@@ -25,6 +25,30 @@ def test_walk_is_sorted_and_resumes_strictly_after(tmp_path: Path) -> None:
     assert parts == [("a", "x"), ("a", "y", "z"), ("a-c",), ("b", "1"), ("b", "2"), ("c",)]
     for i, after in enumerate(parts):
         assert [f.parts for f in ufs.walk(uri, after)] == parts[i + 1:]
+
+
+def test_a_walked_file_is_the_ufs_file_of_its_uri_parts_and_stat(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f").write_text("12345")
+    (tmp_path / "g").write_text("1")
+    ufs = LocalUfs()
+    uri = ufs.normalize(str(tmp_path))
+    walked = list(ufs.walk(uri))
+    expected = [UfsFile(f"{uri.rstrip('/')}/{'/'.join(parts)}", parts, size,
+                        os.stat(tmp_path.joinpath(*parts)).st_mtime_ns)
+                for parts, size in ((("a", "b", "f"), 5), (("g",), 1))]
+    assert walked == expected
+    assert [type(f) for f in walked] == [UfsFile, UfsFile]
+    assert [hash(f) for f in walked] == [hash(f) for f in expected]
+    assert [repr(f) for f in walked] == [repr(f) for f in expected]
+
+
+def test_listed_file_is_a_frozen_ufs_file() -> None:
+    made = listed_file("file:///x/y", ("y",), 3, 4, "v")
+    assert made == UfsFile("file:///x/y", ("y",), 3, 4, "v")
+    assert listed_file("file:///x/y", ("y",), 3, 4) == UfsFile("file:///x/y", ("y",), 3, 4)
+    with pytest.raises(AttributeError):
+        made.length = 5  # type: ignore[misc]
 
 
 def test_symlink_loops_are_not_followed(tmp_path: Path) -> None:
