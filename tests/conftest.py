@@ -30,7 +30,18 @@ FAST_DIRECTORIES = (TESTS / "unit", TESTS / "store")
 # teardown of every test of the file). Under pytest-xdist whole files go to the workers in
 # collection order (``--dist loadfile``), so these start first and the many short files
 # fill in at the end instead of one long file running on alone.
-SLOWEST_FIRST: tuple[str, ...] = ()
+SLOWEST_FIRST = (
+    "tests/integration/test_ha.py",  # 137 s under -n 2, on a machine at load average 7
+    "tests/integration/test_s3.py",
+    "tests/integration/test_data_path.py",
+    "tests/integration/test_security.py",
+    "tests/integration/test_shards.py",
+    "tests/integration/test_engine.py",
+    "tests/integration/test_s3_api.py",
+    "tests/integration/test_manifests.py",
+    "tests/integration/test_edge_cases.py",
+    "tests/integration/test_load_free.py",  # 46 s
+)
 
 
 def run_order(path: Path) -> tuple[int, int]:
