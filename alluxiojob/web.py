@@ -13,14 +13,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from alluxiojob.security import PUBLIC_PATHS, Security
-from alluxiojob.security.http import HttpGuard
+from alluxiojob.security.http import BODY_TIMEOUT, HttpGuard
 
 # hypercorn's idle timer (keep_alive_timeout) runs from the connection's start, and after
 # each response, until a request's headers are complete: it is the header timeout. A
 # request body has its own deadline in HttpGuard. read_timeout bounds each socket read
-# (a peer that sends nothing at all); a response already streaming still completes.
+# (a peer that sends nothing at all); a response already streaming still completes. It
+# is longer than the body deadline: its timer starts at the read that brought the headers,
+# before the guard's does, and with equal times a slow body was at times dropped without
+# the guard's 408.
 HEADER_TIMEOUT = 5.0
-READ_TIMEOUT = 10
+READ_TIMEOUT = int(BODY_TIMEOUT + HEADER_TIMEOUT)  # hypercorn takes whole seconds
 MAX_HEADER_BYTES = 16 * 1024
 
 
