@@ -23,7 +23,13 @@ from alluxiojob.protocol.codec import FileEntry, Hello, TaskBatch, TaskOp, encod
 from tests.integration.browser import chromium
 from tests.integration.cluster import Cluster, free_port, make_tree, sha256, wait_for
 from tests.integration.security_fixtures import tls_files, token_file
-from tests.integration.test_security import TOKEN, _send_task, _upgrade, stray_client_sockets
+from tests.integration.test_security import (  # noqa: F401 (an autouse fixture)
+    TOKEN,
+    _send_task,
+    _upgrade,
+    collect_stray_client_sockets,
+    stray_client_sockets,
+)
 
 # Refused upgrades leave trio-websocket's client sockets to the GC, which may collect
 # them during the next test: the filter is on every test here.

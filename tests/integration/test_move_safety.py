@@ -30,6 +30,13 @@ from tests.integration.cluster import SETTLED_STATES, Cluster, make_tree, sha256
 pytestmark = pytest.mark.timeout(300)
 
 
+def _digest_if_there(path: Path) -> str | None:
+    try:
+        return sha256(path)
+    except FileNotFoundError:
+        return None
+
+
 def _digests(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): sha256(p) for p in root.rglob("*")
             if p.is_file() and not p.is_symlink()}
@@ -112,11 +119,9 @@ def test_move_killed_repeatedly_loses_no_file(cluster: Cluster, tmp_path: Path) 
         for rel, digest in before.items():
             # Source first: a MOVE renames into place before it unlinks the source, so a
             # source found missing here has its destination in place by the next line.
-            try:
-                if sha256(src / rel) == digest:
-                    continue
-            except FileNotFoundError:  # moved away, now or between two looks
-                pass
+            # The MOVE goes on meanwhile: the source may go between any two calls.
+            if _digest_if_there(src / rel) == digest:
+                continue
             assert (dst / rel).is_file(), f"{rel} is in neither place"
             assert sha256(dst / rel) == digest, f"{rel} is damaged in the destination"
 
